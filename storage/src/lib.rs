@@ -1,1 +1,51 @@
-//! placeholder
+//! Oasis storage: the Media Object Manager and the Database Manager (catalog).
+//!
+//! From the Oasis design: the Media Object Manager stores and retrieves media objects and reports
+//! what is available; it keeps track of every object (bandwidth requirement, size, availability)
+//! through the Database Manager, whose standard interface lets another database be plugged in.
+//! Here:
+//!
+//! - [`Store`] (module `store`): one data directory; content in flat files named by version id,
+//!   an in-memory index for lookups, crash recovery at [`Store::open`];
+//! - [`Upload`] (module `upload`): atomic, reserved, streaming ingest;
+//! - [`Catalog`] / [`SqliteCatalog`] (module `catalog`): the Database Manager;
+//! - [`validate_name`], [`content_type_for`], bitrate derivation (MP4 `mvhd`, HLS `#EXTINF`);
+//! - [`import_dir`]: bulk import for the `oasis import` command.
+//!
+//! The API is synchronous and `Send + Sync`; the engine chooses which thread calls what. The hot
+//! path ([`Store::lookup`], [`Store::open_file`]) never touches SQLite and, on a cache hit, never
+//! makes a system call.
+//!
+//! **Invariants:** an object name never becomes a file path; every byte written is reserved with
+//! the Resource Manager first; storage never reads the clock (the configured clock is called);
+//! after a crash at any point, [`Store::open`] shows either the old or the new version of each
+//! object, never a partial one. The on-disk format is in `FORMAT.md`.
+
+#![forbid(unsafe_code)]
+
+mod bitrate;
+mod catalog;
+mod content_type;
+mod error;
+mod fd_cache;
+mod import;
+mod name;
+mod store;
+mod upload;
+
+pub use bitrate::{
+    bitrate_bps, mp4_duration_ms, parse_playlist, BitrateSource, PlaylistEntry, DURATION_MS_MAX,
+    PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
+};
+pub use catalog::{
+    BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog, SCHEMA_VERSION,
+};
+pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
+pub use error::StoreError;
+pub use import::{import_dir, ImportReport};
+pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
+pub use store::{
+    system_clock_unix_ms, RecoveryReport, Store, StoreConfig, CATALOG_FILE, LOCK_FILE, OBJECTS_DIR,
+    REPORT_NAMES_MAX, TMP_DIR,
+};
+pub use upload::{Upload, UploadOptions};

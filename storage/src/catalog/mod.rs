@@ -1,0 +1,112 @@
+//! The Database Manager: the catalog of media objects behind one standard interface.
+//!
+//! [`Catalog`] is the contract every backend meets (the embedded [`SqliteCatalog`] today; a
+//! PostgreSQL one can be added beside it without touching callers). The Media Object Manager calls
+//! it only on the control plane: at start-up to load everything, and on ingest, replace and delete
+//! to commit. Each mutating call is one durable transaction: when it returns `Ok`, the change
+//! survives a crash; when it returns `Err`, nothing changed.
+//!
+//! This module must never be called on the request path (lookups are served from the in-memory
+//! index), never touch object content files, and never read the clock (times come in the records).
+
+mod sqlite;
+
+pub use sqlite::{SqliteCatalog, SCHEMA_VERSION};
+
+use crate::bitrate::BitrateSource;
+
+/// The metadata of one stored object version: one catalog row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Unique version id, never reused, even after delete. Names the content file.
+    pub id: u64,
+    /// The object name (validated by [`crate::validate_name`]).
+    pub name: String,
+    /// Exact length of the content file.
+    pub size_bytes: u64,
+    /// What the object is served as.
+    pub content_type: String,
+    /// CRC-32C (Castagnoli) of the whole content.
+    pub crc32c: u32,
+    /// When the version was committed, milliseconds since the Unix epoch (from the store's clock).
+    pub created_unix_ms: u64,
+    /// Bandwidth needed to stream the object in real time, bits per second.
+    pub bitrate_bps: u64,
+    /// Where `bitrate_bps` came from.
+    pub bitrate_source: BitrateSource,
+}
+
+/// A change of bitrate of an already stored version (HLS segments learning their duration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitrateUpdate {
+    pub id: u64,
+    pub bitrate_bps: u64,
+    pub bitrate_source: BitrateSource,
+}
+
+/// Errors of a catalog backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The backend failed an operation.
+    #[error(
+        "catalog ({backend}) failed to {op}: {source}; check the catalog file and its disk, \
+         then restart (recovery runs at start-up)"
+    )]
+    Backend {
+        backend: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The catalog's disk is full.
+    #[error(
+        "catalog ({backend}) could not {op}: the disk is full; free space on the file system holding \
+         the data directory and retry (nothing was changed)"
+    )]
+    Full {
+        backend: &'static str,
+        op: &'static str,
+    },
+    /// The catalog was written by a newer Oasis.
+    #[error(
+        "catalog {location} has schema version {found}, but this Oasis knows only up to {known}; \
+         run the newer Oasis that wrote it, or restore a backup"
+    )]
+    SchemaTooNew {
+        location: String,
+        found: u32,
+        known: u32,
+    },
+    /// A row breaks an invariant the schema cannot express.
+    #[error(
+        "catalog {location} holds an invalid row: {what}; restore a backup or delete that row"
+    )]
+    InvalidRow { location: String, what: String },
+}
+
+/// The standard interface of the Database Manager for media objects.
+///
+/// Methods take `&mut self`: the store serialises calls (a backend need not be `Sync`). Every
+/// mutating method is atomic and durable on `Ok`.
+pub trait Catalog: Send {
+    /// A short backend name for messages ("sqlite", "postgres").
+    fn backend(&self) -> &'static str;
+    /// The schema version in force (after migrations).
+    fn schema_version(&mut self) -> Result<u32, CatalogError>;
+    /// Every record, in no particular order.
+    fn load_all(&mut self) -> Result<Vec<ObjectMeta>, CatalogError>;
+    /// A fresh version id, never handed out before (durable: a crash does not make it reusable).
+    fn next_id(&mut self) -> Result<u64, CatalogError>;
+    /// Inserts `record`, replacing the record with the same name if any; returns the replaced one.
+    /// Fails if `record.id` is already in use.
+    fn insert_or_replace(
+        &mut self,
+        record: &ObjectMeta,
+    ) -> Result<Option<ObjectMeta>, CatalogError>;
+    /// Removes the record named `name`; returns it, or `None` if there was none.
+    fn remove(&mut self, name: &str) -> Result<Option<ObjectMeta>, CatalogError>;
+    /// Removes the record with version `id` (recovery); returns whether there was one.
+    fn remove_id(&mut self, id: u64) -> Result<bool, CatalogError>;
+    /// Applies bitrate changes to existing versions, all or none. Unknown ids are ignored.
+    fn update_bitrates(&mut self, updates: &[BitrateUpdate]) -> Result<(), CatalogError>;
+}

@@ -1,0 +1,410 @@
+//! The embedded catalog backend: one SQLite file (`DATA/catalog.sqlite`) in WAL mode with
+//! `synchronous=FULL`, so a committed transaction is on disk before the call returns.
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] brings an older file up to
+//! date, each step in its own transaction, and a file newer than this code is refused. This module
+//! must never be used from the request path and never hold a transaction open across calls.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{BitrateUpdate, Catalog, CatalogError, ObjectMeta};
+use crate::bitrate::BitrateSource;
+
+const BACKEND: &str = "sqlite";
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Append only; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: objects and the id counter.
+    "CREATE TABLE objects (
+        id              INTEGER PRIMARY KEY CHECK (id > 0),
+        name            TEXT    NOT NULL UNIQUE CHECK (length(name) > 0),
+        size_bytes      INTEGER NOT NULL CHECK (size_bytes >= 0),
+        content_type    TEXT    NOT NULL,
+        crc32c          INTEGER NOT NULL CHECK (crc32c BETWEEN 0 AND 4294967295),
+        created_unix_ms INTEGER NOT NULL CHECK (created_unix_ms >= 0),
+        bitrate_bps     INTEGER NOT NULL CHECK (bitrate_bps >= 0),
+        bitrate_source  TEXT    NOT NULL
+                        CHECK (bitrate_source IN ('uploader', 'mp4', 'hls_extinf', 'default'))
+    ) STRICT;
+    CREATE TABLE counters (
+        name  TEXT    PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO counters (name, value) VALUES ('next_object_id', 1);",
+];
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Object rows are bounded by what fits in an `i64` column; ids and sizes never get near it.
+fn to_sql_u64(v: u64) -> i64 {
+    assert!(
+        v <= i64::MAX as u64,
+        "value {v} does not fit the catalog's INTEGER columns"
+    );
+    v as i64
+}
+
+/// The SQLite implementation of [`Catalog`].
+pub struct SqliteCatalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteCatalog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> CatalogError {
+    move |e| {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            CatalogError::Full {
+                backend: BACKEND,
+                op,
+            }
+        } else {
+            CatalogError::Backend {
+                backend: BACKEND,
+                op,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog at `path`, sets WAL and `synchronous=FULL`, and
+    /// migrates it to [`SCHEMA_VERSION`]. Refuses a file with a newer schema.
+    pub fn open(path: &Path) -> Result<SqliteCatalog, CatalogError> {
+        let conn = Connection::open(path).map_err(backend_err("open the catalog file"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend_err("set the busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(backend_err("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CatalogError::Backend {
+                backend: BACKEND,
+                op: "enable WAL",
+                source: format!("journal mode stayed {mode:?}").into(),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend_err("set synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend_err("enable foreign keys"))?;
+        let mut catalog = SqliteCatalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        catalog.migrate()?;
+        Ok(catalog)
+    }
+
+    fn user_version(&self) -> Result<u32, CatalogError> {
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(backend_err("read the schema version"))?;
+        u32::try_from(v).map_err(|_| CatalogError::InvalidRow {
+            location: self.path.display().to_string(),
+            what: format!("user_version {v} is negative"),
+        })
+    }
+
+    fn migrate(&mut self) -> Result<(), CatalogError> {
+        let found = self.user_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(CatalogError::SchemaTooNew {
+                location: self.path.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let to = from as u32 + 1;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend_err("begin a migration"))?;
+            tx.execute_batch(sql)
+                .map_err(backend_err("apply a schema migration"))?;
+            tx.pragma_update(None, "user_version", to)
+                .map_err(backend_err("record the schema version"))?;
+            tx.commit()
+                .map_err(backend_err("commit a schema migration"))?;
+            tracing::info!(target: "oasis::storage", path = %self.path.display(), from, to, "catalog schema migrated");
+        }
+        Ok(())
+    }
+
+    fn row_to_meta(
+        location: &Path,
+        row: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<Result<ObjectMeta, CatalogError>> {
+        let id: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        let size_bytes: i64 = row.get(2)?;
+        let content_type: String = row.get(3)?;
+        let crc32c: i64 = row.get(4)?;
+        let created_unix_ms: i64 = row.get(5)?;
+        let bitrate_bps: i64 = row.get(6)?;
+        let source: String = row.get(7)?;
+        let invalid = |what: String| CatalogError::InvalidRow {
+            location: location.display().to_string(),
+            what,
+        };
+        let Some(bitrate_source) = BitrateSource::parse(&source) else {
+            return Ok(Err(invalid(format!(
+                "object id {id}: unknown bitrate_source {source:?}"
+            ))));
+        };
+        if let Err(why) = crate::name::validate_name(&name) {
+            return Ok(Err(invalid(format!(
+                "object id {id}: name {name:?} is invalid: {why}"
+            ))));
+        }
+        // The CHECK constraints guarantee the ranges below; a row that breaks them was written by hand.
+        let (Ok(id), Ok(size_bytes), Ok(crc32c), Ok(created_unix_ms), Ok(bitrate_bps)) = (
+            u64::try_from(id),
+            u64::try_from(size_bytes),
+            u32::try_from(crc32c),
+            u64::try_from(created_unix_ms),
+            u64::try_from(bitrate_bps),
+        ) else {
+            return Ok(Err(invalid(format!(
+                "object id {id}: a numeric column is out of range"
+            ))));
+        };
+        Ok(Ok(ObjectMeta {
+            id,
+            name,
+            size_bytes,
+            content_type,
+            crc32c,
+            created_unix_ms,
+            bitrate_bps,
+            bitrate_source,
+        }))
+    }
+
+    fn get_by_name(
+        tx: &rusqlite::Transaction<'_>,
+        location: &Path,
+        name: &str,
+    ) -> Result<Option<ObjectMeta>, CatalogError> {
+        let row = tx
+            .query_row(
+                "SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source
+                 FROM objects WHERE name = ?1",
+                params![name],
+                |r| Self::row_to_meta(location, r),
+            )
+            .optional()
+            .map_err(backend_err("read an object row"))?;
+        row.transpose()
+    }
+}
+
+impl Catalog for SqliteCatalog {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn schema_version(&mut self) -> Result<u32, CatalogError> {
+        self.user_version()
+    }
+
+    fn load_all(&mut self) -> Result<Vec<ObjectMeta>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source
+                 FROM objects",
+            )
+            .map_err(backend_err("prepare the object scan"))?;
+        let rows = stmt
+            .query_map([], |r| Self::row_to_meta(&self.path, r))
+            .map_err(backend_err("scan the objects"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(backend_err("read an object row"))??);
+        }
+        Ok(out)
+    }
+
+    fn next_id(&mut self) -> Result<u64, CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend_err("begin an id allocation"))?;
+        let id: i64 = tx
+            .query_row("UPDATE counters SET value = value + 1 WHERE name = 'next_object_id' RETURNING value - 1", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend_err("allocate an object id"))?;
+        tx.commit()
+            .map_err(backend_err("commit an id allocation"))?;
+        assert!(id > 0, "object id counter went non-positive");
+        Ok(id as u64)
+    }
+
+    fn insert_or_replace(
+        &mut self,
+        record: &ObjectMeta,
+    ) -> Result<Option<ObjectMeta>, CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend_err("begin an object commit"))?;
+        let replaced = Self::get_by_name(&tx, &self.path, &record.name)?;
+        if let Some(old) = &replaced {
+            assert_ne!(old.id, record.id, "a version replacing itself");
+            tx.execute(
+                "DELETE FROM objects WHERE id = ?1",
+                params![to_sql_u64(old.id)],
+            )
+            .map_err(backend_err("remove the replaced row"))?;
+        }
+        tx.execute(
+            "INSERT INTO objects (id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                to_sql_u64(record.id),
+                record.name,
+                to_sql_u64(record.size_bytes),
+                record.content_type,
+                record.crc32c as i64,
+                to_sql_u64(record.created_unix_ms),
+                to_sql_u64(record.bitrate_bps.min(i64::MAX as u64)),
+                record.bitrate_source.as_str(),
+            ],
+        )
+        .map_err(backend_err("insert an object row"))?;
+        tx.commit().map_err(backend_err("commit an object row"))?;
+        Ok(replaced)
+    }
+
+    fn remove(&mut self, name: &str) -> Result<Option<ObjectMeta>, CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend_err("begin an object removal"))?;
+        let removed = Self::get_by_name(&tx, &self.path, name)?;
+        if let Some(old) = &removed {
+            tx.execute(
+                "DELETE FROM objects WHERE id = ?1",
+                params![to_sql_u64(old.id)],
+            )
+            .map_err(backend_err("remove an object row"))?;
+        }
+        tx.commit()
+            .map_err(backend_err("commit an object removal"))?;
+        Ok(removed)
+    }
+
+    fn remove_id(&mut self, id: u64) -> Result<bool, CatalogError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM objects WHERE id = ?1", params![to_sql_u64(id)])
+            .map_err(backend_err("remove an object row"))?;
+        Ok(n > 0)
+    }
+
+    fn update_bitrates(&mut self, updates: &[BitrateUpdate]) -> Result<(), CatalogError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend_err("begin a bitrate update"))?;
+        {
+            let mut stmt = tx
+                .prepare("UPDATE objects SET bitrate_bps = ?2, bitrate_source = ?3 WHERE id = ?1")
+                .map_err(backend_err("prepare a bitrate update"))?;
+            for u in updates {
+                stmt.execute(params![
+                    to_sql_u64(u.id),
+                    to_sql_u64(u.bitrate_bps.min(i64::MAX as u64)),
+                    u.bitrate_source.as_str()
+                ])
+                .map_err(backend_err("update a bitrate"))?;
+            }
+        }
+        tx.commit()
+            .map_err(backend_err("commit a bitrate update"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: u64, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            id,
+            name: name.into(),
+            size_bytes: 10,
+            content_type: "video/mp2t".into(),
+            crc32c: 0xdead_beef,
+            created_unix_ms: 1,
+            bitrate_bps: 8,
+            bitrate_source: BitrateSource::Default,
+        }
+    }
+
+    #[test]
+    fn insert_replace_remove_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+        let a = c.next_id().unwrap();
+        let b = c.next_id().unwrap();
+        assert!(b > a);
+        assert_eq!(c.insert_or_replace(&meta(a, "x")).unwrap(), None);
+        assert_eq!(
+            c.insert_or_replace(&meta(b, "x")).unwrap(),
+            Some(meta(a, "x"))
+        );
+        c.update_bitrates(&[BitrateUpdate {
+            id: b,
+            bitrate_bps: 99,
+            bitrate_source: BitrateSource::HlsExtinf,
+        }])
+        .unwrap();
+        drop(c);
+        let mut c = SqliteCatalog::open(&path).unwrap();
+        let all = c.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].bitrate_bps, 99);
+        assert!(
+            c.next_id().unwrap() > b,
+            "ids are never reused across reopen"
+        );
+        assert_eq!(c.remove("x").unwrap().map(|m| m.id), Some(b));
+        assert_eq!(c.remove("x").unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        drop(SqliteCatalog::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteCatalog::open(&path).unwrap_err();
+        assert!(matches!(err, CatalogError::SchemaTooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer Oasis"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! A bounded cache of open content files, keyed by object version id.
+//!
+//! Streaming a popular object must not cost an `open(2)` per request, so the hot path asks this
+//! cache. It is keyed by id, not name: a replaced name gets a new id, so a cached handle can never
+//! serve a mix of two versions. Each cached descriptor holds one `OpenFiles` reservation; when the
+//! cache is full (or the Resource Manager says no), the least recently used entry is evicted.
+//!
+//! This module must never grow past its bound, and never hold its lock across a system call: the
+//! `open(2)` of a miss happens outside the lock.
+//!
+//! A handle handed out stays valid after eviction (it is an `Arc<File>`): the descriptor closes when
+//! the last stream holding it finishes. Its `OpenFiles` reservation follows the cache slot, so a
+//! handle outliving its slot is briefly not counted; the engine's per-connection reservations bound
+//! how many such handles can exist.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use oasis_engine::resource::{Reservation, Resource, ResourceManager};
+
+use crate::error::StoreError;
+
+struct Slot {
+    file: Arc<File>,
+    last_used_tick: u64,
+    _open_file: Reservation,
+}
+
+struct Slots {
+    by_id: HashMap<u64, Slot>,
+    tick: u64,
+}
+
+pub(crate) struct FdCache {
+    slots: Mutex<Slots>,
+    capacity: usize,
+    rm: Arc<ResourceManager>,
+}
+
+impl FdCache {
+    pub(crate) fn new(capacity: usize, rm: Arc<ResourceManager>) -> FdCache {
+        assert!(capacity > 0, "the fd cache needs at least one slot");
+        FdCache {
+            slots: Mutex::new(Slots {
+                by_id: HashMap::with_capacity(capacity),
+                tick: 0,
+            }),
+            capacity,
+            rm,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        // A panic while holding this lock leaves the map consistent (every mutation is one call).
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached handle of version `id`, opening `path` on a miss.
+    pub(crate) fn get_or_open(
+        &self,
+        id: u64,
+        path: &Path,
+        name: &str,
+    ) -> Result<Arc<File>, StoreError> {
+        if let Some(file) = self.hit(id) {
+            return Ok(file);
+        }
+        let reservation = self.reserve_slot()?;
+        let file = match File::open(path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    name: name.to_string(),
+                });
+            }
+            Err(e) => return Err(StoreError::io("opening object file", path, e)),
+        };
+        let mut slots = self.lock();
+        slots.tick += 1;
+        let tick = slots.tick;
+        if let Some(existing) = slots.by_id.get_mut(&id) {
+            // Another thread opened it meanwhile: keep one descriptor.
+            existing.last_used_tick = tick;
+            return Ok(Arc::clone(&existing.file));
+        }
+        while slots.by_id.len() >= self.capacity {
+            Self::evict_lru(&mut slots);
+        }
+        slots.by_id.insert(
+            id,
+            Slot {
+                file: Arc::clone(&file),
+                last_used_tick: tick,
+                _open_file: reservation,
+            },
+        );
+        assert!(slots.by_id.len() <= self.capacity);
+        Ok(file)
+    }
+
+    fn hit(&self, id: u64) -> Option<Arc<File>> {
+        let mut slots = self.lock();
+        slots.tick += 1;
+        let tick = slots.tick;
+        let slot = slots.by_id.get_mut(&id)?;
+        slot.last_used_tick = tick;
+        Some(Arc::clone(&slot.file))
+    }
+
+    /// An `OpenFiles` reservation, evicting our own least recently used slot once if the Resource
+    /// Manager is at its limit.
+    fn reserve_slot(&self) -> Result<Reservation, StoreError> {
+        match self.rm.reserve(Resource::OpenFiles, 1) {
+            Ok(r) => Ok(r),
+            Err(first) => {
+                let evicted = {
+                    let mut slots = self.lock();
+                    Self::evict_lru(&mut slots)
+                };
+                if !evicted {
+                    return Err(StoreError::Reserve(first));
+                }
+                Ok(self.rm.reserve(Resource::OpenFiles, 1)?)
+            }
+        }
+    }
+
+    /// Drops the least recently used slot; O(capacity), only on a miss when full.
+    fn evict_lru(slots: &mut Slots) -> bool {
+        let victim = slots
+            .by_id
+            .iter()
+            .min_by_key(|(_, s)| s.last_used_tick)
+            .map(|(id, _)| *id);
+        match victim {
+            Some(id) => slots.by_id.remove(&id).is_some(),
+            None => false,
+        }
+    }
+
+    /// Forgets version `id` (deleted or replaced). Holders of its handle keep reading it.
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().by_id.remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+}

@@ -1,0 +1,660 @@
+//! The Media Object Manager: the data directory, the in-memory index, recovery, replace and delete.
+//!
+//! [`Store`] owns one data directory (see `FORMAT.md`): content files named by version id under
+//! `objects/`, uploads in progress under `tmp/`, and the catalog. Lookups are answered from an
+//! in-memory index loaded at start-up (a read lock and an `Arc` clone; never SQLite); every change
+//! goes file first, catalog second, index third, cleanup last, so a crash at any point leaves the
+//! old state or the new one, and [`Store::open`] tidies whatever a crash left behind.
+//!
+//! This module must never derive a file path from an object name, never touch the catalog on the
+//! lookup/open path, never read the clock itself (the configured clock is called), and never hold
+//! the index lock across I/O.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use oasis_engine::resource::{Reservation, Resource, ResourceManager};
+
+use crate::bitrate::{self, BitrateSource};
+use crate::catalog::{BitrateUpdate, Catalog, ObjectMeta, SqliteCatalog};
+use crate::error::StoreError;
+use crate::fd_cache::FdCache;
+use crate::name::{self, validate_name};
+use crate::upload::{Upload, UploadOptions};
+
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the catalog file inside the data directory.
+pub const CATALOG_FILE: &str = "catalog.sqlite";
+/// Directory of committed content files.
+pub const OBJECTS_DIR: &str = "objects";
+/// Directory of uploads in progress.
+pub const TMP_DIR: &str = "tmp";
+/// Suffix of upload temp files.
+pub(crate) const TMP_SUFFIX: &str = ".part";
+/// Most names a [`RecoveryReport`] lists per category (counts are always exact).
+pub const REPORT_NAMES_MAX: usize = 1000;
+
+/// Milliseconds since the Unix epoch from the system clock: what the server passes as
+/// [`StoreConfig::clock_unix_ms`]. Storage code itself never calls it.
+pub fn system_clock_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How a store is set up. Build with [`StoreConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The data directory; created with its layout on first use.
+    pub data_dir: PathBuf,
+    /// Bitrate given to objects whose bitrate is neither uploaded nor derivable, bits/s.
+    pub default_bitrate_bps: u64,
+    /// Slots in the open-file cache (each holds one `OpenFiles` reservation). At least 1.
+    pub open_files_max: usize,
+    /// Largest object accepted, bytes.
+    pub object_bytes_max: u64,
+    /// Disk space reserved at a time for uploads of unknown length, bytes. At least 1.
+    pub reserve_step_bytes: u64,
+    /// The clock, milliseconds since the Unix epoch (injected so storage never reads time).
+    pub clock_unix_ms: fn() -> u64,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            default_bitrate_bps: 5_000_000,
+            open_files_max: 256,
+            object_bytes_max: 64 << 30,
+            reserve_step_bytes: 8 << 20,
+            clock_unix_ms: system_clock_unix_ms,
+        }
+    }
+}
+
+/// What [`Store::open`] found and repaired. Counts are exact; name lists are capped at
+/// [`REPORT_NAMES_MAX`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Objects loaded into the index.
+    pub objects_loaded: u64,
+    /// Upload temp files removed (uploads interrupted by a crash).
+    pub tmp_files_removed: u64,
+    /// Content files with no catalog row, removed (a crash between rename and commit, or before cleanup).
+    pub orphan_files_removed: u64,
+    /// Catalog rows dropped because their file was missing or had the wrong size.
+    pub rows_dropped: u64,
+    /// Names of the objects whose rows were dropped, with the reason.
+    pub rows_dropped_names: Vec<String>,
+    /// Files under `objects/` whose names are not version ids; left alone.
+    pub unknown_files: Vec<PathBuf>,
+    /// Stored bytes that could not be reserved with the Resource Manager (its disk_space_bytes
+    /// limit is below what is already stored).
+    pub unreserved_bytes: u64,
+    /// HLS segment bitrates corrected from their playlists.
+    pub bitrates_fixed: u64,
+}
+
+impl RecoveryReport {
+    /// True when nothing needed repair.
+    pub fn is_clean(&self) -> bool {
+        self.tmp_files_removed == 0
+            && self.orphan_files_removed == 0
+            && self.rows_dropped == 0
+            && self.unknown_files.is_empty()
+    }
+}
+
+/// One index entry: the current version and the disk space it holds.
+pub(crate) struct Entry {
+    pub(crate) meta: Arc<ObjectMeta>,
+    pub(crate) _disk: Option<Reservation>,
+}
+
+/// Segment durations learned from stored playlists.
+#[derive(Default)]
+pub(crate) struct HlsDurations {
+    /// Segment object name to (playlist name, duration ms).
+    segments: HashMap<String, (String, u64)>,
+    /// Playlist name to the segment names it set.
+    by_playlist: HashMap<String, Vec<String>>,
+}
+
+impl HlsDurations {
+    pub(crate) fn duration_ms(&self, segment: &str) -> Option<u64> {
+        self.segments.get(segment).map(|(_, ms)| *ms)
+    }
+
+    pub(crate) fn forget_playlist(&mut self, playlist: &str) {
+        for segment in self.by_playlist.remove(playlist).unwrap_or_default() {
+            if self
+                .segments
+                .get(&segment)
+                .is_some_and(|(p, _)| p == playlist)
+            {
+                self.segments.remove(&segment);
+            }
+        }
+    }
+
+    /// Replaces what `playlist` said with `entries` (already resolved to object names).
+    pub(crate) fn set_playlist(&mut self, playlist: &str, entries: Vec<(String, u64)>) {
+        self.forget_playlist(playlist);
+        let mut names = Vec::with_capacity(entries.len());
+        for (segment, ms) in entries {
+            names.push(segment.clone());
+            self.segments.insert(segment, (playlist.to_string(), ms));
+        }
+        self.by_playlist.insert(playlist.to_string(), names);
+    }
+}
+
+/// State changed only by commits, behind one lock so catalog order and index order agree.
+pub(crate) struct Committer {
+    pub(crate) catalog: Box<dyn Catalog>,
+    pub(crate) hls: HlsDurations,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: StoreConfig,
+    pub(crate) rm: Arc<ResourceManager>,
+    pub(crate) objects_dir: PathBuf,
+    pub(crate) tmp_dir: PathBuf,
+    pub(crate) committer: Mutex<Committer>,
+    pub(crate) index: RwLock<HashMap<String, Entry>>,
+    pub(crate) fds: FdCache,
+    /// Held for the life of the store: the flock on `LOCK`.
+    _lock: File,
+}
+
+/// The Media Object Manager of one data directory. `Send + Sync`; share it as `Arc<Store>`.
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::io(op, path, e)
+}
+
+/// `fsync` of a directory, so renames and creations inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+/// The content path of version `id` under `objects_dir`: `<2 hex of the low byte>/<16 hex>`.
+pub(crate) fn object_path_in(objects_dir: &Path, id: u64) -> PathBuf {
+    objects_dir
+        .join(format!("{:02x}", id & 0xff))
+        .join(format!("{id:016x}"))
+}
+
+fn push_capped<T>(v: &mut Vec<T>, item: T) {
+    if v.len() < REPORT_NAMES_MAX {
+        v.push(item);
+    }
+}
+
+impl Inner {
+    pub(crate) fn committer(&self) -> MutexGuard<'_, Committer> {
+        // A panic mid-commit is a bug; the catalog is transactional and the index is updated by
+        // single insert/remove calls, so the state behind a poisoned lock is still consistent.
+        self.committer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn object_path(&self, id: u64) -> PathBuf {
+        object_path_in(&self.objects_dir, id)
+    }
+
+    /// Reserves disk space for a stored object, or `None` (with a warning) if the account is full:
+    /// what is already on disk is kept even when the limit was lowered.
+    pub(crate) fn reserve_stored(&self, meta: &ObjectMeta) -> Option<Reservation> {
+        match self.rm.reserve(Resource::DiskSpaceBytes, meta.size_bytes) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(target: "oasis::storage", name = %meta.name, "stored object not accounted: {e}");
+                None
+            }
+        }
+    }
+
+    /// Learns segment durations from the playlist stored as `playlist` at `path`, and returns the
+    /// bitrate updates for stored segments whose bitrate may be replaced. Caller holds the committer.
+    pub(crate) fn learn_playlist(
+        &self,
+        hls: &mut HlsDurations,
+        index: &HashMap<String, Entry>,
+        playlist: &str,
+        path: &Path,
+    ) -> Vec<(String, BitrateUpdate)> {
+        let base = name::parent(playlist);
+        let entries: Vec<(String, u64)> = bitrate::read_playlist(path)
+            .into_iter()
+            .filter_map(|e| name::resolve_relative(base, &e.uri).map(|n| (n, e.duration_ms)))
+            .collect();
+        let mut updates = Vec::new();
+        for (segment, duration_ms) in &entries {
+            if let Some(entry) = index.get(segment) {
+                if let Some(u) = segment_update(&entry.meta, *duration_ms) {
+                    updates.push((segment.clone(), u));
+                }
+            }
+        }
+        hls.set_playlist(playlist, entries);
+        updates
+    }
+
+    /// Applies bitrate updates to the catalog, then the index. A catalog failure is logged, not
+    /// returned: the objects are committed, and the next start-up recomputes these values.
+    pub(crate) fn apply_bitrate_updates(
+        &self,
+        committer: &mut Committer,
+        updates: &[(String, BitrateUpdate)],
+    ) -> u64 {
+        if updates.is_empty() {
+            return 0;
+        }
+        let rows: Vec<BitrateUpdate> = updates.iter().map(|(_, u)| *u).collect();
+        if let Err(e) = committer.catalog.update_bitrates(&rows) {
+            tracing::warn!(target: "oasis::storage", "segment bitrates not updated (recomputed at next start): {e}");
+            return 0;
+        }
+        let mut index = self.index_write();
+        let mut applied = 0;
+        for (name, u) in updates {
+            if let Some(entry) = index.get_mut(name).filter(|e| e.meta.id == u.id) {
+                let mut meta = (*entry.meta).clone();
+                meta.bitrate_bps = u.bitrate_bps;
+                meta.bitrate_source = u.bitrate_source;
+                entry.meta = Arc::new(meta);
+                applied += 1;
+            }
+        }
+        applied
+    }
+}
+
+/// The update that gives `meta` the bitrate implied by a playlist duration, if it is replaceable
+/// and different.
+fn segment_update(meta: &ObjectMeta, duration_ms: u64) -> Option<BitrateUpdate> {
+    if !meta.bitrate_source.is_derived_or_default() {
+        return None;
+    }
+    let bps = bitrate::bitrate_bps(meta.size_bytes, duration_ms)?;
+    if bps == meta.bitrate_bps && meta.bitrate_source == BitrateSource::HlsExtinf {
+        return None;
+    }
+    Some(BitrateUpdate {
+        id: meta.id,
+        bitrate_bps: bps,
+        bitrate_source: BitrateSource::HlsExtinf,
+    })
+}
+
+impl Store {
+    /// Opens (creating on first use) the data directory, takes its lock, runs recovery and loads
+    /// the index. See `FORMAT.md` for what recovery repairs.
+    ///
+    /// Panics if `config.open_files_max` or `config.reserve_step_bytes` is zero (a configuration
+    /// bug the binary validates first).
+    pub fn open(
+        config: StoreConfig,
+        rm: Arc<ResourceManager>,
+    ) -> Result<(Arc<Store>, RecoveryReport), StoreError> {
+        assert!(
+            config.open_files_max > 0,
+            "open_files_max must be at least 1"
+        );
+        assert!(
+            config.reserve_step_bytes > 0,
+            "reserve_step_bytes must be at least 1"
+        );
+        let data_dir = config.data_dir.clone();
+        let objects_dir = data_dir.join(OBJECTS_DIR);
+        let tmp_dir = data_dir.join(TMP_DIR);
+        fs::create_dir_all(&data_dir).map_err(io("creating data directory", &data_dir))?;
+        let lock = take_lock(&data_dir)?;
+        let mut report = RecoveryReport::default();
+
+        for dir in [&objects_dir, &tmp_dir] {
+            fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+        }
+        for fan in 0..=0xffu64 {
+            let dir = objects_dir.join(format!("{fan:02x}"));
+            fs::create_dir_all(&dir).map_err(io("creating directory", &dir))?;
+        }
+        sync_dir(&objects_dir)?;
+        sync_dir(&data_dir)?;
+
+        // 1. Interrupted uploads.
+        for entry in fs::read_dir(&tmp_dir).map_err(io("listing", &tmp_dir))? {
+            let entry = entry.map_err(io("listing", &tmp_dir))?;
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io("removing temp file", &path))?;
+            report.tmp_files_removed += 1;
+        }
+
+        // 2. The catalog.
+        let catalog_path = data_dir.join(CATALOG_FILE);
+        let mut catalog: Box<dyn Catalog> = Box::new(SqliteCatalog::open(&catalog_path)?);
+        let records = catalog.load_all()?;
+
+        // 3. Content files on disk: id -> length.
+        let mut on_disk: HashMap<u64, (PathBuf, u64)> = HashMap::new();
+        for fan in 0..=0xffu64 {
+            let dir = objects_dir.join(format!("{fan:02x}"));
+            for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
+                let entry = entry.map_err(io("listing", &dir))?;
+                let path = entry.path();
+                let parsed = entry
+                    .file_name()
+                    .to_str()
+                    .filter(|s| s.len() == 16)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                    .filter(|id| object_path_in(&objects_dir, *id) == path);
+                let meta = entry.metadata().map_err(io("reading metadata of", &path))?;
+                match parsed {
+                    Some(id) if meta.is_file() => {
+                        on_disk.insert(id, (path, meta.len()));
+                    }
+                    _ => push_capped(&mut report.unknown_files, path),
+                }
+            }
+        }
+
+        // 4. Rows whose file is missing or the wrong size are dropped; files with no row removed.
+        let mut kept = Vec::with_capacity(records.len());
+        for record in records {
+            match on_disk.remove(&record.id) {
+                Some((_, len)) if len == record.size_bytes => kept.push(record),
+                found => {
+                    let why = match &found {
+                        None => "file missing".to_string(),
+                        Some((_, len)) => {
+                            format!("file is {len} bytes, catalog says {}", record.size_bytes)
+                        }
+                    };
+                    catalog.remove_id(record.id)?;
+                    if let Some((path, _)) = found {
+                        fs::remove_file(&path)
+                            .map_err(io("removing damaged object file", &path))?;
+                    }
+                    tracing::warn!(target: "oasis::storage", name = %record.name, id = record.id, "catalog row dropped: {why}");
+                    report.rows_dropped += 1;
+                    push_capped(
+                        &mut report.rows_dropped_names,
+                        format!("{} ({why})", record.name),
+                    );
+                }
+            }
+        }
+        for (_, (path, _)) in on_disk {
+            fs::remove_file(&path).map_err(io("removing orphan object file", &path))?;
+            report.orphan_files_removed += 1;
+        }
+        sync_dir(&tmp_dir)?;
+
+        // 5. The index, with each object's disk space reserved.
+        let fds = FdCache::new(config.open_files_max, Arc::clone(&rm));
+        let inner = Inner {
+            config,
+            rm,
+            objects_dir,
+            tmp_dir,
+            committer: Mutex::new(Committer {
+                catalog,
+                hls: HlsDurations::default(),
+            }),
+            index: RwLock::new(HashMap::with_capacity(kept.len())),
+            fds,
+            _lock: lock,
+        };
+        {
+            let mut index = inner.index_write();
+            for meta in kept {
+                let disk = inner.reserve_stored(&meta);
+                if disk.is_none() {
+                    report.unreserved_bytes += meta.size_bytes;
+                }
+                let meta = Arc::new(meta);
+                let name = meta.name.clone();
+                let previous = index.insert(name, Entry { meta, _disk: disk });
+                assert!(previous.is_none(), "catalog returned a name twice");
+            }
+            report.objects_loaded = index.len() as u64;
+        }
+
+        // 6. Segment durations from stored playlists (sorted, so a segment named by two playlists
+        //    gets the same answer every start), and bitrates a crash left stale.
+        {
+            let mut committer = inner.committer();
+            let playlists: BTreeSet<(String, u64)> = inner
+                .index_read()
+                .values()
+                .filter(|e| bitrate::is_playlist_name(&e.meta.name))
+                .map(|e| (e.meta.name.clone(), e.meta.id))
+                .collect();
+            let mut updates = Vec::new();
+            for (playlist, id) in playlists {
+                let path = inner.object_path(id);
+                let index = inner.index_read();
+                updates.extend(inner.learn_playlist(&mut committer.hls, &index, &playlist, &path));
+            }
+            // A segment named twice keeps the last playlist's answer.
+            let mut seen = HashMap::new();
+            for (name, u) in updates.into_iter().rev() {
+                seen.entry(u.id).or_insert((name, u));
+            }
+            let updates: Vec<(String, BitrateUpdate)> = seen.into_values().collect();
+            report.bitrates_fixed = inner.apply_bitrate_updates(&mut committer, &updates);
+        }
+
+        tracing::info!(target: "oasis::storage", dir = %inner.config.data_dir.display(), ?report, "store opened");
+        Ok((
+            Arc::new(Store {
+                inner: Arc::new(inner),
+            }),
+            report,
+        ))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    /// Starts an upload of `name`: validates the name, reserves disk space, creates the temp file.
+    /// Nothing is visible until [`Upload::finish`].
+    pub fn create_upload(&self, name: &str, options: UploadOptions) -> Result<Upload, StoreError> {
+        Upload::create(Arc::clone(&self.inner), name, options)
+    }
+
+    /// Stores `bytes` as `name` in one call (a convenience over [`Store::create_upload`]).
+    pub fn put(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mut options: UploadOptions,
+    ) -> Result<Arc<ObjectMeta>, StoreError> {
+        options.expected_len.get_or_insert(bytes.len() as u64);
+        let mut upload = self.create_upload(name, options)?;
+        upload.write_all(bytes)?;
+        upload.finish()
+    }
+
+    /// The current version of `name`. Cheap: a read lock and an `Arc` clone; never touches SQLite.
+    pub fn lookup(&self, name: &str) -> Option<Arc<ObjectMeta>> {
+        self.inner
+            .index_read()
+            .get(name)
+            .map(|e| Arc::clone(&e.meta))
+    }
+
+    /// Every object, sorted by name.
+    pub fn list(&self) -> Vec<Arc<ObjectMeta>> {
+        self.list_prefix("")
+    }
+
+    /// The objects whose names start with `prefix`, sorted by name.
+    pub fn list_prefix(&self, prefix: &str) -> Vec<Arc<ObjectMeta>> {
+        let mut out: Vec<Arc<ObjectMeta>> = self
+            .inner
+            .index_read()
+            .values()
+            .filter(|e| e.meta.name.starts_with(prefix))
+            .map(|e| Arc::clone(&e.meta))
+            .collect();
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Number of stored objects.
+    pub fn len(&self) -> usize {
+        self.inner.index_read().len()
+    }
+
+    /// True when no object is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An open handle on the content of version `meta.id`, from the bounded fd cache. The handle
+    /// keeps reading that version even if the name is replaced or deleted meanwhile. Returns
+    /// `NotFound` if the version is already gone.
+    pub fn open_file(&self, meta: &ObjectMeta) -> Result<Arc<File>, StoreError> {
+        self.inner
+            .fds
+            .get_or_open(meta.id, &self.inner.object_path(meta.id), &meta.name)
+    }
+
+    /// Number of descriptors in the fd cache (for metrics).
+    pub fn open_files_cached(&self) -> usize {
+        self.inner.fds.len()
+    }
+
+    /// Where the content of `meta` lives (for tools; the server uses [`Store::open_file`]).
+    pub fn object_path(&self, meta: &ObjectMeta) -> PathBuf {
+        self.inner.object_path(meta.id)
+    }
+
+    /// Deletes `name`: the catalog row first (durable), then the index, then the file. Streams
+    /// that already hold the file keep reading it.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        validate_name(name).map_err(|why| StoreError::InvalidName {
+            name: name.to_string(),
+            why,
+        })?;
+        let removed = {
+            let mut committer = self.inner.committer();
+            let Some(removed) = committer.catalog.remove(name)? else {
+                return Err(StoreError::NotFound {
+                    name: name.to_string(),
+                });
+            };
+            if bitrate::is_playlist_name(name) {
+                committer.hls.forget_playlist(name);
+            }
+            let entry = self.inner.index_write().remove(name);
+            debug_assert!(
+                entry.as_ref().is_some_and(|e| e.meta.id == removed.id),
+                "index and catalog disagree"
+            );
+            removed
+        };
+        self.inner.fds.forget(removed.id);
+        let path = self.inner.object_path(removed.id);
+        if let Err(e) = fs::remove_file(&path) {
+            // Committed already; the orphan is removed at the next start-up.
+            tracing::warn!(target: "oasis::storage", path = %path.display(), "deleted object's file not removed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Reads the whole content of `meta` and checks its length and CRC-32C (for tools and tests;
+    /// reads the file start to end).
+    pub fn verify(&self, meta: &ObjectMeta) -> Result<(), StoreError> {
+        use std::io::Read;
+        let path = self.object_path(meta);
+        let mut file = File::open(&path).map_err(io("opening object file", &path))?;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(io("reading object file", &path))?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            len += n as u64;
+        }
+        if len != meta.size_bytes || crc != meta.crc32c {
+            return Err(StoreError::Corrupted {
+                path,
+                what: format!(
+                    "{} bytes with crc32c {crc:08x}, catalog says {} bytes with crc32c {:08x}",
+                    len, meta.size_bytes, meta.crc32c
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn take_lock(data_dir: &Path) -> Result<File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: data_dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("locking", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_fan_out_by_low_byte() {
+        let p = object_path_in(Path::new("/d/objects"), 0x1234);
+        assert_eq!(p, Path::new("/d/objects/34/0000000000001234"));
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+        check::<Upload>();
+    }
+}

@@ -1,0 +1,338 @@
+//! Atomic ingest: an [`Upload`] streams bytes into a temp file and [`Upload::finish`] publishes
+//! them as a new version in one crash-safe step.
+//!
+//! The order in `finish` is what makes a crash harmless (details in `FORMAT.md`):
+//! 1. check the length, `fsync` the temp file;
+//! 2. rename it to `objects/<fan>/<id>` and `fsync` that directory (a file with no row yet:
+//!    recovery removes it);
+//! 3. commit the catalog row in one transaction (from here the new version is the truth);
+//! 4. swap the in-memory index entry;
+//! 5. unlink the replaced version's file (if a crash skips it, recovery removes the orphan; open
+//!    descriptors keep reading it either way).
+//!
+//! This module must never hold a whole object in memory, never write a byte before the disk space
+//! is reserved, and never let a name choose a path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use oasis_engine::resource::{Reservation, Resource};
+
+use crate::bitrate::{self, BitrateSource};
+use crate::catalog::ObjectMeta;
+use crate::content_type::content_type_for;
+use crate::error::StoreError;
+use crate::name::validate_name;
+use crate::store::{sync_dir, Entry, Inner, TMP_SUFFIX};
+
+/// What the uploader knows about an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// The exact length, if known: reserved up front and checked at `finish`.
+    pub expected_len: Option<u64>,
+    /// The bandwidth requirement, if the uploader knows it; otherwise derived (MP4, HLS) or default.
+    pub bitrate_bps: Option<u64>,
+    /// The content type; otherwise from the name's extension.
+    pub content_type: Option<String>,
+}
+
+/// An upload in progress. Drop it without [`Upload::finish`] to abandon it: the temp file is
+/// removed and the reservation released.
+pub struct Upload {
+    inner: Arc<Inner>,
+    name: String,
+    id: u64,
+    options: UploadOptions,
+    tmp_path: PathBuf,
+    file: Option<File>,
+    written_bytes: u64,
+    crc32c: u32,
+    /// Disk space reserved for this upload; moved to the index entry at commit.
+    disk: Option<Reservation>,
+    /// Set by a failed write: the temp file's content is unknown, so the upload cannot finish.
+    aborted: bool,
+    /// Set once the temp file is renamed away (or removed): nothing left for `Drop`.
+    done: bool,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("written_bytes", &self.written_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    pub(crate) fn create(
+        inner: Arc<Inner>,
+        name: &str,
+        options: UploadOptions,
+    ) -> Result<Upload, StoreError> {
+        validate_name(name).map_err(|why| StoreError::InvalidName {
+            name: name.to_string(),
+            why,
+        })?;
+        let limit_bytes = inner.config.object_bytes_max;
+        let initial_bytes = match options.expected_len {
+            Some(len) if len > limit_bytes => {
+                return Err(StoreError::TooLarge {
+                    name: name.to_string(),
+                    limit_bytes,
+                })
+            }
+            Some(len) => len,
+            None => inner.config.reserve_step_bytes.min(limit_bytes),
+        };
+        // Reserve before anything touches the disk.
+        let disk = inner.rm.reserve(Resource::DiskSpaceBytes, initial_bytes)?;
+        let id = inner.committer().catalog.next_id()?;
+        let tmp_path = inner.tmp_dir.join(format!("{id:016x}{TMP_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| StoreError::io("creating upload temp file", &tmp_path, e))?;
+        Ok(Upload {
+            inner,
+            name: name.to_string(),
+            id,
+            options,
+            tmp_path,
+            file: Some(file),
+            written_bytes: 0,
+            crc32c: 0,
+            disk: Some(disk),
+            aborted: false,
+            done: false,
+        })
+    }
+
+    /// The object name being uploaded.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes written so far.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes
+    }
+
+    /// Appends `bytes`: grows the disk reservation first if needed, writes, updates the CRC.
+    /// Any error aborts the upload (drop it; `finish` will refuse).
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.aborted {
+            return Err(StoreError::UploadAborted {
+                name: self.name.clone(),
+            });
+        }
+        let result = self.write_inner(bytes);
+        if result.is_err() {
+            self.aborted = true;
+        }
+        result
+    }
+
+    fn write_inner(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let new_len = self.written_bytes + bytes.len() as u64;
+        let limit_bytes = self.inner.config.object_bytes_max;
+        if new_len > limit_bytes {
+            return Err(StoreError::TooLarge {
+                name: self.name.clone(),
+                limit_bytes,
+            });
+        }
+        if let Some(expected) = self.options.expected_len {
+            if new_len > expected {
+                return Err(StoreError::LengthMismatch {
+                    name: self.name.clone(),
+                    expected_bytes: expected,
+                    got_bytes: new_len,
+                });
+            }
+        }
+        let disk = self
+            .disk
+            .as_mut()
+            .expect("an upload that is not done has its reservation");
+        if new_len > disk.amount() {
+            let needed = new_len - disk.amount();
+            let step = self.inner.config.reserve_step_bytes.max(needed);
+            let room = limit_bytes - disk.amount().min(limit_bytes);
+            disk.grow(step.min(room).max(needed))?;
+        }
+        let file = self
+            .file
+            .as_mut()
+            .expect("an upload that is not done has its file");
+        file.write_all(bytes)
+            .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e))?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, bytes);
+        self.written_bytes = new_len;
+        debug_assert!(self
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.amount() >= self.written_bytes));
+        Ok(())
+    }
+
+    /// Publishes the upload as the current version of its name (see the module docs for the
+    /// order of steps) and returns its metadata.
+    pub fn finish(mut self) -> Result<Arc<ObjectMeta>, StoreError> {
+        if self.aborted {
+            return Err(StoreError::UploadAborted {
+                name: self.name.clone(),
+            });
+        }
+        if let Some(expected) = self.options.expected_len {
+            if expected != self.written_bytes {
+                return Err(StoreError::LengthMismatch {
+                    name: self.name.clone(),
+                    expected_bytes: expected,
+                    got_bytes: self.written_bytes,
+                });
+            }
+        }
+        let disk = self
+            .disk
+            .as_mut()
+            .expect("an upload that is not done has its reservation");
+        let excess = disk.amount() - self.written_bytes;
+        disk.shrink(excess);
+
+        // 1. Durable content.
+        let file = self
+            .file
+            .take()
+            .expect("an upload that is not done has its file");
+        file.sync_all()
+            .map_err(|e| StoreError::io("syncing upload temp file", &self.tmp_path, e))?;
+        drop(file);
+
+        // Derived metadata, from the temp file, outside every lock.
+        let content_type = self
+            .options
+            .content_type
+            .clone()
+            .unwrap_or_else(|| content_type_for(&self.name).to_string());
+        let mut bitrate = match self.options.bitrate_bps {
+            Some(bps) => Some((bps, BitrateSource::Uploader)),
+            None if bitrate::is_mp4_name(&self.name) => bitrate::mp4_duration_ms(&self.tmp_path)
+                .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms))
+                .map(|bps| (bps, BitrateSource::Mp4)),
+            None => None,
+        };
+
+        let inner = Arc::clone(&self.inner);
+        let final_path = inner.object_path(self.id);
+        let mut committer = inner.committer();
+        if bitrate.is_none() {
+            bitrate = committer
+                .hls
+                .duration_ms(&self.name)
+                .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms))
+                .map(|bps| (bps, BitrateSource::HlsExtinf));
+        }
+        let (bitrate_bps, bitrate_source) =
+            bitrate.unwrap_or((inner.config.default_bitrate_bps, BitrateSource::Default));
+        let meta = ObjectMeta {
+            id: self.id,
+            name: self.name.clone(),
+            size_bytes: self.written_bytes,
+            content_type,
+            crc32c: self.crc32c,
+            created_unix_ms: (inner.config.clock_unix_ms)(),
+            bitrate_bps,
+            bitrate_source,
+        };
+
+        // 2. Content in place under its id; no row names it yet.
+        fs::rename(&self.tmp_path, &final_path)
+            .map_err(|e| StoreError::io("moving upload into objects", &final_path, e))?;
+        self.done = true;
+        let fan_dir = final_path
+            .parent()
+            .expect("object paths have a fan-out directory");
+        if let Err(e) = sync_dir(fan_dir) {
+            discard(&final_path);
+            return Err(e);
+        }
+
+        // 3. The commit point.
+        let replaced = match committer.catalog.insert_or_replace(&meta) {
+            Ok(replaced) => replaced,
+            Err(e) => {
+                discard(&final_path);
+                return Err(e.into());
+            }
+        };
+
+        // 4. The index. The reservation moves from the upload to the stored object.
+        let meta = Arc::new(meta);
+        let disk = self.disk.take();
+        let old_entry = inner.index_write().insert(
+            self.name.clone(),
+            Entry {
+                meta: Arc::clone(&meta),
+                _disk: disk,
+            },
+        );
+        assert_eq!(
+            old_entry.as_ref().map(|e| e.meta.id),
+            replaced.as_ref().map(|r| r.id),
+            "index and catalog disagree on the replaced version of {:?}",
+            self.name
+        );
+        drop(old_entry);
+
+        // Playlists teach their segments a duration.
+        if bitrate::is_playlist_name(&self.name) {
+            let updates = {
+                let index = inner.index_read();
+                inner.learn_playlist(&mut committer.hls, &index, &self.name, &final_path)
+            };
+            inner.apply_bitrate_updates(&mut committer, &updates);
+        }
+        drop(committer);
+
+        // 5. Cleanup of the replaced version.
+        if let Some(old) = replaced {
+            inner.fds.forget(old.id);
+            let old_path = inner.object_path(old.id);
+            if let Err(e) = fs::remove_file(&old_path) {
+                tracing::warn!(target: "oasis::storage", path = %old_path.display(), "replaced version not removed (recovery will): {e}");
+            }
+        }
+        // Re-read so a playlist update that touched this very object (it named itself) is seen.
+        let current = inner
+            .index_read()
+            .get(&self.name)
+            .map(|e| Arc::clone(&e.meta));
+        Ok(current.unwrap_or(meta))
+    }
+}
+
+/// Removes a content file that never got its row; failure only leaves an orphan for recovery.
+fn discard(path: &std::path::Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::warn!(target: "oasis::storage", path = %path.display(), "uncommitted object file not removed (recovery will): {e}");
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        drop(self.file.take());
+        if let Err(e) = fs::remove_file(&self.tmp_path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(target: "oasis::storage", path = %self.tmp_path.display(), "abandoned upload not removed (recovery will): {e}");
+            }
+        }
+    }
+}
