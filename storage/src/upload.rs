@@ -88,8 +88,16 @@ impl Upload {
             Some(len) => len,
             None => inner.config.reserve_step_bytes.min(limit_bytes),
         };
-        // Reserve before anything touches the disk.
-        let disk = inner.rm.reserve(Resource::DiskSpaceBytes, initial_bytes)?;
+        // Reserve before anything touches the disk. With an unknown length, a refused step is
+        // not an error yet: each write reserves at least what it needs before writing.
+        let disk = match (
+            options.expected_len,
+            inner.rm.reserve(Resource::DiskSpaceBytes, initial_bytes),
+        ) {
+            (_, Ok(r)) => r,
+            (Some(_), Err(e)) => return Err(e.into()),
+            (None, Err(_)) => inner.rm.reserve(Resource::DiskSpaceBytes, 0)?,
+        };
         let id = inner.committer().catalog.next_id()?;
         let tmp_path = inner.tmp_dir.join(format!("{id:016x}{TMP_SUFFIX}"));
         let file = OpenOptions::new()
@@ -163,7 +171,10 @@ impl Upload {
             let needed = new_len - disk.amount();
             let step = self.inner.config.reserve_step_bytes.max(needed);
             let room = limit_bytes - disk.amount().min(limit_bytes);
-            disk.grow(step.min(room).max(needed))?;
+            let chunk_bytes = step.min(room).max(needed);
+            if disk.grow(chunk_bytes).is_err() {
+                disk.grow(needed)?;
+            }
         }
         let file = self
             .file
