@@ -79,7 +79,21 @@ pub enum StoreError {
 
     /// The catalog (Database Manager) failed.
     #[error(transparent)]
-    Catalog(#[from] CatalogError),
+    Catalog(CatalogError),
+}
+
+impl From<CatalogError> for StoreError {
+    /// A full disk under the catalog is the same operator problem as a full disk under the content
+    /// files, so it becomes [`StoreError::NoSpace`]; everything else stays a catalog error.
+    fn from(e: CatalogError) -> StoreError {
+        match e {
+            CatalogError::Full { .. } => StoreError::NoSpace {
+                op: "committing to the catalog",
+                path: PathBuf::from(crate::store::CATALOG_FILE),
+            },
+            other => StoreError::Catalog(other),
+        }
+    }
 }
 
 impl StoreError {

@@ -186,7 +186,7 @@ fn hls_segments_get_extinf_bitrates_before_and_after_their_playlist() {
     // Segments the new playlist no longer names keep what they had, and new uploads of them
     // fall back to the default.
     let m2 = store
-        .put("show/seg2.ts", &vec![2u8; 10], UploadOptions::default())
+        .put("show/seg2.ts", &[2u8; 10], UploadOptions::default())
         .unwrap();
     assert_eq!(m2.bitrate_source, BitrateSource::Default);
 }
