@@ -5,6 +5,17 @@
 //! leniency enables request smuggling (CRLF required, no sign or whitespace in sizes, sizes
 //! checked for overflow) and bounded everywhere (size line, extensions, trailers, body). It must
 //! never read past the end of the body: the bytes after it belong to the next request.
+//!
+//! What it accepts:
+//!
+//! ```text
+//! chunk:      1*HEXDIG [ (";" | SP | HTAB) ext-bytes ] CRLF  <size bytes of data> CRLF
+//! last chunk: 1*"0"    [ (";" | SP | HTAB) ext-bytes ] CRLF
+//! trailers:   *( field-line CRLF )   (checked for control bytes, then discarded)
+//! end:        CRLF
+//! ```
+//!
+//! Extensions are bounded and checked for control bytes but otherwise ignored.
 
 use super::limits::HttpLimits;
 use super::HttpError;

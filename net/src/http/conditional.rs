@@ -21,6 +21,17 @@ pub enum Precondition {
     PreconditionFailed,
 }
 
+impl Precondition {
+    /// The status to answer instead of proceeding, if any.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            Self::Proceed => None,
+            Self::NotModified => Some(304),
+            Self::PreconditionFailed => Some(412),
+        }
+    }
+}
+
 /// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since` in the
 /// order RFC 9110 §13.2.2 prescribes, for an object whose strong ETag is `etag` (quoted) and
 /// whose modification time is `last_modified`. `method` is the method being served (a HEAD
@@ -92,6 +103,7 @@ fn whole_secs(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
 
     const ETAG: &str = "\"abc-1\"";
@@ -219,5 +231,57 @@ mod tests {
         );
         head.if_range = Some("not a date".into());
         assert!(!if_range_allows(&head, ETAG, modified()));
+    }
+
+    fn validator() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop::sample::select(vec![
+            "*".to_owned(),
+            ETAG.to_owned(),
+            format!("W/{ETAG}"),
+            "\"other\"".to_owned(),
+            format!("\"x\", {ETAG}"),
+            "garbage".to_owned(),
+        ]))
+    }
+
+    fn date() -> impl Strategy<Value = Option<SystemTime>> {
+        prop::option::of((999_998u64..1_000_003).prop_map(at))
+    }
+
+    proptest! {
+        /// Invariants of the RFC 9110 §13.2.2 order, over every combination of validators.
+        #[test]
+        fn evaluation_order_invariants(
+            if_match in validator(),
+            if_none_match in validator(),
+            if_modified_since in date(),
+            if_unmodified_since in date(),
+            method in prop::sample::select(vec![Method::Get, Method::Head, Method::Put, Method::Delete]),
+        ) {
+            let head = RequestHead {
+                if_match: if_match.clone(),
+                if_none_match: if_none_match.clone(),
+                if_modified_since,
+                if_unmodified_since,
+                ..Default::default()
+            };
+            let outcome = eval(&head, method.clone());
+            let safe = matches!(method, Method::Get | Method::Head);
+            if !safe {
+                prop_assert_ne!(outcome, Precondition::NotModified);
+            }
+            if if_match.is_none() && if_none_match.is_none()
+                && if_modified_since.is_none() && if_unmodified_since.is_none() {
+                prop_assert_eq!(outcome, Precondition::Proceed);
+            }
+            if let Some(value) = &if_match {
+                if !list_matches(value, ETAG, true) {
+                    prop_assert_eq!(outcome, Precondition::PreconditionFailed);
+                }
+            }
+            if outcome == Precondition::NotModified {
+                prop_assert!(if_none_match.is_some() || if_modified_since.is_some());
+            }
+        }
     }
 }

@@ -33,7 +33,10 @@ pub use mime::content_type_for;
 pub use multipart::{plan_byteranges, MultipartPart, MultipartPlan};
 pub use range::{parse_range, ByteRange, RangeSpec};
 pub use request::{parse_request, percent_decode, Method, Parse, RequestHead};
-pub use response::{error_response, http_date, preflight_response, reason_phrase, ResponseHead};
+pub use response::{
+    continue_response, error_body_bytes, error_response, http_date, preflight_response,
+    push_error_body, reason_phrase, ResponseHead,
+};
 
 /// A request the server refuses, with the status code to answer and a short reason for logs.
 ///

@@ -4,6 +4,22 @@
 //! object, then the closing delimiter, and the exact body length so `Content-Length` can be sent
 //! up front and the engine can stream each slice straight from storage. This module only
 //! computes framing; it must never copy object data.
+//!
+//! The body, byte for byte (`B` is the boundary, `T` the object's content type, `L` its length):
+//!
+//! ```text
+//! --B CRLF                                  first part header (no leading CRLF)
+//! Content-Type: T CRLF
+//! Content-Range: bytes s1-e1/L CRLF
+//! CRLF
+//! <object bytes s1..=e1>
+//! CRLF --B CRLF                             every later part header starts with CRLF
+//! Content-Type: T CRLF
+//! Content-Range: bytes s2-e2/L CRLF
+//! CRLF
+//! <object bytes s2..=e2>
+//! CRLF --B-- CRLF                           closing delimiter
+//! ```
 
 use super::range::ByteRange;
 use super::response::push_content_range_value;

@@ -219,27 +219,21 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut value: u64) {
 
 /// Appends a complete error response with a small HTML body in nginx's style; returns the
 /// length of the head, so a HEAD request can be answered with `out[..head_bytes]`.
-/// Statuses that forbid a body (1xx, 204, 304) get none.
+/// Statuses that forbid a body (1xx, 204, 304) get none. For an error page that needs more
+/// fields (`Allow` on 405, `Content-Range` on 416, `Retry-After` on 503, CORS), build the head
+/// with [`ResponseHead`], sized by [`error_body_bytes`], and append [`push_error_body`].
 pub fn error_response(status: u16, keep_alive: bool, date: &str, out: &mut Vec<u8>) -> usize {
-    let reason = reason_phrase(status).unwrap_or("");
-    let bodyless = status < 200 || status == 204 || status == 304;
-    let body_bytes = if bodyless {
-        0
-    } else {
-        error_body_bytes(reason)
-    };
+    let body_bytes = error_body_bytes(status);
     let mut head = ResponseHead::new(out, status, date);
-    if !bodyless {
+    if body_bytes > 0 {
         head.content_type("text/html")
             .content_length(body_bytes as u64);
     }
     head.connection(keep_alive);
     let head_bytes = head.finish();
-    if !bodyless {
-        let body_start = out.len();
-        push_error_body(out, status, reason);
-        debug_assert_eq!(out.len() - body_start, body_bytes);
-    }
+    let body_start = out.len();
+    push_error_body(status, out);
+    debug_assert_eq!(out.len() - body_start, body_bytes);
     head_bytes
 }
 
@@ -249,7 +243,17 @@ const ERROR_BODY_PARTS: [&str; 3] = [
     "</h1></center>\r\n<hr><center>oasis</center>\r\n</body>\r\n</html>\r\n",
 ];
 
-fn error_body_bytes(reason: &str) -> usize {
+fn forbids_body(status: u16) -> bool {
+    status < 200 || status == 204 || status == 304
+}
+
+/// Length of the HTML error page [`push_error_body`] writes for `status` (0 when the status
+/// forbids a body).
+pub fn error_body_bytes(status: u16) -> usize {
+    if forbids_body(status) {
+        return 0;
+    }
+    let reason = reason_phrase(status).unwrap_or("");
     // Each title is "<3 digits> <reason>", written twice.
     ERROR_BODY_PARTS
         .iter()
@@ -258,7 +262,13 @@ fn error_body_bytes(reason: &str) -> usize {
         + 2 * (3 + 1 + reason.len())
 }
 
-fn push_error_body(out: &mut Vec<u8>, status: u16, reason: &str) {
+/// Appends the HTML error page for `status`, nginx style (nothing when the status forbids a
+/// body).
+pub fn push_error_body(status: u16, out: &mut Vec<u8>) {
+    if forbids_body(status) {
+        return;
+    }
+    let reason = reason_phrase(status).unwrap_or("");
     for (index, part) in ERROR_BODY_PARTS.iter().enumerate() {
         out.extend_from_slice(part.as_bytes());
         if index < 2 {
@@ -437,6 +447,26 @@ mod tests {
         let mut out = Vec::new();
         let head_bytes = error_response(304, true, DATE, &mut out);
         assert_eq!(head_bytes, out.len(), "304 has no body");
+        assert!(!out.windows(14).any(|w| w == b"Content-Length"));
+    }
+
+    #[test]
+    fn custom_error_page_with_extra_fields() {
+        let mut out = Vec::new();
+        let mut head = ResponseHead::new(&mut out, 416, DATE);
+        head.content_type("text/html")
+            .content_length(error_body_bytes(416) as u64)
+            .content_range_unsatisfiable(1000)
+            .cors()
+            .connection(true);
+        let head_bytes = head.finish();
+        push_error_body(416, &mut out);
+        let (status, _, fields, _) = parse(&out);
+        assert_eq!(status, 416);
+        assert_eq!(field(&fields, "Content-Range"), Some("bytes */1000"));
+        let body = std::str::from_utf8(&out[head_bytes..]).unwrap();
+        assert!(body.contains("<title>416 Range Not Satisfiable</title>"));
+        assert_eq!(body.len(), error_body_bytes(416));
     }
 
     #[test]
