@@ -71,7 +71,11 @@ pub struct AccountLimits {
 
 impl AccountLimits {
     pub const fn new(limit: u64) -> Self {
-        AccountLimits { limit, warn_permille: 800, critical_permille: 950 }
+        AccountLimits {
+            limit,
+            warn_permille: 800,
+            critical_permille: 950,
+        }
     }
 }
 
@@ -117,7 +121,11 @@ pub enum External {
 }
 
 impl External {
-    const ALL: [External; 3] = [External::SystemMemory, External::DiskFree, External::FileDescriptors];
+    const ALL: [External; 3] = [
+        External::SystemMemory,
+        External::DiskFree,
+        External::FileDescriptors,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -156,8 +164,14 @@ struct Account {
 
 impl Account {
     fn new(resource: Resource, limits: AccountLimits) -> Self {
-        assert!(limits.warn_permille <= limits.critical_permille, "warn above critical for {resource}");
-        assert!(limits.critical_permille <= 1000, "critical above 100 % for {resource}");
+        assert!(
+            limits.warn_permille <= limits.critical_permille,
+            "warn above critical for {resource}"
+        );
+        assert!(
+            limits.critical_permille <= 1000,
+            "critical above 100 % for {resource}"
+        );
         let at = |permille: u16| (limits.limit as u128 * permille as u128 / 1000) as u64;
         Account {
             resource,
@@ -214,13 +228,18 @@ pub struct ResourceManager {
 
 impl fmt::Debug for ResourceManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResourceManager").field("listeners", &self.listeners).finish_non_exhaustive()
+        f.debug_struct("ResourceManager")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
     }
 }
 
 impl ResourceManager {
     pub fn new(limits: &ResourceLimits) -> Arc<Self> {
-        assert!(limits.net_bps.len() <= LISTENERS_MAX, "at most {LISTENERS_MAX} listen addresses");
+        assert!(
+            limits.net_bps.len() <= LISTENERS_MAX,
+            "at most {LISTENERS_MAX} listen addresses"
+        );
         let mut accounts = vec![
             Account::new(Resource::MemoryBytes, limits.memory_bytes),
             Account::new(Resource::DiskReadBps, limits.disk_read_bps),
@@ -258,10 +277,18 @@ impl ResourceManager {
     }
 
     /// Reserves `amount` units of `resource`. Never over-commits; lock-free.
-    pub fn reserve(self: &Arc<Self>, resource: Resource, amount: u64) -> Result<Reservation, ReserveError> {
+    pub fn reserve(
+        self: &Arc<Self>,
+        resource: Resource,
+        amount: u64,
+    ) -> Result<Reservation, ReserveError> {
         let index = self.index(resource);
         self.take(index, amount)?;
-        Ok(Reservation { manager: Arc::clone(self), index: index as u32, amount })
+        Ok(Reservation {
+            manager: Arc::clone(self),
+            index: index as u32,
+            amount,
+        })
     }
 
     fn take(&self, index: usize, amount: u64) -> Result<(), ReserveError> {
@@ -279,7 +306,10 @@ impl ResourceManager {
                     })
                 }
             };
-            match account.used.compare_exchange_weak(used, new, Ordering::AcqRel, Ordering::Relaxed) {
+            match account
+                .used
+                .compare_exchange_weak(used, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     if account.level(used) != account.level(new) {
                         self.settle_account(index);
@@ -294,7 +324,11 @@ impl ResourceManager {
     fn give_back(&self, index: usize, amount: u64) {
         let account = &self.accounts[index];
         let old = account.used.fetch_sub(amount, Ordering::AcqRel);
-        assert!(old >= amount, "released more {} than reserved", account.resource);
+        assert!(
+            old >= amount,
+            "released more {} than reserved",
+            account.resource
+        );
         if account.level(old) != account.level(old - amount) {
             self.settle_account(index);
         }
@@ -318,9 +352,15 @@ impl ResourceManager {
     fn set_level(&self, bit: u32, level: Level, source: impl fmt::Display) {
         let mask = 1u64 << bit;
         let (warn_old, crit_old) = if level >= Level::Warning {
-            (self.warning_mask.fetch_or(mask, Ordering::AcqRel), self.crit_update(mask, level))
+            (
+                self.warning_mask.fetch_or(mask, Ordering::AcqRel),
+                self.crit_update(mask, level),
+            )
         } else {
-            (self.warning_mask.fetch_and(!mask, Ordering::AcqRel), self.crit_update(mask, level))
+            (
+                self.warning_mask.fetch_and(!mask, Ordering::AcqRel),
+                self.crit_update(mask, level),
+            )
         };
         let old = if crit_old & mask != 0 {
             Level::Critical
@@ -356,7 +396,8 @@ impl ResourceManager {
 
     /// Sets the level of an external source (called by the system observer).
     pub fn set_external(&self, source: External, level: Level) {
-        let bit = EXTERNAL_BIT_BASE + External::ALL.iter().position(|s| *s == source).unwrap_or(0) as u32;
+        let bit =
+            EXTERNAL_BIT_BASE + External::ALL.iter().position(|s| *s == source).unwrap_or(0) as u32;
         self.set_level(bit, level, source.name());
     }
 
@@ -402,7 +443,9 @@ impl ResourceManager {
     }
 
     pub fn used(&self, resource: Resource) -> u64 {
-        self.accounts[self.index(resource)].used.load(Ordering::Acquire)
+        self.accounts[self.index(resource)]
+            .used
+            .load(Ordering::Acquire)
     }
 
     pub fn limit(&self, resource: Resource) -> u64 {
@@ -418,7 +461,12 @@ impl ResourceManager {
             .iter()
             .map(|a| {
                 let used = a.used.load(Ordering::Acquire);
-                AccountSnapshot { resource: a.resource, used, limit: a.limit, level: a.level(used) }
+                AccountSnapshot {
+                    resource: a.resource,
+                    used,
+                    limit: a.limit,
+                    level: a.level(used),
+                }
             })
             .collect()
     }
@@ -525,13 +573,22 @@ mod tests {
         assert!(rm.epoch() > e0);
         let b = rm.reserve(Resource::Connections, 150).unwrap();
         assert!(rm.is_critical());
-        assert_eq!(rm.sources_at(Level::Critical), vec!["connections".to_string()]);
+        assert_eq!(
+            rm.sources_at(Level::Critical),
+            vec!["connections".to_string()]
+        );
         drop(b);
         assert!(!rm.is_critical());
         assert_eq!(rm.level(), Level::Warning);
         drop(a);
         assert_eq!(rm.level(), Level::Normal);
-        assert_eq!(rm.event_counts(), EventCounts { warning: 1, critical: 1 });
+        assert_eq!(
+            rm.event_counts(),
+            EventCounts {
+                warning: 1,
+                critical: 1
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,1018 @@
+//! A worker: one pinned thread, one io_uring, the connections it currently drives.
+//!
+//! The loop: drain the mailbox (new connections, adopted sessions, file-read requests and replies,
+//! job results), fire due timers, submit and wait once (one `io_uring_enter` per iteration), then
+//! handle every completion. Each completion is routed by its `user_data` (operation kind, slab
+//! key, generation) to a connection, whose session is then *driven*: asked what to transmit, with
+//! at most one send/read in flight per connection, so bytes leave in order.
+//!
+//! Buffer ownership: a connection's input `Vec` and its outgoing `Vec` or pool [`Chunk`] stay in
+//! the connection (or the remote-read slab) from submission until the completion arrives; a
+//! connection is freed only when its in-flight count is zero. Nothing here blocks except the one
+//! wait in `io_uring_enter`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use crate::layout::Roles;
+use crate::pool::Chunk;
+use crate::resource::{Reservation, Resource};
+use crate::runtime::{JobMsg, JobRejected, Shared};
+use crate::session::{ConnInfo, JobResult, Phase, Session, Transmit};
+use crate::timer::Wheel;
+
+/// Messages between threads. Every producer is bounded (see `Shared::mailbox_capacity`).
+pub(crate) enum Msg {
+    NewConn {
+        fd: OwnedFd,
+        listener: u16,
+        reservation: Reservation,
+    },
+    Adopt(Box<Conn>),
+    Read {
+        file: Arc<File>,
+        offset: u64,
+        len: u32,
+        chunk: Chunk,
+        reply_to: u32,
+        token: u64,
+    },
+    ReadDone {
+        token: u64,
+        chunk: Chunk,
+        result: i32,
+    },
+    JobDone {
+        token: u64,
+        result: JobResult,
+    },
+}
+
+const OP_WAKE: u64 = 1;
+const OP_POLL: u64 = 2;
+const OP_RECV: u64 = 3;
+const OP_SEND: u64 = 4;
+const OP_READ: u64 = 5;
+const OP_REMOTE_READ: u64 = 6;
+const OP_CANCEL: u64 = 7;
+
+const GEN_MASK: u32 = (1 << 24) - 1;
+
+fn user_data(op: u64, key: usize, gen: u32) -> u64 {
+    debug_assert!(key <= u32::MAX as usize);
+    (op << 56) | (((gen & GEN_MASK) as u64) << 32) | key as u64
+}
+
+fn split_user_data(ud: u64) -> (u64, usize, u32) {
+    (
+        ud >> 56,
+        (ud & 0xffff_ffff) as usize,
+        ((ud >> 32) as u32) & GEN_MASK,
+    )
+}
+
+fn token(key: usize, gen: u32) -> u64 {
+    ((gen as u64) << 32) | key as u64
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RecvState {
+    None,
+    Polling,
+    Receiving,
+}
+
+enum Out {
+    Idle,
+    Bytes {
+        buf: Vec<u8>,
+        sent: usize,
+    },
+    /// Waiting for a free pool chunk.
+    WaitChunk {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+    /// A chunk is being filled (locally: the chunk and file are held here; remotely: by the file
+    /// worker, which sends them back).
+    Reading {
+        local: Option<(Chunk, Arc<File>)>,
+    },
+    Sending {
+        chunk: Chunk,
+        len: usize,
+        sent: usize,
+    },
+    Job,
+}
+
+/// One connection. Moves between workers whole (`Msg::Adopt`) when nothing is in flight.
+pub(crate) struct Conn {
+    fd: OwnedFd,
+    gen: u32,
+    session: Box<dyn Session>,
+    input: Vec<u8>,
+    input_reservation: Option<Reservation>,
+    recv: RecvState,
+    out: Out,
+    /// Ring operations, remote reads and jobs in flight.
+    ops: u32,
+    closing: bool,
+    peer_closed: bool,
+    timer: Option<(u32, Instant)>,
+    wait_until: Option<Instant>,
+    shutdown_told: bool,
+    _connection: Reservation,
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    roles: Roles,
+    ring: IoUring,
+    shared: Arc<Shared>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    wheel: Wheel,
+    chunk_waiters: VecDeque<(usize, u32)>,
+    remote_reads: Slab<(Arc<File>, Chunk, u32, u64)>,
+    wake_buf: Box<u64>,
+    wake_armed: bool,
+    fixed_buffers: bool,
+    next_file_worker: usize,
+    due: Vec<u32>,
+    shutdown_seen: bool,
+}
+
+impl Worker {
+    pub(crate) fn new(index: usize, shared: Arc<Shared>) -> io::Result<Worker> {
+        let roles = shared.workers[index].roles;
+        let ring = crate::probe::build_ring(shared.config.ring_entries, &shared.features)?;
+        let mut fixed_buffers = false;
+        if roles.contains(Roles::FILE) && shared.features.read_fixed && shared.config.fixed_buffers
+        {
+            let iovecs = shared.pool.iovecs();
+            // SAFETY: the iovecs point into the leaked, process-lifetime pool; they stay valid for
+            // as long as the ring exists.
+            match unsafe { ring.submitter().register_buffers(&iovecs) } {
+                Ok(()) => fixed_buffers = true,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        format!(
+                            "io_uring could not register the {} MiB buffer pool: RLIMIT_MEMLOCK is {} KiB; raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity) or lower [engine] buffer_pool_bytes",
+                            (shared.pool.count() * shared.pool.chunk_bytes()) >> 20,
+                            crate::probe::memlock_kib()
+                        ),
+                    ))
+                }
+                Err(e) => tracing::warn!("worker {index}: fixed buffers unavailable ({e}); using plain reads"),
+            }
+        }
+        Ok(Worker {
+            index,
+            roles,
+            ring,
+            conns: Slab::new(),
+            next_gen: 1,
+            wheel: Wheel::new(Instant::now()),
+            chunk_waiters: VecDeque::new(),
+            remote_reads: Slab::new(),
+            wake_buf: Box::new(0),
+            wake_armed: false,
+            fixed_buffers,
+            next_file_worker: index,
+            due: Vec::new(),
+            shutdown_seen: false,
+            shared,
+        })
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: each entry's buffers and fds are owned by a connection, the remote-read slab or
+        // the worker and stay alive until its completion is handled; every caller says which in its
+        // own SAFETY comment. Here we only move the entry into the queue.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            if let Err(e) = self.ring.submit() {
+                tracing::error!("worker {}: submit failed: {e}", self.index);
+            }
+        }
+    }
+
+    fn arm_waker(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let fd = self.shared.workers[self.index].mailbox.eventfd();
+        let e = opcode::Read::new(types::Fd(fd), (&mut *self.wake_buf as *mut u64).cast(), 8)
+            .build()
+            .user_data(user_data(OP_WAKE, 0, 0));
+        // SAFETY: `wake_buf` is a Box owned by the worker, which outlives the ring's operations.
+        self.push(e);
+        self.wake_armed = true;
+    }
+
+    pub(crate) fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let me = &shared.workers[self.index];
+        let started = Instant::now();
+        let mut loops: u64 = 0;
+        loop {
+            loops += 1;
+            self.arm_waker();
+            let now = Instant::now();
+            while let Some(msg) = self.shared.workers[self.index].mailbox.try_recv() {
+                self.handle_msg(msg, now);
+            }
+            self.check_shutdown(now);
+            self.wheel.expire(now, &mut self.due);
+            let mut due = std::mem::take(&mut self.due);
+            for key in due.drain(..) {
+                self.on_timer(key as usize, now);
+            }
+            self.due = due;
+            if !self.chunk_waiters.is_empty() && self.shared.pool.available() > 0 {
+                self.retry_chunk_waiters(now);
+            }
+            if self.should_exit() {
+                break;
+            }
+
+            let mut timeout = self.wheel.timeout(now).unwrap_or(Duration::from_secs(1));
+            if !self.chunk_waiters.is_empty() {
+                timeout = timeout.min(crate::timer::TICK);
+            }
+            if self.shared.is_shutting_down() {
+                timeout = timeout.min(Duration::from_millis(50));
+            }
+            let mailbox = &self.shared.workers[self.index].mailbox;
+            let sleep = mailbox.prepare_sleep();
+            if !sleep {
+                timeout = Duration::ZERO;
+            }
+            let ts = types::Timespec::new()
+                .sec(timeout.as_secs())
+                .nsec(timeout.subsec_nanos());
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    ) => {}
+                Err(e) => tracing::error!("worker {}: io_uring_enter failed: {e}", self.index),
+            }
+            mailbox.woke();
+            self.drain_completions();
+        }
+        me.conns.store(0, Ordering::Relaxed);
+        tracing::debug!(
+            "worker {} exits after {loops} loops, {:?}",
+            self.index,
+            started.elapsed()
+        );
+    }
+
+    fn drain_completions(&mut self) {
+        loop {
+            let batch: Vec<(u64, i32, u32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags()))
+                .take(256)
+                .collect();
+            if batch.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            for (ud, res, _flags) in batch {
+                self.on_completion(ud, res, now);
+            }
+        }
+    }
+
+    fn should_exit(&self) -> bool {
+        if !self.shared.is_shutting_down()
+            || !self.conns.is_empty()
+            || !self.remote_reads.is_empty()
+        {
+            return false;
+        }
+        // A pure file worker serves other workers' reads until they are all gone.
+        if !self.roles.contains(Roles::COMMAND) && !self.roles.contains(Roles::DATA) {
+            return self.shared.net_workers_alive.load(Ordering::Acquire) == 0;
+        }
+        true
+    }
+
+    fn check_shutdown(&mut self, now: Instant) {
+        if !self.shared.is_shutting_down() {
+            return;
+        }
+        if !self.shutdown_seen {
+            self.shutdown_seen = true;
+            tracing::debug!(
+                "worker {}: draining {} connections",
+                self.index,
+                self.conns.len()
+            );
+        }
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.shutdown_told)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            c.shutdown_told = true;
+            c.session.on_shutdown(now);
+            self.drive(key, now);
+        }
+        if self.shared.drain_deadline_passed(now) {
+            let keys: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.closing)
+                .map(|(k, _)| k)
+                .collect();
+            for key in keys {
+                self.begin_close(key, now);
+            }
+        }
+    }
+
+    // ----- mailbox -----
+
+    fn handle_msg(&mut self, msg: Msg, now: Instant) {
+        match msg {
+            Msg::NewConn {
+                fd,
+                listener,
+                reservation,
+            } => self.open_conn(fd, listener, reservation, now),
+            Msg::Adopt(conn) => {
+                let mut conn = *conn;
+                conn.gen = self.take_gen();
+                conn.timer = None;
+                let key = self.conns.insert(conn);
+                self.drive(key, now);
+            }
+            Msg::Read {
+                file,
+                offset,
+                len,
+                chunk,
+                reply_to,
+                token,
+            } => {
+                let ptr = self.shared.pool.ptr(&chunk);
+                let fd = file.as_raw_fd();
+                let idx = chunk.index();
+                let key = self.remote_reads.insert((file, chunk, reply_to, token));
+                let e = self
+                    .read_entry(fd, ptr, len, offset, idx)
+                    .user_data(user_data(OP_REMOTE_READ, key, 0));
+                // SAFETY: the chunk and the file stay in `remote_reads[key]` until the completion.
+                self.push(e);
+            }
+            Msg::ReadDone {
+                token,
+                chunk,
+                result,
+            } => {
+                let key = (token & 0xffff_ffff) as usize;
+                let gen = (token >> 32) as u32;
+                match self.conns.get_mut(key) {
+                    Some(c) if c.gen == gen => {
+                        c.ops -= 1;
+                        self.after_read(key, chunk, result, now);
+                    }
+                    _ => {
+                        // A connection with a read in flight is never freed; this is a bug.
+                        debug_assert!(false, "read reply for a missing connection");
+                        self.release_chunk(chunk);
+                    }
+                }
+            }
+            Msg::JobDone { token, result } => {
+                let key = (token & 0xffff_ffff) as usize;
+                let gen = (token >> 32) as u32;
+                if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                    c.ops -= 1;
+                    c.out = Out::Idle;
+                    c.session.on_job_done(result, now);
+                    self.drive(key, now);
+                }
+            }
+        }
+    }
+
+    fn take_gen(&mut self) -> u32 {
+        let g = self.next_gen;
+        self.next_gen = (self.next_gen + 1) & GEN_MASK;
+        if self.next_gen == 0 {
+            self.next_gen = 1;
+        }
+        g
+    }
+
+    fn open_conn(&mut self, fd: OwnedFd, listener: u16, reservation: Reservation, now: Instant) {
+        let raw = fd.as_raw_fd();
+        set_nodelay(raw);
+        let info = ConnInfo {
+            peer: peer_addr(raw),
+            listener,
+        };
+        let session = self.shared.services[listener as usize].open(info, now);
+        let gen = self.take_gen();
+        let key = self.conns.insert(Conn {
+            fd,
+            gen,
+            session,
+            input: Vec::new(),
+            input_reservation: None,
+            recv: RecvState::None,
+            out: Out::Idle,
+            ops: 0,
+            closing: false,
+            peer_closed: false,
+            timer: None,
+            wait_until: None,
+            shutdown_told: false,
+            _connection: reservation,
+        });
+        if self.shared.is_shutting_down() {
+            let c = &mut self.conns[key];
+            c.shutdown_told = true;
+            c.session.on_shutdown(now);
+        }
+        self.drive(key, now);
+    }
+
+    // ----- driving a session -----
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.closing {
+            if c.ops == 0 {
+                self.finish_close(key, now);
+            }
+            return;
+        }
+        if c.ops == 0 && matches!(c.out, Out::Idle) && self.try_migrate(key) {
+            return;
+        }
+        let c = &mut self.conns[key];
+        // Output: one transmit in flight at a time.
+        while matches!(c.out, Out::Idle) {
+            let t = c.session.poll_transmit(now);
+            tracing::trace!(
+                worker = self.index,
+                key,
+                transmit = transmit_name(&t),
+                "poll_transmit"
+            );
+            match t {
+                Transmit::Bytes(buf) => {
+                    if buf.is_empty() {
+                        c.session.on_sent(Ok(0), Some(buf), now);
+                        continue;
+                    }
+                    c.wait_until = None;
+                    c.out = Out::Bytes { buf, sent: 0 };
+                    self.submit_send(key);
+                    break;
+                }
+                Transmit::File { file, offset, len } => {
+                    if len == 0 {
+                        c.session.on_sent(Ok(0), None, now);
+                        continue;
+                    }
+                    c.wait_until = None;
+                    self.start_file(key, file, offset, len, now);
+                    break;
+                }
+                Transmit::WaitUntil(t) => {
+                    c.wait_until = Some(t.max(now + Duration::from_micros(1)));
+                    break;
+                }
+                Transmit::Idle => {
+                    c.wait_until = None;
+                    break;
+                }
+                Transmit::Job(job) => {
+                    let msg = JobMsg {
+                        job,
+                        reply_to: self.index as u32,
+                        token: token(key, c.gen),
+                    };
+                    match self.shared.jobs.try_send(msg) {
+                        Ok(()) => {
+                            c.ops += 1;
+                            c.out = Out::Job;
+                        }
+                        Err(_) => c.session.on_job_done(Box::new(JobRejected), now),
+                    }
+                    break;
+                }
+                Transmit::Close => {
+                    self.begin_close(key, now);
+                    return;
+                }
+            }
+        }
+        // Input.
+        let c = &mut self.conns[key];
+        if c.recv == RecvState::None && !c.peer_closed && !c.closing && c.session.wants_input() {
+            self.arm_input(key);
+        }
+        self.update_timer(key);
+    }
+
+    /// Moves the session to a worker whose roles match its phase, if this one's do not.
+    fn try_migrate(&mut self, key: usize) -> bool {
+        let c = &self.conns[key];
+        let need = match c.session.phase() {
+            Phase::Command => Roles::COMMAND,
+            Phase::Data => Roles::DATA,
+        };
+        if self.roles.contains(need) || c.recv != RecvState::None {
+            return false;
+        }
+        let Some(target) = self.shared.least_loaded(need) else {
+            return false;
+        };
+        if let Some((slot, _)) = c.timer {
+            self.wheel.remove(key as u32, slot);
+        }
+        let mut conn = self.conns.remove(key);
+        conn.timer = None;
+        self.shared.workers[self.index]
+            .conns
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared.workers[target]
+            .conns
+            .fetch_add(1, Ordering::Relaxed);
+        match self.shared.workers[target]
+            .mailbox
+            .send(Msg::Adopt(Box::new(conn)))
+        {
+            Ok(()) => true,
+            Err(Msg::Adopt(conn)) => {
+                // The target is saturated: keep serving here rather than wait.
+                self.shared.workers[target]
+                    .conns
+                    .fetch_sub(1, Ordering::Relaxed);
+                self.shared.workers[self.index]
+                    .conns
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut conn = *conn;
+                conn.gen = self.take_gen();
+                let new_key = self.conns.insert(conn);
+                debug_assert_eq!(new_key, key);
+                false
+            }
+            Err(_) => unreachable!("mailbox returns the message it was given"),
+        }
+    }
+
+    fn arm_input(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let fd = c.fd.as_raw_fd();
+        if c.input.capacity() == 0 {
+            // Idle connections hold no buffer: poll first, allocate when bytes arrive.
+            c.recv = RecvState::Polling;
+            c.ops += 1;
+            let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data(OP_POLL, key, c.gen));
+            // SAFETY: no buffer; the fd is owned by the connection, which outlives the op.
+            self.push(e);
+            return;
+        }
+        let spare = c.input.capacity() - c.input.len();
+        if spare == 0 {
+            return; // Backpressure: the session must consume before we read more.
+        }
+        c.recv = RecvState::Receiving;
+        c.ops += 1;
+        // SAFETY: the spare capacity of `input` is valid for `spare` bytes; the Vec is not touched
+        // (no push, no reallocation) while the receive is in flight (`recv == Receiving`).
+        let ptr = unsafe { c.input.as_mut_ptr().add(c.input.len()) };
+        let e = opcode::Recv::new(types::Fd(fd), ptr, spare as u32)
+            .build()
+            .user_data(user_data(OP_RECV, key, c.gen));
+        // SAFETY: see above; the buffer is owned by the connection until the completion.
+        self.push(e);
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let fd = c.fd.as_raw_fd();
+        let (ptr, len) = match &c.out {
+            Out::Bytes { buf, sent } => (buf[*sent..].as_ptr(), buf.len() - sent),
+            Out::Sending { chunk, len, sent } => {
+                // SAFETY: `sent < len <= chunk_bytes`, inside the chunk this connection holds.
+                (
+                    unsafe { self.shared.pool.ptr(chunk).add(*sent) } as *const u8,
+                    len - sent,
+                )
+            }
+            _ => unreachable!("submit_send without bytes to send"),
+        };
+        c.ops += 1;
+        let e = opcode::Send::new(types::Fd(fd), ptr, len as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(OP_SEND, key, c.gen));
+        // SAFETY: the bytes live in `c.out` (a Vec or a leased chunk) until the completion.
+        self.push(e);
+    }
+
+    fn read_entry(
+        &self,
+        fd: RawFd,
+        ptr: *mut u8,
+        len: u32,
+        offset: u64,
+        chunk_index: u32,
+    ) -> squeue::Entry {
+        if self.fixed_buffers {
+            opcode::ReadFixed::new(types::Fd(fd), ptr, len, chunk_index as u16)
+                .offset(offset)
+                .build()
+        } else {
+            opcode::Read::new(types::Fd(fd), ptr, len)
+                .offset(offset)
+                .build()
+        }
+    }
+
+    fn start_file(&mut self, key: usize, file: Arc<File>, offset: u64, len: u64, _now: Instant) {
+        let Some(chunk) = self.shared.pool.lease() else {
+            let c = &mut self.conns[key];
+            c.out = Out::WaitChunk { file, offset, len };
+            self.chunk_waiters.push_back((key, c.gen));
+            return;
+        };
+        let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
+        let gen = self.conns[key].gen;
+        if self.roles.contains(Roles::FILE) {
+            let ptr = self.shared.pool.ptr(&chunk);
+            let e = self
+                .read_entry(file.as_raw_fd(), ptr, want, offset, chunk.index())
+                .user_data(user_data(OP_READ, key, gen));
+            let c = &mut self.conns[key];
+            c.ops += 1;
+            c.out = Out::Reading {
+                local: Some((chunk, file)),
+            };
+            // SAFETY: the chunk and the file are held in `c.out` until the completion.
+            self.push(e);
+        } else {
+            let tok = token(key, gen);
+            let c = &mut self.conns[key];
+            c.ops += 1;
+            c.out = Out::Reading { local: None };
+            let target = self.pick_file_worker();
+            let msg = Msg::Read {
+                file,
+                offset,
+                len: want,
+                chunk,
+                reply_to: self.index as u32,
+                token: tok,
+            };
+            self.shared.send_must(target, msg);
+        }
+    }
+
+    fn pick_file_worker(&mut self) -> usize {
+        let n = self.shared.workers.len();
+        for _ in 0..n {
+            self.next_file_worker = (self.next_file_worker + 1) % n;
+            if self.shared.workers[self.next_file_worker]
+                .roles
+                .contains(Roles::FILE)
+            {
+                return self.next_file_worker;
+            }
+        }
+        unreachable!("a layout always has a file worker")
+    }
+
+    fn retry_chunk_waiters(&mut self, now: Instant) {
+        while self.shared.pool.available() > 0 {
+            let Some((key, gen)) = self.chunk_waiters.pop_front() else {
+                return;
+            };
+            let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+                continue;
+            };
+            if let Out::WaitChunk { .. } = c.out {
+                let Out::WaitChunk { file, offset, len } = std::mem::replace(&mut c.out, Out::Idle)
+                else {
+                    unreachable!()
+                };
+                self.start_file(key, file, offset, len, now);
+                if let Some(c) = self.conns.get(key) {
+                    if matches!(c.out, Out::WaitChunk { .. }) {
+                        return; // Lost the race for the chunk; still queued.
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_chunk(&mut self, chunk: Chunk) {
+        self.shared.pool.give_back(chunk);
+    }
+
+    fn after_read(&mut self, key: usize, chunk: Chunk, result: i32, now: Instant) {
+        let c = &mut self.conns[key];
+        if c.closing || result <= 0 {
+            self.release_chunk(chunk);
+            let c = &mut self.conns[key];
+            c.out = Out::Idle;
+            if !c.closing {
+                let err = if result == 0 {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "object file shorter than its catalog size",
+                    )
+                } else {
+                    io::Error::from_raw_os_error(-result)
+                };
+                c.session.on_sent(Err(err), None, now);
+            }
+            self.drive(key, now);
+            return;
+        }
+        c.out = Out::Sending {
+            chunk,
+            len: result as usize,
+            sent: 0,
+        };
+        self.submit_send(key);
+    }
+
+    fn update_timer(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let want = match (c.wait_until, c.session.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if c.timer.map(|(_, at)| at) == want {
+            return;
+        }
+        if let Some((slot, _)) = c.timer.take() {
+            self.wheel.remove(key as u32, slot);
+        }
+        if let Some(at) = want {
+            let slot = self.wheel.insert(key as u32, at);
+            self.conns[key].timer = Some((slot, at));
+        }
+    }
+
+    fn on_timer(&mut self, key: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        c.timer = None;
+        if c.wait_until.is_some_and(|t| t <= now) {
+            c.wait_until = None;
+        }
+        if c.session.deadline().is_some_and(|t| t <= now) {
+            c.session.on_deadline(now);
+        }
+        self.drive(key, now);
+    }
+
+    // ----- completions -----
+
+    fn on_completion(&mut self, ud: u64, res: i32, now: Instant) {
+        let (op, key, gen) = split_user_data(ud);
+        tracing::trace!(worker = self.index, op, key, gen, res, "completion");
+        match op {
+            OP_WAKE => {
+                self.wake_armed = false;
+                return;
+            }
+            OP_CANCEL => return,
+            OP_REMOTE_READ => {
+                let (_file, chunk, reply_to, tok) = self.remote_reads.remove(key);
+                self.shared.send_must(
+                    reply_to as usize,
+                    Msg::ReadDone {
+                        token: tok,
+                        chunk,
+                        result: res,
+                    },
+                );
+                return;
+            }
+            _ => {}
+        }
+        let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            debug_assert!(false, "completion for a freed connection: op {op}");
+            return;
+        };
+        c.ops -= 1;
+        match op {
+            OP_POLL => {
+                c.recv = RecvState::None;
+                if res < 0 && res != -libc::ECANCELED {
+                    c.peer_closed = true;
+                    c.session.on_peer_closed(now);
+                } else if res > 0 && !c.closing {
+                    let bytes = self.shared.config.input_bytes_max;
+                    match self.shared.rm.reserve(Resource::MemoryBytes, bytes as u64) {
+                        Ok(r) => {
+                            let c = &mut self.conns[key];
+                            c.input = Vec::with_capacity(bytes);
+                            c.input_reservation = Some(r);
+                        }
+                        Err(e) => {
+                            tracing::warn!("connection input buffer refused: {e}");
+                            self.begin_close(key, now);
+                            return;
+                        }
+                    }
+                }
+            }
+            OP_RECV => {
+                c.recv = RecvState::None;
+                if res > 0 {
+                    // SAFETY: the kernel wrote `res` bytes into the spare capacity we gave it.
+                    unsafe { c.input.set_len(c.input.len() + res as usize) };
+                    if !c.closing {
+                        let used = c.session.on_input(&c.input, now);
+                        debug_assert!(used <= c.input.len());
+                        c.input.drain(..used.min(c.input.len()));
+                        if c.input.is_empty() {
+                            c.input = Vec::new();
+                            c.input_reservation = None;
+                        }
+                    }
+                } else if res == 0 || res != -libc::ECANCELED {
+                    c.peer_closed = true;
+                    if !c.closing {
+                        c.session.on_peer_closed(now);
+                    }
+                }
+            }
+            OP_SEND => {
+                let out = std::mem::replace(&mut c.out, Out::Idle);
+                match out {
+                    Out::Bytes { buf, sent } => {
+                        if res > 0 && sent + (res as usize) < buf.len() {
+                            c.out = Out::Bytes {
+                                buf,
+                                sent: sent + res as usize,
+                            };
+                            if !c.closing {
+                                self.submit_send(key);
+                                return;
+                            }
+                        } else if res > 0 {
+                            let n = buf.len() as u64;
+                            c.session.on_sent(Ok(n), Some(buf), now);
+                        } else if !c.closing {
+                            c.session.on_sent(Err(send_error(res)), Some(buf), now);
+                        }
+                    }
+                    Out::Sending { chunk, len, sent } => {
+                        if res > 0 && sent + (res as usize) < len && !c.closing {
+                            c.out = Out::Sending {
+                                chunk,
+                                len,
+                                sent: sent + res as usize,
+                            };
+                            self.submit_send(key);
+                            return;
+                        }
+                        self.release_chunk(chunk);
+                        let c = &mut self.conns[key];
+                        if res > 0 && !c.closing {
+                            c.session.on_sent(Ok(len as u64), None, now);
+                        } else if !c.closing {
+                            c.session.on_sent(Err(send_error(res)), None, now);
+                        }
+                    }
+                    other => {
+                        debug_assert!(false, "send completion without a send");
+                        c.out = other;
+                    }
+                }
+            }
+            OP_READ => {
+                let Out::Reading {
+                    local: Some((chunk, _file)),
+                } = std::mem::replace(&mut c.out, Out::Idle)
+                else {
+                    unreachable!("read completion without a read")
+                };
+                self.after_read(key, chunk, res, now);
+                return;
+            }
+            _ => debug_assert!(false, "unknown op {op}"),
+        }
+        self.drive(key, now);
+    }
+
+    // ----- closing -----
+
+    fn begin_close(&mut self, key: usize, now: Instant) {
+        let c = &mut self.conns[key];
+        if !c.closing {
+            c.closing = true;
+            if c.ops > 0 {
+                // Completes pending receives, polls and sends at once; file reads finish on their own.
+                // SAFETY: the fd is open (owned by the connection); shutdown has no memory effects.
+                unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+        }
+        if self.conns[key].ops == 0 {
+            self.finish_close(key, now);
+        }
+    }
+
+    fn finish_close(&mut self, key: usize, now: Instant) {
+        let mut c = self.conns.remove(key);
+        debug_assert_eq!(c.ops, 0);
+        if let Some((slot, _)) = c.timer.take() {
+            self.wheel.remove(key as u32, slot);
+        }
+        if let Out::Sending { chunk, .. } = std::mem::replace(&mut c.out, Out::Idle) {
+            self.release_chunk(chunk);
+        }
+        c.session.on_close(now);
+        self.shared.workers[self.index]
+            .conns
+            .fetch_sub(1, Ordering::Relaxed);
+        // Dropping `c` closes the socket and releases its reservations.
+    }
+}
+
+fn send_error(res: i32) -> io::Error {
+    if res == 0 {
+        io::Error::new(io::ErrorKind::WriteZero, "peer accepted no bytes")
+    } else {
+        io::Error::from_raw_os_error(-res)
+    }
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: fd is an open socket; the option value points to a live c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    // SAFETY: zeroed sockaddr_storage is valid; getpeername writes at most `len` bytes into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: as above; fd is an open socket.
+    let rc = unsafe {
+        libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    crate::runtime::sockaddr_to_std(&storage)
+}
+
+fn transmit_name(t: &Transmit) -> &'static str {
+    match t {
+        Transmit::Bytes(_) => "bytes",
+        Transmit::File { .. } => "file",
+        Transmit::WaitUntil(_) => "wait",
+        Transmit::Idle => "idle",
+        Transmit::Job(_) => "job",
+        Transmit::Close => "close",
+    }
+}
