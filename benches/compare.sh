@@ -1,0 +1,423 @@
+#!/usr/bin/env bash
+# benches/compare.sh: reproduce every Oasis load figure side by side with nginx, in one command.
+#
+#   bash benches/compare.sh                      # full run (tens of minutes)
+#   bash benches/compare.sh --quick              # seconds-long smoke test (CI)
+#   bash benches/compare.sh --scenarios 1,2,7    # a subset
+#   bash benches/compare.sh --layouts "combined f=1,nc=1,nd=1"   # core-layout sweep (1, 3, 4)
+#
+# Installs nginx, wrk, fio, iperf3 and python3-matplotlib from apt when missing, builds the
+# release binaries, makes a data set under bench-results/work/, starts nginx and Oasis on two
+# loopback ports, runs the scenarios against each in turn and writes
+# bench-results/<timestamp>/{raw/*.json, summary.md, *.png, log.txt}.
+# Every load targets 127.0.0.1 and is bounded in time. Everything started is stopped on exit.
+# See BENCHMARKS.md for what each scenario measures and why.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=0
+SCENARIOS="1,2,3,4,5,6,7"
+LAYOUTS="combined"
+DURATION_S=""
+NGINX_PORT=18080
+OASIS_PORT=18081
+IPERF_PORT=18082
+PACED_BPS=4000000
+
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --scenarios) SCENARIOS="$2"; shift ;;
+    --layouts) LAYOUTS="$2"; shift ;;
+    --duration-s) DURATION_S="$2"; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "unknown argument: $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+
+if [[ $QUICK == 1 ]]; then
+  : "${DURATION_S:=2}"
+  SCENARIOS=$(echo "$SCENARIOS" | tr ',' '\n' | grep -v -x -e 3 -e 4 | paste -sd, -)
+else
+  : "${DURATION_S:=15}"
+fi
+has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$ROOT/bench-results/$TS"
+WORK="$ROOT/bench-results/work"
+RAW="$OUT/raw"
+mkdir -p "$RAW" "$WORK"
+LOG="$OUT/log.txt"
+NOTES="$OUT/notes.txt"
+: >"$NOTES"
+log() { echo "[compare $(date -u +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+note() { echo "$*" >>"$NOTES"; log "NOTE: $*"; }
+
+# ---------------------------------------------------------------- cleanup
+STARTED_PIDS=()
+cleanup() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  STARTED_PIDS=()
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+forget_pid() { # drop a stopped pid from the cleanup list
+  local keep=() p
+  for p in "${STARTED_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+  STARTED_PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- tools
+need_apt=0
+for bin in nginx wrk fio iperf3; do command -v "$bin" >/dev/null || need_apt=1; done
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=$(command -v python3 || true)
+[[ -n $PY ]] && "$PY" -c 'import matplotlib' 2>/dev/null || need_apt=1
+if [[ $need_apt == 1 ]]; then
+  log "installing nginx wrk fio iperf3 python3-matplotlib from apt"
+  apt-get update -qq >>"$LOG" 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk fio iperf3 python3-matplotlib >>"$LOG" 2>&1 \
+    || note "apt-get install failed; continuing with what is present"
+  PY=/usr/bin/python3
+fi
+
+log "building release binaries"
+(cd "$ROOT" && cargo build --release -p oasis-loadgen) >>"$LOG" 2>&1 || { log "FATAL: oasis-loadgen did not build"; exit 1; }
+OASIS_BUILT=1
+(cd "$ROOT" && cargo build --release -p oasis) >>"$LOG" 2>&1 || { OASIS_BUILT=0; note "oasis did not build (see log.txt): Oasis columns are n/a"; }
+LG="$ROOT/target/release/oasis-loadgen"
+export RUST_BACKTRACE=0
+OASIS="$ROOT/target/release/oasis"
+
+# ---------------------------------------------------------------- machine
+{
+  echo "date_utc: $(date -u +%FT%TZ)"
+  echo "kernel: $(uname -r)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
+  echo "mem_total_kib: $(awk '/MemTotal/{print $2}' /proc/meminfo)"
+  echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
+  echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
+  echo "quick: $QUICK duration_s: $DURATION_S scenarios: $SCENARIOS layouts: $LAYOUTS"
+} >"$OUT/machine.txt"
+
+# Raise our own descriptor limit so servers started from here inherit it.
+ulimit -Hn 1048576 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+DROP_CACHES=0
+if sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+  DROP_CACHES=1
+else
+  note "page cache could NOT be dropped (/proc/sys/vm/drop_caches not writable): cold figures are only cold because the cold set exceeds free memory"
+fi
+drop_caches() { [[ $DROP_CACHES == 1 ]] && sync && echo 3 >/proc/sys/vm/drop_caches; true; }
+
+# ---------------------------------------------------------------- data set
+DATA="$WORK/data"
+mkdir -p "$DATA/hot" "$DATA/small" "$DATA/cold"
+if [[ $QUICK == 1 ]]; then HOT_N=4; SMALL_N=16; else HOT_N=16; SMALL_N=256; fi
+make_files() { # dir prefix count bytes
+  local dir=$1 prefix=$2 n=$3 bytes=$4 i f
+  local block="$WORK/block-$bytes"
+  [[ -s $block ]] || head -c "$bytes" /dev/urandom >"$block"
+  for ((i = 0; i < n; i++)); do
+    f=$(printf '%s/%s-%05d.bin' "$dir" "$prefix" "$i")
+    [[ -f $f && $(stat -c %s "$f") == "$bytes" ]] || { printf '%08d' "$i" | cat - "$block" | head -c "$bytes" >"$f"; }
+  done
+}
+log "data set: $HOT_N hot 2 MiB, $SMALL_N small 64 KiB"
+make_files "$DATA/hot" seg "$HOT_N" $((2 * 1024 * 1024))
+make_files "$DATA/small" obj "$SMALL_N" $((64 * 1024))
+COLD_N=0
+if has 3 || has 4; then
+  avail_kib=$(awk '/MemAvailable/{print $2}' /proc/meminfo)
+  disk_kib=$(df -Pk "$WORK" | awk 'NR==2{print $4}')
+  if [[ $DROP_CACHES == 1 ]]; then
+    # Caches are dropped before each cold run and a sweep reads each file at most once.
+    cold_kib=$((8 * 1024 * 1024))
+  else
+    cold_kib=$((avail_kib * 5 / 4))
+  fi
+  cap_kib=$((32 * 1024 * 1024)); ((cold_kib > cap_kib)) && cold_kib=$cap_kib
+  ((cold_kib > disk_kib / 4)) && cold_kib=$((disk_kib / 4))
+  COLD_N=$((cold_kib / 2048))
+  log "cold set: $COLD_N x 2 MiB = $((cold_kib / 1024)) MiB (MemAvailable $((avail_kib / 1024)) MiB, disk free $((disk_kib / 1024)) MiB)"
+  make_files "$DATA/cold" seg "$COLD_N" $((2 * 1024 * 1024))
+fi
+echo "cold_files: $COLD_N drop_caches: $DROP_CACHES" >>"$OUT/machine.txt"
+
+url_list() { # subdir count base > file
+  local i
+  for ((i = 0; i < $2; i++)); do printf '/media/%s/%s-%05d.bin\n' "$1" "$([[ $1 == small ]] && echo obj || echo seg)" "$i"; done
+}
+url_list hot "$HOT_N" >"$WORK/hot.urls"
+url_list small "$SMALL_N" >"$WORK/small.urls"
+url_list cold "$COLD_N" >"$WORK/cold.urls"
+sed 's|^/media/|/paced/|' "$WORK/hot.urls" >"$WORK/hot-paced.urls"
+
+# ---------------------------------------------------------------- servers
+workers_of() { # layout -> worker count
+  case "$1" in
+    combined) nproc ;;
+    combined:*) echo "${1#combined:}" ;;
+    *) echo $(($(echo "$1" | tr ',' '\n' | cut -d= -f2 | paste -sd+ -))) ;;
+  esac
+}
+
+NGINX_PID=""
+start_nginx() { # workers
+  local dir="$OUT/nginx"
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+# Generated by benches/compare.sh. access_log is off (Oasis keeps no per-request log either).
+daemon off;
+worker_processes $1;
+worker_rlimit_nofile 200000;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 120000; use epoll; }
+http {
+  types { }
+  default_type application/octet-stream;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_timeout 600s;
+  keepalive_requests 10000000;
+  client_header_timeout 600s;
+  open_file_cache max=20000 inactive=60s;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location /media/ { alias $DATA/; }
+    location /paced/ { alias $DATA/; limit_rate $((PACED_BPS / 8)); }
+  }
+}
+EOF
+  nginx -t -c "$dir/nginx.conf" >>"$LOG" 2>&1 || { log "FATAL: nginx config invalid"; exit 1; }
+  nginx -c "$dir/nginx.conf" >>"$LOG" 2>&1 &
+  NGINX_PID=$!
+  STARTED_PIDS+=("$NGINX_PID")
+  for _ in $(seq 50); do
+    curl -fs -o /dev/null "http://127.0.0.1:$NGINX_PORT/media/hot/seg-00000.bin" && return 0
+    sleep 0.1
+  done
+  log "FATAL: nginx did not start (see $dir/error.log)"; exit 1
+}
+stop_nginx() {
+  [[ -n $NGINX_PID ]] || return 0
+  kill -QUIT "$NGINX_PID" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$NGINX_PID" 2>/dev/null || true
+  forget_pid "$NGINX_PID"; NGINX_PID=""
+}
+
+OASIS_PID=""
+OASIS_OK=0
+OASIS_WHY="oasis did not start"
+OASIS_DATA="$WORK/oasis-data"
+oasis_import() {
+  [[ $OASIS_BUILT == 1 ]] || { OASIS_WHY="oasis did not build"; return 1; }
+  local stamp="$HOT_N-$SMALL_N-$COLD_N-$(stat -c %Y "$OASIS")"
+  [[ -f $OASIS_DATA/.imported && $(cat "$OASIS_DATA/.imported") == "$stamp" ]] && return 0
+  rm -rf "$OASIS_DATA"; mkdir -p "$OASIS_DATA"
+  log "oasis import $DATA -> $OASIS_DATA"
+  if timeout 1800 "$OASIS" import "$DATA" --data-dir "$OASIS_DATA" >>"$OUT/oasis-import.log" 2>&1; then
+    echo "$stamp" >"$OASIS_DATA/.imported"
+  else
+    OASIS_WHY="oasis import failed: $(tail -n 2 "$OUT/oasis-import.log" | tr '\n' ' ' | cut -c1-200)"
+    return 1
+  fi
+}
+start_oasis() { # layout
+  OASIS_OK=0
+  oasis_import || { note "n/a: $OASIS_WHY"; return 1; }
+  local olog="$OUT/oasis-$1.log"
+  "$OASIS" serve --data-dir "$OASIS_DATA" --listen "127.0.0.1:$OASIS_PORT" --layout "$1" >"$olog" 2>&1 &
+  OASIS_PID=$!
+  STARTED_PIDS+=("$OASIS_PID")
+  for _ in $(seq 100); do
+    if ! kill -0 "$OASIS_PID" 2>/dev/null; then
+      OASIS_WHY="oasis did not start: exited: $(tail -n 2 "$olog" | tr '\n' ' ' | cut -c1-200)"; break
+    fi
+    if grep -q "listening on 127.0.0.1:$OASIS_PORT" "$olog" \
+      && curl -fs -o /dev/null "http://127.0.0.1:$OASIS_PORT/media/hot/seg-00000.bin"; then
+      OASIS_OK=1; return 0
+    fi
+    sleep 0.2
+  done
+  [[ $OASIS_WHY == "oasis did not start" ]] && OASIS_WHY="oasis did not start: not serving after 20 s"
+  note "n/a: $OASIS_WHY (layout $1)"
+  stop_oasis
+  return 1
+}
+stop_oasis() {
+  [[ -n $OASIS_PID ]] || return 0
+  kill -TERM "$OASIS_PID" 2>/dev/null
+  local rc=0
+  for _ in $(seq 100); do kill -0 "$OASIS_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$OASIS_PID" 2>/dev/null; then
+    note "oasis did not exit within 10 s of SIGTERM"; kill -KILL "$OASIS_PID"
+  else
+    wait "$OASIS_PID" 2>/dev/null; rc=$?
+    [[ $rc == 0 ]] || note "oasis exited $rc on SIGTERM"
+  fi
+  forget_pid "$OASIS_PID"; OASIS_PID=""
+}
+
+server_pids() { # server -> comma list of the server's processes (master and workers)
+  local p=$1
+  { echo "$p"; pgrep -P "$p"; } | paste -sd, -
+}
+
+# ---------------------------------------------------------------- runners
+# run_lg NAME SERVER MODE ARGS... : one loadgen run to raw/NAME__SERVER.json
+run_lg() {
+  local name=$1 server=$2 mode=$3; shift 3
+  local port=$NGINX_PORT out="$RAW/${name}__${server}.json"
+  [[ $server == oasis ]] && port=$OASIS_PORT
+  if [[ $server == oasis && $OASIS_OK != 1 ]]; then
+    printf '{"label":"%s","server":"oasis","na":"%s"}\n' "$name" "n/a: $OASIS_WHY" >"$out"
+    return 0
+  fi
+  log "$name [$server]: oasis-loadgen $mode $*"
+  if ! "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "$@" 2>>"$LOG"; then
+    [[ -s $out ]] || printf '{"label":"%s","server":"%s","na":"loadgen failed (see log.txt)"}\n' "$name" "$server" >"$out"
+  fi
+}
+run_wrk() { # NAME SERVER CONNS PATH
+  local port=$NGINX_PORT
+  [[ $2 == oasis ]] && port=$OASIS_PORT
+  [[ $2 == oasis && $OASIS_OK != 1 ]] && { echo "n/a: $OASIS_WHY" >"$RAW/${1}__${2}.wrk.txt"; return 0; }
+  log "$1 [$2]: wrk -c$3 $4"
+  timeout $((DURATION_S + 30)) wrk -t2 -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
+}
+servers() { echo nginx oasis; }
+
+scenario_1() { # hot 2 MiB at 100 and 1000 connections
+  local tag=$1 s c
+  for c in 100 1000; do
+    for s in $(servers); do
+      run_lg "$tag-s1-hot-c$c" "$s" get --url-file "$WORK/hot.urls" --connections "$c" --duration-s "$DURATION_S"
+      run_wrk "$tag-s1-hot-c$c-wrk" "$s" "$c" /media/hot/seg-00000.bin
+    done
+  done
+}
+scenario_2() { # hot small 64 KiB at 100 connections
+  local tag=$1 s
+  for s in $(servers); do
+    run_lg "$tag-s2-small-c100" "$s" get --url-file "$WORK/small.urls" --connections 100 --duration-s "$DURATION_S"
+    run_wrk "$tag-s2-small-c100-wrk" "$s" 100 /media/small/obj-00000.bin
+  done
+}
+cold_sweep() { # NAME SERVER: every cold file at most once, round-robin
+  run_lg "$1" "$2" get --url-file "$WORK/cold.urls" --connections 64 --requests "$COLD_N" --duration-s "$((DURATION_S * 2))"
+}
+scenario_3() { # cold sweep vs the fio io_uring read limit on the same files
+  local tag=$1 s
+  if [[ ! -f $RAW/fio-cold.json ]]; then
+    drop_caches
+    log "fio io_uring read limit on the cold set"
+    timeout $((DURATION_S * 2 + 30)) fio --name=cold --opendir="$DATA/cold" --rw=read --bs=1M --direct=1 \
+      --ioengine=io_uring --iodepth=32 --numjobs=1 --runtime="$((DURATION_S * 2))" --time_based=0 \
+      --output-format=json >"$RAW/fio-cold.json" 2>>"$LOG" || note "fio failed"
+  fi
+  for s in $(servers); do
+    drop_caches
+    cold_sweep "$tag-s3-cold" "$s"
+  done
+}
+scenario_4() { # hot-small p99 while a cold sweep runs
+  local tag=$1 s pid
+  for s in $(servers); do
+    drop_caches
+    cold_sweep "$tag-s4-mixed-cold" "$s" &
+    pid=$!
+    sleep 0.5
+    run_lg "$tag-s4-mixed-small" "$s" get --url-file "$WORK/small.urls" --connections 50 --duration-s "$DURATION_S"
+    wait "$pid"
+  done
+}
+scenario_5() { # paced capacity at 4 Mbit/s
+  local tag=$1 s file args
+  if [[ $QUICK == 1 ]]; then
+    args=(--start-streams 5 --step-streams 5 --step-s 1 --stall-window-s 1 --max-streams 20 --duration-s "$DURATION_S")
+  else
+    args=(--start-streams 250 --step-streams 250 --step-s 10 --stall-window-s 5 --max-streams 5000)
+  fi
+  for s in $(servers); do
+    file="$WORK/hot.urls"
+    [[ $s == nginx ]] && file="$WORK/hot-paced.urls"  # /paced/ has limit_rate; Oasis paces itself
+    run_lg "$tag-s5-paced" "$s" paced --url-file "$file" --paced-bps "$PACED_BPS" "${args[@]}"
+  done
+}
+scenario_6() { # idle connections: active p99 and server RSS per connection
+  local tag=$1 s n=50000 pid
+  [[ $QUICK == 1 ]] && n=200
+  for s in $(servers); do
+    pid=$NGINX_PID
+    [[ $s == oasis ]] && pid=$OASIS_PID
+    run_lg "$tag-s6-idle" "$s" idle --idle "$n" --connections 10 --url-file "$WORK/small.urls" \
+      --duration-s "$DURATION_S" --rss-pids "$(server_pids "${pid:-0}")"
+  done
+}
+scenario_7() { # loopback ceiling: one iperf3 pair per core (iperf3 < 3.16 is single-threaded)
+  local i n spids=() cpids=()
+  n=$(nproc)
+  log "iperf3 -Z loopback ceiling ($n parallel pairs)"
+  for ((i = 0; i < n; i++)); do
+    iperf3 -s -p $((IPERF_PORT + i)) -1 >>"$LOG" 2>&1 &
+    spids+=($!); STARTED_PIDS+=($!)
+  done
+  sleep 0.5
+  for ((i = 0; i < n; i++)); do
+    timeout $((DURATION_S + 20)) iperf3 -c 127.0.0.1 -p $((IPERF_PORT + i)) -Z -l 1M -t "$DURATION_S" -J \
+      >"$RAW/iperf3-$i.json" 2>>"$LOG" &
+    cpids+=($!)
+  done
+  for i in "${cpids[@]}"; do wait "$i" || note "an iperf3 client failed"; done
+  for i in "${spids[@]}"; do wait "$i" 2>/dev/null; forget_pid "$i"; done
+}
+
+# ---------------------------------------------------------------- main
+first=1
+for layout in $LAYOUTS; do
+  tag=$(echo "$layout" | tr ',=:' '_-_')
+  w=$(workers_of "$layout")
+  log "layout $layout: nginx worker_processes $w"
+  echo "layout $tag $layout workers=$w" >>"$OUT/machine.txt"
+  start_nginx "$w"
+  start_oasis "$layout"
+  for sc in 1 2 3 4 5 6; do
+    has "$sc" || continue
+    if [[ $first != 1 && $sc != 1 && $sc != 3 && $sc != 4 ]]; then continue; fi
+    "scenario_$sc" "$tag"
+  done
+  stop_oasis
+  stop_nginx
+  first=0
+done
+has 7 && scenario_7
+
+log "writing summary"
+if [[ -n $PY ]]; then
+  "$PY" "$ROOT/benches/report.py" "$OUT" >>"$LOG" 2>&1 || log "report.py failed (see log.txt)"
+fi
+log "done: $OUT/summary.md"
+[[ -f $OUT/summary.md ]] && cat "$OUT/summary.md"
