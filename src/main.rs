@@ -1,1 +1,347 @@
-fn main() {}
+//! `oasis`: the thin binary. Parse the command line and the configuration, build the modules
+//! (Resource Manager, Media Object Manager, Client Manager), start the engine, and supervise:
+//! signals, the resource observer, graceful shutdown. The logic lives in the library crates.
+
+mod client;
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use config::Config;
+use oasis_engine::{Engine, Listener, ResourceManager, Service};
+
+#[derive(Parser)]
+#[command(
+    name = "oasis",
+    version,
+    about = "Oasis media storage-and-streaming server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (zero configuration: 127.0.0.1:8080, data in ./oasis-data).
+    Serve(ServeArgs),
+    /// Check or print configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Ingest a directory into a data directory while no server runs (offline import).
+    Import {
+        /// Directory whose files become objects (object name = relative path).
+        dir: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Prefix for the object names, e.g. "shows/2026".
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Upload a file, or a directory as a package (e.g. an HLS folder), to a running server.
+    Put {
+        path: PathBuf,
+        /// Object name (for a directory: the name prefix). Default: the file or directory name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Bandwidth requirement of the object, bits/s (default: derived from the container).
+        #[arg(long)]
+        bitrate: Option<u64>,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// List the objects of a running server.
+    Ls {
+        /// Only names starting with this prefix.
+        prefix: Option<String>,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Delete an object from a running server.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Show an object's metadata.
+    Stat {
+        name: String,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML; see oasis.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on; repeat for several network interfaces. Replaces [[listen]].
+    #[arg(long)]
+    listen: Vec<std::net::SocketAddr>,
+    /// Data directory. Replaces [server] data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Worker layout: combined, combined:N, or f=F,nc=C,nd=D. Replaces [engine] layout.
+    #[arg(long)]
+    layout: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file.
+    Check { file: PathBuf },
+    /// Print the effective configuration, defaults filled in.
+    Show {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config> {
+    match config {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Config::load(&file).map(|_| println!("{}: ok", file.display())),
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => load(config.as_ref()).and_then(|c| {
+            print!(
+                "{}",
+                toml::to_string(&c).context("serializing the configuration")?
+            );
+            Ok(())
+        }),
+        Command::Import {
+            dir,
+            data_dir,
+            prefix,
+            config,
+        } => import(dir, data_dir, prefix, config),
+        Command::Put {
+            path,
+            name,
+            bitrate,
+            server,
+        } => client::put(&server, &path, name, bitrate),
+        Command::Ls { prefix, server } => client::ls(&server, prefix.as_deref()),
+        Command::Rm { name, server } => client::rm(&server, &name),
+        Command::Stat { name, server } => client::stat(&server, &name),
+    };
+    if let Err(e) = result {
+        eprintln!("oasis: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn import(
+    dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    prefix: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<()> {
+    let mut cfg = load(config.as_ref())?;
+    init_tracing(&cfg.server.log_level);
+    if let Some(d) = data_dir {
+        cfg.server.data_dir = d;
+    }
+    let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
+    let rm = ResourceManager::new(&resolved.limits);
+    let (store, recovery) = oasis_storage::Store::open(resolved.store, rm)?;
+    if !recovery.is_clean() {
+        eprintln!("recovery: {recovery:?}");
+    }
+    let report = oasis_storage::import_dir(&store, &dir, prefix.as_deref())?;
+    for (path, why) in &report.skipped {
+        eprintln!("skipped {}: {why}", path.display());
+    }
+    println!(
+        "imported {} objects ({} bytes) into {}",
+        report.imported.len(),
+        report.imported_bytes,
+        cfg.server.data_dir.display()
+    );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut cfg = load(args.config.as_ref())?;
+    if !args.listen.is_empty() {
+        let bw = cfg
+            .listen
+            .first()
+            .map(|l| l.bandwidth_bps)
+            .unwrap_or(100_000_000_000);
+        cfg.listen = args
+            .listen
+            .iter()
+            .map(|a| config::ListenSection {
+                addr: *a,
+                bandwidth_bps: bw,
+            })
+            .collect();
+    }
+    if let Some(d) = args.data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Some(l) = args.layout {
+        cfg.engine.layout = l;
+    }
+    cfg.check()?;
+    init_tracing(&cfg.server.log_level);
+
+    // Nothing starts before io_uring is known to work.
+    let features = oasis_engine::probe::probe()?;
+    let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
+    let rm = ResourceManager::new(&resolved.limits);
+    let (store, recovery) = oasis_storage::Store::open(resolved.store, Arc::clone(&rm))?;
+    if recovery.is_clean() {
+        tracing::info!(
+            "catalog: {} objects in {}",
+            recovery.objects_loaded,
+            cfg.server.data_dir.display()
+        );
+    } else {
+        tracing::warn!("catalog: recovered after an unclean stop: {recovery:?}");
+    }
+    let metrics = oasis_net::Metrics::new(Arc::clone(&rm));
+    let target = match cfg.server.access_log.as_str() {
+        "off" => oasis_net::LogTarget::Off,
+        "stdout" => oasis_net::LogTarget::Stdout,
+        path => oasis_net::LogTarget::File(PathBuf::from(path)),
+    };
+    let (log, log_thread) = oasis_net::AccessLog::start(
+        target,
+        cfg.server.access_log_queue_lines,
+        Arc::clone(&metrics),
+    )?;
+    if resolved.http.api_token.is_none() {
+        tracing::warn!("no [http] api_token and no OASIS_API_TOKEN: uploads, deletes and /api are refused (403)");
+    }
+    let clock = oasis_net::WallClock::new(Instant::now(), SystemTime::now());
+    let http = oasis_net::HttpService::new(
+        resolved.http,
+        Arc::clone(&store),
+        Arc::clone(&rm),
+        metrics,
+        log,
+        clock,
+    );
+    let listeners = cfg
+        .listen
+        .iter()
+        .map(|l| Listener {
+            addr: l.addr,
+            service: Arc::new(http.clone()) as Arc<dyn Service>,
+        })
+        .collect();
+    let layout = resolved.engine.layout.clone();
+    let engine = Engine::start(
+        resolved.engine,
+        listeners,
+        Arc::clone(&rm),
+        features.clone(),
+    )?;
+    http.attach_engine(engine.handle());
+    tracing::info!("{layout}");
+    tracing::info!(
+        "io_uring: kernel {}, defer_taskrun {}, multishot accept {}, send_zc {}, splice {}, read_fixed {}",
+        features.kernel_release,
+        features.defer_taskrun,
+        features.multishot_accept,
+        features.send_zc,
+        features.splice,
+        features.read_fixed
+    );
+    for l in &cfg.listen {
+        tracing::info!(
+            "listening on {} (bandwidth budget {} bit/s)",
+            l.addr,
+            l.bandwidth_bps
+        );
+    }
+
+    supervise(&rm, &resolved.observer)?;
+    let drain = Duration::from_secs(cfg.server.drain_timeout_secs);
+    tracing::info!("shutting down: draining for up to {drain:?}");
+    engine.shutdown(drain);
+    engine.join();
+    http.detach_engine();
+    drop(http);
+    drop(store);
+    if let Some(t) = log_thread {
+        let _ = t.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
+/// a second meanwhile.
+fn supervise(
+    rm: &ResourceManager,
+    observer: &oasis_engine::observer::ObserverConfig,
+) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // A client that vanishes must not kill the server; sends use MSG_NOSIGNAL, this is the backstop.
+    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions and happens before any signal use.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut last_sample = Instant::now() - Duration::from_secs(10);
+    let mut level = rm.level();
+    loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGHUP => tracing::warn!(
+                    "SIGHUP: configuration reload is not supported yet; restart to apply changes"
+                ),
+                _ => {
+                    tracing::info!(
+                        "received {}",
+                        if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            oasis_engine::observer::sample(rm, observer);
+            last_sample = Instant::now();
+            let now_level = rm.level();
+            if now_level != level {
+                tracing::warn!(
+                    "resource level {level} -> {now_level}: {:?}",
+                    rm.sources_at(oasis_engine::resource::Level::Warning)
+                );
+                level = now_level;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -19,16 +19,13 @@
 
 use std::fmt;
 
+// Under loom only the atomics are modelled: they are the protocol. `Arc` stays std's so the
+// `self: &Arc<Self>` receiver of `reserve` and the rest of the engine compile unchanged.
 #[cfg(loom)]
-use loom::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
+use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What a reservation is made of. The unit is in the name of each variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

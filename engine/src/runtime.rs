@@ -77,10 +77,10 @@ pub struct Listener {
 pub enum StartError {
     #[error("{0}")]
     IoUring(#[from] ProbeError),
-    #[error("cannot listen on {addr}: {source}; check that no other process uses the port and that the address belongs to this host")]
+    #[error("cannot listen on {addr}: {err}; check that no other process uses the port and that the address belongs to this host")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("cannot reserve the buffer pool: {0}; lower [engine] buffer_pool_bytes or raise [resources] memory_bytes")]
     Pool(crate::resource::ReserveError),
@@ -227,12 +227,10 @@ impl Engine {
         assert!(config.layout.count(Roles::DATA) > 0);
         let mut sockets = Vec::new();
         for l in &listeners {
-            sockets.push(bind(l.addr, config.listen_backlog).map_err(|source| {
-                StartError::Bind {
-                    addr: l.addr,
-                    source,
-                }
-            })?);
+            sockets.push(
+                bind(l.addr, config.listen_backlog)
+                    .map_err(|err| StartError::Bind { addr: l.addr, err })?,
+            );
         }
         let pool =
             BufferPool::new(&rm, config.chunk_bytes, config.chunks).map_err(StartError::Pool)?;

@@ -462,17 +462,23 @@ impl Worker {
     // ----- driving a session -----
 
     fn drive(&mut self, key: usize, now: Instant) {
+        // Each extra round consumed buffered input, so this ends.
+        while self.drive_step(key, now) {}
+    }
+
+    /// One round of driving; true when buffered input was consumed and another round is due.
+    fn drive_step(&mut self, key: usize, now: Instant) -> bool {
         let Some(c) = self.conns.get_mut(key) else {
-            return;
+            return false;
         };
         if c.closing {
             if c.ops == 0 {
                 self.finish_close(key, now);
             }
-            return;
+            return false;
         }
         if c.ops == 0 && matches!(c.out, Out::Idle) && self.try_migrate(key) {
-            return;
+            return false;
         }
         let c = &mut self.conns[key];
         // Output: one transmit in flight at a time.
@@ -529,16 +535,29 @@ impl Worker {
                 }
                 Transmit::Close => {
                     self.begin_close(key, now);
-                    return;
+                    return false;
                 }
             }
         }
-        // Input.
+        // Input: first what is already buffered (pipelined requests), then the socket.
         let c = &mut self.conns[key];
+        if c.recv == RecvState::None && !c.closing && !c.input.is_empty() && c.session.wants_input()
+        {
+            let used = c.session.on_input(&c.input, now).min(c.input.len());
+            c.input.drain(..used);
+            if c.input.is_empty() {
+                c.input = Vec::new();
+                c.input_reservation = None;
+            }
+            if used > 0 {
+                return true;
+            }
+        }
         if c.recv == RecvState::None && !c.peer_closed && !c.closing && c.session.wants_input() {
             self.arm_input(key);
         }
         self.update_timer(key);
+        false
     }
 
     /// Moves the session to a worker whose roles match its phase, if this one's do not.

@@ -1,8 +1,17 @@
 //! Oasis Client Manager: the HTTP/1.1 side of the server.
 //!
 //! `http` holds the sans-IO protocol pieces (parsing, range arithmetic, conditional requests,
-//! response framing). Nothing in this crate submits io_uring operations or reads the clock:
-//! the engine moves the bytes and passes the time in.
+//! response framing). `server` is the per-connection session the engine drives: routes,
+//! admission control, pacing, uploads. `metrics` and `access_log` are what operators read.
+//! Nothing in this crate submits io_uring operations or reads the clock: the engine moves the
+//! bytes and passes the time in.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod http;
+pub mod metrics;
+pub mod server;
+
+pub use access_log::{AccessLog, LogTarget};
+pub use metrics::Metrics;
+pub use server::{HttpConfig, HttpService, PacingConfig, WallClock};

@@ -1,0 +1,283 @@
+//! Metrics of the Client Manager, rendered as Prometheus text at `GET /metrics`.
+//!
+//! Counters and gauges are `prometheus-client` types (atomics; no lock on the request path).
+//! Latencies go into hdrhistograms, sharded by worker thread so recording takes an uncontended
+//! lock, merged at scrape time and exposed as quantile summaries. Resource levels are read from
+//! the Resource Manager at scrape time, so they are never stale.
+//!
+//! This module never blocks a request on a scrape for longer than copying one shard.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+use oasis_engine::resource::{Level, ResourceManager};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+const SHARDS: usize = 16;
+/// Latencies above this are clamped (microseconds): one hour.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+
+struct Latency {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Latency {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(
+                        Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds"),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&self, us: u64) {
+        let shard = shard_index();
+        if let Ok(mut h) = self.shards[shard].lock() {
+            let _ = h.record(us.clamp(1, LATENCY_US_MAX));
+        }
+    }
+
+    fn merged(&self) -> Histogram<u64> {
+        let mut all = Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds");
+        for s in &self.shards {
+            if let Ok(h) = s.lock() {
+                let _ = all.add(&*h);
+            }
+        }
+        all
+    }
+}
+
+fn shard_index() -> usize {
+    thread_local! {
+        static SHARD: usize = {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed) as usize % SHARDS
+        };
+    }
+    SHARD.with(|s| *s)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<StatusLabel, Counter>,
+    pub sent_bytes: Counter,
+    pub received_bytes: Counter,
+    pub active_streams: Gauge,
+    pub admissions_refused: Family<ReasonLabel, Counter>,
+    pub limits_hit: Family<ReasonLabel, Counter>,
+    pub connections_opened: Counter,
+    pub access_log_dropped: Counter,
+    ttfb: Latency,
+    response: Latency,
+    rm: Arc<ResourceManager>,
+}
+
+impl Metrics {
+    pub fn new(rm: Arc<ResourceManager>) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("oasis");
+        let requests = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP responses by status",
+            requests.clone(),
+        );
+        let sent_bytes = Counter::default();
+        registry.register(
+            "http_sent_bytes",
+            "Bytes of responses sent (heads and bodies)",
+            sent_bytes.clone(),
+        );
+        let received_bytes = Counter::default();
+        registry.register(
+            "http_received_bytes",
+            "Bytes of request bodies received",
+            received_bytes.clone(),
+        );
+        let active_streams = Gauge::default();
+        registry.register(
+            "active_streams",
+            "Responses with a body being sent now",
+            active_streams.clone(),
+        );
+        let admissions_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "admissions_refused",
+            "Streams refused with 503 by admission control, by resource",
+            admissions_refused.clone(),
+        );
+        let limits_hit = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "limits_hit",
+            "Requests or connections stopped by a limit, by limit",
+            limits_hit.clone(),
+        );
+        let connections_opened = Counter::default();
+        registry.register(
+            "connections_opened",
+            "Client connections accepted",
+            connections_opened.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the log queue was full",
+            access_log_dropped.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            sent_bytes,
+            received_bytes,
+            active_streams,
+            admissions_refused,
+            limits_hit,
+            connections_opened,
+            access_log_dropped,
+            ttfb: Latency::new(),
+            response: Latency::new(),
+            rm,
+        })
+    }
+
+    pub fn status(&self, status: u16) {
+        self.requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.admissions_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn limit(&self, reason: &str) {
+        self.limits_hit
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn record_ttfb_us(&self, us: u64) {
+        self.ttfb.record(us);
+    }
+
+    pub fn record_response_us(&self, us: u64) {
+        self.response.record(us);
+    }
+
+    /// The whole exposition, Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        // `encode` ends with "# EOF"; the extra families go before it.
+        if let Some(pos) = out.rfind("# EOF") {
+            out.truncate(pos);
+        }
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP oasis_reservation_used Units reserved with the Resource Manager, by resource."
+        );
+        let _ = writeln!(out, "# TYPE oasis_reservation_used gauge");
+        let snapshot = self.rm.snapshot();
+        for a in &snapshot {
+            let _ = writeln!(
+                out,
+                "oasis_reservation_used{{resource=\"{}\"}} {}",
+                a.resource, a.used
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP oasis_reservation_limit Limit of each Resource Manager account."
+        );
+        let _ = writeln!(out, "# TYPE oasis_reservation_limit gauge");
+        for a in &snapshot {
+            let _ = writeln!(
+                out,
+                "oasis_reservation_limit{{resource=\"{}\"}} {}",
+                a.resource, a.limit
+            );
+        }
+        let events = self.rm.event_counts();
+        let _ = writeln!(
+            out,
+            "# HELP oasis_resource_events Warning and critical events raised."
+        );
+        let _ = writeln!(out, "# TYPE oasis_resource_events counter");
+        let _ = writeln!(
+            out,
+            "oasis_resource_events_total{{level=\"warning\"}} {}",
+            events.warning
+        );
+        let _ = writeln!(
+            out,
+            "oasis_resource_events_total{{level=\"critical\"}} {}",
+            events.critical
+        );
+        let _ = writeln!(
+            out,
+            "# HELP oasis_resource_critical 1 while a critical event is in force."
+        );
+        let _ = writeln!(out, "# TYPE oasis_resource_critical gauge");
+        let _ = writeln!(
+            out,
+            "oasis_resource_critical {}",
+            u8::from(self.rm.level() == Level::Critical)
+        );
+        for (name, help, lat) in [
+            (
+                "oasis_ttfb_seconds",
+                "Time from a complete request head to its response head being sent.",
+                &self.ttfb,
+            ),
+            (
+                "oasis_response_seconds",
+                "Time from a complete request head to the last byte sent.",
+                &self.response,
+            ),
+        ] {
+            let h = lat.merged();
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} summary");
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{quantile=\"{q}\"}} {}",
+                    h.value_at_quantile(q) as f64 / 1e6
+                );
+            }
+            let _ = writeln!(out, "{name}_count {}", h.len());
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+
+    /// p99 of time to first byte in microseconds (for `/api/status`).
+    pub fn ttfb_us_p99(&self) -> u64 {
+        self.ttfb.merged().value_at_quantile(0.99)
+    }
+}

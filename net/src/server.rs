@@ -1,0 +1,1318 @@
+//! The Client Manager's HTTP/1.1 session: one per connection, driven by the engine.
+//!
+//! A session is a state machine over the sans-IO pieces in [`crate::http`]: it parses request
+//! heads from the bytes the engine hands it, decides (routes, preconditions, ranges, admission
+//! control with the Resource Manager), and tells the engine what to transmit: a response head,
+//! then file ranges, paced by the object's bitrate. It never touches a socket, and reads no clock:
+//! the engine passes `now`; wall time for `Date` and logs is derived from it ([`WallClock`]).
+//!
+//! Routes: `GET|HEAD /media/<name>` (public unless configured), `PUT|DELETE /media/<name>` and
+//! `GET /api/objects`, `GET /api/status` (bearer token), `GET /metrics`, `GET /healthz`.
+//! Blocking storage work (commit of an upload, delete) runs as an engine job on the catalog thread.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use oasis_engine::resource::{Reservation, Resource, ResourceManager};
+use oasis_engine::{
+    ConnInfo, EngineHandle, JobRejected, JobResult, Phase, Service, Session, Transmit,
+};
+use oasis_storage::{BitrateSource, ObjectMeta, Store, StoreError, Upload, UploadOptions};
+
+use crate::access_log::{log_time, AccessLog};
+use crate::http::{
+    self, error_body_bytes, evaluate, http_date, if_range_allows, parse_range, parse_request,
+    plan_byteranges, push_error_body, ChunkedDecoder, HttpLimits, Method, Parse, Precondition,
+    RangeSpec, RequestHead, ResponseHead,
+};
+use crate::metrics::Metrics;
+
+/// Pacing of streams: after `initial_burst_secs` of media at full speed, a stream is sent at its
+/// object's bitrate times a factor.
+#[derive(Clone, Debug)]
+pub struct PacingConfig {
+    pub enabled: bool,
+    pub initial_burst_secs: f64,
+    /// Factor for progressive media (MP4, WebM, audio): players buffer ahead of the playhead.
+    pub factor_progressive: f64,
+    /// Factor for HLS/DASH segments: segment players estimate bandwidth from download speed, so a
+    /// segment paced near its bitrate would make them switch down; generous keeps estimates high.
+    pub factor_segment: f64,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        PacingConfig {
+            enabled: true,
+            initial_burst_secs: 10.0,
+            factor_progressive: 1.5,
+            factor_segment: 4.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub limits: HttpLimits,
+    /// Bearer token for writes and `/api`. `None`: writes and `/api` are refused (403).
+    pub api_token: Option<String>,
+    /// Whether `GET /media` needs the token too.
+    pub public_reads: bool,
+    /// A request head must arrive within this time from its first byte (408 after).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: Duration,
+    /// A client that accepts no bytes for this long is dropped.
+    pub send_timeout: Duration,
+    /// An upload that delivers no bytes for this long gets 408.
+    pub body_timeout: Duration,
+    pub keepalive_requests_max: u32,
+    pub upload_bytes_max: u64,
+    pub pacing: PacingConfig,
+    /// Bytes one stream reserves as buffer memory (the engine's chunk size).
+    pub stream_buffer_bytes: u64,
+    pub retry_after_secs: u64,
+    /// Objects listed by `GET /api/objects` at most.
+    pub list_objects_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            limits: HttpLimits::default(),
+            api_token: None,
+            public_reads: true,
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(65),
+            send_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            keepalive_requests_max: 1000,
+            upload_bytes_max: 64 << 30,
+            pacing: PacingConfig::default(),
+            stream_buffer_bytes: 256 * 1024,
+            retry_after_secs: 2,
+            list_objects_max: 10_000,
+        }
+    }
+}
+
+/// Maps the engine's monotonic `now` to wall time, fixed at start-up, so sessions never read the
+/// clock themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    base_instant: Instant,
+    base_system: SystemTime,
+}
+
+impl WallClock {
+    pub fn new(base_instant: Instant, base_system: SystemTime) -> Self {
+        WallClock {
+            base_instant,
+            base_system,
+        }
+    }
+
+    pub fn at(&self, now: Instant) -> SystemTime {
+        self.base_system + now.saturating_duration_since(self.base_instant)
+    }
+}
+
+struct Inner {
+    cfg: HttpConfig,
+    store: Arc<Store>,
+    rm: Arc<ResourceManager>,
+    metrics: Arc<Metrics>,
+    log: AccessLog,
+    clock: WallClock,
+    /// Set while the engine runs; cleared at shutdown (the engine holds this service: no cycle).
+    engine: RwLock<Option<EngineHandle>>,
+    started: Instant,
+    refusal: Vec<u8>,
+}
+
+/// The HTTP protocol as an engine [`Service`].
+#[derive(Clone)]
+pub struct HttpService {
+    inner: Arc<Inner>,
+}
+
+impl HttpService {
+    pub fn new(
+        cfg: HttpConfig,
+        store: Arc<Store>,
+        rm: Arc<ResourceManager>,
+        metrics: Arc<Metrics>,
+        log: AccessLog,
+        clock: WallClock,
+    ) -> Self {
+        let refusal = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: oasis\r\nRetry-After: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            cfg.retry_after_secs
+        )
+        .into_bytes();
+        let started = clock.base_instant;
+        HttpService {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                rm,
+                metrics,
+                log,
+                clock,
+                engine: RwLock::new(None),
+                started,
+                refusal,
+            }),
+        }
+    }
+
+    /// Gives `/api/status` a view of the running engine.
+    pub fn attach_engine(&self, engine: EngineHandle) {
+        if let Ok(mut e) = self.inner.engine.write() {
+            *e = Some(engine);
+        }
+    }
+
+    /// Drops the engine view (after the engine stopped), so nothing keeps the engine alive.
+    pub fn detach_engine(&self) {
+        if let Ok(mut e) = self.inner.engine.write() {
+            *e = None;
+        }
+    }
+}
+
+impl Service for HttpService {
+    fn open(&self, info: ConnInfo, now: Instant) -> Box<dyn Session> {
+        self.inner.metrics.connections_opened.inc();
+        Box::new(HttpSession {
+            svc: Arc::clone(&self.inner),
+            info,
+            state: State::Head { since: None },
+            pending: None,
+            keep_alive: true,
+            requests: 0,
+            shutting_down: false,
+            last_activity: now,
+            req: None,
+        })
+    }
+
+    fn refusal(&self) -> &[u8] {
+        &self.inner.refusal
+    }
+}
+
+/// What is logged about the request being answered.
+struct ReqLog {
+    method: String,
+    target: String,
+    version_minor: u8,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    started: Instant,
+    status: u16,
+    body_bytes: u64,
+    head_sent: bool,
+}
+
+enum BodyOut {
+    None,
+    File {
+        file: Arc<File>,
+        offset: u64,
+        remaining: u64,
+    },
+    Multi {
+        file: Arc<File>,
+        parts: VecDeque<http::MultipartPart>,
+        current: Option<(u64, u64)>,
+        closing: Option<Vec<u8>>,
+    },
+}
+
+/// A stream's admission: what it reserved, held until the response ends.
+struct Admission {
+    _net: Reservation,
+    _disk: Reservation,
+    _memory: Reservation,
+}
+
+struct Pace {
+    start: Instant,
+    burst_bytes: u64,
+    rate_bytes_per_sec: f64,
+}
+
+struct Respond {
+    head: Option<Vec<u8>>,
+    body: BodyOut,
+    close_after: bool,
+    _admission: Option<Admission>,
+    pace: Option<Pace>,
+    body_sent: u64,
+    last_progress: Instant,
+}
+
+enum BodyKind {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+struct Receiving {
+    upload: Upload,
+    kind: BodyKind,
+    last_progress: Instant,
+    replaced: bool,
+}
+
+enum JobKind {
+    Finish { replaced: bool },
+    Delete,
+}
+
+enum State {
+    /// Waiting for a request head; `since` is when its first byte arrived.
+    Head {
+        since: Option<Instant>,
+    },
+    Body(Box<Receiving>),
+    /// A job is queued (`Some`) or running (`None`).
+    Job(Option<oasis_engine::Job>, JobKind),
+    Respond(Box<Respond>),
+    Close,
+}
+
+pub struct HttpSession {
+    svc: Arc<Inner>,
+    info: ConnInfo,
+    state: State,
+    /// Bytes to send before anything else (`100 Continue`).
+    pending: Option<Vec<u8>>,
+    keep_alive: bool,
+    requests: u32,
+    shutting_down: bool,
+    last_activity: Instant,
+    req: Option<ReqLog>,
+}
+
+const ALLOW_MEDIA: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
+const PACE_CHUNK_MIN_BYTES: u64 = 64 * 1024;
+
+fn is_segment(name: &str) -> bool {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "ts" | "m4s" | "aac" | "m3u8" | "mpd" | "cmfv" | "cmfa"
+    )
+}
+
+fn etag_of(meta: &ObjectMeta) -> String {
+    http::etag::strong_etag(meta.crc32c, meta.size_bytes, meta.created_unix_ms / 1000)
+}
+
+fn last_modified_of(meta: &ObjectMeta) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(meta.created_unix_ms / 1000)
+}
+
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn json_escape(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn meta_json(meta: &ObjectMeta) -> String {
+    format!(
+        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\"}}",
+        json_escape(&meta.name),
+        meta.size_bytes,
+        json_escape(&meta.content_type),
+        meta.crc32c,
+        json_escape(&etag_of(meta)),
+        meta.created_unix_ms,
+        meta.bitrate_bps,
+        meta.bitrate_source.as_str()
+    )
+}
+
+impl HttpSession {
+    fn date(&self, now: Instant) -> String {
+        http_date(self.svc.clock.at(now))
+    }
+
+    fn limit_reason(status: u16) -> &'static str {
+        match status {
+            400 => "bad_request",
+            408 => "timeout",
+            411 => "length_required",
+            413 => "body_too_large",
+            414 => "uri_too_long",
+            431 => "header_too_large",
+            501 => "not_implemented",
+            505 => "version",
+            503 => "unavailable",
+            _ => "other",
+        }
+    }
+
+    /// Starts the response to the current request with an error page (and optional extra header).
+    fn error(&mut self, status: u16, extra: &[(&str, String)], head_only: bool, now: Instant) {
+        let date = self.date(now);
+        let body_bytes = error_body_bytes(status);
+        let mut out = Vec::with_capacity(256 + body_bytes);
+        let mut head = ResponseHead::new(&mut out, status, &date);
+        if body_bytes > 0 {
+            head.content_type("text/html")
+                .content_length(body_bytes as u64);
+        }
+        for (k, v) in extra {
+            head.header(k, v);
+        }
+        head.cors().connection(self.keep_alive);
+        head.finish();
+        if !head_only {
+            push_error_body(status, &mut out);
+        }
+        let body = if head_only { 0 } else { body_bytes as u64 };
+        self.respond_bytes(status, out, body, now);
+    }
+
+    /// Starts a response that is all in `out` (head and body).
+    fn respond_bytes(&mut self, status: u16, out: Vec<u8>, body_bytes: u64, now: Instant) {
+        if let Some(r) = &mut self.req {
+            r.status = status;
+            r.body_bytes = body_bytes;
+        }
+        self.state = State::Respond(Box::new(Respond {
+            head: Some(out),
+            body: BodyOut::None,
+            close_after: !self.keep_alive,
+            _admission: None,
+            pace: None,
+            body_sent: 0,
+            last_progress: now,
+        }));
+    }
+
+    fn respond_small(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        head_only: bool,
+        now: Instant,
+    ) {
+        let date = self.date(now);
+        let mut out = Vec::with_capacity(256 + body.len());
+        let mut head = ResponseHead::new(&mut out, status, &date);
+        head.content_type(content_type)
+            .content_length(body.len() as u64)
+            .cors()
+            .connection(self.keep_alive);
+        head.finish();
+        if !head_only {
+            out.extend_from_slice(body);
+        }
+        self.respond_bytes(
+            status,
+            out,
+            if head_only { 0 } else { body.len() as u64 },
+            now,
+        );
+    }
+
+    fn authorized(&self, head: &RequestHead) -> Result<(), u16> {
+        let Some(token) = &self.svc.cfg.api_token else {
+            return Err(403);
+        };
+        let given = head
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "));
+        match given {
+            // Compare in constant time with respect to the content.
+            Some(g)
+                if g.len() == token.len()
+                    && g.bytes()
+                        .zip(token.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0 =>
+            {
+                Ok(())
+            }
+            _ => Err(401),
+        }
+    }
+
+    fn deny(&mut self, status: u16, head_only: bool, now: Instant) {
+        let extra = if status == 401 {
+            vec![("WWW-Authenticate", "Bearer realm=\"oasis\"".to_string())]
+        } else {
+            vec![]
+        };
+        self.error(status, &extra, head_only, now);
+    }
+
+    fn handle(&mut self, head: RequestHead, now: Instant) {
+        self.requests += 1;
+        self.keep_alive = head.keep_alive
+            && !self.shutting_down
+            && self.requests < self.svc.cfg.keepalive_requests_max
+            && !(head.has_body() && head.method != Method::Put);
+        self.req = Some(ReqLog {
+            method: head.method.as_str().to_string(),
+            target: head.target.clone(),
+            version_minor: head.version_minor,
+            referer: head.referer.clone(),
+            user_agent: head.user_agent.clone(),
+            started: now,
+            status: 0,
+            body_bytes: 0,
+            head_sent: false,
+        });
+        let head_only = head.method == Method::Head;
+        if let Some(name) = head.path.strip_prefix("/media/") {
+            let name = name.to_string();
+            match head.method {
+                Method::Get | Method::Head => self.serve_media(&head, &name, now),
+                Method::Put => self.start_upload(&head, &name, now),
+                Method::Delete => match self.authorized(&head) {
+                    Err(s) => self.deny(s, false, now),
+                    Ok(()) => {
+                        let store = Arc::clone(&self.svc.store);
+                        let job: oasis_engine::Job =
+                            Box::new(move || Box::new(store.delete(&name)) as JobResult);
+                        self.state = State::Job(Some(job), JobKind::Delete);
+                    }
+                },
+                Method::Options => {
+                    let date = self.date(now);
+                    let mut out = Vec::with_capacity(512);
+                    http::preflight_response(self.keep_alive, 86_400, &date, &mut out);
+                    self.respond_bytes(204, out, 0, now);
+                }
+                _ => self.error(405, &[("Allow", ALLOW_MEDIA.to_string())], false, now),
+            }
+            return;
+        }
+        match (head.path.as_str(), &head.method) {
+            ("/healthz", Method::Get | Method::Head) => {
+                self.respond_small(200, "text/plain", b"ok\n", head_only, now)
+            }
+            ("/metrics", Method::Get | Method::Head) => {
+                let body = self.svc.metrics.render();
+                self.respond_small(
+                    200,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body.as_bytes(),
+                    head_only,
+                    now,
+                )
+            }
+            ("/api/objects", Method::Get | Method::Head) => match self.authorized(&head) {
+                Err(s) => self.deny(s, head_only, now),
+                Ok(()) => {
+                    let prefix = query_param(head.query.as_deref(), "prefix")
+                        .and_then(|p| http::percent_decode(p.as_bytes()))
+                        .and_then(|p| String::from_utf8(p).ok())
+                        .unwrap_or_default();
+                    let all = if prefix.is_empty() {
+                        self.svc.store.list()
+                    } else {
+                        self.svc.store.list_prefix(&prefix)
+                    };
+                    let max = self.svc.cfg.list_objects_max;
+                    let mut body = String::from("{\"objects\":[");
+                    for (i, m) in all.iter().take(max).enumerate() {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        body.push_str(&meta_json(m));
+                    }
+                    let _ = write!(
+                        body,
+                        "],\"count\":{},\"truncated\":{}}}\n",
+                        all.len().min(max),
+                        all.len() > max
+                    );
+                    self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
+                }
+            },
+            ("/api/status", Method::Get | Method::Head) => match self.authorized(&head) {
+                Err(s) => self.deny(s, head_only, now),
+                Ok(()) => {
+                    let body = self.status_json(now);
+                    self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
+                }
+            },
+            ("/healthz" | "/metrics" | "/api/objects" | "/api/status", _) => {
+                self.error(405, &[("Allow", "GET, HEAD".to_string())], head_only, now)
+            }
+            _ => self.error(404, &[], head_only, now),
+        }
+    }
+
+    fn status_json(&self, now: Instant) -> String {
+        let mut v = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": now.saturating_duration_since(self.svc.started).as_secs(),
+            "level": self.svc.rm.level().to_string(),
+            "critical_sources": self.svc.rm.sources_at(oasis_engine::resource::Level::Critical),
+            "warning_sources": self.svc.rm.sources_at(oasis_engine::resource::Level::Warning),
+            "active_streams": self.svc.metrics.active_streams.get(),
+            "objects": self.svc.store.len(),
+            "ttfb_us_p99": self.svc.metrics.ttfb_us_p99(),
+            "resources": self.svc.rm.snapshot().iter().map(|a| serde_json::json!({
+                "resource": a.resource.to_string(), "used": a.used, "limit": a.limit, "level": a.level.to_string(),
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(e) = self.svc.engine.read().ok().and_then(|e| e.clone()) {
+            v["layout"] = serde_json::Value::String(e.layout().to_string());
+            v["workers"] = serde_json::Value::Array(
+                e.workers()
+                    .iter()
+                    .map(|w| serde_json::json!({"roles": w.roles.to_string(), "cores": w.cores, "connections": w.connections}))
+                    .collect(),
+            );
+            v["buffer_pool"] =
+                serde_json::json!({"chunks": e.pool_chunks(), "free": e.pool_chunks_free()});
+            let f = e.features();
+            v["io_uring"] = serde_json::json!({
+                "kernel": f.kernel_release, "defer_taskrun": f.defer_taskrun, "multishot_accept": f.multishot_accept,
+                "send_zc": f.send_zc, "splice": f.splice, "read_fixed": f.read_fixed,
+            });
+        }
+        let mut s = v.to_string();
+        s.push('\n');
+        s
+    }
+
+    fn serve_media(&mut self, head: &RequestHead, name: &str, now: Instant) {
+        let head_only = head.method == Method::Head;
+        if !self.svc.cfg.public_reads {
+            if let Err(s) = self.authorized(head) {
+                return self.deny(s, head_only, now);
+            }
+        }
+        let Some(meta) = self.svc.store.lookup(name) else {
+            return self.error(404, &[], head_only, now);
+        };
+        let etag = etag_of(&meta);
+        let last_modified = last_modified_of(&meta);
+        match evaluate(head, &etag, last_modified, &head.method) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                let date = self.date(now);
+                let mut out = Vec::with_capacity(256);
+                let mut rh = ResponseHead::new(&mut out, 304, &date);
+                rh.etag(&etag)
+                    .last_modified(last_modified)
+                    .cors()
+                    .connection(self.keep_alive);
+                rh.finish();
+                return self.respond_bytes(304, out, 0, now);
+            }
+            Precondition::PreconditionFailed => return self.error(412, &[], head_only, now),
+        }
+        let size = meta.size_bytes;
+        let use_range = head.range.is_some()
+            && (head.if_range.is_none() || if_range_allows(head, &etag, last_modified));
+        let spec = match (&head.range, use_range) {
+            (Some(r), true) => parse_range(r, size, self.svc.cfg.limits.ranges_count_max),
+            _ => RangeSpec::Full,
+        };
+        if let RangeSpec::Unsatisfiable = spec {
+            return self.error(
+                416,
+                &[("Content-Range", format!("bytes */{size}"))],
+                head_only,
+                now,
+            );
+        }
+        let (status, body_len) = match &spec {
+            RangeSpec::Full => (200, size),
+            RangeSpec::Single(r) => (206, r.len()),
+            RangeSpec::Multi(_) => (206, 0), // set from the plan below
+            RangeSpec::Unsatisfiable => unreachable!(),
+        };
+
+        // Admission control: a stream with a body reserves before its first byte.
+        let mut admission = None;
+        let mut pace = None;
+        if !head_only && size > 0 {
+            if self.svc.rm.is_critical() {
+                self.svc.metrics.refused("critical_event");
+                return self.error(
+                    503,
+                    &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
+                    false,
+                    now,
+                );
+            }
+            let known = meta.bitrate_source != BitrateSource::Default;
+            let factor = if is_segment(name) {
+                self.svc.cfg.pacing.factor_segment
+            } else {
+                self.svc.cfg.pacing.factor_progressive
+            };
+            let paced = self.svc.cfg.pacing.enabled && known;
+            let rate_bps = if paced {
+                (meta.bitrate_bps as f64 * factor) as u64
+            } else {
+                meta.bitrate_bps
+            };
+            let reserve = |r: Resource, n: u64| self.svc.rm.reserve(r, n);
+            let taken = reserve(Resource::NetBps(self.info.listener), rate_bps).and_then(|net| {
+                let disk = reserve(Resource::DiskReadBps, rate_bps)?;
+                let memory = reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
+                Ok(Admission {
+                    _net: net,
+                    _disk: disk,
+                    _memory: memory,
+                })
+            });
+            match taken {
+                Ok(a) => admission = Some(a),
+                Err(e) => {
+                    self.svc.metrics.refused(&e.resource.to_string());
+                    tracing::debug!("stream of {name} refused: {e}");
+                    return self.error(
+                        503,
+                        &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
+                        false,
+                        now,
+                    );
+                }
+            }
+            if paced && rate_bps > 0 {
+                pace = Some(Pace {
+                    start: now,
+                    burst_bytes: (meta.bitrate_bps as f64 / 8.0
+                        * self.svc.cfg.pacing.initial_burst_secs)
+                        as u64,
+                    rate_bytes_per_sec: rate_bps as f64 / 8.0,
+                });
+            }
+        }
+        let file = if head_only || size == 0 {
+            None
+        } else {
+            match self.svc.store.open_file(&meta) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!("cannot open {name}: {e}");
+                    let status = if matches!(e, StoreError::Reserve(_)) {
+                        503
+                    } else {
+                        500
+                    };
+                    return self.error(status, &[], false, now);
+                }
+            }
+        };
+        let date = self.date(now);
+        let mut out = Vec::with_capacity(512);
+        let mut rh = ResponseHead::new(&mut out, status, &date);
+        let body = match spec {
+            RangeSpec::Multi(ranges) => {
+                let boundary = http::multipart::make_boundary(
+                    meta.id ^ (now.saturating_duration_since(self.svc.started).as_nanos() as u64),
+                );
+                let plan = plan_byteranges(&ranges, &meta.content_type, size, &boundary);
+                rh.content_type(&plan.content_type)
+                    .content_length(plan.body_bytes);
+                if let Some(r) = &mut self.req {
+                    r.body_bytes = plan.body_bytes;
+                }
+                match file {
+                    Some(file) => BodyOut::Multi {
+                        file,
+                        parts: plan.parts.into_iter().collect(),
+                        current: None,
+                        closing: Some(plan.closing),
+                    },
+                    None => BodyOut::None,
+                }
+            }
+            RangeSpec::Single(r) => {
+                rh.content_type(&meta.content_type)
+                    .content_length(body_len)
+                    .content_range(r, size);
+                match file {
+                    Some(file) => BodyOut::File {
+                        file,
+                        offset: r.start,
+                        remaining: r.len(),
+                    },
+                    None => BodyOut::None,
+                }
+            }
+            _ => {
+                rh.content_type(&meta.content_type).content_length(size);
+                match file {
+                    Some(file) => BodyOut::File {
+                        file,
+                        offset: 0,
+                        remaining: size,
+                    },
+                    None => BodyOut::None,
+                }
+            }
+        };
+        rh.accept_ranges()
+            .etag(&etag)
+            .last_modified(last_modified)
+            .cors()
+            .connection(self.keep_alive);
+        rh.finish();
+        if let Some(r) = &mut self.req {
+            r.status = status;
+            if status != 206 || !matches!(body, BodyOut::Multi { .. }) {
+                r.body_bytes = if head_only { 0 } else { body_len };
+            }
+        }
+        if !matches!(body, BodyOut::None) {
+            self.svc.metrics.active_streams.inc();
+        }
+        self.state = State::Respond(Box::new(Respond {
+            head: Some(out),
+            body,
+            close_after: !self.keep_alive,
+            _admission: admission,
+            pace,
+            body_sent: 0,
+            last_progress: now,
+        }));
+    }
+
+    fn start_upload(&mut self, head: &RequestHead, name: &str, now: Instant) {
+        if let Err(s) = self.authorized(head) {
+            self.keep_alive = false;
+            return self.deny(s, false, now);
+        }
+        let kind = match (head.content_length, head.chunked) {
+            (_, true) => BodyKind::Chunked(ChunkedDecoder::new(&self.svc.cfg.limits)),
+            (Some(n), false) => {
+                if n > self.svc.cfg.upload_bytes_max {
+                    self.keep_alive = false;
+                    self.svc.metrics.limit("body_too_large");
+                    return self.error(413, &[], false, now);
+                }
+                BodyKind::Length(n)
+            }
+            (None, false) => {
+                self.keep_alive = false;
+                self.svc.metrics.limit("length_required");
+                return self.error(411, &[], false, now);
+            }
+        };
+        if self.svc.rm.is_critical() {
+            self.keep_alive = false;
+            self.svc.metrics.refused("critical_event");
+            return self.error(
+                503,
+                &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
+                false,
+                now,
+            );
+        }
+        let bitrate_bps = query_param(head.query.as_deref(), "bitrate")
+            .and_then(|b| b.parse::<u64>().ok())
+            .filter(|b| *b > 0);
+        let options = UploadOptions {
+            expected_len: head.content_length.filter(|_| !head.chunked),
+            bitrate_bps,
+            content_type: None,
+        };
+        let replaced = self.svc.store.lookup(name).is_some();
+        match self.svc.store.create_upload(name, options) {
+            Ok(upload) => {
+                if head.expect_continue {
+                    let mut out = Vec::with_capacity(32);
+                    http::continue_response(&mut out);
+                    self.pending = Some(out);
+                }
+                self.state = State::Body(Box::new(Receiving {
+                    upload,
+                    kind,
+                    last_progress: now,
+                    replaced,
+                }));
+                if let BodyKind::Length(0) = self.body_kind() {
+                    self.finish_body();
+                }
+            }
+            Err(e) => {
+                self.keep_alive = false;
+                self.store_error(e, now);
+            }
+        }
+    }
+
+    fn body_kind(&self) -> &BodyKind {
+        match &self.state {
+            State::Body(r) => &r.kind,
+            _ => unreachable!(),
+        }
+    }
+
+    fn store_error(&mut self, e: StoreError, now: Instant) {
+        let status = match &e {
+            StoreError::InvalidName { .. } => 400,
+            StoreError::NotFound { .. } => 404,
+            StoreError::NoSpace { .. } => 507,
+            StoreError::Reserve(r) if r.resource == Resource::DiskSpaceBytes => 507,
+            StoreError::Reserve(_) => 503,
+            StoreError::LengthMismatch { .. } => 400,
+            StoreError::TooLarge { .. } => 413,
+            _ => 500,
+        };
+        if status >= 500 {
+            tracing::warn!("storage error: {e}");
+        } else {
+            tracing::debug!("storage refused a request: {e}");
+        }
+        // The message tells the uploader what happened; it names no path outside the data dir.
+        let date = self.date(now);
+        let msg = format!("{{\"error\":{}}}\n", json_escape(&e.to_string()));
+        let mut out = Vec::with_capacity(256 + msg.len());
+        let mut head = ResponseHead::new(&mut out, status, &date);
+        head.content_type("application/json")
+            .content_length(msg.len() as u64)
+            .cors()
+            .connection(self.keep_alive);
+        if status == 503 {
+            head.retry_after(self.svc.cfg.retry_after_secs);
+        }
+        head.finish();
+        out.extend_from_slice(msg.as_bytes());
+        let n = msg.len() as u64;
+        self.respond_bytes(status, out, n, now);
+    }
+
+    /// Feeds upload body bytes; returns how many were consumed.
+    fn feed_body(&mut self, input: &[u8], now: Instant) -> usize {
+        let State::Body(r) = &mut self.state else {
+            return 0;
+        };
+        r.last_progress = now;
+        let mut write_err = None;
+        let (consumed, done) = match &mut r.kind {
+            BodyKind::Length(remaining) => {
+                let n = (*remaining).min(input.len() as u64) as usize;
+                if let Err(e) = r.upload.write_all(&input[..n]) {
+                    write_err = Some(e);
+                }
+                *remaining -= n as u64;
+                (n, *remaining == 0)
+            }
+            BodyKind::Chunked(dec) => {
+                let upload = &mut r.upload;
+                let limit = self.svc.cfg.upload_bytes_max;
+                let res = dec.decode_with(input, |data| {
+                    if write_err.is_none() {
+                        if upload.written_bytes() + data.len() as u64 > limit {
+                            write_err = Some(StoreError::TooLarge {
+                                name: upload.name().to_string(),
+                                limit_bytes: limit,
+                            });
+                        } else if let Err(e) = upload.write_all(data) {
+                            write_err = Some(e);
+                        }
+                    }
+                });
+                match res {
+                    Ok(p) => (p.consumed_bytes, p.done),
+                    Err(e) => {
+                        self.keep_alive = false;
+                        self.svc.metrics.limit(Self::limit_reason(e.status));
+                        self.error(e.status, &[], false, now);
+                        return input.len();
+                    }
+                }
+            }
+        };
+        self.svc.metrics.received_bytes.inc_by(consumed as u64);
+        if let Some(e) = write_err {
+            // Dropping the upload removes its temp file and releases its reservation.
+            self.keep_alive = false;
+            self.store_error(e, now);
+            return input.len();
+        }
+        if done {
+            self.finish_body();
+        }
+        consumed
+    }
+
+    fn finish_body(&mut self) {
+        let State::Body(r) = std::mem::replace(&mut self.state, State::Close) else {
+            unreachable!()
+        };
+        let Receiving {
+            upload, replaced, ..
+        } = *r;
+        let job: oasis_engine::Job = Box::new(move || Box::new(upload.finish()) as JobResult);
+        self.state = State::Job(Some(job), JobKind::Finish { replaced });
+    }
+
+    fn finish_response(&mut self, now: Instant) {
+        let State::Respond(r) = std::mem::replace(&mut self.state, State::Head { since: None })
+        else {
+            return;
+        };
+        if !matches!(r.body, BodyOut::None) {
+            self.svc.metrics.active_streams.dec();
+        }
+        if let Some(req) = self.req.take() {
+            self.log(&req, now);
+        }
+        self.last_activity = now;
+        if r.close_after || self.shutting_down {
+            self.state = State::Close;
+        }
+    }
+
+    fn log(&self, req: &ReqLog, now: Instant) {
+        let elapsed = now.saturating_duration_since(req.started);
+        self.svc.metrics.status(req.status);
+        self.svc
+            .metrics
+            .record_response_us(elapsed.as_micros() as u64);
+        if !self.svc.log.is_on() {
+            return;
+        }
+        let ip = self
+            .info
+            .peer
+            .map(|p| p.ip().to_string())
+            .unwrap_or_else(|| "-".into());
+        let esc = |s: &Option<String>| s.as_deref().unwrap_or("-").replace('"', "\\\"");
+        let line = format!(
+            "{ip} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\" {:.3}\n",
+            log_time(self.svc.clock.at(now)),
+            req.method,
+            req.target.replace('"', "%22"),
+            req.version_minor,
+            req.status,
+            req.body_bytes,
+            esc(&req.referer),
+            esc(&req.user_agent),
+            elapsed.as_secs_f64()
+        );
+        self.svc.log.write(line);
+    }
+}
+
+impl Session for HttpSession {
+    fn on_input(&mut self, input: &[u8], now: Instant) -> usize {
+        self.last_activity = now;
+        match &mut self.state {
+            State::Head { since } => {
+                if since.is_none() && !input.is_empty() {
+                    *since = Some(now);
+                }
+                match parse_request(input, &self.svc.cfg.limits) {
+                    Ok(Parse::Partial) => 0,
+                    Ok(Parse::Complete(head, n)) => {
+                        self.handle(head, now);
+                        if matches!(self.state, State::Body(_)) {
+                            n + self.feed_body(&input[n..], now)
+                        } else {
+                            n
+                        }
+                    }
+                    Err(e) => {
+                        self.keep_alive = false;
+                        self.svc.metrics.limit(Self::limit_reason(e.status));
+                        tracing::debug!(peer = ?self.info.peer, "bad request: {e}");
+                        self.req = Some(ReqLog {
+                            method: "-".into(),
+                            target: "-".into(),
+                            version_minor: 1,
+                            referer: None,
+                            user_agent: None,
+                            started: now,
+                            status: e.status,
+                            body_bytes: 0,
+                            head_sent: false,
+                        });
+                        self.error(e.status, &[], false, now);
+                        input.len()
+                    }
+                }
+            }
+            State::Body(_) => self.feed_body(input, now),
+            _ => 0,
+        }
+    }
+
+    fn on_peer_closed(&mut self, _now: Instant) {
+        match self.state {
+            State::Head { .. } | State::Body(_) => self.state = State::Close,
+            // Half-closed clients still get their answer.
+            _ => self.keep_alive = false,
+        }
+        if let State::Respond(r) = &mut self.state {
+            r.close_after = true;
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Transmit {
+        if let Some(p) = self.pending.take() {
+            return Transmit::Bytes(p);
+        }
+        match &mut self.state {
+            State::Close => Transmit::Close,
+            State::Head { .. } | State::Body(_) => Transmit::Idle,
+            State::Job(job, _) => match job.take() {
+                Some(j) => Transmit::Job(j),
+                None => Transmit::Idle,
+            },
+            State::Respond(r) => {
+                if let Some(h) = r.head.take() {
+                    return Transmit::Bytes(h);
+                }
+                let allowed = |r: &Respond, want: u64| -> Result<u64, Instant> {
+                    let Some(p) = &r.pace else { return Ok(want) };
+                    let elapsed = now.saturating_duration_since(p.start).as_secs_f64();
+                    let budget = p.burst_bytes as f64 + p.rate_bytes_per_sec * elapsed;
+                    let slack = budget - r.body_sent as f64;
+                    let need = want.min(PACE_CHUNK_MIN_BYTES) as f64;
+                    if slack >= need {
+                        Ok(want.min(slack as u64))
+                    } else {
+                        let secs = (need - slack) / p.rate_bytes_per_sec;
+                        Err(now + Duration::from_secs_f64(secs.clamp(0.001, 60.0)))
+                    }
+                };
+                match &mut r.body {
+                    BodyOut::File {
+                        file,
+                        offset,
+                        remaining,
+                    } if *remaining > 0 => {
+                        let (file, offset, want) = (Arc::clone(file), *offset, *remaining);
+                        match allowed(r, want) {
+                            Ok(len) => Transmit::File { file, offset, len },
+                            Err(at) => Transmit::WaitUntil(at),
+                        }
+                    }
+                    BodyOut::Multi {
+                        file,
+                        parts,
+                        current,
+                        closing,
+                    } => {
+                        if let Some((offset, remaining)) = current {
+                            if *remaining > 0 {
+                                let (file, offset, want) = (Arc::clone(file), *offset, *remaining);
+                                return match allowed(r, want) {
+                                    Ok(len) => Transmit::File { file, offset, len },
+                                    Err(at) => Transmit::WaitUntil(at),
+                                };
+                            }
+                        }
+                        if let Some(part) = parts.pop_front() {
+                            *current = Some((part.range.start, part.range.len()));
+                            return Transmit::Bytes(part.header);
+                        }
+                        if let Some(c) = closing.take() {
+                            return Transmit::Bytes(c);
+                        }
+                        self.finish_response(now);
+                        self.poll_transmit(now)
+                    }
+                    _ => {
+                        self.finish_response(now);
+                        self.poll_transmit(now)
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_sent(&mut self, result: std::io::Result<u64>, returned: Option<Vec<u8>>, now: Instant) {
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(peer = ?self.info.peer, "send failed: {e}");
+                if let State::Respond(_) = self.state {
+                    if let Some(r) = &mut self.req {
+                        r.status = if r.head_sent { r.status } else { 499 };
+                    }
+                    self.finish_response(now);
+                }
+                self.state = State::Close;
+                return;
+            }
+        };
+        self.svc.metrics.sent_bytes.inc_by(n);
+        if let Some(req) = &mut self.req {
+            if !req.head_sent {
+                req.head_sent = true;
+                self.svc
+                    .metrics
+                    .record_ttfb_us(now.saturating_duration_since(req.started).as_micros() as u64);
+            }
+        }
+        if let State::Respond(r) = &mut self.state {
+            r.last_progress = now;
+            if returned.is_none() {
+                r.body_sent += n;
+                match &mut r.body {
+                    BodyOut::File {
+                        offset, remaining, ..
+                    } => {
+                        *offset += n;
+                        *remaining -= n.min(*remaining);
+                    }
+                    BodyOut::Multi {
+                        current: Some((offset, remaining)),
+                        ..
+                    } => {
+                        *offset += n;
+                        *remaining -= n.min(*remaining);
+                    }
+                    _ => debug_assert!(false, "file bytes sent without a file body"),
+                }
+            }
+        }
+    }
+
+    fn on_job_done(&mut self, result: JobResult, now: Instant) {
+        let State::Job(_, kind) = std::mem::replace(&mut self.state, State::Close) else {
+            return;
+        };
+        if result.is::<JobRejected>() {
+            self.keep_alive = false;
+            self.svc.metrics.refused("job_queue");
+            return self.error(
+                503,
+                &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
+                false,
+                now,
+            );
+        }
+        match kind {
+            JobKind::Finish { replaced } => match result
+                .downcast::<Result<Arc<ObjectMeta>, StoreError>>()
+            {
+                Ok(r) => match *r {
+                    Ok(meta) => {
+                        let body = format!("{}\n", meta_json(&meta));
+                        let status = if replaced { 200 } else { 201 };
+                        self.respond_small(status, "application/json", body.as_bytes(), false, now);
+                    }
+                    Err(e) => {
+                        self.keep_alive = false;
+                        self.store_error(e, now)
+                    }
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
+            JobKind::Delete => match result.downcast::<Result<(), StoreError>>() {
+                Ok(r) => match *r {
+                    Ok(()) => {
+                        let date = self.date(now);
+                        let mut out = Vec::with_capacity(128);
+                        let mut rh = ResponseHead::new(&mut out, 204, &date);
+                        rh.cors().connection(self.keep_alive);
+                        rh.finish();
+                        self.respond_bytes(204, out, 0, now);
+                    }
+                    Err(e) => self.store_error(e, now),
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let cfg = &self.svc.cfg;
+        match &self.state {
+            State::Head { since: Some(t) } => Some(*t + cfg.header_timeout),
+            State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
+            State::Body(r) => Some(r.last_progress + cfg.body_timeout),
+            State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
+            State::Job(..) | State::Close => None,
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        match &self.state {
+            State::Head { since: Some(_) } | State::Body(_) => {
+                self.keep_alive = false;
+                self.svc.metrics.limit("timeout");
+                if self.req.is_none() {
+                    self.req = Some(ReqLog {
+                        method: "-".into(),
+                        target: "-".into(),
+                        version_minor: 1,
+                        referer: None,
+                        user_agent: None,
+                        started: now,
+                        status: 408,
+                        body_bytes: 0,
+                        head_sent: false,
+                    });
+                }
+                self.error(408, &[], false, now);
+            }
+            State::Head { since: None } => self.state = State::Close,
+            State::Respond(_) => {
+                self.svc.metrics.limit("send_timeout");
+                if let Some(r) = &mut self.req {
+                    r.status = if r.head_sent { r.status } else { 408 };
+                }
+                self.finish_response(now);
+                self.state = State::Close;
+            }
+            State::Job(..) | State::Close => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, _now: Instant) {
+        self.shutting_down = true;
+        self.keep_alive = false;
+        match &mut self.state {
+            State::Head { .. } => self.state = State::Close,
+            State::Respond(r) => r.close_after = true,
+            _ => {}
+        }
+    }
+
+    fn wants_input(&self) -> bool {
+        matches!(self.state, State::Head { .. } | State::Body(_))
+    }
+
+    fn phase(&self) -> Phase {
+        match &self.state {
+            State::Respond(r) if !matches!(r.body, BodyOut::None) && r.head.is_none() => {
+                Phase::Data
+            }
+            _ => Phase::Command,
+        }
+    }
+
+    fn on_close(&mut self, now: Instant) {
+        if let State::Respond(_) = self.state {
+            if let Some(r) = &mut self.req {
+                if !r.head_sent {
+                    r.status = 499;
+                }
+            }
+            self.finish_response(now);
+        }
+    }
+}

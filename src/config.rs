@@ -1,0 +1,551 @@
+//! The Configuration Manager: one flat TOML file, every key documented in `oasis.toml`.
+//!
+//! Unknown keys and bad values are rejected with the file, line and a hint. Every field has a
+//! default, so `oasis serve` runs with no file at all. [`Config::resolve`] turns the file into the
+//! settings each module takes (engine, storage, HTTP, Resource Manager limits), checking the
+//! relations between values once, here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use oasis_engine::resource::{AccountLimits, ResourceLimits};
+use oasis_engine::{EngineConfig, Layout};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub listen: Vec<ListenSection>,
+    pub engine: EngineSection,
+    pub http: HttpSection,
+    pub pacing: PacingSection,
+    pub storage: StorageSection,
+    pub resources: ResourcesSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub data_dir: PathBuf,
+    pub drain_timeout_secs: u64,
+    /// "stdout", "off", or a file path.
+    pub access_log: String,
+    pub access_log_queue_lines: usize,
+    /// tracing filter, e.g. "info" or "oasis=debug".
+    pub log_level: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    pub addr: SocketAddr,
+    #[serde(default = "default_listen_bandwidth_bps")]
+    pub bandwidth_bps: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub layout: String,
+    /// Cores to pin workers to; empty means every core this process may use.
+    pub cores: Vec<usize>,
+    pub pin: bool,
+    pub chunk_bytes: usize,
+    pub buffer_pool_bytes: usize,
+    pub ring_entries: u32,
+    pub fixed_buffers: bool,
+    pub listen_backlog: u32,
+    pub jobs_max: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub api_token: Option<String>,
+    pub public_reads: bool,
+    pub header_timeout_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    pub send_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub keepalive_requests_max: u32,
+    pub upload_bytes_max: u64,
+    pub request_line_bytes_max: usize,
+    pub header_bytes_max: usize,
+    pub headers_count_max: usize,
+    pub ranges_max: usize,
+    pub retry_after_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacingSection {
+    pub enabled: bool,
+    pub initial_burst_secs: f64,
+    pub factor_progressive: f64,
+    pub factor_segment: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub default_bitrate_bps: u64,
+    pub open_files_max: usize,
+    pub object_bytes_max: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesSection {
+    /// 0: a quarter of the host's memory.
+    pub memory_bytes: u64,
+    pub connections_max: u64,
+    /// 0: unlimited.
+    pub disk_read_bps: u64,
+    /// 0: the data directory's free space at start-up, less `disk_free_critical_bytes`.
+    pub disk_space_bytes: u64,
+    pub warn_percent: u16,
+    pub critical_percent: u16,
+    pub memory_available_warn_bytes: u64,
+    pub memory_available_critical_bytes: u64,
+    pub disk_free_warn_bytes: u64,
+    pub disk_free_critical_bytes: u64,
+    pub fds_warn_percent: u16,
+    pub fds_critical_percent: u16,
+}
+
+fn default_listen_bandwidth_bps() -> u64 {
+    100_000_000_000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            listen: vec![ListenSection {
+                addr: "127.0.0.1:8080".parse().expect("literal"),
+                bandwidth_bps: default_listen_bandwidth_bps(),
+            }],
+            engine: EngineSection::default(),
+            http: HttpSection::default(),
+            pacing: PacingSection::default(),
+            storage: StorageSection::default(),
+            resources: ResourcesSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            data_dir: PathBuf::from("./oasis-data"),
+            drain_timeout_secs: 10,
+            access_log: "stdout".into(),
+            access_log_queue_lines: 65_536,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            layout: "combined".into(),
+            cores: Vec::new(),
+            pin: true,
+            chunk_bytes: 256 * 1024,
+            buffer_pool_bytes: 128 << 20,
+            ring_entries: 1024,
+            fixed_buffers: true,
+            listen_backlog: 4096,
+            jobs_max: 256,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            api_token: None,
+            public_reads: true,
+            header_timeout_secs: 30,
+            keepalive_timeout_secs: 65,
+            send_timeout_secs: 60,
+            body_timeout_secs: 60,
+            keepalive_requests_max: 1000,
+            upload_bytes_max: 64 << 30,
+            request_line_bytes_max: 8192,
+            header_bytes_max: 16384,
+            headers_count_max: 64,
+            ranges_max: 32,
+            retry_after_secs: 2,
+        }
+    }
+}
+
+impl Default for PacingSection {
+    fn default() -> Self {
+        PacingSection {
+            enabled: true,
+            initial_burst_secs: 10.0,
+            factor_progressive: 1.5,
+            factor_segment: 4.0,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            default_bitrate_bps: 5_000_000,
+            open_files_max: 4096,
+            object_bytes_max: 64 << 30,
+        }
+    }
+}
+
+impl Default for ResourcesSection {
+    fn default() -> Self {
+        ResourcesSection {
+            memory_bytes: 0,
+            connections_max: 100_000,
+            disk_read_bps: 0,
+            disk_space_bytes: 0,
+            warn_percent: 80,
+            critical_percent: 95,
+            memory_available_warn_bytes: 512 << 20,
+            memory_available_critical_bytes: 128 << 20,
+            disk_free_warn_bytes: 2 << 30,
+            disk_free_critical_bytes: 256 << 20,
+            fds_warn_percent: 80,
+            fds_critical_percent: 95,
+        }
+    }
+}
+
+/// Everything the modules need, derived from a checked [`Config`].
+pub struct Resolved {
+    pub engine: EngineConfig,
+    pub limits: ResourceLimits,
+    pub http: oasis_net::HttpConfig,
+    pub store: oasis_storage::StoreConfig,
+    pub observer: oasis_engine::observer::ObserverConfig,
+}
+
+impl Config {
+    /// Reads and checks a config file. Errors name the file, the line and what to change.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    (before.matches('\n').count() + 1, before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
+                })
+                .unwrap_or((0, 0));
+            anyhow::anyhow!(
+                "{origin}:{line}:{col}: {}\nhint: every key is documented in oasis.toml at the top of the Oasis repository",
+                e.message()
+            )
+        })?;
+        cfg.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(cfg)
+    }
+
+    /// Checks values and the relations between them.
+    pub fn check(&self) -> Result<()> {
+        if self.listen.is_empty() {
+            bail!("[[listen]] needs at least one address, e.g. addr = \"127.0.0.1:8080\"");
+        }
+        if self.listen.len() > oasis_engine::resource::LISTENERS_MAX {
+            bail!(
+                "at most {} [[listen]] addresses",
+                oasis_engine::resource::LISTENERS_MAX
+            );
+        }
+        for (i, l) in self.listen.iter().enumerate() {
+            if self.listen[..i].iter().any(|o| o.addr == l.addr) {
+                bail!("[[listen]] address {} is given twice", l.addr);
+            }
+            if l.bandwidth_bps == 0 {
+                bail!(
+                    "[[listen]] {}: bandwidth_bps must be positive (bits per second)",
+                    l.addr
+                );
+            }
+        }
+        let e = &self.engine;
+        Layout::parse(&e.layout, &[0]).map_err(|err| anyhow::anyhow!("[engine] layout: {err}"))?;
+        if e.chunk_bytes < 4096 || e.chunk_bytes % 4096 != 0 || e.chunk_bytes > 16 << 20 {
+            bail!(
+                "[engine] chunk_bytes must be a multiple of 4096 between 4096 and 16 MiB (got {})",
+                e.chunk_bytes
+            );
+        }
+        if e.buffer_pool_bytes < e.chunk_bytes * 4 {
+            bail!(
+                "[engine] buffer_pool_bytes must hold at least 4 chunks ({} bytes)",
+                e.chunk_bytes * 4
+            );
+        }
+        if e.buffer_pool_bytes / e.chunk_bytes > u16::MAX as usize {
+            bail!("[engine] buffer_pool_bytes / chunk_bytes must be at most 65535 chunks; raise chunk_bytes");
+        }
+        if !(8..=32768).contains(&e.ring_entries) || !e.ring_entries.is_power_of_two() {
+            bail!("[engine] ring_entries must be a power of two between 8 and 32768");
+        }
+        if e.jobs_max == 0 {
+            bail!("[engine] jobs_max must be at least 1");
+        }
+        let h = &self.http;
+        if h.request_line_bytes_max == 0 || h.request_line_bytes_max > h.header_bytes_max {
+            bail!("[http] request_line_bytes_max must be positive and at most header_bytes_max");
+        }
+        if h.header_bytes_max > 1 << 20 {
+            bail!("[http] header_bytes_max must be at most 1 MiB");
+        }
+        if h.headers_count_max == 0 || h.headers_count_max > 128 {
+            bail!("[http] headers_count_max must be between 1 and 128");
+        }
+        if h.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!("[http] api_token must be at least 16 characters");
+        }
+        for (k, v) in [
+            ("header_timeout_secs", h.header_timeout_secs),
+            ("keepalive_timeout_secs", h.keepalive_timeout_secs),
+            ("send_timeout_secs", h.send_timeout_secs),
+            ("body_timeout_secs", h.body_timeout_secs),
+        ] {
+            if v == 0 || v > 3600 {
+                bail!("[http] {k} must be between 1 and 3600 seconds");
+            }
+        }
+        let p = &self.pacing;
+        if !(p.initial_burst_secs >= 0.0 && p.initial_burst_secs <= 600.0) {
+            bail!("[pacing] initial_burst_secs must be between 0 and 600");
+        }
+        if !(p.factor_progressive >= 1.0
+            && p.factor_progressive <= 100.0
+            && p.factor_segment >= 1.0
+            && p.factor_segment <= 100.0)
+        {
+            bail!("[pacing] factors must be between 1.0 and 100.0 (1.0 = exactly the bitrate)");
+        }
+        if self.storage.open_files_max == 0 || self.storage.default_bitrate_bps == 0 {
+            bail!("[storage] open_files_max and default_bitrate_bps must be positive");
+        }
+        let r = &self.resources;
+        if r.warn_percent > r.critical_percent || r.critical_percent > 100 {
+            bail!("[resources] need warn_percent <= critical_percent <= 100");
+        }
+        if r.fds_warn_percent > r.fds_critical_percent || r.fds_critical_percent > 100 {
+            bail!("[resources] need fds_warn_percent <= fds_critical_percent <= 100");
+        }
+        if r.connections_max == 0 {
+            bail!("[resources] connections_max must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Derives the module settings. `cores` are the cores this process may use.
+    pub fn resolve(&self, cores: &[usize]) -> Result<Resolved> {
+        let cores: Vec<usize> = if self.engine.cores.is_empty() {
+            cores.to_vec()
+        } else {
+            for c in &self.engine.cores {
+                if !cores.contains(c) {
+                    bail!("[engine] cores lists core {c}, which this process may not use (allowed: {cores:?})");
+                }
+            }
+            self.engine.cores.clone()
+        };
+        let layout = Layout::parse(&self.engine.layout, &cores)?;
+        let mut engine = EngineConfig::with_layout(layout);
+        engine.chunk_bytes = self.engine.chunk_bytes;
+        engine.chunks = self.engine.buffer_pool_bytes / self.engine.chunk_bytes;
+        engine.ring_entries = self.engine.ring_entries;
+        engine.fixed_buffers = self.engine.fixed_buffers;
+        engine.listen_backlog = self.engine.listen_backlog;
+        engine.pin = self.engine.pin;
+        engine.jobs_max = self.engine.jobs_max;
+        engine.input_bytes_max = self.http.header_bytes_max.max(16 * 1024);
+        engine.connections_per_worker_max = self.resources.connections_max as usize;
+
+        let r = &self.resources;
+        let acct = |limit: u64| AccountLimits {
+            limit,
+            warn_permille: r.warn_percent * 10,
+            critical_permille: r.critical_percent * 10,
+        };
+        let host_memory = host_memory_bytes();
+        let memory = if r.memory_bytes == 0 {
+            host_memory / 4
+        } else {
+            r.memory_bytes
+        };
+        if (self.engine.buffer_pool_bytes as u64) > memory {
+            bail!(
+                "[engine] buffer_pool_bytes ({}) exceeds [resources] memory_bytes ({memory}); lower the pool or raise memory_bytes",
+                self.engine.buffer_pool_bytes
+            );
+        }
+        let disk_space = if r.disk_space_bytes == 0 {
+            let free =
+                oasis_engine::observer::disk_free_bytes(existing_ancestor(&self.server.data_dir))
+                    .unwrap_or(0);
+            free.saturating_sub(r.disk_free_critical_bytes)
+        } else {
+            r.disk_space_bytes
+        };
+        let (_, fd_limit) = oasis_engine::observer::fds();
+        let limits = ResourceLimits {
+            memory_bytes: acct(memory),
+            net_bps: self.listen.iter().map(|l| acct(l.bandwidth_bps)).collect(),
+            disk_read_bps: acct(if r.disk_read_bps == 0 {
+                u64::MAX
+            } else {
+                r.disk_read_bps
+            }),
+            disk_space_bytes: acct(disk_space),
+            connections: acct(r.connections_max),
+            open_files: acct(
+                (self.storage.open_files_max as u64)
+                    .min(fd_limit.unwrap_or(1024) / 2)
+                    .max(1),
+            ),
+        };
+        let h = &self.http;
+        let mut http_limits = oasis_net::http::HttpLimits::default();
+        http_limits.request_line_bytes_max = h.request_line_bytes_max;
+        http_limits.header_bytes_max = h.header_bytes_max;
+        http_limits.headers_count_max = h.headers_count_max;
+        http_limits.ranges_count_max = h.ranges_max;
+        http_limits.body_bytes_max = h.upload_bytes_max;
+        http_limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[http] {e}"))?;
+        let api_token = h.api_token.clone().or_else(|| {
+            std::env::var("OASIS_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        let http = oasis_net::HttpConfig {
+            limits: http_limits,
+            api_token,
+            public_reads: h.public_reads,
+            header_timeout: Duration::from_secs(h.header_timeout_secs),
+            keepalive_timeout: Duration::from_secs(h.keepalive_timeout_secs),
+            send_timeout: Duration::from_secs(h.send_timeout_secs),
+            body_timeout: Duration::from_secs(h.body_timeout_secs),
+            keepalive_requests_max: h.keepalive_requests_max,
+            upload_bytes_max: h.upload_bytes_max,
+            pacing: oasis_net::PacingConfig {
+                enabled: self.pacing.enabled,
+                initial_burst_secs: self.pacing.initial_burst_secs,
+                factor_progressive: self.pacing.factor_progressive,
+                factor_segment: self.pacing.factor_segment,
+            },
+            stream_buffer_bytes: self.engine.chunk_bytes as u64,
+            retry_after_secs: h.retry_after_secs,
+            list_objects_max: 10_000,
+        };
+        let mut store = oasis_storage::StoreConfig::new(&self.server.data_dir);
+        store.default_bitrate_bps = self.storage.default_bitrate_bps;
+        store.open_files_max = self.storage.open_files_max;
+        store.object_bytes_max = self.storage.object_bytes_max.min(h.upload_bytes_max);
+        let observer = oasis_engine::observer::ObserverConfig {
+            data_dir: self.server.data_dir.clone(),
+            memory_available_bytes_warn: r.memory_available_warn_bytes,
+            memory_available_bytes_critical: r.memory_available_critical_bytes,
+            disk_free_bytes_warn: r.disk_free_warn_bytes,
+            disk_free_bytes_critical: r.disk_free_critical_bytes,
+            fds_used_permille_warn: r.fds_warn_percent * 10,
+            fds_used_permille_critical: r.fds_critical_percent * 10,
+        };
+        Ok(Resolved {
+            engine,
+            limits,
+            http,
+            store,
+            observer,
+        })
+    }
+}
+
+fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(1 << 30)
+}
+
+fn existing_ancestor(p: &Path) -> &Path {
+    let mut p = p;
+    loop {
+        if p.exists() {
+            return p;
+        }
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => return Path::new("."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_is_the_default() {
+        let text = include_str!("../oasis.toml");
+        let parsed = Config::parse(text, "oasis.toml").unwrap();
+        let default = Config::default();
+        assert_eq!(
+            toml::to_string(&parsed).unwrap(),
+            toml::to_string(&default).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let err = Config::parse(
+            "[server]\ndata_dir = \"x\"\ndata_dri = \"y\"\n",
+            "test.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("test.toml:3:1:"), "{err}");
+        assert!(err.contains("data_dri"), "{err}");
+        assert!(err.contains("hint"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_say_what_to_change() {
+        let err = Config::parse("[engine]\nchunk_bytes = 1000\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("multiple of 4096"), "{err}");
+        let err = Config::parse("[engine]\nlayout = \"f=1\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layout"), "{err}");
+        let err = Config::parse("[[listen]]\naddr = \"nope\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t:2:"), "{err}");
+    }
+}
