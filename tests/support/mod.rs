@@ -1,0 +1,186 @@
+//! Shared by the integration tests: starts a real `oasis serve` process on a free loopback port
+//! with its own data directory and API token, and stops it (SIGTERM) when dropped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+pub fn oasis_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_oasis")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts a server; `extra_toml` is appended to a config that sets the token and access log.
+    pub fn start(extra_toml: &str) -> Server {
+        Self::start_with(extra_toml, "combined")
+    }
+
+    pub fn start_with(extra_toml: &str, layout: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let data = dir.path().join("data");
+        let config = format!(
+            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\n\n[http]\napi_token = \"{TOKEN}\"\n{extra_toml}\n",
+            data.to_str().unwrap(),
+            dir.path().join("access.log").to_str().unwrap(),
+        );
+        let config_path = dir.path().join("oasis.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(oasis_bin())
+            .args(["serve", "--config", config_path.to_str().unwrap(), "--layout", layout])
+            .env_remove("OASIS_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut server = Server { addr, dir, child: Some(child) };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("oasis exited during start-up ({status}):\n{}", self.server_log());
+            }
+            assert!(Instant::now() < until, "oasis did not start listening:\n{}", self.server_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// True while the server process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Uploads bytes with the API token; returns the status.
+    pub fn put(&self, name: &str, bytes: &[u8]) -> u16 {
+        let (status, _, _) = self.request(
+            &format!(
+                "PUT /media/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            ),
+            bytes,
+        );
+        status
+    }
+
+    /// Sends a raw request (head + body) on a new connection and reads until close.
+    /// Returns (status, head, body).
+    pub fn request(&self, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        split_response(&out)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                panic!("oasis did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Splits one HTTP response into (status, head text, body bytes).
+pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (0, String::from_utf8_lossy(raw).into_owned(), Vec::new());
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, raw[end + 4..].to_vec())
+}
+
+/// A header's value from a response head (case-insensitive name).
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Deterministic test content.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| ((i * 131 + seed as usize * 7) % 251) as u8).collect()
+}
+
+/// Whether a command is on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
