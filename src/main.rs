@@ -218,6 +218,15 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     // Nothing starts before io_uring is known to work.
     let features = oasis_engine::probe::probe()?;
+    // A client that vanishes must not kill the server; sends use MSG_NOSIGNAL, this is the backstop.
+    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions and happens before threads start.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // Registered for the life of the process: a second SIGTERM during the drain is absorbed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])?;
     let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
     let rm = ResourceManager::new(&resolved.limits);
     let (store, recovery) = oasis_storage::Store::open(resolved.store, Arc::clone(&rm))?;
@@ -287,7 +296,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
 
-    supervise(&rm, &resolved.observer)?;
+    supervise(&mut signals, &rm, &resolved.observer);
     let drain = Duration::from_secs(cfg.server.drain_timeout_secs);
     tracing::info!("shutting down: draining for up to {drain:?}");
     engine.shutdown(drain);
@@ -305,14 +314,11 @@ fn serve(args: ServeArgs) -> Result<()> {
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
 /// a second meanwhile.
 fn supervise(
+    signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
     observer: &oasis_engine::observer::ObserverConfig,
-) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    // A client that vanishes must not kill the server; sends use MSG_NOSIGNAL, this is the backstop.
-    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions and happens before any signal use.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+) {
+    use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let mut level = rm.level();
     loop {
@@ -326,7 +332,7 @@ fn supervise(
                         "received {}",
                         if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
                     );
-                    return Ok(());
+                    return;
                 }
             }
         }
