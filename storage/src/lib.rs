@@ -45,7 +45,7 @@ pub use error::StoreError;
 pub use import::{import_dir, ImportReport};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
 pub use store::{
-    system_clock_unix_ms, RecoveryReport, Store, StoreConfig, CATALOG_FILE, LOCK_FILE, OBJECTS_DIR,
-    REPORT_NAMES_MAX, TMP_DIR,
+    system_clock_unix_ms, FaultPoint, RecoveryReport, Store, StoreConfig, CATALOG_FILE, LOCK_FILE,
+    OBJECTS_DIR, REPORT_NAMES_MAX, TMP_DIR,
 };
 pub use upload::{Upload, UploadOptions};

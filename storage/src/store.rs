@@ -61,6 +61,41 @@ pub struct StoreConfig {
     pub reserve_step_bytes: u64,
     /// The clock, milliseconds since the Unix epoch (injected so storage never reads time).
     pub clock_unix_ms: fn() -> u64,
+    /// Test seam (fault injection): abort the process the `n`-th time (1-based) the given point of
+    /// the commit protocol is reached. Always `None` in production; used by the crash tests to
+    /// stop exactly between two steps of `FORMAT.md`'s ingest order.
+    #[doc(hidden)]
+    pub abort_at: Option<(FaultPoint, u64)>,
+}
+
+/// Points of the commit protocol where the crash tests can abort the process (see
+/// [`StoreConfig::abort_at`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Upload: the temp file is synced, not yet renamed.
+    UploadSynced,
+    /// Upload: renamed into `objects/`, directory synced, catalog not yet committed.
+    UploadRenamed,
+    /// Upload: catalog committed, index not yet swapped.
+    UploadCommitted,
+    /// Upload: index swapped, replaced file not yet unlinked.
+    UploadIndexed,
+    /// Delete: catalog committed, file not yet unlinked.
+    DeleteCommitted,
+}
+
+impl FaultPoint {
+    pub fn parse(s: &str) -> Option<FaultPoint> {
+        Some(match s {
+            "upload_synced" => FaultPoint::UploadSynced,
+            "upload_renamed" => FaultPoint::UploadRenamed,
+            "upload_committed" => FaultPoint::UploadCommitted,
+            "upload_indexed" => FaultPoint::UploadIndexed,
+            "delete_committed" => FaultPoint::DeleteCommitted,
+            _ => return None,
+        })
+    }
 }
 
 impl StoreConfig {
@@ -72,6 +107,7 @@ impl StoreConfig {
             object_bytes_max: 64 << 30,
             reserve_step_bytes: 8 << 20,
             clock_unix_ms: system_clock_unix_ms,
+            abort_at: None,
         }
     }
 }
@@ -167,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) committer: Mutex<Committer>,
     pub(crate) index: RwLock<HashMap<String, Entry>>,
     pub(crate) fds: FdCache,
+    /// How often the configured fault point was reached (test seam).
+    fault_hits: std::sync::atomic::AtomicU64,
     /// Held for the life of the store: the flock on `LOCK`.
     _lock: File,
 }
@@ -221,6 +259,21 @@ impl Inner {
 
     pub(crate) fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fault-injection seam: aborts the process if the configuration asks for it here.
+    pub(crate) fn fault_point(&self, point: FaultPoint) {
+        if let Some((at, nth)) = self.config.abort_at {
+            if at == point
+                && self
+                    .fault_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1
+                    == nth
+            {
+                std::process::abort();
+            }
+        }
     }
 
     pub(crate) fn object_path(&self, id: u64) -> PathBuf {
@@ -428,6 +481,7 @@ impl Store {
             }),
             index: RwLock::new(HashMap::with_capacity(kept.len())),
             fds,
+            fault_hits: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         };
         {
@@ -572,6 +626,7 @@ impl Store {
                     name: name.to_string(),
                 });
             };
+            self.inner.fault_point(FaultPoint::DeleteCommitted);
             if bitrate::is_playlist_name(name) {
                 committer.hls.forget_playlist(name);
             }

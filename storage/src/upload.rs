@@ -25,7 +25,7 @@ use crate::catalog::ObjectMeta;
 use crate::content_type::content_type_for;
 use crate::error::StoreError;
 use crate::name::validate_name;
-use crate::store::{sync_dir, Entry, Inner, TMP_SUFFIX};
+use crate::store::{sync_dir, Entry, FaultPoint, Inner, TMP_SUFFIX};
 
 /// What the uploader knows about an object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,6 +223,7 @@ impl Upload {
         file.sync_all()
             .map_err(|e| StoreError::io("syncing upload temp file", &self.tmp_path, e))?;
         drop(file);
+        self.inner.fault_point(FaultPoint::UploadSynced);
 
         // Derived metadata, from the temp file, outside every lock.
         let content_type = self
@@ -272,6 +273,7 @@ impl Upload {
             discard(&final_path);
             return Err(e);
         }
+        inner.fault_point(FaultPoint::UploadRenamed);
 
         // 3. The commit point.
         let replaced = match committer.catalog.insert_or_replace(&meta) {
@@ -281,6 +283,7 @@ impl Upload {
                 return Err(e.into());
             }
         };
+        inner.fault_point(FaultPoint::UploadCommitted);
 
         // 4. The index. The reservation moves from the upload to the stored object.
         let meta = Arc::new(meta);
@@ -299,6 +302,7 @@ impl Upload {
             self.name
         );
         drop(old_entry);
+        inner.fault_point(FaultPoint::UploadIndexed);
 
         // Playlists teach their segments a duration.
         if bitrate::is_playlist_name(&self.name) {

@@ -12,12 +12,19 @@
 //!   nothing to repair.
 //!
 //! The same data directory is reused across iterations, so recovery itself is also killed.
+//!
+//! A second test makes the crashes deterministic: through the store's fault-injection seam
+//! (`OASIS_TORTURE_ABORT_AT`), the binary aborts exactly between two steps of the ingest/delete
+//! protocol, and the test checks the outcome FORMAT.md promises for that step: before the catalog
+//! commit the old state is visible, after it the new one.
 
 mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -54,6 +61,131 @@ fn parse_begin(line: &str) -> (String, State) {
     }
 }
 
+/// Runs the torture binary until it is killed after `kill_after` (or aborts by itself), and
+/// returns its acknowledged-operation lines and exit status.
+fn run_torture(
+    data: &Path,
+    seed: u64,
+    kill_after: Option<Duration>,
+    abort_at: Option<&str>,
+) -> (Vec<String>, ExitStatus) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oasis-ingest-torture"));
+    cmd.arg(data)
+        .arg(seed.to_string())
+        .arg(if abort_at.is_some() { "500" } else { "1000000" })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    match abort_at {
+        Some(spec) => cmd.env("OASIS_TORTURE_ABORT_AT", spec),
+        None => cmd.env_remove("OASIS_TORTURE_ABORT_AT"),
+    };
+    // Any core dump of an aborted child lands in the test's temp dir, not the source tree.
+    cmd.current_dir(data.parent().expect("data dir has a parent"));
+    let mut child = cmd.spawn().expect("spawn torture binary");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut r = BufReader::new(stdout);
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.ends_with('\n') => lines.push(line.trim_end().to_string()),
+                Ok(_) => break, // a torn last line is ignored
+            }
+        }
+        lines
+    });
+    if let Some(delay) = kill_after {
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+    }
+    let status = child.wait().unwrap();
+    (reader.join().unwrap(), status)
+}
+
+/// Replays acknowledged lines into `model`; returns the operation in flight at the crash, if any.
+fn replay(
+    lines: &[String],
+    model: &mut HashMap<String, State>,
+    acked_total: &mut u64,
+) -> Option<(String, State)> {
+    let mut in_flight: Option<(String, State)> = None;
+    for line in lines {
+        if line.starts_with("begin ") {
+            assert!(in_flight.is_none(), "two begins without ok: {line}");
+            in_flight = Some(parse_begin(line));
+        } else if line.starts_with("ok ") {
+            let (name, state) = in_flight.take().expect("ok without begin");
+            model.insert(name, state);
+            *acked_total += 1;
+        } else {
+            panic!("unexpected line {line:?}");
+        }
+    }
+    in_flight
+}
+
+/// Reopens the store and checks it against the model; folds the in-flight operation into the
+/// model if it turned out committed, and returns whether it did.
+fn check_reopened(
+    data: &Path,
+    model: &mut HashMap<String, State>,
+    in_flight: &Option<(String, State)>,
+    ctx: &str,
+) -> bool {
+    let (store, _report) = open(data);
+    let mut expected = model.clone();
+    let mut in_flight_visible = false;
+    for meta in store.list() {
+        store.verify(&meta).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        let visible: State = Some((meta.size_bytes, meta.crc32c));
+        let acked = expected.remove(&meta.name).flatten();
+        let ok_in_flight = in_flight
+            .as_ref()
+            .is_some_and(|(n, s)| *n == meta.name && *s == visible);
+        assert!(
+            acked == visible || ok_in_flight,
+            "{ctx}: {} shows {visible:?}, acknowledged {acked:?}, in flight {in_flight:?}",
+            meta.name
+        );
+        if ok_in_flight && acked != visible {
+            model.insert(meta.name.clone(), visible);
+            in_flight_visible = true;
+        }
+    }
+    for (name, state) in expected {
+        let deleted_in_flight = in_flight
+            .as_ref()
+            .is_some_and(|(n, s)| *n == name && s.is_none());
+        assert!(
+            state.is_none() || deleted_in_flight,
+            "{ctx}: acknowledged {name} = {state:?} is missing"
+        );
+        if deleted_in_flight && state.is_some() {
+            model.insert(name, None);
+            in_flight_visible = true;
+        }
+    }
+    // The catalog matches the files.
+    assert!(
+        dir_entries(&data.join("tmp")).is_empty(),
+        "{ctx}: temp files left"
+    );
+    assert_eq!(
+        object_files(data).len(),
+        store.len(),
+        "{ctx}: files and catalog differ"
+    );
+    drop(store);
+    let (_store, again) = open(data);
+    assert!(
+        again.is_clean(),
+        "{ctx}: second recovery had work: {again:?}"
+    );
+    in_flight_visible
+}
+
 #[test]
 fn sigkill_at_random_points_never_shows_partial_or_loses_acknowledged_state() {
     let seed = std::env::var("OASIS_CRASH_SEED")
@@ -72,101 +204,20 @@ fn sigkill_at_random_points_never_shows_partial_or_loses_acknowledged_state() {
     // What the store must show for each name, from acknowledged operations of all iterations.
     let mut model: HashMap<String, State> = HashMap::new();
     let mut acked_total = 0u64;
-
     for iteration in 0..ITERATIONS {
         let child_seed = rng.next();
-        let delay_ms = 1 + rng.next() % 200;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_oasis-ingest-torture"))
-            .arg(&data)
-            .arg(child_seed.to_string())
-            .arg("1000000")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn torture binary");
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            let mut r = BufReader::new(stdout);
-            loop {
-                let mut line = String::new();
-                match r.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) if line.ends_with('\n') => lines.push(line.trim_end().to_string()),
-                    Ok(_) => break, // a torn last line is ignored
-                }
-            }
-            lines
-        });
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().expect("SIGKILL");
-        let status = child.wait().unwrap();
+        let delay = Duration::from_millis(1 + rng.next() % 200);
+        let (lines, status) = run_torture(&data, child_seed, Some(delay), None);
         assert!(
-            !status.success() || status.code() == Some(0),
-            "child failed: {status}"
+            status.code().is_none_or(|c| c == 0),
+            "seed {seed} iteration {iteration}: child failed: {status}"
         );
-        let lines = reader.join().unwrap();
-
-        // Replay into the model; remember the one in flight.
-        let mut in_flight: Option<(String, State)> = None;
-        for line in &lines {
-            if line.starts_with("begin ") {
-                assert!(in_flight.is_none(), "two begins without ok: {line}");
-                in_flight = Some(parse_begin(line));
-            } else if line.starts_with("ok ") {
-                let (name, state) = in_flight.take().expect("ok without begin");
-                model.insert(name, state);
-                acked_total += 1;
-            } else {
-                panic!("unexpected line {line:?}");
-            }
-        }
-
-        // Reopen and check.
-        let (store, _report) = open(&data);
-        let mut expected = model.clone();
-        for meta in store.list() {
-            store
-                .verify(&meta)
-                .unwrap_or_else(|e| panic!("seed {seed} iteration {iteration}: {e}"));
-            let visible: State = Some((meta.size_bytes, meta.crc32c));
-            let acked = expected.remove(&meta.name).flatten();
-            let ok_in_flight = in_flight
-                .as_ref()
-                .is_some_and(|(n, s)| *n == meta.name && *s == visible);
-            assert!(
-                acked == visible || ok_in_flight,
-                "seed {seed} iteration {iteration}: {} shows {visible:?}, acknowledged {acked:?}, in flight {in_flight:?}",
-                meta.name
-            );
-            if ok_in_flight {
-                model.insert(meta.name.clone(), visible);
-            }
-        }
-        for (name, state) in expected {
-            let deleted_in_flight = in_flight
-                .as_ref()
-                .is_some_and(|(n, s)| *n == name && s.is_none());
-            assert!(
-                state.is_none() || deleted_in_flight,
-                "seed {seed} iteration {iteration}: acknowledged {name} = {state:?} is missing"
-            );
-            if deleted_in_flight {
-                model.insert(name, None);
-            }
-        }
-        // The catalog matches the files.
-        assert!(dir_entries(&data.join("tmp")).is_empty());
-        assert_eq!(
-            object_files(&data).len(),
-            store.len(),
-            "seed {seed} iteration {iteration}"
-        );
-        drop(store);
-        let (_store, again) = open(&data);
-        assert!(
-            again.is_clean(),
-            "seed {seed} iteration {iteration}: second recovery had work: {again:?}"
+        let in_flight = replay(&lines, &mut model, &mut acked_total);
+        check_reopened(
+            &data,
+            &mut model,
+            &in_flight,
+            &format!("seed {seed} iteration {iteration}"),
         );
     }
     println!("{ITERATIONS} kills, {acked_total} acknowledged operations checked");
@@ -174,4 +225,53 @@ fn sigkill_at_random_points_never_shows_partial_or_loses_acknowledged_state() {
         acked_total > 0,
         "the torture binary never acknowledged anything; delays too short?"
     );
+}
+
+#[test]
+fn abort_between_protocol_steps_gives_exactly_old_or_new_state() {
+    // (point, visible after the crash: the new state?)
+    let points = [
+        ("upload_synced", false),
+        ("upload_renamed", false),
+        ("upload_committed", true),
+        ("upload_indexed", true),
+        ("delete_committed", true),
+    ];
+    for (point, new_visible) in points {
+        let mut checked = 0;
+        // The 3rd time the point is reached, so earlier operations (and usually replaces) exist.
+        for nth in [1, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = dir.path().join("data");
+            let seed = 42 + nth;
+            let (lines, status) = run_torture(&data, seed, None, Some(&format!("{point}:{nth}")));
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGABRT),
+                "{point}:{nth} was never reached: {status}"
+            );
+            let mut model = HashMap::new();
+            let in_flight = replay(&lines, &mut model, &mut 0);
+            let in_flight = in_flight.expect("the abort happens inside an operation");
+            let was = model.get(&in_flight.0).cloned().flatten();
+            let changes = was != in_flight.1;
+            let visible = check_reopened(
+                &data,
+                &mut model,
+                &Some(in_flight.clone()),
+                &format!("{point}:{nth}"),
+            );
+            if changes {
+                assert_eq!(
+                    visible, new_visible,
+                    "{point}:{nth}: in-flight {in_flight:?} visible = {visible}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 0,
+            "{point}: no crash interrupted an operation that changes state"
+        );
+    }
 }

@@ -6,6 +6,9 @@
 //! committed it prints `ok <i>`. Each line is one `write(2)` to a pipe (atomic below PIPE_BUF), so
 //! the reader never sees half a line. Content is generated from the seed, never read from anywhere.
 //!
+//! With `OASIS_TORTURE_ABORT_AT=<point>:<n>` (points as in `FaultPoint::parse`) the store aborts the
+//! process the n-th time it reaches that step of the commit protocol, for deterministic crashes.
+//!
 //! This program must never be shipped or pointed at a real data directory: it deletes objects.
 
 use std::io::Write;
@@ -13,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use oasis_engine::resource::{AccountLimits, ResourceLimits, ResourceManager};
-use oasis_storage::{Store, StoreConfig, StoreError, UploadOptions};
+use oasis_storage::{FaultPoint, Store, StoreConfig, StoreError, UploadOptions};
 
 /// Objects the loop works on: few, so replaces and deletes are frequent.
 const NAMES: [&str; 6] = [
@@ -77,6 +80,18 @@ fn run(data_dir: PathBuf, seed: u64, ops: u64) -> Result<(), StoreError> {
     let mut config = StoreConfig::new(data_dir);
     config.open_files_max = 8;
     config.reserve_step_bytes = 16 << 10;
+    if let Ok(spec) = std::env::var("OASIS_TORTURE_ABORT_AT") {
+        let parsed = spec
+            .split_once(':')
+            .and_then(|(p, n)| Some((FaultPoint::parse(p)?, n.parse::<u64>().ok()?)));
+        match parsed {
+            Some(at) => config.abort_at = Some(at),
+            None => {
+                eprintln!("OASIS_TORTURE_ABORT_AT must be <point>:<n>, got {spec:?}");
+                std::process::exit(2);
+            }
+        }
+    }
     let (store, _report) = Store::open(config, rm)?;
     let mut rng = Rng(seed);
     let stdout = std::io::stdout();

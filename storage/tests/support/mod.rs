@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use oasis_engine::resource::{AccountLimits, ResourceLimits, ResourceManager};
-use oasis_storage::{RecoveryReport, Store, StoreConfig};
+use oasis_storage::{RecoveryReport, Store, StoreConfig, StoreError};
 
 /// A manager whose disk space and open files limits are the given ones; the rest is generous.
 pub fn rm_with(disk_space_bytes: u64, open_files: u64) -> Arc<ResourceManager> {
@@ -40,8 +40,19 @@ pub fn config(dir: &Path) -> StoreConfig {
     c
 }
 
+/// Opens a store on `dir`. Retries `Locked` for up to two seconds: when another test thread
+/// spawns a child process, the child holds a copy of every descriptor of this process (including
+/// a just-dropped store's LOCK) until it calls exec, so the flock can outlive the `Store` briefly.
 pub fn open(dir: &Path) -> (Arc<Store>, RecoveryReport) {
-    Store::open(config(dir), rm()).expect("store opens")
+    for _ in 0..200 {
+        match Store::open(config(dir), rm()) {
+            Err(StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.expect("store opens"),
+        }
+    }
+    panic!("data directory {} stayed locked", dir.display());
 }
 
 /// All bytes of a version through the store's fd cache (positional reads: the cached descriptor
