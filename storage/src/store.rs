@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use oasis_engine::resource::{Reservation, Resource, ResourceManager};
 
 use crate::bitrate::{self, BitrateSource};
-use crate::catalog::{BitrateUpdate, Catalog, ObjectMeta, SqliteCatalog};
+use crate::catalog::{BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog};
 use crate::error::StoreError;
 use crate::fd_cache::FdCache;
 use crate::name::{self, validate_name};
@@ -375,6 +375,19 @@ impl Store {
         config: StoreConfig,
         rm: Arc<ResourceManager>,
     ) -> Result<(Arc<Store>, RecoveryReport), StoreError> {
+        Store::open_with_catalog(config, rm, |data_dir| {
+            Ok(Box::new(SqliteCatalog::open(&data_dir.join(CATALOG_FILE))?))
+        })
+    }
+
+    /// Like [`Store::open`], with another catalog backend: `make_catalog` is called with the data
+    /// directory once the directory lock is held, and its catalog is used for everything. This is
+    /// where a PostgreSQL (or remote) Database Manager plugs in; callers of the store do not change.
+    pub fn open_with_catalog(
+        config: StoreConfig,
+        rm: Arc<ResourceManager>,
+        make_catalog: impl FnOnce(&Path) -> Result<Box<dyn Catalog>, CatalogError>,
+    ) -> Result<(Arc<Store>, RecoveryReport), StoreError> {
         assert!(
             config.open_files_max > 0,
             "open_files_max must be at least 1"
@@ -409,8 +422,7 @@ impl Store {
         }
 
         // 2. The catalog.
-        let catalog_path = data_dir.join(CATALOG_FILE);
-        let mut catalog: Box<dyn Catalog> = Box::new(SqliteCatalog::open(&catalog_path)?);
+        let mut catalog = make_catalog(&data_dir)?;
         let records = catalog.load_all()?;
 
         // 3. Content files on disk: id -> length.
