@@ -377,7 +377,8 @@ impl Config {
         engine.listen_backlog = self.engine.listen_backlog;
         engine.pin = self.engine.pin;
         engine.jobs_max = self.engine.jobs_max;
-        engine.input_bytes_max = self.http.header_bytes_max.max(16 * 1024);
+        // Room for a whole head plus pipelined bytes behind it.
+        engine.input_bytes_max = self.http.header_bytes_max + 4096;
         engine.connections_per_worker_max = self.resources.connections_max as usize;
 
         let r = &self.resources;

@@ -1022,7 +1022,18 @@ impl Session for HttpSession {
                 if since.is_none() && !input.is_empty() {
                     *since = Some(now);
                 }
-                match parse_request(input, &self.svc.cfg.limits) {
+                let parsed = match parse_request(input, &self.svc.cfg.limits) {
+                    // The engine's input buffer may be exactly the head limit: a full buffer with no
+                    // complete head is a head over the limit.
+                    Ok(Parse::Partial) if input.len() >= self.svc.cfg.limits.header_bytes_max => {
+                        Err(http::HttpError::new(
+                            431,
+                            "request head larger than header_bytes_max",
+                        ))
+                    }
+                    other => other,
+                };
+                match parsed {
                     Ok(Parse::Partial) => 0,
                     Ok(Parse::Complete(head, n)) => {
                         self.handle(head, now);

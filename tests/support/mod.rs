@@ -21,7 +21,11 @@ pub fn oasis_bin() -> &'static str {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -31,26 +35,42 @@ impl Server {
     }
 
     pub fn start_with(extra_toml: &str, layout: &str) -> Server {
+        Self::start_full(extra_toml, layout, None)
+    }
+
+    /// `listen_bandwidth_bps`: the budget of the one listen address (admission control).
+    pub fn start_full(extra_toml: &str, layout: &str, listen_bandwidth_bps: Option<u64>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let data = dir.path().join("data");
         let config = format!(
-            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\n\n[http]\napi_token = \"{TOKEN}\"\n{extra_toml}\n",
+            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\nbandwidth_bps = {}\n\n[http]\napi_token = \"{TOKEN}\"\n{extra_toml}\n",
             data.to_str().unwrap(),
             dir.path().join("access.log").to_str().unwrap(),
+            listen_bandwidth_bps.unwrap_or(100_000_000_000),
         );
         let config_path = dir.path().join("oasis.toml");
         std::fs::write(&config_path, config).unwrap();
         let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(oasis_bin())
-            .args(["serve", "--config", config_path.to_str().unwrap(), "--layout", layout])
+            .args([
+                "serve",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--layout",
+                layout,
+            ])
             .env_remove("OASIS_API_TOKEN")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut server = Server { addr, dir, child: Some(child) };
+        let mut server = Server {
+            addr,
+            dir,
+            child: Some(child),
+        };
         server.wait_ready();
         server
     }
@@ -62,9 +82,16 @@ impl Server {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("oasis exited during start-up ({status}):\n{}", self.server_log());
+                panic!(
+                    "oasis exited during start-up ({status}):\n{}",
+                    self.server_log()
+                );
             }
-            assert!(Instant::now() < until, "oasis did not start listening:\n{}", self.server_log());
+            assert!(
+                Instant::now() < until,
+                "oasis did not start listening:\n{}",
+                self.server_log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -117,7 +144,9 @@ impl Server {
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = child.try_wait().unwrap() {
@@ -135,7 +164,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < until {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -155,7 +186,11 @@ pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
         return (0, String::from_utf8_lossy(raw).into_owned(), Vec::new());
     };
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head, raw[end + 4..].to_vec())
 }
 
@@ -169,16 +204,25 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// Deterministic test content.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i * 131 + seed as usize * 7) % 251) as u8).collect()
+    (0..len)
+        .map(|i| ((i * 131 + seed as usize * 7) % 251) as u8)
+        .collect()
 }
 
 /// Whether a command is on PATH.
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
 }
 
 pub fn path_str(p: &Path) -> &str {
