@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use oasis_engine::resource::{Reservation, Resource, ResourceManager};
@@ -61,21 +61,22 @@ impl FdCache {
     pub(crate) fn get_or_open(
         &self,
         id: u64,
-        path: &Path,
+        path: impl FnOnce() -> PathBuf,
         name: &str,
     ) -> Result<Arc<File>, StoreError> {
         if let Some(file) = self.hit(id) {
             return Ok(file);
         }
         let reservation = self.reserve_slot()?;
-        let file = match File::open(path) {
+        let path = path();
+        let file = match File::open(&path) {
             Ok(f) => Arc::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound {
                     name: name.to_string(),
                 });
             }
-            Err(e) => return Err(StoreError::io("opening object file", path, e)),
+            Err(e) => return Err(StoreError::io("opening object file", &path, e)),
         };
         let mut slots = self.lock();
         slots.tick += 1;

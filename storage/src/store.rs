@@ -611,7 +611,7 @@ impl Store {
     pub fn open_file(&self, meta: &ObjectMeta) -> Result<Arc<File>, StoreError> {
         self.inner
             .fds
-            .get_or_open(meta.id, &self.inner.object_path(meta.id), &meta.name)
+            .get_or_open(meta.id, || self.inner.object_path(meta.id), &meta.name)
     }
 
     /// Number of descriptors in the fd cache (for metrics).

@@ -312,6 +312,14 @@ impl Upload {
             };
             inner.apply_bitrate_updates(&mut committer, &updates);
         }
+        // Still under the committer, so this is our version, with any update a playlist naming
+        // itself made; once the lock is released another upload may replace it.
+        let committed = inner
+            .index_read()
+            .get(&self.name)
+            .map(|e| Arc::clone(&e.meta))
+            .unwrap_or(meta);
+        debug_assert_eq!(committed.id, self.id);
         drop(committer);
 
         // 5. Cleanup of the replaced version.
@@ -322,12 +330,7 @@ impl Upload {
                 tracing::warn!(target: "oasis::storage", path = %old_path.display(), "replaced version not removed (recovery will): {e}");
             }
         }
-        // Re-read so a playlist update that touched this very object (it named itself) is seen.
-        let current = inner
-            .index_read()
-            .get(&self.name)
-            .map(|e| Arc::clone(&e.meta));
-        Ok(current.unwrap_or(meta))
+        Ok(committed)
     }
 }
 
