@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Oasis test gate, the same locally and in CI (.ci/run calls it): installs the system packages
+# the tests use (real clients: curl, ffmpeg/ffprobe, Chromium; nginx and wrk for the load-harness
+# smoke), then formatting, lints, every test (unit, integration, loom), docs, the benchmarks'
+# build, and a seconds-long smoke run of the load harness (no timing assertions anywhere).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in curl:curl ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx wrk:wrk; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+done
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== fmt";     cargo fmt --all -- --check
+echo "== clippy";  cargo clippy --workspace --all-targets -- -D warnings
+echo "== test";    cargo test --workspace
+echo "== loom";    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p oasis-engine --release --test loom_resource
+echo "== doc";     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== bench build"; cargo bench --workspace --no-run --quiet
+echo "== load harness smoke"; bash benches/compare.sh --quick
+echo "== all gates passed"
