@@ -417,6 +417,12 @@ impl Store {
         for entry in fs::read_dir(&tmp_dir).map_err(io("listing", &tmp_dir))? {
             let entry = entry.map_err(io("listing", &tmp_dir))?;
             let path = entry.path();
+            let kind = entry.file_type().map_err(io("reading type of", &path))?;
+            if kind.is_dir() {
+                // Not ours (uploads are plain files): report, never delete a tree.
+                push_capped(&mut report.unknown_files, path);
+                continue;
+            }
             fs::remove_file(&path).map_err(io("removing temp file", &path))?;
             report.tmp_files_removed += 1;
         }
