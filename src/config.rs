@@ -285,7 +285,7 @@ impl Config {
         }
         let e = &self.engine;
         Layout::parse(&e.layout, &[0]).map_err(|err| anyhow::anyhow!("[engine] layout: {err}"))?;
-        if e.chunk_bytes < 4096 || e.chunk_bytes % 4096 != 0 || e.chunk_bytes > 16 << 20 {
+        if e.chunk_bytes < 4096 || !e.chunk_bytes.is_multiple_of(4096) || e.chunk_bytes > 16 << 20 {
             bail!(
                 "[engine] chunk_bytes must be a multiple of 4096 between 4096 and 16 MiB (got {})",
                 e.chunk_bytes
@@ -425,12 +425,14 @@ impl Config {
             ),
         };
         let h = &self.http;
-        let mut http_limits = oasis_net::http::HttpLimits::default();
-        http_limits.request_line_bytes_max = h.request_line_bytes_max;
-        http_limits.header_bytes_max = h.header_bytes_max;
-        http_limits.headers_count_max = h.headers_count_max;
-        http_limits.ranges_count_max = h.ranges_max;
-        http_limits.body_bytes_max = h.upload_bytes_max;
+        let http_limits = oasis_net::http::HttpLimits {
+            request_line_bytes_max: h.request_line_bytes_max,
+            header_bytes_max: h.header_bytes_max,
+            headers_count_max: h.headers_count_max,
+            ranges_count_max: h.ranges_max,
+            body_bytes_max: h.upload_bytes_max,
+            ..Default::default()
+        };
         http_limits
             .validate()
             .map_err(|e| anyhow::anyhow!("[http] {e}"))?;

@@ -35,8 +35,7 @@ fn curl(args: &[&str]) -> (String, Vec<u8>) {
 fn status_of(head: &str) -> u16 {
     // With several responses (100 Continue), the last status line counts.
     head.lines()
-        .filter(|l| l.starts_with("HTTP/"))
-        .last()
+        .rfind(|l| l.starts_with("HTTP/"))
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)

@@ -539,9 +539,9 @@ impl HttpSession {
                         }
                         body.push_str(&meta_json(m));
                     }
-                    let _ = write!(
+                    let _ = writeln!(
                         body,
-                        "],\"count\":{},\"truncated\":{}}}\n",
+                        "],\"count\":{},\"truncated\":{}}}",
                         all.len().min(max),
                         all.len() > max
                     );
