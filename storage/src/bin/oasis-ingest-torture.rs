@@ -92,7 +92,18 @@ fn run(data_dir: PathBuf, seed: u64, ops: u64) -> Result<(), StoreError> {
             }
         }
     }
-    let (store, _report) = Store::open(config, rm)?;
+    // The test process may briefly still hold LOCK through a forked-but-not-yet-exec'd child of
+    // another test thread (fork copies descriptors; CLOEXEC closes them only at exec): retry.
+    let mut attempts = 0;
+    let (store, _report) = loop {
+        match Store::open(config.clone(), rm.clone()) {
+            Err(StoreError::Locked { .. }) if attempts < 200 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
     let mut rng = Rng(seed);
     let stdout = std::io::stdout();
     let mut buf = vec![0u8; OBJECT_BYTES_MAX as usize];
