@@ -227,6 +227,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
     ])?;
+    raise_fd_limit(cfg.resources.connections_max + cfg.storage.open_files_max as u64 + 1024);
     let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
     let rm = ResourceManager::new(&resolved.limits);
     let (store, recovery) = oasis_storage::Store::open(resolved.store, Arc::clone(&rm))?;
@@ -309,6 +310,45 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises RLIMIT_NOFILE toward `want` (connections + cached files + slack), as far as the hard
+/// limit allows (or beyond it when privileged), and says so when it falls short.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_max < want {
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        // SAFETY: `raised` is a valid rlimit; failure (no CAP_SYS_RESOURCE) is handled below.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    if lim.rlim_cur < want.min(lim.rlim_max) {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: as above; the soft limit stays within the hard limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_cur < want {
+        tracing::warn!(
+            "open files limited to {} (wanted {want} for connections_max + open_files_max); raise `ulimit -n` or LimitNOFILE",
+            lim.rlim_cur
+        );
+    } else if lim.rlim_cur != before {
+        tracing::info!("open files limit raised from {before} to {}", lim.rlim_cur);
+    }
 }
 
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
