@@ -55,7 +55,8 @@ def parse_wrk(path):
 
 def fio_limit(raw):
     try:
-        d = json.load(open(os.path.join(raw, "fio-cold.json")))
+        text = open(os.path.join(raw, "fio-cold.json")).read()
+        d = json.loads(text[text.index("{"):])  # fio may print notices before the JSON
         return d["jobs"][0]["read"]["bw_bytes"]
     except (OSError, ValueError, KeyError, IndexError):
         return None

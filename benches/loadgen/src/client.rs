@@ -617,10 +617,12 @@ impl Worker<'_> {
             Phase::Sending { .. } | Phase::Awaiting | Phase::Receiving
         );
         let gap_from = s.last_byte.max(sent_at);
-        // A gap only hurts a player that is not ahead of its bitrate (nginx's limit_rate, for
-        // one, sends a second's worth up front and then pauses up to about a second).
+        // A gap only counts once the stream has fallen behind the same share of its bitrate as
+        // the window test (nginx's limit_rate, for one, sends a second's worth up front and
+        // then pauses for up to about a second, exactly on schedule).
         let behind = s.first_byte.is_some_and(|first| {
-            (s.bytes as f64 * 8.0) < p.rate_bps as f64 * now.duration_since(first).as_secs_f64()
+            let due_bits = p.rate_bps as f64 * now.duration_since(first).as_secs_f64();
+            (s.bytes as f64 * 8.0) < p.stall_ratio * due_bits
         });
         if outstanding && behind && now.duration_since(gap_from) > p.gap {
             stall = Some(("gap", gap_from));

@@ -24,6 +24,14 @@ const DURATION_S_MAX: f64 = 3600.0;
 const CONNECTIONS_MAX: usize = 100_000;
 const IDLE_MAX: usize = 200_000;
 const REQUESTS_MAX: u64 = 1_000_000_000;
+/// Time allowed for opening the idle set.
+const IDLE_OPEN_S_MAX: Duration = Duration::from_secs(60);
+
+/// A connect stuck this long is a server whose accept queue is full: give up on it quickly.
+fn idle_connect_timeout(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(3))
+}
+
 /// Idle connects in flight at once (keeps the server's accept queue from overflowing).
 const IDLE_CONNECTS_IN_FLIGHT_MAX: usize = 2048;
 
@@ -140,8 +148,8 @@ struct PacedArgs {
     /// Window over which each stream's delivered rate is checked.
     #[arg(long, default_value_t = 5.0)]
     stall_window_s: f64,
-    /// No byte for this long while a request is outstanding and the stream is not ahead of its
-    /// bitrate is a stall.
+    /// No byte for this long while a request is outstanding and the stream has fallen below
+    /// --stall-pct of its bitrate since its first byte is a stall.
     #[arg(long, default_value_t = 1.0)]
     gap_s: f64,
     /// Player buffer: a stream this far ahead of its bitrate waits before its next request.
@@ -571,9 +579,9 @@ impl IdleSet {
 
 /// Opens the idle set; returns it with the connected count and the connect errors by kind.
 fn open_idle_set(p: &RunPlan, a: &IdleArgs, per_process: usize) -> Result<(IdleSet, u64, Value)> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + IDLE_OPEN_S_MAX;
     if a.idle + a.connections + 256 <= per_process {
-        let (fds, st) = open_idle(&p.target, a.idle, p.timeout, deadline)?;
+        let (fds, st) = open_idle(&p.target, a.idle, idle_connect_timeout(p.timeout), deadline)?;
         return Ok((IdleSet::Local(fds), st.connects, json!(st.errors)));
     }
     let share = per_process.saturating_sub(256).max(1);
@@ -592,7 +600,10 @@ fn open_idle_set(p: &RunPlan, a: &IdleArgs, per_process: usize) -> Result<(IdleS
                 &n.to_string(),
             ])
             .args(["--sources", &p.target.sources.len().to_string()])
-            .args(["--timeout-s", &p.timeout.as_secs_f64().to_string()])
+            .args([
+                "--timeout-s",
+                &idle_connect_timeout(p.timeout).as_secs_f64().to_string(),
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -638,7 +649,7 @@ fn run_hold(h: &HoldArgs) -> Result<()> {
         sources,
         requests: Vec::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + IDLE_OPEN_S_MAX;
     let (fds, st) = open_idle(
         &target,
         h.count,
