@@ -10,8 +10,9 @@
 //!
 //! By default the numbers are hot: after the first pass the file sits in the page cache (except
 //! for O_DIRECT, which always goes to the device). With `OASIS_BENCH_COLD=1` every iteration first
-//! evicts the file (`posix_fadvise(DONTNEED)`, plus `echo 1 > /proc/sys/vm/drop_caches` when
-//! permitted), outside the timed part. `benches/fio_limit.sh` runs fio on the same file and
+//! evicts the file (`posix_fadvise(DONTNEED)`, which drops just this file's pages), outside the
+//! timed part; `OASIS_BENCH_COLD=drop` also writes 1 to `/proc/sys/vm/drop_caches` when permitted
+//! (root; it evicts everyone's cache, so not the default on a shared machine). `benches/fio_limit.sh` runs fio on the same file and
 //! block sizes: the limit these numbers are compared to. Timing lives here, never in tests.
 
 use std::alloc::{self, Layout};
@@ -105,7 +106,11 @@ fn check(res: i32, what: &str) -> usize {
 }
 
 fn cold_requested() -> bool {
-    std::env::var_os("OASIS_BENCH_COLD").is_some_and(|v| v == "1")
+    std::env::var_os("OASIS_BENCH_COLD").is_some_and(|v| v == "1" || v == "drop")
+}
+
+fn drop_caches_requested() -> bool {
+    std::env::var_os("OASIS_BENCH_COLD").is_some_and(|v| v == "drop")
 }
 
 /// Evicts the file from the page cache (outside the timed part of an iteration).
@@ -113,8 +118,13 @@ fn evict(file: &File) {
     // SAFETY: fadvise on an open fd; offset 0 and length 0 mean the whole file.
     let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(rc, 0, "posix_fadvise: {}", io::Error::from_raw_os_error(rc));
-    // Best effort: only root on a host that allows it may drop the whole cache.
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+    if drop_caches_requested() {
+        // Only root on a host that allows it may drop the whole cache; say so once if refused.
+        if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "1") {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| eprintln!("drop_caches refused ({e}); fadvise only"));
+        }
+    }
 }
 
 /// Reads the whole file in `block_bytes` blocks keeping one read per buffer in flight. With
