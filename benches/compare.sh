@@ -48,6 +48,8 @@ has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$ROOT/bench-results/$TS"
 WORK="$ROOT/bench-results/work"
+# The quick data set lives apart, so a smoke run never imports the big cold set into Oasis.
+[[ $QUICK == 1 ]] && WORK="$ROOT/bench-results/work-quick"
 RAW="$OUT/raw"
 mkdir -p "$RAW" "$WORK"
 LOG="$OUT/log.txt"

@@ -155,6 +155,7 @@ def main():
         "",
     ]
     plot_rows = []
+    latency_rows = []
     for layout in layouts:
         lines += [f"## Layout `{layout}`", ""]
         lines += ["| scenario | nginx | Oasis | Oasis/nginx | limit | nginx/limit | Oasis/limit | errors nginx / Oasis |",
@@ -176,6 +177,8 @@ def main():
             )
             if unit == "B/s":
                 plot_rows.append((f"{layout} {desc.split(':')[0]}", vn, vo, limit))
+            if unit == "us":
+                latency_rows.append((f"{layout} {desc.split(':')[0]}", vn, vo))
         wrk_rows = []
         for path in sorted(glob.glob(os.path.join(raw, f"{layout}-*-wrk__nginx.wrk.txt"))):
             label = os.path.basename(path).split("__")[0]
@@ -196,10 +199,10 @@ def main():
     lines += ["Raw data: `raw/` (one JSON object per run; `*.wrk.txt`, `fio-cold.json`, `iperf3-*.json`).", ""]
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines))
-    plot(out_dir, plot_rows)
+    plot(out_dir, plot_rows, latency_rows)
 
 
-def plot(out_dir, rows):
+def plot(out_dir, rows, latency_rows):
     try:
         import matplotlib
 
@@ -208,12 +211,17 @@ def plot(out_dir, rows):
     except ImportError:
         print("matplotlib missing: no plots", file=sys.stderr)
         return
-    if not rows:
-        return
+    w = 0.28
+    if rows:
+        plot_throughput(out_dir, plt, rows, w)
+    if latency_rows:
+        plot_latency(out_dir, plt, latency_rows, w)
+
+
+def plot_throughput(out_dir, plt, rows, w):
     num = lambda v: v * 8 / 1e9 if isinstance(v, (int, float)) else 0.0
     names = [r[0] for r in rows]
     xs = range(len(rows))
-    w = 0.28
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rows)), 4))
     ax.bar([x - w for x in xs], [num(r[1]) for r in rows], w, label="nginx")
     ax.bar(list(xs), [num(r[2]) for r in rows], w, label="Oasis (0 = n/a)")
@@ -226,6 +234,25 @@ def plot(out_dir, rows):
     fig.tight_layout()
     for ext in ("png", "svg"):
         fig.savefig(os.path.join(out_dir, f"throughput.{ext}"))
+    plt.close(fig)
+
+
+def plot_latency(out_dir, plt, latency_rows, w):
+    ms = lambda v: v / 1000 if isinstance(v, (int, float)) else 0.0
+    xs = range(len(latency_rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(latency_rows)), 4))
+    ax.bar([x - w / 2 for x in xs], [ms(r[1]) for r in latency_rows], w, label="nginx")
+    ax.bar([x + w / 2 for x in xs], [ms(r[2]) for r in latency_rows], w, label="Oasis (0 = n/a)")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r[0] for r in latency_rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("p99, ms (log)")
+    ax.set_yscale("log")
+    ax.set_title("p99 latency: Oasis vs nginx (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    for ext in ("png", "svg"):
+        fig.savefig(os.path.join(out_dir, f"latency_p99.{ext}"))
+    plt.close(fig)
 
 
 if __name__ == "__main__":
