@@ -515,7 +515,7 @@ fn open_idle(
     if in_flight > 0 || opened < n {
         stats.errors.insert(
             "not_attempted_or_pending_at_deadline",
-            (n - held.len()) as u64 - stats.errors_total(),
+            ((n - held.len()) as u64).saturating_sub(stats.errors_total()),
         );
     }
     Ok((held, stats))
