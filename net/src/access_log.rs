@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn time_format() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_330_572);
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_323_372);
         assert_eq!(log_time(t), "22/Nov/2026:04:56:12 +0000");
         assert_eq!(
             log_time(std::time::UNIX_EPOCH),
