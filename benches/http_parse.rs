@@ -80,5 +80,10 @@ fn bench_response_head(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_parse_request, bench_parse_range, bench_response_head);
+criterion_group!(
+    benches,
+    bench_parse_request,
+    bench_parse_range,
+    bench_response_head
+);
 criterion_main!(benches);
