@@ -9,7 +9,7 @@ pub struct ServerArgs {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "OASIS_SERVER")]
     server: String,
-    /// Bearer token ([http] api_token of the server).
+    /// Bearer token (`[http] api_token` of the server).
     #[arg(long, env = "OASIS_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }

@@ -85,13 +85,13 @@ struct ServeArgs {
     /// Configuration file (TOML; see oasis.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on; repeat for several network interfaces. Replaces [[listen]].
+    /// Address to listen on; repeat for several network interfaces. Replaces `[[listen]]`.
     #[arg(long)]
     listen: Vec<std::net::SocketAddr>,
-    /// Data directory. Replaces [server] data_dir.
+    /// Data directory. Replaces `[server] data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Worker layout: combined, combined:N, or f=F,nc=C,nd=D. Replaces [engine] layout.
+    /// Worker layout: combined, combined:N, or f=F,nc=C,nd=D. Replaces `[engine] layout`.
     #[arg(long)]
     layout: Option<String>,
 }

@@ -4,7 +4,7 @@
 //! engine drives ([`session`]); storage hands the engine open files and byte ranges. Every queue,
 //! pool and table here has a fixed bound set at start-up.
 //!
-//! Map: [`runtime`] starts and stops threads; [`worker`] is the per-core loop; [`layout`] says
+//! Map: [`runtime`] starts and stops threads; `worker` is the per-core loop; [`layout`] says
 //! which roles (file, command, data) each worker serves and pins it; [`mailbox`], [`timer`] and
 //! [`pool`] are the bounded parts the loop uses; [`resource`] and [`observer`] are the Resource
 //! Manager; [`probe`] checks io_uring at start-up.

@@ -4,7 +4,7 @@
 //! Resource Manager, cancellations go through it too, and crossing a threshold raises an event that
 //! reaches every module. Here that is:
 //!
-//! - one [`Account`] per resource (memory bytes, bandwidth per listen address, disk read bandwidth,
+//! - one `Account` per resource (memory bytes, bandwidth per listen address, disk read bandwidth,
 //!   disk space, connections, open files), each a single `AtomicU64` of units in use and a fixed
 //!   limit. [`ResourceManager::reserve`] is a CAS loop that never over-commits, even under
 //!   contention, and takes no lock;
