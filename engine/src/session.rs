@@ -39,6 +39,16 @@ pub enum Transmit {
         offset: u64,
         len: u64,
     },
+    /// `head` followed by up to `len` bytes of `file` from `offset`, in one send: the engine copies
+    /// the head into the pool chunk ahead of the file bytes (a response head and a small body leave
+    /// in one segment). `head` must be shorter than half a pool chunk. [`Session::on_sent`] is
+    /// called twice: for the head (with its buffer back), then for the file bytes.
+    FileWithHead {
+        head: Vec<u8>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
     /// Nothing to send before this instant (pacing). Input is still read.
     WaitUntil(Instant),
     /// Nothing to send; waiting for input (or a deadline).

@@ -42,6 +42,8 @@ pub(crate) enum Msg {
         offset: u64,
         len: u32,
         chunk: Chunk,
+        /// Where in the chunk the file bytes go (after a response head).
+        at: u32,
         reply_to: u32,
         token: u64,
     },
@@ -65,6 +67,8 @@ const OP_REMOTE_READ: u64 = 6;
 const OP_CANCEL: u64 = 7;
 
 const GEN_MASK: u32 = (1 << 24) - 1;
+/// Longest lingering close (see `Conn::lingering`).
+const LINGER: Duration = Duration::from_secs(2);
 
 fn user_data(op: u64, key: usize, gen: u32) -> u64 {
     debug_assert!(key <= u32::MAX as usize);
@@ -98,6 +102,7 @@ enum Out {
     },
     /// Waiting for a free pool chunk.
     WaitChunk {
+        head: Option<Vec<u8>>,
         file: Arc<File>,
         offset: u64,
         len: u64,
@@ -106,11 +111,14 @@ enum Out {
     /// worker, which sends them back).
     Reading {
         local: Option<(Chunk, Arc<File>)>,
+        head: Option<Vec<u8>>,
     },
+    /// `len` bytes of the chunk go out; the first `head`'s length of them are a response head.
     Sending {
         chunk: Chunk,
         len: usize,
         sent: usize,
+        head: Option<Vec<u8>>,
     },
     Job,
 }
@@ -131,6 +139,10 @@ pub(crate) struct Conn {
     timer: Option<(u32, Instant)>,
     wait_until: Option<Instant>,
     shutdown_told: bool,
+    /// Lingering close until this instant: our side is shut for writing and input is read and
+    /// discarded, so unread pipelined requests do not turn the close into a reset that destroys
+    /// responses the client has not read yet (what nginx calls lingering_close).
+    lingering: Option<Instant>,
     _connection: Reservation,
 }
 
@@ -372,10 +384,12 @@ impl Worker {
                 offset,
                 len,
                 chunk,
+                at,
                 reply_to,
                 token,
             } => {
-                let ptr = self.shared.pool.ptr(&chunk);
+                // SAFETY: `at + len <= chunk_bytes` (checked by the sender), inside the chunk.
+                let ptr = unsafe { self.shared.pool.ptr(&chunk).add(at as usize) };
                 let fd = file.as_raw_fd();
                 let idx = chunk.index();
                 let key = self.remote_reads.insert((file, chunk, reply_to, token));
@@ -395,7 +409,11 @@ impl Worker {
                 match self.conns.get_mut(key) {
                     Some(c) if c.gen == gen => {
                         c.ops -= 1;
-                        self.after_read(key, chunk, result, now);
+                        let head = match std::mem::replace(&mut c.out, Out::Idle) {
+                            Out::Reading { local: None, head } => head,
+                            _ => unreachable!("a read reply without a remote read"),
+                        };
+                        self.after_read(key, chunk, head, result, now);
                     }
                     _ => {
                         // A connection with a read in flight is never freed; this is a bug.
@@ -449,6 +467,7 @@ impl Worker {
             timer: None,
             wait_until: None,
             shutdown_told: false,
+            lingering: None,
             _connection: reservation,
         });
         if self.shared.is_shutting_down() {
@@ -475,6 +494,17 @@ impl Worker {
             if c.ops == 0 {
                 self.finish_close(key, now);
             }
+            return false;
+        }
+        if c.lingering.is_some() {
+            if c.peer_closed {
+                self.begin_close(key, now);
+                return false;
+            }
+            if c.recv == RecvState::None {
+                self.arm_input(key);
+            }
+            self.update_timer(key);
             return false;
         }
         if c.ops == 0 && matches!(c.out, Out::Idle) && self.try_migrate(key) {
@@ -507,7 +537,26 @@ impl Worker {
                         continue;
                     }
                     c.wait_until = None;
-                    self.start_file(key, file, offset, len, now);
+                    self.start_file(key, None, file, offset, len, now);
+                    break;
+                }
+                Transmit::FileWithHead {
+                    head,
+                    file,
+                    offset,
+                    len,
+                } => {
+                    assert!(
+                        head.len() < self.shared.pool.chunk_bytes() / 2,
+                        "head too long to share a chunk"
+                    );
+                    c.wait_until = None;
+                    if len == 0 {
+                        c.out = Out::Bytes { buf: head, sent: 0 };
+                        self.submit_send(key);
+                        break;
+                    }
+                    self.start_file(key, Some(head), file, offset, len, now);
                     break;
                 }
                 Transmit::WaitUntil(t) => {
@@ -534,7 +583,15 @@ impl Worker {
                     break;
                 }
                 Transmit::Close => {
-                    self.begin_close(key, now);
+                    if c.peer_closed || c.ops > 0 || self.shared.is_shutting_down() {
+                        self.begin_close(key, now);
+                    } else {
+                        // SAFETY: the fd is open (owned by the connection); shutdown has no memory effects.
+                        unsafe { libc::shutdown(c.fd.as_raw_fd(), libc::SHUT_WR) };
+                        c.lingering = Some(now + LINGER);
+                        c.wait_until = None;
+                        return true;
+                    }
                     return false;
                 }
             }
@@ -545,10 +602,6 @@ impl Worker {
         {
             let used = c.session.on_input(&c.input, now).min(c.input.len());
             c.input.drain(..used);
-            if c.input.is_empty() {
-                c.input = Vec::new();
-                c.input_reservation = None;
-            }
             if used > 0 {
                 return true;
             }
@@ -642,7 +695,9 @@ impl Worker {
         let fd = c.fd.as_raw_fd();
         let (ptr, len) = match &c.out {
             Out::Bytes { buf, sent } => (buf[*sent..].as_ptr(), buf.len() - sent),
-            Out::Sending { chunk, len, sent } => {
+            Out::Sending {
+                chunk, len, sent, ..
+            } => {
                 // SAFETY: `sent < len <= chunk_bytes`, inside the chunk this connection holds.
                 (
                     unsafe { self.shared.pool.ptr(chunk).add(*sent) } as *const u8,
@@ -679,17 +734,39 @@ impl Worker {
         }
     }
 
-    fn start_file(&mut self, key: usize, file: Arc<File>, offset: u64, len: u64, _now: Instant) {
+    fn start_file(
+        &mut self,
+        key: usize,
+        head: Option<Vec<u8>>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        _now: Instant,
+    ) {
         let Some(chunk) = self.shared.pool.lease() else {
             let c = &mut self.conns[key];
-            c.out = Out::WaitChunk { file, offset, len };
+            c.out = Out::WaitChunk {
+                head,
+                file,
+                offset,
+                len,
+            };
             self.chunk_waiters.push_back((key, c.gen));
             return;
         };
-        let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
+        let at = head.as_ref().map_or(0, |h| h.len());
+        if let Some(h) = &head {
+            // SAFETY: the chunk is leased to this connection (no operation uses it) and
+            // `h.len() < chunk_bytes / 2` (asserted in `drive`), so the copy stays inside it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(h.as_ptr(), self.shared.pool.ptr(&chunk), h.len())
+            };
+        }
+        let want = len.min((self.shared.pool.chunk_bytes() - at) as u64) as u32;
         let gen = self.conns[key].gen;
         if self.roles.contains(Roles::FILE) {
-            let ptr = self.shared.pool.ptr(&chunk);
+            // SAFETY: `at + want <= chunk_bytes`: the read lands inside the chunk.
+            let ptr = unsafe { self.shared.pool.ptr(&chunk).add(at) };
             let e = self
                 .read_entry(file.as_raw_fd(), ptr, want, offset, chunk.index())
                 .user_data(user_data(OP_READ, key, gen));
@@ -697,6 +774,7 @@ impl Worker {
             c.ops += 1;
             c.out = Out::Reading {
                 local: Some((chunk, file)),
+                head,
             };
             // SAFETY: the chunk and the file are held in `c.out` until the completion.
             self.push(e);
@@ -704,13 +782,14 @@ impl Worker {
             let tok = token(key, gen);
             let c = &mut self.conns[key];
             c.ops += 1;
-            c.out = Out::Reading { local: None };
+            c.out = Out::Reading { local: None, head };
             let target = self.pick_file_worker();
             let msg = Msg::Read {
                 file,
                 offset,
                 len: want,
                 chunk,
+                at: at as u32,
                 reply_to: self.index as u32,
                 token: tok,
             };
@@ -741,11 +820,16 @@ impl Worker {
                 continue;
             };
             if let Out::WaitChunk { .. } = c.out {
-                let Out::WaitChunk { file, offset, len } = std::mem::replace(&mut c.out, Out::Idle)
+                let Out::WaitChunk {
+                    head,
+                    file,
+                    offset,
+                    len,
+                } = std::mem::replace(&mut c.out, Out::Idle)
                 else {
                     unreachable!()
                 };
-                self.start_file(key, file, offset, len, now);
+                self.start_file(key, head, file, offset, len, now);
                 if let Some(c) = self.conns.get(key) {
                     if matches!(c.out, Out::WaitChunk { .. }) {
                         return; // Lost the race for the chunk; still queued.
@@ -759,7 +843,14 @@ impl Worker {
         self.shared.pool.give_back(chunk);
     }
 
-    fn after_read(&mut self, key: usize, chunk: Chunk, result: i32, now: Instant) {
+    fn after_read(
+        &mut self,
+        key: usize,
+        chunk: Chunk,
+        head: Option<Vec<u8>>,
+        result: i32,
+        now: Instant,
+    ) {
         let c = &mut self.conns[key];
         if c.closing || result <= 0 {
             self.release_chunk(chunk);
@@ -774,15 +865,17 @@ impl Worker {
                 } else {
                     io::Error::from_raw_os_error(-result)
                 };
-                c.session.on_sent(Err(err), None, now);
+                c.session.on_sent(Err(err), head, now);
             }
             self.drive(key, now);
             return;
         }
+        let at = head.as_ref().map_or(0, |h| h.len());
         c.out = Out::Sending {
             chunk,
-            len: result as usize,
+            len: at + result as usize,
             sent: 0,
+            head,
         };
         self.submit_send(key);
     }
@@ -792,6 +885,11 @@ impl Worker {
         let want = match (c.wait_until, c.session.deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        let want = if c.lingering.is_some() {
+            c.lingering
+        } else {
+            want
         };
         if c.timer.map(|(_, at)| at) == want {
             return;
@@ -810,6 +908,10 @@ impl Worker {
             return;
         };
         c.timer = None;
+        if c.lingering.is_some_and(|t| t <= now) {
+            self.begin_close(key, now);
+            return;
+        }
         if c.wait_until.is_some_and(|t| t <= now) {
             c.wait_until = None;
         }
@@ -876,14 +978,14 @@ impl Worker {
                 if res > 0 {
                     // SAFETY: the kernel wrote `res` bytes into the spare capacity we gave it.
                     unsafe { c.input.set_len(c.input.len() + res as usize) };
-                    if !c.closing {
+                    if c.lingering.is_some() {
+                        c.input.clear(); // discarded: the connection is closing
+                    } else if !c.closing {
                         let used = c.session.on_input(&c.input, now);
                         debug_assert!(used <= c.input.len());
+                        // The buffer stays with the connection: a keep-alive client's next request
+                        // is received straight away, without a poll first.
                         c.input.drain(..used.min(c.input.len()));
-                        if c.input.is_empty() {
-                            c.input = Vec::new();
-                            c.input_reservation = None;
-                        }
                     }
                 } else if res == 0 || res != -libc::ECANCELED {
                     c.peer_closed = true;
@@ -912,12 +1014,18 @@ impl Worker {
                             c.session.on_sent(Err(send_error(res)), Some(buf), now);
                         }
                     }
-                    Out::Sending { chunk, len, sent } => {
+                    Out::Sending {
+                        chunk,
+                        len,
+                        sent,
+                        head,
+                    } => {
                         if res > 0 && sent + (res as usize) < len && !c.closing {
                             c.out = Out::Sending {
                                 chunk,
                                 len,
                                 sent: sent + res as usize,
+                                head,
                             };
                             self.submit_send(key);
                             return;
@@ -925,9 +1033,13 @@ impl Worker {
                         self.release_chunk(chunk);
                         let c = &mut self.conns[key];
                         if res > 0 && !c.closing {
-                            c.session.on_sent(Ok(len as u64), None, now);
+                            let head_len = head.as_ref().map_or(0, |h| h.len());
+                            if head.is_some() {
+                                c.session.on_sent(Ok(head_len as u64), head, now);
+                            }
+                            c.session.on_sent(Ok((len - head_len) as u64), None, now);
                         } else if !c.closing {
-                            c.session.on_sent(Err(send_error(res)), None, now);
+                            c.session.on_sent(Err(send_error(res)), head, now);
                         }
                     }
                     other => {
@@ -939,11 +1051,12 @@ impl Worker {
             OP_READ => {
                 let Out::Reading {
                     local: Some((chunk, _file)),
+                    head,
                 } = std::mem::replace(&mut c.out, Out::Idle)
                 else {
                     unreachable!("read completion without a read")
                 };
-                self.after_read(key, chunk, res, now);
+                self.after_read(key, chunk, head, res, now);
                 return;
             }
             _ => debug_assert!(false, "unknown op {op}"),
@@ -1029,6 +1142,7 @@ fn transmit_name(t: &Transmit) -> &'static str {
     match t {
         Transmit::Bytes(_) => "bytes",
         Transmit::File { .. } => "file",
+        Transmit::FileWithHead { .. } => "head+file",
         Transmit::WaitUntil(_) => "wait",
         Transmit::Idle => "idle",
         Transmit::Job(_) => "job",

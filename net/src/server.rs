@@ -300,6 +300,9 @@ pub struct HttpSession {
 
 const ALLOW_MEDIA: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
 const PACE_CHUNK_MIN_BYTES: u64 = 64 * 1024;
+/// Response heads up to this size share a send with the first body bytes (below half the
+/// smallest pool chunk the configuration allows, 4096 bytes).
+const HEAD_WITH_BODY_BYTES_MAX: usize = 2000;
 
 fn is_segment(name: &str) -> bool {
     let ext = name
@@ -1014,6 +1017,23 @@ impl HttpSession {
     }
 }
 
+impl HttpSession {
+    /// How many of `want` body bytes pacing lets the stream send now, or when to ask again.
+    fn pace_allows(r: &Respond, want: u64, now: Instant) -> Result<u64, Instant> {
+        let Some(p) = &r.pace else { return Ok(want) };
+        let elapsed = now.saturating_duration_since(p.start).as_secs_f64();
+        let budget = p.burst_bytes as f64 + p.rate_bytes_per_sec * elapsed;
+        let slack = budget - r.body_sent as f64;
+        let need = want.min(PACE_CHUNK_MIN_BYTES) as f64;
+        if slack >= need {
+            Ok(want.min(slack as u64))
+        } else {
+            let secs = (need - slack) / p.rate_bytes_per_sec;
+            Err(now + Duration::from_secs_f64(secs.clamp(0.001, 60.0)))
+        }
+    }
+}
+
 impl Session for HttpSession {
     fn on_input(&mut self, input: &[u8], now: Instant) -> usize {
         self.last_activity = now;
@@ -1092,21 +1112,28 @@ impl Session for HttpSession {
             },
             State::Respond(r) => {
                 if let Some(h) = r.head.take() {
+                    // A head and the start of a plain body leave in one send when pacing allows.
+                    if let BodyOut::File {
+                        file,
+                        offset,
+                        remaining,
+                    } = &r.body
+                    {
+                        let (file, offset, want) = (Arc::clone(file), *offset, *remaining);
+                        if want > 0 && h.len() <= HEAD_WITH_BODY_BYTES_MAX {
+                            if let Ok(len) = Self::pace_allows(r, want, now) {
+                                return Transmit::FileWithHead {
+                                    head: h,
+                                    file,
+                                    offset,
+                                    len,
+                                };
+                            }
+                        }
+                    }
                     return Transmit::Bytes(h);
                 }
-                let allowed = |r: &Respond, want: u64| -> Result<u64, Instant> {
-                    let Some(p) = &r.pace else { return Ok(want) };
-                    let elapsed = now.saturating_duration_since(p.start).as_secs_f64();
-                    let budget = p.burst_bytes as f64 + p.rate_bytes_per_sec * elapsed;
-                    let slack = budget - r.body_sent as f64;
-                    let need = want.min(PACE_CHUNK_MIN_BYTES) as f64;
-                    if slack >= need {
-                        Ok(want.min(slack as u64))
-                    } else {
-                        let secs = (need - slack) / p.rate_bytes_per_sec;
-                        Err(now + Duration::from_secs_f64(secs.clamp(0.001, 60.0)))
-                    }
-                };
+                let allowed = |r: &Respond, want: u64| Self::pace_allows(r, want, now);
                 match &mut r.body {
                     BodyOut::File {
                         file,
