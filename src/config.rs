@@ -58,6 +58,8 @@ pub struct EngineSection {
     pub buffer_pool_bytes: usize,
     pub ring_entries: u32,
     pub fixed_buffers: bool,
+    /// "splice" or "read-send".
+    pub send_path: String,
     pub listen_backlog: u32,
     pub jobs_max: usize,
 }
@@ -160,6 +162,7 @@ impl Default for EngineSection {
             buffer_pool_bytes: 128 << 20,
             ring_entries: 1024,
             fixed_buffers: true,
+            send_path: "splice".into(),
             listen_backlog: 4096,
             jobs_max: 256,
         }
@@ -303,6 +306,12 @@ impl Config {
         if !(8..=32768).contains(&e.ring_entries) || !e.ring_entries.is_power_of_two() {
             bail!("[engine] ring_entries must be a power of two between 8 and 32768");
         }
+        if !matches!(e.send_path.as_str(), "splice" | "read-send") {
+            bail!(
+                "[engine] send_path must be \"splice\" or \"read-send\" (got {:?})",
+                e.send_path
+            );
+        }
         if e.jobs_max == 0 {
             bail!("[engine] jobs_max must be at least 1");
         }
@@ -374,6 +383,11 @@ impl Config {
         engine.chunks = self.engine.buffer_pool_bytes / self.engine.chunk_bytes;
         engine.ring_entries = self.engine.ring_entries;
         engine.fixed_buffers = self.engine.fixed_buffers;
+        engine.send_path = if self.engine.send_path == "read-send" {
+            oasis_engine::SendPath::ReadSend
+        } else {
+            oasis_engine::SendPath::Splice
+        };
         engine.listen_backlog = self.engine.listen_backlog;
         engine.pin = self.engine.pin;
         engine.jobs_max = self.engine.jobs_max;

@@ -22,5 +22,7 @@ mod worker;
 
 pub use layout::{Layout, Roles};
 pub use resource::{Reservation, ReserveError, Resource, ResourceLimits, ResourceManager};
-pub use runtime::{Engine, EngineConfig, EngineHandle, JobRejected, Listener, StartError};
+pub use runtime::{
+    Engine, EngineConfig, EngineHandle, JobRejected, Listener, SendPath, StartError,
+};
 pub use session::{ConnInfo, Job, JobResult, Phase, Service, Session, Transmit};

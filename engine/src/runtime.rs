@@ -45,6 +45,8 @@ pub struct EngineConfig {
     pub jobs_max: usize,
     /// Register the pool with the rings (READ_FIXED).
     pub fixed_buffers: bool,
+    /// How file bytes reach the socket: [`SendPath::ReadSend`] or [`SendPath::Splice`].
+    pub send_path: SendPath,
     pub listen_backlog: u32,
     /// Pin workers to their cores.
     pub pin: bool,
@@ -61,11 +63,27 @@ impl EngineConfig {
             connections_per_worker_max: 65_536,
             jobs_max: 256,
             fixed_buffers: true,
+            send_path: SendPath::Splice,
             listen_backlog: 4096,
             pin: true,
         }
     }
 }
+
+/// How file bytes reach a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendPath {
+    /// READ (fixed buffer) into a pool chunk, then SEND: one copy in, one copy out; works for any
+    /// file and lets a response head share the send with small bodies.
+    ReadSend,
+    /// SPLICE file -> pipe -> socket: page references move, no copy in the server. Used for body
+    /// chunks of at least `SPLICE_MIN_BYTES`; smaller ones (and a head with its first bytes) take
+    /// `ReadSend`. In split layouts the data worker's splice does the disk read (file workers idle).
+    Splice,
+}
+
+/// Body pieces smaller than this take the read-send path even when splicing.
+pub const SPLICE_MIN_BYTES: u64 = 64 * 1024;
 
 /// One listen address and the protocol it speaks.
 pub struct Listener {

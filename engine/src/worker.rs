@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use slab::Slab;
 use crate::layout::Roles;
 use crate::pool::Chunk;
 use crate::resource::{Reservation, Resource};
-use crate::runtime::{JobMsg, JobRejected, Shared};
+use crate::runtime::{JobMsg, JobRejected, SendPath, Shared, SPLICE_MIN_BYTES};
 use crate::session::{ConnInfo, JobResult, Phase, Session, Transmit};
 use crate::timer::Wheel;
 
@@ -65,6 +65,9 @@ const OP_SEND: u64 = 4;
 const OP_READ: u64 = 5;
 const OP_REMOTE_READ: u64 = 6;
 const OP_CANCEL: u64 = 7;
+const OP_SPLICE_IN: u64 = 8;
+const OP_SPLICE_OUT: u64 = 9;
+const OP_POLL_OUT: u64 = 10;
 
 const GEN_MASK: u32 = (1 << 24) - 1;
 /// Longest lingering close (see `Conn::lingering`).
@@ -120,7 +123,22 @@ enum Out {
         sent: usize,
         head: Option<Vec<u8>>,
     },
+    /// Splicing: the file fills the pipe (`in_pipe == 0`, waiting for SPLICE_IN), then the pipe
+    /// drains to the socket (SPLICE_OUT, or a POLLOUT wait when the socket is full).
+    Splicing {
+        _file: Arc<File>,
+        pipe: Pipe,
+        in_pipe: usize,
+        total: usize,
+    },
     Job,
+}
+
+/// A pipe for splicing, sized to one pool chunk, reserved as memory, reused across streams.
+pub(crate) struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    _memory: Reservation,
 }
 
 /// One connection. Moves between workers whole (`Msg::Adopt`) when nothing is in flight.
@@ -160,6 +178,10 @@ pub(crate) struct Worker {
     wake_armed: bool,
     fixed_buffers: bool,
     next_file_worker: usize,
+    /// Empty pipes ready for reuse, and how many this worker may hold in all.
+    pipes: Vec<Pipe>,
+    pipes_out: usize,
+    pipes_max: usize,
     due: Vec<u32>,
     shutdown_seen: bool,
 }
@@ -189,6 +211,11 @@ impl Worker {
                 Err(e) => tracing::warn!("worker {index}: fixed buffers unavailable ({e}); using plain reads"),
             }
         }
+        // Splices run in io_uring's worker threads; bound the ones that wait on sockets.
+        let mut iowq_max = [0u32, 64u32];
+        if let Err(e) = ring.submitter().register_iowq_max_workers(&mut iowq_max) {
+            tracing::debug!("worker {index}: cannot bound io-wq workers: {e}");
+        }
         Ok(Worker {
             index,
             roles,
@@ -202,6 +229,9 @@ impl Worker {
             wake_armed: false,
             fixed_buffers,
             next_file_worker: index,
+            pipes: Vec::new(),
+            pipes_out: 0,
+            pipes_max: (shared.config.chunks / shared.workers.len()).max(1),
             due: Vec::new(),
             shutdown_seen: false,
             shared,
@@ -537,6 +567,12 @@ impl Worker {
                         continue;
                     }
                     c.wait_until = None;
+                    if self.shared.config.send_path == SendPath::Splice
+                        && len >= SPLICE_MIN_BYTES
+                        && self.start_splice(key, &file, offset, len)
+                    {
+                        break;
+                    }
                     self.start_file(key, None, file, offset, len, now);
                     break;
                 }
@@ -797,6 +833,171 @@ impl Worker {
         }
     }
 
+    fn take_pipe(&mut self) -> Option<Pipe> {
+        if let Some(p) = self.pipes.pop() {
+            self.pipes_out += 1;
+            return Some(p);
+        }
+        if self.pipes_out >= self.pipes_max {
+            return None;
+        }
+        let bytes = self.shared.pool.chunk_bytes();
+        let memory = self
+            .shared
+            .rm
+            .reserve(Resource::MemoryBytes, bytes as u64)
+            .ok()?;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            tracing::warn!(
+                "worker {}: pipe2 failed: {}; reading instead of splicing",
+                self.index,
+                io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: pipe2 succeeded: both descriptors are new and ours.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ on our pipe; failure leaves the default size, which still works.
+        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+        self.pipes_out += 1;
+        Some(Pipe {
+            read,
+            write,
+            _memory: memory,
+        })
+    }
+
+    /// Returns a pipe; one that may still hold bytes (an error mid-splice) is closed instead.
+    fn put_pipe(&mut self, pipe: Pipe, empty: bool) {
+        self.pipes_out -= 1;
+        if empty {
+            self.pipes.push(pipe);
+        }
+    }
+
+    /// Starts splicing up to one chunk of `file` to the socket; false if no pipe is free.
+    fn start_splice(&mut self, key: usize, file: &Arc<File>, offset: u64, len: u64) -> bool {
+        let Some(pipe) = self.take_pipe() else {
+            return false;
+        };
+        let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
+        let c = &mut self.conns[key];
+        let e = opcode::Splice::new(
+            types::Fd(file.as_raw_fd()),
+            offset as i64,
+            types::Fd(pipe.write.as_raw_fd()),
+            -1,
+            want,
+        )
+        .build()
+        .user_data(user_data(OP_SPLICE_IN, key, c.gen));
+        c.ops += 1;
+        c.out = Out::Splicing {
+            _file: Arc::clone(file),
+            pipe,
+            in_pipe: 0,
+            total: 0,
+        };
+        // SAFETY: no buffers; the file and the pipe are held in `c.out` until the completion.
+        self.push(e);
+        true
+    }
+
+    fn submit_splice_out(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        let Out::Splicing { pipe, in_pipe, .. } = &c.out else {
+            unreachable!("splice out without a pipe")
+        };
+        let e = opcode::Splice::new(
+            types::Fd(pipe.read.as_raw_fd()),
+            -1,
+            types::Fd(c.fd.as_raw_fd()),
+            -1,
+            *in_pipe as u32,
+        )
+        .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MORE)
+        .build()
+        .user_data(user_data(OP_SPLICE_OUT, key, c.gen));
+        c.ops += 1;
+        // SAFETY: no buffers; the pipe is held in `c.out`, the socket by the connection.
+        self.push(e);
+    }
+
+    /// A splice step completed; `op` says which.
+    fn on_splice(&mut self, key: usize, op: u64, res: i32, now: Instant) {
+        let c = &mut self.conns[key];
+        let Out::Splicing { in_pipe, total, .. } = &mut c.out else {
+            unreachable!("splice completion without a splice")
+        };
+        let failed = match op {
+            OP_SPLICE_IN if res > 0 => {
+                *in_pipe = res as usize;
+                None
+            }
+            OP_SPLICE_IN if res == 0 => Some(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object file shorter than its catalog size",
+            )),
+            OP_SPLICE_OUT if res > 0 => {
+                *in_pipe -= res as usize;
+                *total += res as usize;
+                None
+            }
+            OP_SPLICE_OUT | OP_POLL_OUT
+                if res == -libc::EAGAIN || (op == OP_POLL_OUT && res > 0) =>
+            {
+                None
+            }
+            _ => Some(if res < 0 {
+                io::Error::from_raw_os_error(-res)
+            } else {
+                send_error(res)
+            }),
+        };
+        if c.closing || failed.is_some() {
+            let Out::Splicing { pipe, in_pipe, .. } = std::mem::replace(&mut c.out, Out::Idle)
+            else {
+                unreachable!()
+            };
+            let closing = c.closing;
+            self.put_pipe(pipe, in_pipe == 0);
+            if !closing {
+                let c = &mut self.conns[key];
+                c.session
+                    .on_sent(Err(failed.expect("set above")), None, now);
+            }
+            self.drive(key, now);
+            return;
+        }
+        if op == OP_SPLICE_OUT && res == -libc::EAGAIN {
+            // The socket is full: wait until it can take more.
+            let e = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
+                .build()
+                .user_data(user_data(OP_POLL_OUT, key, c.gen));
+            c.ops += 1;
+            // SAFETY: no buffers; the socket is owned by the connection.
+            self.push(e);
+            return;
+        }
+        let Out::Splicing { in_pipe, .. } = &c.out else {
+            unreachable!()
+        };
+        if *in_pipe > 0 {
+            self.submit_splice_out(key);
+            return;
+        }
+        // The chunk is out.
+        let Out::Splicing { pipe, total, .. } = std::mem::replace(&mut c.out, Out::Idle) else {
+            unreachable!()
+        };
+        self.put_pipe(pipe, true);
+        let c = &mut self.conns[key];
+        c.session.on_sent(Ok(total as u64), None, now);
+        self.drive(key, now);
+    }
+
     fn pick_file_worker(&mut self) -> usize {
         let n = self.shared.workers.len();
         for _ in 0..n {
@@ -1048,6 +1249,10 @@ impl Worker {
                     }
                 }
             }
+            OP_SPLICE_IN | OP_SPLICE_OUT | OP_POLL_OUT => {
+                self.on_splice(key, op, res, now);
+                return;
+            }
             OP_READ => {
                 let Out::Reading {
                     local: Some((chunk, _file)),
@@ -1087,8 +1292,10 @@ impl Worker {
         if let Some((slot, _)) = c.timer.take() {
             self.wheel.remove(key as u32, slot);
         }
-        if let Out::Sending { chunk, .. } = std::mem::replace(&mut c.out, Out::Idle) {
-            self.release_chunk(chunk);
+        match std::mem::replace(&mut c.out, Out::Idle) {
+            Out::Sending { chunk, .. } => self.release_chunk(chunk),
+            Out::Splicing { pipe, in_pipe, .. } => self.put_pipe(pipe, in_pipe == 0),
+            _ => {}
         }
         c.session.on_close(now);
         self.shared.workers[self.index]

@@ -5,7 +5,8 @@
 //! the session moves from a command worker to a data worker, and file reads go to a file worker),
 //! then returns to Command phase for the next request on the same connection. The test checks
 //! every byte, many clients at once, keep-alive, the connection count going back to zero, and a
-//! graceful shutdown that lets an in-flight response finish.
+//! graceful shutdown that lets an in-flight response finish. Both send paths (splice, and read
+//! into a pool chunk then send) are run.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -125,6 +126,13 @@ fn free_port() -> SocketAddr {
 }
 
 fn start(layout: &str) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
+    start_with(layout, oasis_engine::SendPath::Splice)
+}
+
+fn start_with(
+    layout: &str,
+    send_path: oasis_engine::SendPath,
+) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -146,6 +154,7 @@ fn start(layout: &str) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::T
     cfg.chunk_bytes = 64 * 1024;
     cfg.chunks = 8; // fewer chunks than clients: waiting for a chunk is exercised too
     cfg.connections_per_worker_max = 256;
+    cfg.send_path = send_path;
     let addr = free_port();
     let service: Arc<dyn Service> = Arc::new(Lines {
         file: Arc::new(File::open(&path).unwrap()),
@@ -211,6 +220,17 @@ fn combined_layout_streams_every_byte() {
     wait_for_zero(&rm);
     engine.shutdown(Duration::from_secs(5));
     engine.join();
+}
+
+#[test]
+fn read_send_path_streams_every_byte_in_both_layouts() {
+    for layout in ["combined", "f=1,nc=1,nd=1"] {
+        let (engine, addr, rm, _dir) = start_with(layout, oasis_engine::SendPath::ReadSend);
+        run_clients(addr);
+        wait_for_zero(&rm);
+        engine.shutdown(Duration::from_secs(5));
+        engine.join();
+    }
 }
 
 #[test]
