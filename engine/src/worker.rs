@@ -70,6 +70,11 @@ const OP_SPLICE_OUT: u64 = 9;
 const OP_POLL_OUT: u64 = 10;
 
 const GEN_MASK: u32 = (1 << 24) - 1;
+/// Pipes one worker keeps for splicing at most (two descriptors each).
+const PIPES_PER_WORKER_MAX: usize = 4096;
+/// What one pipe is reserved as: its kernel bookkeeping. The bytes in a pipe are page-cache pages
+/// it references, not copies.
+const PIPE_MEMORY_BYTES: u64 = 4096;
 /// Longest lingering close (see `Conn::lingering`).
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -134,7 +139,7 @@ enum Out {
     Job,
 }
 
-/// A pipe for splicing, sized to one pool chunk, reserved as memory, reused across streams.
+/// A pipe for splicing, sized to one pool chunk, reserved with the Resource Manager, reused.
 pub(crate) struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
@@ -231,7 +236,7 @@ impl Worker {
             next_file_worker: index,
             pipes: Vec::new(),
             pipes_out: 0,
-            pipes_max: (shared.config.chunks / shared.workers.len()).max(1),
+            pipes_max: PIPES_PER_WORKER_MAX.min(shared.config.connections_per_worker_max),
             due: Vec::new(),
             shutdown_seen: false,
             shared,
@@ -845,7 +850,7 @@ impl Worker {
         let memory = self
             .shared
             .rm
-            .reserve(Resource::MemoryBytes, bytes as u64)
+            .reserve(Resource::MemoryBytes, PIPE_MEMORY_BYTES)
             .ok()?;
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
