@@ -165,7 +165,9 @@ impl HlsDurations {
         self.segments.get(segment).map(|(_, ms)| *ms)
     }
 
-    pub(crate) fn forget_playlist(&mut self, playlist: &str) {
+    /// Forgets what `playlist` said; returns the segments whose duration came from it.
+    pub(crate) fn forget_playlist(&mut self, playlist: &str) -> Vec<String> {
+        let mut orphaned = Vec::new();
         for segment in self.by_playlist.remove(playlist).unwrap_or_default() {
             if self
                 .segments
@@ -173,8 +175,10 @@ impl HlsDurations {
                 .is_some_and(|(p, _)| p == playlist)
             {
                 self.segments.remove(&segment);
+                orphaned.push(segment);
             }
         }
+        orphaned
     }
 
     /// Replaces what `playlist` said with `entries` (already resolved to object names).
@@ -645,10 +649,31 @@ impl Store {
                 });
             };
             self.inner.fault_point(FaultPoint::DeleteCommitted);
-            if bitrate::is_playlist_name(name) {
-                committer.hls.forget_playlist(name);
-            }
+            let orphaned = if bitrate::is_playlist_name(name) {
+                committer.hls.forget_playlist(name)
+            } else {
+                Vec::new()
+            };
             let entry = self.inner.index_write().remove(name);
+            // Segments whose bitrate came from this playlist fall back to the default.
+            let resets: Vec<(String, BitrateUpdate)> = {
+                let index = self.inner.index_read();
+                orphaned
+                    .into_iter()
+                    .filter_map(|seg| {
+                        let e = index.get(&seg)?;
+                        (e.meta.bitrate_source == BitrateSource::HlsExtinf).then(|| {
+                            let u = BitrateUpdate {
+                                id: e.meta.id,
+                                bitrate_bps: self.inner.config.default_bitrate_bps,
+                                bitrate_source: BitrateSource::Default,
+                            };
+                            (seg, u)
+                        })
+                    })
+                    .collect()
+            };
+            self.inner.apply_bitrate_updates(&mut committer, &resets);
             debug_assert!(
                 entry.as_ref().is_some_and(|e| e.meta.id == removed.id),
                 "index and catalog disagree"

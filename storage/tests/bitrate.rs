@@ -190,3 +190,41 @@ fn hls_segments_get_extinf_bitrates_before_and_after_their_playlist() {
         .unwrap();
     assert_eq!(m2.bitrate_source, BitrateSource::Default);
 }
+
+#[test]
+fn deleting_a_playlist_returns_its_segments_to_the_default_bitrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let default_bps = config(dir.path()).default_bitrate_bps;
+    store
+        .put(
+            "show/seg0.ts",
+            &vec![1u8; 100_000],
+            UploadOptions::default(),
+        )
+        .unwrap();
+    store
+        .put(
+            "show/index.m3u8",
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\nseg0.ts\n#EXT-X-ENDLIST\n",
+            UploadOptions::default(),
+        )
+        .unwrap();
+    let seg = store.lookup("show/seg0.ts").unwrap();
+    assert_eq!(seg.bitrate_source, BitrateSource::HlsExtinf);
+    assert_eq!(seg.bitrate_bps, 200_000, "100,000 bytes over 4 s");
+    store.delete("show/index.m3u8").unwrap();
+    let seg = store.lookup("show/seg0.ts").unwrap();
+    assert_eq!(
+        (seg.bitrate_source, seg.bitrate_bps),
+        (BitrateSource::Default, default_bps)
+    );
+    // The catalog agrees after a restart.
+    drop(store);
+    let (store, _) = open(dir.path());
+    let seg = store.lookup("show/seg0.ts").unwrap();
+    assert_eq!(
+        (seg.bitrate_source, seg.bitrate_bps),
+        (BitrateSource::Default, default_bps)
+    );
+}
