@@ -407,6 +407,13 @@ impl HttpSession {
         }));
     }
 
+    /// Refuses with 503 and `Retry-After`, counted by `reason` in `oasis_admissions_refused_total`.
+    fn refuse(&mut self, reason: &str, now: Instant) {
+        self.svc.metrics.refused(reason);
+        let retry = [("Retry-After", self.svc.cfg.retry_after_secs.to_string())];
+        self.error(503, &retry, false, now);
+    }
+
     fn respond_small(
         &mut self,
         status: u16,
@@ -654,13 +661,7 @@ impl HttpSession {
         let mut pace = None;
         if !head_only && size > 0 {
             if self.svc.rm.is_critical() {
-                self.svc.metrics.refused("critical_event");
-                return self.error(
-                    503,
-                    &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
-                    false,
-                    now,
-                );
+                return self.refuse("critical_event", now);
             }
             let known = meta.bitrate_source != BitrateSource::Default;
             let factor = if is_segment(name) {
@@ -687,14 +688,8 @@ impl HttpSession {
             match taken {
                 Ok(a) => admission = Some(a),
                 Err(e) => {
-                    self.svc.metrics.refused(&e.resource.to_string());
                     tracing::debug!("stream of {name} refused: {e}");
-                    return self.error(
-                        503,
-                        &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
-                        false,
-                        now,
-                    );
+                    return self.refuse(&e.resource.to_string(), now);
                 }
             }
             if paced && rate_bps > 0 {
@@ -821,13 +816,7 @@ impl HttpSession {
         };
         if self.svc.rm.is_critical() {
             self.keep_alive = false;
-            self.svc.metrics.refused("critical_event");
-            return self.error(
-                503,
-                &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
-                false,
-                now,
-            );
+            return self.refuse("critical_event", now);
         }
         let bitrate_bps = query_param(head.query.as_deref(), "bitrate")
             .and_then(|b| b.parse::<u64>().ok())
@@ -1234,13 +1223,7 @@ impl Session for HttpSession {
         };
         if result.is::<JobRejected>() {
             self.keep_alive = false;
-            self.svc.metrics.refused("job_queue");
-            return self.error(
-                503,
-                &[("Retry-After", self.svc.cfg.retry_after_secs.to_string())],
-                false,
-                now,
-            );
+            return self.refuse("job_queue", now);
         }
         match kind {
             JobKind::Finish { replaced } => match result
