@@ -58,6 +58,8 @@ pub struct EngineSection {
     pub buffer_pool_bytes: usize,
     pub ring_entries: u32,
     pub fixed_buffers: bool,
+    pub recv_buffers: usize,
+    pub recv_buffer_bytes: usize,
     /// "splice" or "read-send".
     pub send_path: String,
     pub listen_backlog: u32,
@@ -162,6 +164,8 @@ impl Default for EngineSection {
             buffer_pool_bytes: 128 << 20,
             ring_entries: 1024,
             fixed_buffers: true,
+            recv_buffers: 2048,
+            recv_buffer_bytes: 4096,
             send_path: "splice".into(),
             listen_backlog: 4096,
             jobs_max: 256,
@@ -306,6 +310,12 @@ impl Config {
         if !(8..=32768).contains(&e.ring_entries) || !e.ring_entries.is_power_of_two() {
             bail!("[engine] ring_entries must be a power of two between 8 and 32768");
         }
+        if e.recv_buffers != 0 && (e.recv_buffers > 32768 || !e.recv_buffers.is_power_of_two()) {
+            bail!("[engine] recv_buffers must be 0 (off) or a power of two up to 32768");
+        }
+        if !(512..=65536).contains(&e.recv_buffer_bytes) {
+            bail!("[engine] recv_buffer_bytes must be between 512 and 65536");
+        }
         if !matches!(e.send_path.as_str(), "splice" | "read-send") {
             bail!(
                 "[engine] send_path must be \"splice\" or \"read-send\" (got {:?})",
@@ -383,6 +393,8 @@ impl Config {
         engine.chunks = self.engine.buffer_pool_bytes / self.engine.chunk_bytes;
         engine.ring_entries = self.engine.ring_entries;
         engine.fixed_buffers = self.engine.fixed_buffers;
+        engine.recv_buffers = self.engine.recv_buffers;
+        engine.recv_buffer_bytes = self.engine.recv_buffer_bytes;
         engine.send_path = if self.engine.send_path == "read-send" {
             oasis_engine::SendPath::ReadSend
         } else {

@@ -9,6 +9,7 @@
 //! [`pool`] are the bounded parts the loop uses; [`resource`] and [`observer`] are the Resource
 //! Manager; [`probe`] checks io_uring at start-up.
 
+mod bufring;
 pub mod layout;
 pub mod mailbox;
 pub mod observer;

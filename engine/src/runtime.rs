@@ -39,6 +39,11 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Per-connection input buffer (request heads, upload bodies in flight).
     pub input_bytes_max: usize,
+    /// Provided receive buffers per worker for multishot receives (a power of two; 0 turns
+    /// multishot receive off: connections poll, then receive into their own buffer).
+    pub recv_buffers: usize,
+    /// Size of one provided receive buffer.
+    pub recv_buffer_bytes: usize,
     /// Connections one worker may hold; also sizes its mailbox.
     pub connections_per_worker_max: usize,
     /// Blocking jobs queued for the catalog thread at most.
@@ -60,6 +65,8 @@ impl EngineConfig {
             chunks: 512,
             ring_entries: 1024,
             input_bytes_max: 16 * 1024,
+            recv_buffers: 2048,
+            recv_buffer_bytes: 4096,
             connections_per_worker_max: 65_536,
             jobs_max: 256,
             fixed_buffers: true,

@@ -19,9 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use crate::bufring::RecvBuffers;
 use crate::layout::Roles;
 use crate::pool::Chunk;
 use crate::resource::{Reservation, Resource};
@@ -68,6 +69,7 @@ const OP_CANCEL: u64 = 7;
 const OP_SPLICE_IN: u64 = 8;
 const OP_SPLICE_OUT: u64 = 9;
 const OP_POLL_OUT: u64 = 10;
+const OP_RECV_MULTI: u64 = 11;
 
 const GEN_MASK: u32 = (1 << 24) - 1;
 /// Pipes one worker keeps for splicing at most (two descriptors each).
@@ -98,8 +100,12 @@ fn token(key: usize, gen: u32) -> u64 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum RecvState {
     None,
+    /// Waiting for readability before giving the connection a buffer (no provided buffers).
     Polling,
+    /// A single receive into the spare capacity of `Conn::input`.
     Receiving,
+    /// A multishot receive into the worker's provided buffers; `input` is free to touch.
+    Multishot,
 }
 
 enum Out {
@@ -154,6 +160,10 @@ pub(crate) struct Conn {
     input: Vec<u8>,
     input_reservation: Option<Reservation>,
     recv: RecvState,
+    /// A cancel of the multishot receive is on its way (input backpressure).
+    recv_cancelling: bool,
+    /// The provided buffers ran out under this connection: receive once into `input` instead.
+    no_bufs: bool,
     out: Out,
     /// Ring operations, remote reads and jobs in flight.
     ops: u32,
@@ -182,6 +192,10 @@ pub(crate) struct Worker {
     wake_buf: Box<u64>,
     wake_armed: bool,
     fixed_buffers: bool,
+    /// Provided receive buffers; present when this worker keeps its connections (it has both
+    /// the command and data roles, so they never migrate) and the kernel has buffer rings.
+    recv_bufs: Option<RecvBuffers>,
+    _recv_reservation: Option<Reservation>,
     next_file_worker: usize,
     /// Empty pipes ready for reuse, and how many this worker may hold in all.
     pipes: Vec<Pipe>,
@@ -221,10 +235,13 @@ impl Worker {
         if let Err(e) = ring.submitter().register_iowq_max_workers(&mut iowq_max) {
             tracing::debug!("worker {index}: cannot bound io-wq workers: {e}");
         }
+        let (recv_bufs, recv_reservation) = Self::recv_buffers(index, roles, &ring, &shared);
         Ok(Worker {
             index,
             roles,
             ring,
+            recv_bufs,
+            _recv_reservation: recv_reservation,
             conns: Slab::new(),
             next_gen: 1,
             wheel: Wheel::new(Instant::now()),
@@ -241,6 +258,40 @@ impl Worker {
             shutdown_seen: false,
             shared,
         })
+    }
+
+    /// Sets up provided receive buffers when this worker can use multishot receives; on any
+    /// failure (no memory budget, old kernel) it says why once and connections poll instead.
+    fn recv_buffers(
+        index: usize,
+        roles: Roles,
+        ring: &IoUring,
+        shared: &Shared,
+    ) -> (Option<RecvBuffers>, Option<Reservation>) {
+        let cfg = &shared.config;
+        if cfg.recv_buffers == 0 || !(roles.contains(Roles::COMMAND) && roles.contains(Roles::DATA))
+        {
+            return (None, None);
+        }
+        let bytes = (cfg.recv_buffers * cfg.recv_buffer_bytes) as u64;
+        let reservation = match shared.rm.reserve(Resource::MemoryBytes, bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    "worker {index}: no memory for receive buffers ({e}); polling instead"
+                );
+                return (None, None);
+            }
+        };
+        match RecvBuffers::register(ring, cfg.recv_buffers, cfg.recv_buffer_bytes) {
+            Ok(b) => (Some(b), Some(reservation)),
+            Err(e) => {
+                tracing::warn!(
+                    "worker {index}: provided receive buffers unavailable ({e}); polling instead"
+                );
+                (None, None)
+            }
+        }
     }
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -322,6 +373,9 @@ impl Worker {
             self.drain_completions();
         }
         me.conns.store(0, Ordering::Relaxed);
+        if let Some(bufs) = self.recv_bufs.take() {
+            bufs.teardown(&self.ring);
+        }
         tracing::debug!(
             "worker {} exits after {loops} loops, {:?}",
             self.index,
@@ -341,8 +395,8 @@ impl Worker {
                 return;
             }
             let now = Instant::now();
-            for (ud, res, _flags) in batch {
-                self.on_completion(ud, res, now);
+            for (ud, res, flags) in batch {
+                self.on_completion(ud, res, flags, now);
             }
         }
     }
@@ -495,6 +549,8 @@ impl Worker {
             input: Vec::new(),
             input_reservation: None,
             recv: RecvState::None,
+            recv_cancelling: false,
+            no_bufs: false,
             out: Out::Idle,
             ops: 0,
             closing: false,
@@ -639,10 +695,18 @@ impl Worker {
         }
         // Input: first what is already buffered (pipelined requests), then the socket.
         let c = &mut self.conns[key];
-        if c.recv == RecvState::None && !c.closing && !c.input.is_empty() && c.session.wants_input()
+        if c.recv != RecvState::Receiving
+            && !c.closing
+            && !c.input.is_empty()
+            && c.session.wants_input()
         {
             let used = c.session.on_input(&c.input, now).min(c.input.len());
             c.input.drain(..used);
+            if c.input.is_empty() && c.recv == RecvState::Multishot {
+                // Between requests a connection with provided buffers holds no input memory.
+                c.input = Vec::new();
+                c.input_reservation = None;
+            }
             if used > 0 {
                 return true;
             }
@@ -704,6 +768,28 @@ impl Worker {
     fn arm_input(&mut self, key: usize) {
         let c = &mut self.conns[key];
         let fd = c.fd.as_raw_fd();
+        if self.recv_bufs.is_some() && !c.no_bufs {
+            if c.input.len() >= self.shared.config.input_bytes_max {
+                return; // Backpressure: the session must consume buffered input first.
+            }
+            c.recv = RecvState::Multishot;
+            c.recv_cancelling = false;
+            c.ops += 1;
+            let e = opcode::RecvMulti::new(types::Fd(fd), crate::bufring::GROUP)
+                .build()
+                .user_data(user_data(OP_RECV_MULTI, key, c.gen));
+            // SAFETY: the kernel picks buffers from the worker's registered ring, which outlives
+            // every operation; the fd is owned by the connection, which outlives the receive.
+            self.push(e);
+            return;
+        }
+        if c.no_bufs && c.input.capacity() == 0 {
+            // Bytes are waiting (the buffers ran out while they arrived): no poll first.
+            if !self.give_input_buffer(key) {
+                return;
+            }
+        }
+        let c = &mut self.conns[key];
         if c.input.capacity() == 0 {
             // Idle connections hold no buffer: poll first, allocate when bytes arrive.
             c.recv = RecvState::Polling;
@@ -729,6 +815,78 @@ impl Worker {
             .user_data(user_data(OP_RECV, key, c.gen));
         // SAFETY: see above; the buffer is owned by the connection until the completion.
         self.push(e);
+    }
+
+    /// Gives the connection its own input buffer, reserved as memory; closes it when the
+    /// reservation is refused (and returns false).
+    fn give_input_buffer(&mut self, key: usize) -> bool {
+        let bytes = self.shared.config.input_bytes_max;
+        match self.shared.rm.reserve(Resource::MemoryBytes, bytes as u64) {
+            Ok(r) => {
+                let c = &mut self.conns[key];
+                c.input.reserve_exact(bytes.saturating_sub(c.input.len()));
+                c.input_reservation = Some(r);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("connection input buffer refused: {e}");
+                self.begin_close(key, Instant::now());
+                false
+            }
+        }
+    }
+
+    /// A multishot receive completed: bytes in a provided buffer, or its end (`more` false).
+    fn on_recv_multi(&mut self, key: usize, res: i32, flags: u32, now: Instant) {
+        let bufs = self
+            .recv_bufs
+            .as_mut()
+            .expect("multishot receives only with provided buffers");
+        let c = &mut self.conns[key];
+        if !cqueue::more(flags) {
+            c.ops -= 1;
+            c.recv = RecvState::None;
+            c.recv_cancelling = false;
+        }
+        let mut stash_failed = false;
+        if res > 0 {
+            let bid = cqueue::buffer_select(flags).expect("received bytes name their buffer");
+            let data = bufs.bytes(bid, res as usize);
+            if c.lingering.is_some() || c.closing {
+                // Discarded: the connection is closing.
+            } else if c.input.is_empty() && c.session.wants_input() {
+                let used = c.session.on_input(data, now).min(data.len());
+                stash_failed = !stash(c, &self.shared, &data[used..]);
+            } else {
+                stash_failed = !stash(c, &self.shared, data);
+            }
+            bufs.give_back(bid);
+        } else if res == -libc::ENOBUFS {
+            c.no_bufs = true;
+        } else if res == 0 || res != -libc::ECANCELED {
+            c.peer_closed = true;
+            if !c.closing {
+                c.session.on_peer_closed(now);
+            }
+        }
+        if stash_failed {
+            self.begin_close(key, now);
+            return;
+        }
+        let c = &mut self.conns[key];
+        if c.recv == RecvState::Multishot
+            && !c.recv_cancelling
+            && c.input.len() >= self.shared.config.input_bytes_max
+        {
+            // Backpressure: stop receiving until the session consumes what it has.
+            c.recv_cancelling = true;
+            let e = opcode::AsyncCancel::new(user_data(OP_RECV_MULTI, key, c.gen))
+                .build()
+                .user_data(user_data(OP_CANCEL, key, c.gen));
+            // SAFETY: no buffers or fds; the cancel names the receive by its user_data.
+            self.push(e);
+        }
+        self.drive(key, now);
     }
 
     fn submit_send(&mut self, key: usize) {
@@ -1129,7 +1287,7 @@ impl Worker {
 
     // ----- completions -----
 
-    fn on_completion(&mut self, ud: u64, res: i32, now: Instant) {
+    fn on_completion(&mut self, ud: u64, res: i32, flags: u32, now: Instant) {
         let (op, key, gen) = split_user_data(ud);
         tracing::trace!(worker = self.index, op, key, gen, res, "completion");
         match op {
@@ -1156,6 +1314,10 @@ impl Worker {
             debug_assert!(false, "completion for a freed connection: op {op}");
             return;
         };
+        if op == OP_RECV_MULTI {
+            self.on_recv_multi(key, res, flags, now);
+            return;
+        }
         c.ops -= 1;
         match op {
             OP_POLL => {
@@ -1163,24 +1325,13 @@ impl Worker {
                 if res < 0 && res != -libc::ECANCELED {
                     c.peer_closed = true;
                     c.session.on_peer_closed(now);
-                } else if res > 0 && !c.closing {
-                    let bytes = self.shared.config.input_bytes_max;
-                    match self.shared.rm.reserve(Resource::MemoryBytes, bytes as u64) {
-                        Ok(r) => {
-                            let c = &mut self.conns[key];
-                            c.input = Vec::with_capacity(bytes);
-                            c.input_reservation = Some(r);
-                        }
-                        Err(e) => {
-                            tracing::warn!("connection input buffer refused: {e}");
-                            self.begin_close(key, now);
-                            return;
-                        }
-                    }
+                } else if res > 0 && !c.closing && !self.give_input_buffer(key) {
+                    return;
                 }
             }
             OP_RECV => {
                 c.recv = RecvState::None;
+                c.no_bufs = false;
                 if res > 0 {
                     // SAFETY: the kernel wrote `res` bytes into the spare capacity we gave it.
                     unsafe { c.input.set_len(c.input.len() + res as usize) };
@@ -1308,6 +1459,30 @@ impl Worker {
             .fetch_sub(1, Ordering::Relaxed);
         // Dropping `c` closes the socket and releases its reservations.
     }
+}
+
+/// Keeps received bytes the session has not consumed in the connection's own input buffer,
+/// reserving it first. The buffer may pass `input_bytes_max` by what was already received when
+/// the backpressure cancel lands (at most a few provided buffers). False if memory was refused.
+fn stash(c: &mut Conn, shared: &Shared, bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    if c.input_reservation.is_none() {
+        let cap = shared.config.input_bytes_max;
+        match shared.rm.reserve(Resource::MemoryBytes, cap as u64) {
+            Ok(r) => {
+                c.input_reservation = Some(r);
+                c.input.reserve_exact(cap.saturating_sub(c.input.len()));
+            }
+            Err(e) => {
+                tracing::warn!("connection input buffer refused: {e}");
+                return false;
+            }
+        }
+    }
+    c.input.extend_from_slice(bytes);
+    true
 }
 
 fn send_error(res: i32) -> io::Error {
