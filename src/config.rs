@@ -121,6 +121,40 @@ pub struct ResourcesSection {
     pub fds_critical_percent: u16,
 }
 
+/// What `oasis serve` options replace in the file; applied again to the file on every reload.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Vec<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub layout: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if !self.listen.is_empty() {
+            let bw = cfg
+                .listen
+                .first()
+                .map(|l| l.bandwidth_bps)
+                .unwrap_or_else(default_listen_bandwidth_bps);
+            cfg.listen = self
+                .listen
+                .iter()
+                .map(|a| ListenSection {
+                    addr: *a,
+                    bandwidth_bps: bw,
+                })
+                .collect();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.server.data_dir = d.clone();
+        }
+        if let Some(l) = &self.layout {
+            cfg.engine.layout = l.clone();
+        }
+    }
+}
+
 fn default_listen_bandwidth_bps() -> u64 {
     100_000_000_000
 }
@@ -270,6 +304,12 @@ impl Config {
 
     /// Checks values and the relations between them.
     pub fn check(&self) -> Result<()> {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
+            bail!(
+                "[server] log_level {:?} is not a tracing filter ({e}); e.g. \"info\" or \"oasis_engine=debug\"",
+                self.server.log_level
+            );
+        }
         if self.listen.is_empty() {
             bail!("[[listen]] needs at least one address, e.g. addr = \"127.0.0.1:8080\"");
         }
@@ -490,7 +530,9 @@ impl Config {
         let mut store = oasis_storage::StoreConfig::new(&self.server.data_dir);
         store.default_bitrate_bps = self.storage.default_bitrate_bps;
         store.open_files_max = self.storage.open_files_max;
-        store.object_bytes_max = self.storage.object_bytes_max.min(h.upload_bytes_max);
+        // Uploads are held to `upload_bytes_max` by the HTTP service (which a reload can change);
+        // the store's own limit is the per-object one.
+        store.object_bytes_max = self.storage.object_bytes_max;
         let observer = oasis_engine::observer::ObserverConfig {
             data_dir: self.server.data_dir.clone(),
             memory_available_bytes_warn: r.memory_available_warn_bytes,
@@ -572,6 +614,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("layout"), "{err}");
+        let err = Config::parse("[server]\nlog_level = \"oasis=loud\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_level"), "{err}");
         let err = Config::parse("[[listen]]\naddr = \"nope\"\n", "t")
             .unwrap_err()
             .to_string();

@@ -4,6 +4,7 @@
 
 mod client;
 mod config;
+mod reload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -152,12 +153,21 @@ fn main() {
     }
 }
 
-fn init_tracing(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Installs the diagnostic log (stderr). `RUST_LOG`, when set, wins over `filter`. The returned
+/// handle replaces the filter later (configuration reload).
+fn init_tracing(filter: &str) -> Option<reload::LogFilter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let env = std::env::var("RUST_LOG").ok();
+    let from_env = env.is_some();
+    let filter = tracing_subscriber::EnvFilter::new(env.as_deref().unwrap_or(filter));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .ok()?;
+    Some(reload::LogFilter { handle, from_env })
 }
 
 fn import(
@@ -192,29 +202,14 @@ fn import(
 
 fn serve(args: ServeArgs) -> Result<()> {
     let mut cfg = load(args.config.as_ref())?;
-    if !args.listen.is_empty() {
-        let bw = cfg
-            .listen
-            .first()
-            .map(|l| l.bandwidth_bps)
-            .unwrap_or(100_000_000_000);
-        cfg.listen = args
-            .listen
-            .iter()
-            .map(|a| config::ListenSection {
-                addr: *a,
-                bandwidth_bps: bw,
-            })
-            .collect();
-    }
-    if let Some(d) = args.data_dir {
-        cfg.server.data_dir = d;
-    }
-    if let Some(l) = args.layout {
-        cfg.engine.layout = l;
-    }
+    let overrides = config::Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        layout: args.layout,
+    };
+    overrides.apply(&mut cfg);
     cfg.check()?;
-    init_tracing(&cfg.server.log_level);
+    let log_filter = init_tracing(&cfg.server.log_level);
 
     // Nothing starts before io_uring is known to work.
     let features = oasis_engine::probe::probe()?;
@@ -228,7 +223,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         signal_hook::consts::SIGHUP,
     ])?;
     raise_fd_limit(cfg.resources.connections_max + cfg.storage.open_files_max as u64 + 1024);
-    let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
+    let cores = oasis_engine::layout::available_cores();
+    let resolved = cfg.resolve(&cores)?;
     let rm = ResourceManager::new(&resolved.limits);
     let (store, recovery) = oasis_storage::Store::open(resolved.store, Arc::clone(&rm))?;
     if recovery.is_clean() {
@@ -251,6 +247,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         cfg.server.access_log_queue_lines,
         Arc::clone(&metrics),
     )?;
+    let reload_metrics = Arc::clone(&metrics);
     if resolved.http.api_token.is_none() {
         tracing::warn!("no [http] api_token and no OASIS_API_TOKEN: uploads, deletes and /api are refused (403)");
     }
@@ -297,8 +294,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
 
-    supervise(&mut signals, &rm, &resolved.observer);
-    let drain = Duration::from_secs(cfg.server.drain_timeout_secs);
+    let mut reloader = reload::Reloader {
+        path: args.config,
+        overrides,
+        in_force: cfg.clone(),
+        cores,
+        http: http.clone(),
+        metrics: reload_metrics,
+        log: log_filter,
+    };
+    supervise(&mut signals, &rm, resolved.observer, &mut reloader);
+    let drain = Duration::from_secs(reloader.in_force.server.drain_timeout_secs);
+    drop(reloader);
     tracing::info!("shutting down: draining for up to {drain:?}");
     engine.shutdown(drain);
     engine.join();
@@ -352,11 +359,12 @@ fn raise_fd_limit(want: u64) {
 }
 
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
-/// a second meanwhile.
+/// a second meanwhile, and reloads the configuration on SIGHUP.
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
-    observer: &oasis_engine::observer::ObserverConfig,
+    mut observer: oasis_engine::observer::ObserverConfig,
+    reloader: &mut reload::Reloader,
 ) {
     use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
@@ -364,9 +372,7 @@ fn supervise(
     loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => tracing::warn!(
-                    "SIGHUP: configuration reload is not supported yet; restart to apply changes"
-                ),
+                SIGHUP => reloader.reload(&mut observer),
                 _ => {
                     tracing::info!(
                         "received {}",
@@ -377,7 +383,7 @@ fn supervise(
             }
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {
-            oasis_engine::observer::sample(rm, observer);
+            oasis_engine::observer::sample(rm, &observer);
             last_sample = Instant::now();
             let now_level = rm.level();
             if now_level != level {

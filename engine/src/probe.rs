@@ -27,9 +27,9 @@ pub struct Features {
 pub enum ProbeError {
     #[error("io_uring is disabled by the kernel.io_uring_disabled sysctl (value {0}); set it to 0 (`sysctl -w kernel.io_uring_disabled=0`) to run Oasis")]
     DisabledBySysctl(u32),
-    #[error("the kernel {0} has no io_uring (ENOSYS); Oasis needs Linux 5.19 or newer with CONFIG_IO_URING")]
+    #[error("io_uring_setup does not exist here (ENOSYS): the kernel {0} was built without io_uring or a seccomp filter hides it; run Oasis on Linux 5.19 or newer with CONFIG_IO_URING=y and allow the io_uring_setup/io_uring_enter/io_uring_register syscalls")]
     NoIoUring(String),
-    #[error("io_uring_setup was refused (EPERM), likely by a seccomp filter or container policy; allow the io_uring_setup/io_uring_enter/io_uring_register syscalls (e.g. docker --security-opt seccomp=...) to run Oasis")]
+    #[error("io_uring_setup was refused (EPERM), most likely by a seccomp filter or container policy; allow the io_uring_setup/io_uring_enter/io_uring_register syscalls (e.g. a docker --security-opt seccomp=PROFILE that permits them) to run Oasis")]
     Forbidden,
     #[error("io_uring could not allocate its rings (ENOMEM): RLIMIT_MEMLOCK is {0} KiB; raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity in systemd) to run Oasis")]
     MemlockTooLow(u64),

@@ -29,6 +29,11 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 const SHARDS: usize = 16;
 /// Latencies above this are clamped (microseconds): one hour.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -88,6 +93,8 @@ pub struct Metrics {
     pub limits_hit: Family<ReasonLabel, Counter>,
     pub connections_opened: Counter,
     pub access_log_dropped: Counter,
+    /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
+    pub config_reloads: Family<OutcomeLabel, Counter>,
     ttfb: Latency,
     response: Latency,
     rm: Arc<ResourceManager>,
@@ -144,6 +151,16 @@ impl Metrics {
             "Access log lines dropped because the log queue was full",
             access_log_dropped.clone(),
         );
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["ok", "rejected"] {
+            // Both series exist from the start, so a scrape before the first reload shows zeros.
+            let _ = config_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by outcome: ok or rejected",
+            config_reloads.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -154,6 +171,7 @@ impl Metrics {
             limits_hit,
             connections_opened,
             access_log_dropped,
+            config_reloads,
             ttfb: Latency::new(),
             response: Latency::new(),
             rm,
@@ -177,6 +195,13 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Counts one configuration reload; `outcome` is "ok" or "rejected".
+    pub fn reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 

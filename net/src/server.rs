@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -120,23 +121,44 @@ impl WallClock {
     }
 }
 
+/// Everything a session needs, for one configuration generation. A reload builds a new `Inner`
+/// with the new settings and the same modules; sessions switch at their next request.
 struct Inner {
     cfg: HttpConfig,
+    /// Counts applied reloads: 0 is the configuration the server started with.
+    generation: u64,
     store: Arc<Store>,
     rm: Arc<ResourceManager>,
     metrics: Arc<Metrics>,
     log: AccessLog,
     clock: WallClock,
     /// Set while the engine runs; cleared at shutdown (the engine holds this service: no cycle).
-    engine: RwLock<Option<EngineHandle>>,
+    /// Shared by every generation.
+    engine: Arc<RwLock<Option<EngineHandle>>>,
     started: Instant,
-    refusal: Vec<u8>,
+}
+
+/// The generation in force. Sessions compare `generation` (one load of a line written only on
+/// reload) with their snapshot's before each request and take the lock only when it moved.
+struct Live {
+    generation: AtomicU64,
+    current: RwLock<Arc<Inner>>,
+    /// The engine's 503 for connections over the limit, carrying `retry_after_secs`. Leaked so the
+    /// engine can borrow it for as long as it likes: one small buffer per reload that changes it.
+    refusal: RwLock<&'static [u8]>,
+}
+
+fn refusal_bytes(retry_after_secs: u64) -> &'static [u8] {
+    let bytes = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nServer: oasis\r\nRetry-After: {retry_after_secs}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    Box::leak(bytes.into_bytes().into_boxed_slice())
 }
 
 /// The HTTP protocol as an engine [`Service`].
 #[derive(Clone)]
 pub struct HttpService {
-    inner: Arc<Inner>,
+    live: Arc<Live>,
 }
 
 impl HttpService {
@@ -148,37 +170,74 @@ impl HttpService {
         log: AccessLog,
         clock: WallClock,
     ) -> Self {
-        let refusal = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nServer: oasis\r\nRetry-After: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            cfg.retry_after_secs
-        )
-        .into_bytes();
+        let refusal = refusal_bytes(cfg.retry_after_secs);
         let started = clock.base_instant;
+        let inner = Inner {
+            cfg,
+            generation: 0,
+            store,
+            rm,
+            metrics,
+            log,
+            clock,
+            engine: Arc::new(RwLock::new(None)),
+            started,
+        };
         HttpService {
-            inner: Arc::new(Inner {
-                cfg,
-                store,
-                rm,
-                metrics,
-                log,
-                clock,
-                engine: RwLock::new(None),
-                started,
-                refusal,
+            live: Arc::new(Live {
+                generation: AtomicU64::new(0),
+                current: RwLock::new(Arc::new(inner)),
+                refusal: RwLock::new(refusal),
             }),
         }
     }
 
+    fn current(&self) -> Arc<Inner> {
+        let guard = self.live.current.read().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&guard)
+    }
+
+    /// Puts new settings in force (configuration reload) and returns their generation. Requests
+    /// already being answered finish with the settings they started with; every session uses the
+    /// new ones from its next request on. Limits that size buffers (`limits`,
+    /// `stream_buffer_bytes`) are the caller's to keep unchanged: the engine was sized for them.
+    pub fn reload(&self, cfg: HttpConfig) -> u64 {
+        let mut current = self.live.current.write().unwrap_or_else(|e| e.into_inner());
+        if cfg.retry_after_secs != current.cfg.retry_after_secs {
+            *self.live.refusal.write().unwrap_or_else(|e| e.into_inner()) =
+                refusal_bytes(cfg.retry_after_secs);
+        }
+        let generation = current.generation + 1;
+        *current = Arc::new(Inner {
+            cfg,
+            generation,
+            store: Arc::clone(&current.store),
+            rm: Arc::clone(&current.rm),
+            metrics: Arc::clone(&current.metrics),
+            log: current.log.clone(),
+            clock: current.clock,
+            engine: Arc::clone(&current.engine),
+            started: current.started,
+        });
+        self.live.generation.store(generation, Ordering::Release);
+        generation
+    }
+
+    /// The configuration generation in force (0 until the first reload).
+    pub fn generation(&self) -> u64 {
+        self.live.generation.load(Ordering::Acquire)
+    }
+
     /// Gives `/api/status` a view of the running engine.
     pub fn attach_engine(&self, engine: EngineHandle) {
-        if let Ok(mut e) = self.inner.engine.write() {
+        if let Ok(mut e) = self.current().engine.write() {
             *e = Some(engine);
         }
     }
 
     /// Drops the engine view (after the engine stopped), so nothing keeps the engine alive.
     pub fn detach_engine(&self) {
-        if let Ok(mut e) = self.inner.engine.write() {
+        if let Ok(mut e) = self.current().engine.write() {
             *e = None;
         }
     }
@@ -186,9 +245,11 @@ impl HttpService {
 
 impl Service for HttpService {
     fn open(&self, info: ConnInfo, now: Instant) -> Box<dyn Session> {
-        self.inner.metrics.connections_opened.inc();
+        let svc = self.current();
+        svc.metrics.connections_opened.inc();
         Box::new(HttpSession {
-            svc: Arc::clone(&self.inner),
+            svc,
+            live: Arc::clone(&self.live),
             info,
             state: State::Head { since: None },
             pending: None,
@@ -201,7 +262,7 @@ impl Service for HttpService {
     }
 
     fn refusal(&self) -> &[u8] {
-        &self.inner.refusal
+        *self.live.refusal.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -286,7 +347,9 @@ enum State {
 }
 
 pub struct HttpSession {
+    /// The settings of the request being answered (see [`Live`]).
     svc: Arc<Inner>,
+    live: Arc<Live>,
     info: ConnInfo,
     state: State,
     /// Bytes to send before anything else (`100 Continue`).
@@ -474,6 +537,10 @@ impl HttpSession {
     }
 
     fn handle(&mut self, head: RequestHead, now: Instant) {
+        // Each request starts on the settings in force; a reload never changes them mid-request.
+        if self.live.generation.load(Ordering::Acquire) != self.svc.generation {
+            self.svc = Arc::clone(&self.live.current.read().unwrap_or_else(|e| e.into_inner()));
+        }
         self.requests += 1;
         self.keep_alive = head.keep_alive
             && !self.shutting_down
@@ -582,6 +649,7 @@ impl HttpSession {
             "active_streams": self.svc.metrics.active_streams.get(),
             "objects": self.svc.store.len(),
             "ttfb_us_p99": self.svc.metrics.ttfb_us_p99(),
+            "config_generation": self.svc.generation,
             "resources": self.svc.rm.snapshot().iter().map(|a| serde_json::json!({
                 "resource": a.resource.to_string(), "used": a.used, "limit": a.limit, "level": a.level.to_string(),
             })).collect::<Vec<_>>(),

@@ -20,7 +20,7 @@ pub fn oasis_bin() -> &'static str {
     env!("CARGO_BIN_EXE_oasis")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -102,6 +102,16 @@ impl Server {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The config file the server was started with (tests may rewrite it and send SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("oasis.toml")
+    }
+
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
     }
 
     pub fn server_log(&self) -> String {

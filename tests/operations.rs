@@ -1,0 +1,249 @@
+//! Operations: what a production operator does to a running server, and what the server does when
+//! the machine will not let it run.
+//!
+//! - SIGHUP reload: a real `oasis serve` started with a config file; the test rewrites the file,
+//!   sends SIGHUP and polls `/metrics` until the reload counter moves (no timing assumed), then
+//!   checks behaviour over real sockets: a new API token is in force and the old one refused; an
+//!   invalid file is rejected with file:line in the log while the server goes on with the settings
+//!   it had; a changed listen address is named as needing a restart.
+//! - io_uring unavailable: the real binary is started under a seccomp filter that makes
+//!   `io_uring_setup` fail (EPERM, then ENOSYS), installed in the child between fork and exec. The
+//!   server must exit with a status (not a signal), print one sentence naming io_uring and the fix,
+//!   never panic, and start nothing: no data directory, no listening socket. The filter affects only
+//!   that child, so tests running beside it are untouched.
+
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Server, TOKEN};
+
+const TOKEN_B: &str = "second-token-fedcba9876543210";
+
+fn put_with(s: &Server, token: &str, name: &str, body: &[u8]) -> u16 {
+    let head = format!(
+        "PUT /media/{name} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.request(&head, body).0
+}
+
+/// The value of one sample line of `/metrics`, e.g. `oasis_config_reloads_total{outcome="ok"}`.
+fn metric(s: &Server, sample: &str) -> Option<u64> {
+    let (status, _, body) = s.request(
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+fn reloads(s: &Server, outcome: &str) -> u64 {
+    metric(
+        s,
+        &format!("oasis_config_reloads_total{{outcome=\"{outcome}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no reload counter for {outcome} in /metrics"))
+}
+
+fn sighup(s: &Server) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own live child.
+    let rc = unsafe { libc::kill(s.pid(), libc::SIGHUP) };
+    assert_eq!(rc, 0, "kill(SIGHUP): {}", std::io::Error::last_os_error());
+}
+
+/// Polls until `done` holds; the generous deadline only catches a server that never gets there.
+fn wait_until(s: &Server, what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; server log:\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rewrites the config file and sends SIGHUP; returns once the `outcome` counter reached `count`.
+fn reload_with(s: &Server, text: &str, outcome: &str, count: u64) {
+    std::fs::write(s.config_path(), text).unwrap();
+    sighup(s);
+    wait_until(s, &format!("{count} reload(s) {outcome}"), || {
+        reloads(s, outcome) >= count
+    });
+}
+
+#[test]
+fn sighup_puts_a_new_token_in_force_and_survives_a_bad_file() {
+    let s = Server::start("");
+    assert_eq!((reloads(&s, "ok"), reloads(&s, "rejected")), (0, 0));
+    assert_eq!(put_with(&s, TOKEN, "before.bin", b"old token"), 201);
+
+    // A valid file with a new token: in force once the reload is counted.
+    let original = std::fs::read_to_string(s.config_path()).unwrap();
+    let text_b = original.replace(TOKEN, TOKEN_B);
+    reload_with(&s, &text_b, "ok", 1);
+    assert_eq!(put_with(&s, TOKEN, "a.bin", b"old token"), 401);
+    assert_eq!(put_with(&s, TOKEN_B, "b.bin", b"new token"), 201);
+    let (status, _, body) = s.request(
+        &format!("GET /api/status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN_B}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["config_generation"], 1, "{status}");
+    assert!(s.server_log().contains("[http] api_token is in force"));
+
+    // An invalid file (an unknown key on its last line): rejected, named by file and line, and
+    // the server goes on with token B.
+    let bad = format!("{text_b}api_tokn = \"typo\"\n");
+    let bad_line = bad.lines().count();
+    reload_with(&s, &bad, "rejected", 1);
+    assert_eq!(reloads(&s, "ok"), 1);
+    let log = s.server_log();
+    let location = format!("{}:{bad_line}:", s.config_path().display());
+    assert!(
+        log.contains(&location) && log.contains("api_tokn") && log.contains("hint"),
+        "no {location} error in the log:\n{log}"
+    );
+    assert!(log.contains("reload rejected"), "{log}");
+    assert_eq!(put_with(&s, TOKEN_B, "c.bin", b"still token B"), 201);
+    assert_eq!(put_with(&s, TOKEN, "d.bin", b"old token"), 401);
+
+    // A new listen address is valid but needs a restart: said so, and the old address serves on.
+    let other = support::free_port();
+    let moved = text_b.replace(
+        &format!("addr = \"{}\"", s.addr),
+        &format!("addr = \"127.0.0.1:{other}\""),
+    );
+    assert_ne!(moved, text_b);
+    reload_with(&s, &moved, "ok", 2);
+    let log = s.server_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("need a restart") && l.contains("[[listen]]")),
+        "no restart warning naming [[listen]]:\n{log}"
+    );
+    assert_eq!(put_with(&s, TOKEN_B, "e.bin", b"same address"), 201);
+}
+
+/// `AUDIT_ARCH_*` of the architecture the tests run on, as seccomp reports it in `seccomp_data`.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+/// A classic BPF seccomp program: `io_uring_setup` fails with `errno`, everything else is allowed.
+fn deny_io_uring_setup(errno: i32) -> Vec<libc::sock_filter> {
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // offsetof(struct seccomp_data, nr) = 0, offsetof(..., arch) = 4.
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let jeq = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    vec![
+        op(load, 0, 0, 4),
+        op(jeq, 0, 3, AUDIT_ARCH),
+        op(load, 0, 0, 0),
+        op(jeq, 0, 1, libc::SYS_io_uring_setup as u32),
+        op(ret, 0, 0, libc::SECCOMP_RET_ERRNO | errno as u32),
+        op(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// Runs `oasis serve` with `io_uring_setup` failing with `errno`; checks that it starts nothing and
+/// says why in one line. Returns that line.
+fn serve_without_io_uring(errno: i32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let mut filter = deny_io_uring_setup(errno);
+    let mut cmd = Command::new(support::oasis_bin());
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // The hook must be Send + Sync: it carries the program's address, not the pointer.
+    let (filter_addr, filter_len) = (filter.as_mut_ptr() as usize, filter.len() as u16);
+    // SAFETY: the hook runs in the child between fork and exec and makes only two prctl calls,
+    // which are async-signal-safe and allocate nothing. The program lives in `filter`, which this
+    // function keeps alive until `output` returns, i.e. past the fork; the child's copy of the
+    // address space has it at the same address.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter_len,
+                filter: filter_addr as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .expect("spawning oasis under the seccomp filter");
+    drop(filter);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "expected a non-zero exit status, got {}; stderr:\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr:\n{stderr}");
+    let line = lines[0];
+    assert!(line.contains("io_uring"), "{line}");
+    assert!(
+        line.contains("allow the io_uring_setup/io_uring_enter/io_uring_register syscalls"),
+        "the line names no fix: {line}"
+    );
+    // Nothing started: no data directory created, nothing listening on the address.
+    assert!(!data.exists(), "the data directory was created: {line}");
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.kind());
+    assert_eq!(
+        refused.err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "something answers on {addr}"
+    );
+    line.to_string()
+}
+
+#[test]
+fn io_uring_refused_by_seccomp_eperm_stops_start_with_one_sentence() {
+    let line = serve_without_io_uring(libc::EPERM);
+    assert!(line.contains("EPERM") && line.contains("seccomp"), "{line}");
+}
+
+#[test]
+fn io_uring_hidden_by_seccomp_enosys_stops_start_with_one_sentence() {
+    let line = serve_without_io_uring(libc::ENOSYS);
+    assert!(
+        line.contains("ENOSYS") && line.contains("CONFIG_IO_URING"),
+        "{line}"
+    );
+}
