@@ -648,7 +648,9 @@ impl Worker {
                         "head too long to share a chunk"
                     );
                     c.wait_until = None;
-                    if len == 0 {
+                    if len == 0 || splices(&self.shared, len) {
+                        // A spliced body does not share a buffer with its head: the head leaves
+                        // alone and the session then asks for the body as a plain file transmit.
                         c.out = Out::Bytes { buf: head, sent: 0 };
                         self.submit_send(key);
                         break;
@@ -1535,4 +1537,10 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::Job(_) => "job",
         Transmit::Close => "close",
     }
+}
+
+/// Whether a body piece of `len` bytes goes file -> pipe -> socket rather than through a pool
+/// chunk (a read-send copies every byte twice in the server, a splice not at all).
+fn splices(shared: &Shared, len: u64) -> bool {
+    shared.config.send_path == SendPath::Splice && len >= SPLICE_MIN_BYTES
 }
