@@ -99,6 +99,8 @@ pub struct StorageSection {
     pub default_bitrate_bps: u64,
     pub open_files_max: usize,
     pub object_bytes_max: u64,
+    /// "buffered" (page cache) or "direct" (O_DIRECT into the buffer pool).
+    pub read_mode: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -243,6 +245,7 @@ impl Default for StorageSection {
         StorageSection {
             default_bitrate_bps: 5_000_000,
             open_files_max: 4096,
+            read_mode: "buffered".into(),
             object_bytes_max: 64 << 30,
         }
     }
@@ -300,6 +303,11 @@ impl Config {
         })?;
         cfg.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         Ok(cfg)
+    }
+
+    /// `[storage] read_mode = "direct"`: object files are read with O_DIRECT.
+    pub fn direct_reads(&self) -> bool {
+        self.storage.read_mode == "direct"
     }
 
     /// Checks values and the relations between them.
@@ -402,6 +410,15 @@ impl Config {
         if self.storage.open_files_max == 0 || self.storage.default_bitrate_bps == 0 {
             bail!("[storage] open_files_max and default_bitrate_bps must be positive");
         }
+        if !matches!(self.storage.read_mode.as_str(), "buffered" | "direct") {
+            bail!(
+                "[storage] read_mode must be \"buffered\" or \"direct\" (got {:?})",
+                self.storage.read_mode
+            );
+        }
+        if self.direct_reads() && self.engine.chunk_bytes < 8192 {
+            bail!("[storage] read_mode = \"direct\" needs [engine] chunk_bytes of at least 8192");
+        }
         let r = &self.resources;
         if r.warn_percent > r.critical_percent || r.critical_percent > 100 {
             bail!("[resources] need warn_percent <= critical_percent <= 100");
@@ -435,6 +452,7 @@ impl Config {
         engine.fixed_buffers = self.engine.fixed_buffers;
         engine.recv_buffers = self.engine.recv_buffers;
         engine.recv_buffer_bytes = self.engine.recv_buffer_bytes;
+        engine.direct_reads = self.direct_reads();
         engine.send_path = if self.engine.send_path == "read-send" {
             oasis_engine::SendPath::ReadSend
         } else {
@@ -530,6 +548,7 @@ impl Config {
         let mut store = oasis_storage::StoreConfig::new(&self.server.data_dir);
         store.default_bitrate_bps = self.storage.default_bitrate_bps;
         store.open_files_max = self.storage.open_files_max;
+        store.direct_reads = self.direct_reads();
         // Uploads are held to `upload_bytes_max` by the HTTP service (which a reload can change);
         // the store's own limit is the per-object one.
         store.object_bytes_max = self.storage.object_bytes_max;

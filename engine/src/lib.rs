@@ -10,6 +10,7 @@
 //! Manager; [`probe`] checks io_uring at start-up.
 
 mod bufring;
+pub mod direct;
 pub mod layout;
 pub mod mailbox;
 pub mod observer;

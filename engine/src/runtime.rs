@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub fixed_buffers: bool,
     /// How file bytes reach the socket: [`SendPath::ReadSend`] or [`SendPath::Splice`].
     pub send_path: SendPath,
+    /// Object files may be opened with O_DIRECT (storage decides per file): the engine reads such
+    /// files block-aligned into pool chunks and never splices. Off: no file is checked.
+    pub direct_reads: bool,
     pub listen_backlog: u32,
     /// Pin workers to their cores.
     pub pin: bool,
@@ -71,6 +74,7 @@ impl EngineConfig {
             jobs_max: 256,
             fixed_buffers: true,
             send_path: SendPath::Splice,
+            direct_reads: false,
             listen_backlog: 4096,
             pin: true,
         }
@@ -250,6 +254,10 @@ impl Engine {
         assert!(config.layout.count(Roles::FILE) > 0);
         assert!(config.layout.count(Roles::COMMAND) > 0);
         assert!(config.layout.count(Roles::DATA) > 0);
+        assert!(
+            !config.direct_reads || config.chunk_bytes >= 2 * crate::direct::DIRECT_ALIGN_BYTES,
+            "direct reads need chunks of at least two alignment units (head + skewed data)"
+        );
         let mut sockets = Vec::new();
         for l in &listeners {
             sockets.push(
@@ -538,11 +546,11 @@ fn acceptor(shared: Arc<Shared>, sockets: Vec<OwnedFd>) -> std::io::Result<()> {
     let arm = |ring: &mut io_uring::IoUring, i: usize, fd: i32| {
         let e = if multishot {
             opcode::AcceptMulti::new(types::Fd(fd))
-                .flags(libc::SOCK_CLOEXEC)
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         } else {
             opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         };
         // SAFETY: no buffers; the listener fd lives in `sockets` until this function returns,

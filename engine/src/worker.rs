@@ -23,6 +23,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::bufring::RecvBuffers;
+use crate::direct::{self, DirectRead};
 use crate::layout::Roles;
 use crate::pool::Chunk;
 use crate::resource::{Reservation, Resource};
@@ -126,10 +127,14 @@ enum Out {
     Reading {
         local: Option<(Chunk, Arc<File>)>,
         head: Option<Vec<u8>>,
+        /// An O_DIRECT read: where it lands; the head is copied in when it completes.
+        direct: Option<DirectRead>,
     },
-    /// `len` bytes of the chunk go out; the first `head`'s length of them are a response head.
+    /// `len` bytes of the chunk from `start` go out; the first `head`'s length of them are a
+    /// response head.
     Sending {
         chunk: Chunk,
+        start: usize,
         len: usize,
         sent: usize,
         head: Option<Vec<u8>>,
@@ -498,11 +503,15 @@ impl Worker {
                 match self.conns.get_mut(key) {
                     Some(c) if c.gen == gen => {
                         c.ops -= 1;
-                        let head = match std::mem::replace(&mut c.out, Out::Idle) {
-                            Out::Reading { local: None, head } => head,
+                        let (head, direct) = match std::mem::replace(&mut c.out, Out::Idle) {
+                            Out::Reading {
+                                local: None,
+                                head,
+                                direct,
+                            } => (head, direct),
                             _ => unreachable!("a read reply without a remote read"),
                         };
-                        self.after_read(key, chunk, head, result, now);
+                        self.after_read(key, chunk, head, direct, result, now);
                     }
                     _ => {
                         // A connection with a read in flight is never freed; this is a bug.
@@ -628,10 +637,7 @@ impl Worker {
                         continue;
                     }
                     c.wait_until = None;
-                    if self.shared.config.send_path == SendPath::Splice
-                        && len >= SPLICE_MIN_BYTES
-                        && self.start_splice(key, &file, offset, len)
-                    {
+                    if splices(&self.shared, len) && self.start_splice(key, &file, offset, len) {
                         break;
                     }
                     self.start_file(key, None, file, offset, len, now);
@@ -897,11 +903,16 @@ impl Worker {
         let (ptr, len) = match &c.out {
             Out::Bytes { buf, sent } => (buf[*sent..].as_ptr(), buf.len() - sent),
             Out::Sending {
-                chunk, len, sent, ..
+                chunk,
+                start,
+                len,
+                sent,
+                ..
             } => {
-                // SAFETY: `sent < len <= chunk_bytes`, inside the chunk this connection holds.
+                // SAFETY: `sent < len` and `start + len <= chunk_bytes`: inside the chunk this
+                // connection holds.
                 (
-                    unsafe { self.shared.pool.ptr(chunk).add(*sent) } as *const u8,
+                    unsafe { self.shared.pool.ptr(chunk).add(start + sent) } as *const u8,
                     len - sent,
                 )
             }
@@ -955,27 +966,43 @@ impl Worker {
             self.chunk_waiters.push_back((key, c.gen));
             return;
         };
-        let at = head.as_ref().map_or(0, |h| h.len());
-        if let Some(h) = &head {
-            // SAFETY: the chunk is leased to this connection (no operation uses it) and
-            // `h.len() < chunk_bytes / 2` (asserted in `drive`), so the copy stays inside it.
-            unsafe {
-                std::ptr::copy_nonoverlapping(h.as_ptr(), self.shared.pool.ptr(&chunk), h.len())
-            };
-        }
-        let want = len.min((self.shared.pool.chunk_bytes() - at) as u64) as u32;
+        let head_len = head.as_ref().map_or(0, |h| h.len());
+        let chunk_bytes = self.shared.pool.chunk_bytes();
+        // A file storage opened with O_DIRECT is read block-aligned; its head goes in afterwards.
+        let direct = (self.shared.config.direct_reads && direct::is_direct(file.as_raw_fd()))
+            .then(|| DirectRead::plan(offset, len, head_len, chunk_bytes));
+        let (read_offset, want, at) = match &direct {
+            Some(d) => (d.file_offset, d.read_len, d.at),
+            None => {
+                if let Some(h) = &head {
+                    // SAFETY: the chunk is leased to this connection (no operation uses it) and
+                    // `h.len() < chunk_bytes / 2` (asserted in `drive`): the copy stays inside it.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            h.as_ptr(),
+                            self.shared.pool.ptr(&chunk),
+                            h.len(),
+                        )
+                    };
+                }
+                let want = len.min((chunk_bytes - head_len) as u64) as u32;
+                (offset, want, head_len)
+            }
+        };
         let gen = self.conns[key].gen;
         if self.roles.contains(Roles::FILE) {
-            // SAFETY: `at + want <= chunk_bytes`: the read lands inside the chunk.
+            // SAFETY: `at + want <= chunk_bytes` (`DirectRead::plan` keeps aligned reads inside
+            // too): the read lands inside the chunk.
             let ptr = unsafe { self.shared.pool.ptr(&chunk).add(at) };
             let e = self
-                .read_entry(file.as_raw_fd(), ptr, want, offset, chunk.index())
+                .read_entry(file.as_raw_fd(), ptr, want, read_offset, chunk.index())
                 .user_data(user_data(OP_READ, key, gen));
             let c = &mut self.conns[key];
             c.ops += 1;
             c.out = Out::Reading {
                 local: Some((chunk, file)),
                 head,
+                direct,
             };
             // SAFETY: the chunk and the file are held in `c.out` until the completion.
             self.push(e);
@@ -983,11 +1010,15 @@ impl Worker {
             let tok = token(key, gen);
             let c = &mut self.conns[key];
             c.ops += 1;
-            c.out = Out::Reading { local: None, head };
+            c.out = Out::Reading {
+                local: None,
+                head,
+                direct,
+            };
             let target = self.pick_file_worker();
             let msg = Msg::Read {
                 file,
-                offset,
+                offset: read_offset,
                 len: want,
                 chunk,
                 at: at as u32,
@@ -1214,9 +1245,15 @@ impl Worker {
         key: usize,
         chunk: Chunk,
         head: Option<Vec<u8>>,
+        direct: Option<DirectRead>,
         result: i32,
         now: Instant,
     ) {
+        // File bytes the read delivered that the session asked for.
+        let result = match &direct {
+            Some(d) if result > 0 => d.delivered(result as usize) as i32,
+            _ => result,
+        };
         let c = &mut self.conns[key];
         if c.closing || result <= 0 {
             self.release_chunk(chunk);
@@ -1236,10 +1273,29 @@ impl Worker {
             self.drive(key, now);
             return;
         }
-        let at = head.as_ref().map_or(0, |h| h.len());
+        let head_len = head.as_ref().map_or(0, |h| h.len());
+        let start = match &direct {
+            Some(d) => {
+                if let Some(h) = &head {
+                    // SAFETY: the read completed, so the chunk is ours again; the head ends where
+                    // the wanted bytes begin (`d.start() + head_len == d.at + d.skew`), inside it.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            h.as_ptr(),
+                            self.shared.pool.ptr(&chunk).add(d.start()),
+                            h.len(),
+                        )
+                    };
+                }
+                d.start()
+            }
+            None => 0,
+        };
+        let c = &mut self.conns[key];
         c.out = Out::Sending {
             chunk,
-            len: at + result as usize,
+            start,
+            len: head_len + result as usize,
             sent: 0,
             head,
         };
@@ -1375,6 +1431,7 @@ impl Worker {
                     }
                     Out::Sending {
                         chunk,
+                        start,
                         len,
                         sent,
                         head,
@@ -1382,6 +1439,7 @@ impl Worker {
                         if res > 0 && sent + (res as usize) < len && !c.closing {
                             c.out = Out::Sending {
                                 chunk,
+                                start,
                                 len,
                                 sent: sent + res as usize,
                                 head,
@@ -1415,11 +1473,12 @@ impl Worker {
                 let Out::Reading {
                     local: Some((chunk, _file)),
                     head,
+                    direct,
                 } = std::mem::replace(&mut c.out, Out::Idle)
                 else {
                     unreachable!("read completion without a read")
                 };
-                self.after_read(key, chunk, head, res, now);
+                self.after_read(key, chunk, head, direct, res, now);
                 return;
             }
             _ => debug_assert!(false, "unknown op {op}"),
@@ -1540,7 +1599,10 @@ fn transmit_name(t: &Transmit) -> &'static str {
 }
 
 /// Whether a body piece of `len` bytes goes file -> pipe -> socket rather than through a pool
-/// chunk (a read-send copies every byte twice in the server, a splice not at all).
+/// chunk (a read-send copies every byte twice in the server, a splice not at all). Never with
+/// direct reads: a splice would read through the page cache they are meant to bypass.
 fn splices(shared: &Shared, len: u64) -> bool {
-    shared.config.send_path == SendPath::Splice && len >= SPLICE_MIN_BYTES
+    shared.config.send_path == SendPath::Splice
+        && !shared.config.direct_reads
+        && len >= SPLICE_MIN_BYTES
 }

@@ -8,16 +8,25 @@
 //! This module must never grow past its bound, and never hold its lock across a system call: the
 //! `open(2)` of a miss happens outside the lock.
 //!
+//! With `direct` set, files are opened with `O_DIRECT` (the engine then reads them block-aligned,
+//! bypassing the page cache). A file system that refuses it (`EINVAL` at open), or reports an
+//! alignment the engine cannot meet, gets that file opened buffered instead, with one warning per
+//! cache, not an error.
+//!
 //! A handle handed out stays valid after eviction (it is an `Arc<File>`): the descriptor closes when
 //! the last stream holding it finishes. Its `OpenFiles` reservation follows the cache slot, so a
 //! handle outliving its slot is briefly not counted; the engine's per-connection reservations bound
 //! how many such handles can exist.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use oasis_engine::direct::{self, DirectSupport};
 use oasis_engine::resource::{Reservation, Resource, ResourceManager};
 
 use crate::error::StoreError;
@@ -37,10 +46,15 @@ pub(crate) struct FdCache {
     slots: Mutex<Slots>,
     capacity: usize,
     rm: Arc<ResourceManager>,
+    /// Open files with O_DIRECT.
+    direct: bool,
+    /// Files opened buffered although `direct` asked otherwise (the file system refused).
+    direct_refused: AtomicU64,
+    direct_warned: AtomicBool,
 }
 
 impl FdCache {
-    pub(crate) fn new(capacity: usize, rm: Arc<ResourceManager>) -> FdCache {
+    pub(crate) fn new(capacity: usize, rm: Arc<ResourceManager>, direct: bool) -> FdCache {
         assert!(capacity > 0, "the fd cache needs at least one slot");
         FdCache {
             slots: Mutex::new(Slots {
@@ -49,7 +63,53 @@ impl FdCache {
             }),
             capacity,
             rm,
+            direct,
+            direct_refused: AtomicU64::new(0),
+            direct_warned: AtomicBool::new(false),
         }
+    }
+
+    /// Opens a content file for reading: with O_DIRECT when configured and the file system
+    /// takes it, buffered otherwise.
+    fn open(&self, path: &Path) -> io::Result<File> {
+        if !self.direct {
+            return File::open(path);
+        }
+        let why = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => match direct::alignment(&file)? {
+                DirectSupport::Aligned { .. } | DirectSupport::Unreported => return Ok(file),
+                DirectSupport::Unsupported {
+                    memory_align_bytes,
+                    offset_align_bytes,
+                } => format!(
+                    "direct I/O alignment is {memory_align_bytes} (memory) / \
+                     {offset_align_bytes} (offset) bytes; Oasis aligns to {}",
+                    direct::DIRECT_ALIGN_BYTES
+                ),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                "the file system refuses O_DIRECT".to_string()
+            }
+            Err(e) => return Err(e),
+        };
+        self.direct_refused.fetch_add(1, Ordering::Relaxed);
+        if !self.direct_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "oasis::storage",
+                path = %path.display(),
+                "read_mode = \"direct\": {why}; reading such files buffered (warned once)"
+            );
+        }
+        File::open(path)
+    }
+
+    /// Files opened buffered because the file system refused direct I/O.
+    pub(crate) fn direct_refused(&self) -> u64 {
+        self.direct_refused.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
@@ -69,7 +129,7 @@ impl FdCache {
         }
         let reservation = self.reserve_slot()?;
         let path = path();
-        let file = match File::open(&path) {
+        let file = match self.open(&path) {
             Ok(f) => Arc::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound {

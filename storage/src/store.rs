@@ -55,6 +55,10 @@ pub struct StoreConfig {
     pub default_bitrate_bps: u64,
     /// Slots in the open-file cache (each holds one `OpenFiles` reservation). At least 1.
     pub open_files_max: usize,
+    /// Open content files with O_DIRECT for serving ([`Store::open_file`]); files on a file
+    /// system that refuses it are opened buffered (one warning). The engine must be told too
+    /// (`EngineConfig::direct_reads`).
+    pub direct_reads: bool,
     /// Largest object accepted, bytes.
     pub object_bytes_max: u64,
     /// Disk space reserved at a time for uploads of unknown length, bytes. At least 1.
@@ -104,6 +108,7 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             default_bitrate_bps: 5_000_000,
             open_files_max: 256,
+            direct_reads: false,
             object_bytes_max: 64 << 30,
             reserve_step_bytes: 8 << 20,
             clock_unix_ms: system_clock_unix_ms,
@@ -491,7 +496,7 @@ impl Store {
         sync_dir(&tmp_dir)?;
 
         // 5. The index, with each object's disk space reserved.
-        let fds = FdCache::new(config.open_files_max, Arc::clone(&rm));
+        let fds = FdCache::new(config.open_files_max, Arc::clone(&rm), config.direct_reads);
         let inner = Inner {
             config,
             rm,
@@ -627,6 +632,12 @@ impl Store {
     /// Number of descriptors in the fd cache (for metrics).
     pub fn open_files_cached(&self) -> usize {
         self.inner.fds.len()
+    }
+
+    /// Content files opened buffered although `direct_reads` asked for O_DIRECT (the file
+    /// system refused it or needs an alignment the engine does not use).
+    pub fn direct_reads_refused(&self) -> u64 {
+        self.inner.fds.direct_refused()
     }
 
     /// Where the content of `meta` lives (for tools; the server uses [`Store::open_file`]).

@@ -40,7 +40,27 @@ impl Server {
 
     /// `listen_bandwidth_bps`: the budget of the one listen address (admission control).
     pub fn start_full(extra_toml: &str, layout: &str, listen_bandwidth_bps: Option<u64>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            extra_toml,
+            layout,
+            listen_bandwidth_bps,
+        )
+    }
+
+    /// Like [`Server::start_full`], with the data directory on the disk that holds the build
+    /// (`CARGO_TARGET_TMPDIR`), for tests that need a real file system (O_DIRECT), not tmpfs.
+    pub fn start_on_disk(extra_toml: &str, layout: &str) -> Server {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        Self::start_in(dir, extra_toml, layout, None)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        extra_toml: &str,
+        layout: &str,
+        listen_bandwidth_bps: Option<u64>,
+    ) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let data = dir.path().join("data");
