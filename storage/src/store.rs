@@ -138,6 +138,11 @@ pub struct RecoveryReport {
     pub unreserved_bytes: u64,
     /// HLS segment bitrates corrected from their playlists.
     pub bitrates_fixed: u64,
+    /// Segments whose `hls_extinf` bitrate no stored playlist supports any more (the playlist is
+    /// gone or no longer lists them), returned to the default bitrate.
+    pub bitrates_reset: u64,
+    /// Names of those segments.
+    pub bitrates_reset_names: Vec<String>,
 }
 
 impl RecoveryReport {
@@ -355,6 +360,15 @@ impl Inner {
         }
         applied
     }
+
+    /// The update that returns `meta` to the configured default bitrate.
+    pub(crate) fn default_bitrate_update(&self, meta: &ObjectMeta) -> BitrateUpdate {
+        BitrateUpdate {
+            id: meta.id,
+            bitrate_bps: self.config.default_bitrate_bps,
+            bitrate_source: BitrateSource::Default,
+        }
+    }
 }
 
 /// The update that gives `meta` the bitrate implied by a playlist duration, if it is replaceable
@@ -549,6 +563,34 @@ impl Store {
             }
             let updates: Vec<(String, BitrateUpdate)> = seen.into_values().collect();
             report.bitrates_fixed = inner.apply_bitrate_updates(&mut committer, &updates);
+
+            // 7. EXTINF-derived bitrates that no stored playlist backs any more (a crash lost the
+            //    reset, or a replaced playlist stopped listing the segment): back to the default.
+            let resets: Vec<(String, BitrateUpdate)> = {
+                let index = inner.index_read();
+                let mut stale: Vec<&Entry> = index
+                    .values()
+                    .filter(|e| e.meta.bitrate_source == BitrateSource::HlsExtinf)
+                    .filter(|e| committer.hls.duration_ms(&e.meta.name).is_none())
+                    .collect();
+                stale.sort_unstable_by(|a, b| a.meta.name.cmp(&b.meta.name));
+                stale
+                    .into_iter()
+                    .map(|e| (e.meta.name.clone(), inner.default_bitrate_update(&e.meta)))
+                    .collect()
+            };
+            report.bitrates_reset = inner.apply_bitrate_updates(&mut committer, &resets);
+            if report.bitrates_reset > 0 {
+                for (name, _) in &resets {
+                    push_capped(&mut report.bitrates_reset_names, name.clone());
+                }
+                tracing::warn!(
+                    target: "oasis::storage",
+                    count = report.bitrates_reset,
+                    first = %resets[0].0,
+                    "segment bitrates from playlists that no longer list them reset to the default"
+                );
+            }
         }
 
         tracing::info!(target: "oasis::storage", dir = %inner.config.data_dir.display(), ?report, "store opened");
@@ -673,14 +715,8 @@ impl Store {
                     .into_iter()
                     .filter_map(|seg| {
                         let e = index.get(&seg)?;
-                        (e.meta.bitrate_source == BitrateSource::HlsExtinf).then(|| {
-                            let u = BitrateUpdate {
-                                id: e.meta.id,
-                                bitrate_bps: self.inner.config.default_bitrate_bps,
-                                bitrate_source: BitrateSource::Default,
-                            };
-                            (seg, u)
-                        })
+                        (e.meta.bitrate_source == BitrateSource::HlsExtinf)
+                            .then(|| (seg, self.inner.default_bitrate_update(&e.meta)))
                     })
                     .collect()
             };

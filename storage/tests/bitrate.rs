@@ -1,7 +1,10 @@
 //! Proves where `bitrate_bps` comes from: an MP4 built in the test (ftyp + moov/mvhd + mdat, no
 //! external tools) gets size * 8 / mvhd duration; HLS segments get size * 8 / their `#EXTINF`
 //! duration whether they are stored before or after the playlist, the values survive a reopen,
-//! a replaced playlist updates them, and an uploader's bitrate is never overwritten.
+//! a replaced playlist updates them, and an uploader's bitrate is never overwritten. At start-up,
+//! EXTINF bitrates that no stored playlist backs any more (the playlist's row vanished, or a
+//! replaced playlist no longer lists the segment) return to the default, checked in the SQLite
+//! catalog on disk.
 
 mod support;
 
@@ -226,5 +229,105 @@ fn deleting_a_playlist_returns_its_segments_to_the_default_bitrate() {
     assert_eq!(
         (seg.bitrate_source, seg.bitrate_bps),
         (BitrateSource::Default, default_bps)
+    );
+}
+
+/// `(bitrate_bps, bitrate_source)` of `name` as the SQLite catalog on disk holds it.
+fn catalog_bitrate(dir: &std::path::Path, name: &str) -> (u64, String) {
+    let db = rusqlite::Connection::open(dir.join("catalog.sqlite")).unwrap();
+    db.query_row(
+        "SELECT bitrate_bps, bitrate_source FROM objects WHERE name = ?1",
+        [name],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn start_up_resets_extinf_bitrates_no_playlist_backs() {
+    let dir = tempfile::tempdir().unwrap();
+    let default_bps = config(dir.path()).default_bitrate_bps;
+    let (store, _) = open(dir.path());
+    for (name, fill) in [
+        ("a/s0.ts", 0u8),
+        ("a/s1.ts", 1),
+        ("b/s0.ts", 2),
+        ("c/s0.ts", 3),
+    ] {
+        store
+            .put(name, &vec![fill; 100_000], UploadOptions::default())
+            .unwrap();
+    }
+    let list = |segs: &[&str]| {
+        let mut p = String::from("#EXTM3U\n");
+        for s in segs {
+            p.push_str(&format!("#EXTINF:4.0,\n{s}\n"));
+        }
+        p.into_bytes()
+    };
+    for (playlist, segs) in [
+        ("a/index.m3u8", &["s0.ts", "s1.ts"][..]),
+        ("b/index.m3u8", &["s0.ts"][..]),
+        ("c/index.m3u8", &["s0.ts"][..]),
+    ] {
+        store
+            .put(playlist, &list(segs), UploadOptions::default())
+            .unwrap();
+    }
+    for seg in ["a/s0.ts", "a/s1.ts", "b/s0.ts", "c/s0.ts"] {
+        assert_eq!(
+            catalog_bitrate(dir.path(), seg),
+            (200_000, "hls_extinf".to_string()),
+            "{seg}: 100,000 bytes over 4 s"
+        );
+    }
+    // a/index.m3u8 is replaced by one that no longer lists s1.ts: s1.ts keeps its stale value
+    // while running.
+    store
+        .put("a/index.m3u8", &list(&["s0.ts"]), UploadOptions::default())
+        .unwrap();
+    assert_eq!(
+        store.lookup("a/s1.ts").unwrap().bitrate_source,
+        BitrateSource::HlsExtinf
+    );
+    drop(store);
+    // b/index.m3u8's row disappears as if a crash came between a delete's commit and the reset of
+    // its segments (the file is then an orphan that recovery removes).
+    rusqlite::Connection::open(dir.path().join("catalog.sqlite"))
+        .unwrap()
+        .execute("DELETE FROM objects WHERE name = 'b/index.m3u8'", [])
+        .unwrap();
+
+    let (store, report) = open(dir.path());
+    assert_eq!(report.orphan_files_removed, 1, "{report:?}");
+    assert_eq!(report.bitrates_reset, 2, "{report:?}");
+    assert_eq!(report.bitrates_reset_names, ["a/s1.ts", "b/s0.ts"]);
+    for seg in ["a/s1.ts", "b/s0.ts"] {
+        let meta = store.lookup(seg).unwrap();
+        assert_eq!(
+            (meta.bitrate_bps, meta.bitrate_source),
+            (default_bps, BitrateSource::Default),
+            "{seg}"
+        );
+        assert_eq!(
+            catalog_bitrate(dir.path(), seg),
+            (default_bps, "default".to_string()),
+            "{seg} in the catalog"
+        );
+    }
+    for seg in ["a/s0.ts", "c/s0.ts"] {
+        assert_eq!(
+            catalog_bitrate(dir.path(), seg),
+            (200_000, "hls_extinf".to_string()),
+            "{seg} is still listed and keeps its value"
+        );
+    }
+    // Nothing left to reset at the next start.
+    drop(store);
+    let (_store, report) = open(dir.path());
+    assert_eq!(
+        (report.bitrates_reset, report.bitrates_fixed),
+        (0, 0),
+        "{report:?}"
     );
 }
