@@ -303,7 +303,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         metrics: reload_metrics,
         log: log_filter,
     };
-    supervise(&mut signals, &rm, resolved.observer, &mut reloader);
+    supervise(&mut signals, &rm, &store, resolved.observer, &mut reloader);
     let drain = Duration::from_secs(reloader.in_force.server.drain_timeout_secs);
     drop(reloader);
     tracing::info!("shutting down: draining for up to {drain:?}");
@@ -363,6 +363,7 @@ fn raise_fd_limit(want: u64) {
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
+    store: &oasis_storage::Store,
     mut observer: oasis_engine::observer::ObserverConfig,
     reloader: &mut reload::Reloader,
 ) {
@@ -382,6 +383,8 @@ fn supervise(
                 }
             }
         }
+        // Critical events shrink caches within one tick (the fd cache closes idle files).
+        store.shrink_caches_if_critical();
         if last_sample.elapsed() >= Duration::from_secs(1) {
             oasis_engine::observer::sample(rm, &observer);
             last_sample = Instant::now();

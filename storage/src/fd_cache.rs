@@ -13,6 +13,10 @@
 //! alignment the engine cannot meet, gets that file opened buffered instead, with one warning per
 //! cache, not an error.
 //!
+//! While a critical event is in force, the cache gives back what it can: once per Resource
+//! Manager epoch, [`FdCache::shrink_if_critical`] closes every cached descriptor no stream holds
+//! (their `OpenFiles` reservations return with them). Handles streams hold stay cached.
+//!
 //! A handle handed out stays valid after eviction (it is an `Arc<File>`): the descriptor closes when
 //! the last stream holding it finishes. Its `OpenFiles` reservation follows the cache slot, so a
 //! handle outliving its slot is briefly not counted; the engine's per-connection reservations bound
@@ -51,6 +55,19 @@ pub(crate) struct FdCache {
     /// Files opened buffered although `direct` asked otherwise (the file system refused).
     direct_refused: AtomicU64,
     direct_warned: AtomicBool,
+    /// The Resource Manager epoch of the last critical shrink (`u64::MAX`: none yet).
+    shrunk_epoch: AtomicU64,
+    shrinks: AtomicU64,
+    closed_by_shrink: AtomicU64,
+}
+
+/// What critical-event shrinking did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShrinkCounts {
+    /// Shrinks done (one per critical epoch that found the cache).
+    pub shrinks: u64,
+    /// Descriptors closed by them.
+    pub files_closed: u64,
 }
 
 impl FdCache {
@@ -66,6 +83,9 @@ impl FdCache {
             direct,
             direct_refused: AtomicU64::new(0),
             direct_warned: AtomicBool::new(false),
+            shrunk_epoch: AtomicU64::new(u64::MAX),
+            shrinks: AtomicU64::new(0),
+            closed_by_shrink: AtomicU64::new(0),
         }
     }
 
@@ -208,5 +228,42 @@ impl FdCache {
 
     pub(crate) fn len(&self) -> usize {
         self.lock().by_id.len()
+    }
+
+    /// While a critical event is in force, closes every cached descriptor that no stream holds,
+    /// once per Resource Manager epoch (a new event, or a level change, allows another). Returns
+    /// how many were closed. One atomic load when nothing is critical.
+    pub(crate) fn shrink_if_critical(&self) -> usize {
+        if !self.rm.is_critical() {
+            return 0;
+        }
+        let epoch = self.rm.epoch();
+        if self.shrunk_epoch.swap(epoch, Ordering::AcqRel) == epoch {
+            return 0;
+        }
+        let idle: Vec<Slot> = {
+            let mut slots = self.lock();
+            let ids: Vec<u64> = slots
+                .by_id
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(&s.file) == 1)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| slots.by_id.remove(id)).collect()
+        };
+        // Closed here, outside the lock (`close(2)` is a system call).
+        let closed = idle.len();
+        drop(idle);
+        self.shrinks.fetch_add(1, Ordering::Relaxed);
+        self.closed_by_shrink
+            .fetch_add(closed as u64, Ordering::Relaxed);
+        closed
+    }
+
+    pub(crate) fn shrink_counts(&self) -> ShrinkCounts {
+        ShrinkCounts {
+            shrinks: self.shrinks.load(Ordering::Relaxed),
+            files_closed: self.closed_by_shrink.load(Ordering::Relaxed),
+        }
     }
 }

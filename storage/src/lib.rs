@@ -42,6 +42,7 @@ pub use catalog::{
 };
 pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
 pub use error::StoreError;
+pub use fd_cache::ShrinkCounts;
 pub use import::{import_dir, ImportReport};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
 pub use store::{

@@ -20,7 +20,7 @@ use oasis_engine::resource::{Reservation, Resource, ResourceManager};
 use crate::bitrate::{self, BitrateSource};
 use crate::catalog::{BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog};
 use crate::error::StoreError;
-use crate::fd_cache::FdCache;
+use crate::fd_cache::{FdCache, ShrinkCounts};
 use crate::name::{self, validate_name};
 use crate::upload::{Upload, UploadOptions};
 
@@ -666,6 +666,7 @@ impl Store {
     /// keeps reading that version even if the name is replaced or deleted meanwhile. Returns
     /// `NotFound` if the version is already gone.
     pub fn open_file(&self, meta: &ObjectMeta) -> Result<Arc<File>, StoreError> {
+        self.shrink_caches_if_critical();
         self.inner
             .fds
             .get_or_open(meta.id, || self.inner.object_path(meta.id), &meta.name)
@@ -674,6 +675,22 @@ impl Store {
     /// Number of descriptors in the fd cache (for metrics).
     pub fn open_files_cached(&self) -> usize {
         self.inner.fds.len()
+    }
+
+    /// Reacts to critical events (call it often; it is one atomic load when nothing is critical):
+    /// while one is in force, once per Resource Manager epoch, the fd cache closes every
+    /// descriptor no stream holds. Returns how many it closed now.
+    pub fn shrink_caches_if_critical(&self) -> usize {
+        let closed = self.inner.fds.shrink_if_critical();
+        if closed > 0 {
+            tracing::warn!(target: "oasis::storage", closed, "critical event: idle open files closed");
+        }
+        closed
+    }
+
+    /// What critical-event shrinking of the fd cache did since the store opened.
+    pub fn fd_cache_shrinks(&self) -> ShrinkCounts {
+        self.inner.fds.shrink_counts()
     }
 
     /// Content files opened buffered although `direct_reads` asked for O_DIRECT (the file
