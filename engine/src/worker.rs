@@ -68,7 +68,6 @@ const OP_READ: u64 = 5;
 const OP_REMOTE_READ: u64 = 6;
 const OP_CANCEL: u64 = 7;
 const OP_SPLICE_IN: u64 = 8;
-const OP_SPLICE_OUT: u64 = 9;
 const OP_POLL_OUT: u64 = 10;
 const OP_RECV_MULTI: u64 = 11;
 
@@ -146,6 +145,8 @@ enum Out {
         pipe: Pipe,
         in_pipe: usize,
         total: usize,
+        /// More pieces of this transmit follow (SPLICE_F_MORE on the socket half).
+        more: bool,
     },
     Job,
 }
@@ -208,7 +209,24 @@ pub(crate) struct Worker {
     pipes_max: usize,
     due: Vec<u32>,
     shutdown_seen: bool,
+    /// Bytes this loop iteration may still splice synchronously (refilled each iteration), so a
+    /// few fast readers of hot objects cannot keep the worker from its other connections.
+    sync_splice_budget: u64,
 }
+
+/// How [`Worker::start_splice`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpliceStart {
+    /// The piece is out (or failed) and was reported to the session.
+    Done,
+    /// A ring operation carries on; its completion continues the piece.
+    InFlight,
+    /// No pipe is free: use the read-send path.
+    NoPipe,
+}
+
+/// Per-iteration allowance of synchronous splicing (see `Worker::sync_splice_budget`).
+const SYNC_SPLICE_BUDGET_BYTES: u64 = 8 << 20;
 
 impl Worker {
     pub(crate) fn new(index: usize, shared: Arc<Shared>) -> io::Result<Worker> {
@@ -261,6 +279,7 @@ impl Worker {
             pipes_max: PIPES_PER_WORKER_MAX.min(shared.config.connections_per_worker_max),
             due: Vec::new(),
             shutdown_seen: false,
+            sync_splice_budget: SYNC_SPLICE_BUDGET_BYTES,
             shared,
         })
     }
@@ -330,6 +349,7 @@ impl Worker {
         let mut loops: u64 = 0;
         loop {
             loops += 1;
+            self.sync_splice_budget = SYNC_SPLICE_BUDGET_BYTES;
             self.arm_waker();
             let now = Instant::now();
             while let Some(msg) = self.shared.workers[self.index].mailbox.try_recv() {
@@ -610,9 +630,12 @@ impl Worker {
         if c.ops == 0 && matches!(c.out, Out::Idle) && self.try_migrate(key) {
             return false;
         }
-        let c = &mut self.conns[key];
         // Output: one transmit in flight at a time.
-        while matches!(c.out, Out::Idle) {
+        loop {
+            let c = &mut self.conns[key];
+            if !matches!(c.out, Out::Idle) {
+                break;
+            }
             let t = c.session.poll_transmit(now);
             tracing::trace!(
                 worker = self.index,
@@ -637,8 +660,12 @@ impl Worker {
                         continue;
                     }
                     c.wait_until = None;
-                    if splices(&self.shared, len) && self.start_splice(key, &file, offset, len) {
-                        break;
+                    if splices(&self.shared, len) {
+                        match self.start_splice(key, &file, offset, len, now) {
+                            SpliceStart::Done => continue,
+                            SpliceStart::InFlight => break,
+                            SpliceStart::NoPipe => {}
+                        }
                     }
                     self.start_file(key, None, file, offset, len, now);
                     break;
@@ -1073,12 +1100,54 @@ impl Worker {
         }
     }
 
-    /// Starts splicing up to one chunk of `file` to the socket; false if no pipe is free.
-    fn start_splice(&mut self, key: usize, file: &Arc<File>, offset: u64, len: u64) -> bool {
+    /// Splices up to one chunk of `file` to the socket.
+    ///
+    /// When every page of the piece is in the page cache (cachestat), both halves run right here
+    /// as plain nonblocking syscalls: nothing can wait on the disk, and a hot piece leaves without
+    /// a trip through io_uring's worker threads (where ring splices always run). Otherwise the
+    /// file half goes to the ring, so a cold read never stalls this worker. A socket that is full
+    /// makes the rest wait for POLLOUT either way.
+    fn start_splice(
+        &mut self,
+        key: usize,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+        now: Instant,
+    ) -> SpliceStart {
         let Some(pipe) = self.take_pipe() else {
-            return false;
+            return SpliceStart::NoPipe;
         };
         let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
+        let more = u64::from(want) < len;
+        if self.sync_splice_budget >= u64::from(want) && resident(file.as_raw_fd(), offset, want) {
+            let mut off = offset as libc::loff_t;
+            // SAFETY: both fds are open (the file is held by `file`, the pipe by `pipe`); `off`
+            // is a live loff_t the kernel advances. The pipe is empty and as large as a chunk.
+            let n = unsafe {
+                libc::splice(
+                    file.as_raw_fd(),
+                    &mut off,
+                    pipe.write.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want as usize,
+                    libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if n > 0 {
+                self.sync_splice_budget -= n as u64;
+                let c = &mut self.conns[key];
+                c.out = Out::Splicing {
+                    _file: Arc::clone(file),
+                    pipe,
+                    in_pipe: n as usize,
+                    total: 0,
+                    more,
+                };
+                return self.flush_pipe(key, now);
+            }
+            // Nothing moved (a short file, an error): the ring path below reports it properly.
+        }
         let c = &mut self.conns[key];
         let e = opcode::Splice::new(
             types::Fd(file.as_raw_fd()),
@@ -1095,36 +1164,91 @@ impl Worker {
             pipe,
             in_pipe: 0,
             total: 0,
+            more,
         };
         // SAFETY: no buffers; the file and the pipe are held in `c.out` until the completion.
         self.push(e);
-        true
+        SpliceStart::InFlight
     }
 
-    fn submit_splice_out(&mut self, key: usize) {
+    /// Moves what the pipe holds to the socket now (nonblocking socket). When the pipe empties
+    /// the piece is reported to the session (`Done`); a full socket arms a POLLOUT
+    /// (`InFlight`); an error ends the piece and is reported (`Done`).
+    fn flush_pipe(&mut self, key: usize, now: Instant) -> SpliceStart {
         let c = &mut self.conns[key];
-        let Out::Splicing { pipe, in_pipe, .. } = &c.out else {
-            unreachable!("splice out without a pipe")
+        let Out::Splicing {
+            pipe,
+            in_pipe,
+            total,
+            more,
+            ..
+        } = &mut c.out
+        else {
+            unreachable!("flush without a splice")
         };
-        let e = opcode::Splice::new(
-            types::Fd(pipe.read.as_raw_fd()),
-            -1,
-            types::Fd(c.fd.as_raw_fd()),
-            -1,
-            *in_pipe as u32,
-        )
-        .flags(libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MORE)
-        .build()
-        .user_data(user_data(OP_SPLICE_OUT, key, c.gen));
-        c.ops += 1;
-        // SAFETY: no buffers; the pipe is held in `c.out`, the socket by the connection.
-        self.push(e);
+        let mut failed = None;
+        while *in_pipe > 0 {
+            let flags = libc::SPLICE_F_NONBLOCK | if *more { libc::SPLICE_F_MORE } else { 0 };
+            // SAFETY: the pipe and the socket are open, owned by `c`; no memory is passed.
+            let n = unsafe {
+                libc::splice(
+                    pipe.read.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    c.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    *in_pipe,
+                    flags,
+                )
+            };
+            if n > 0 {
+                *in_pipe -= n as usize;
+                *total += n as usize;
+                continue;
+            }
+            let err = if n == 0 {
+                send_error(0)
+            } else {
+                io::Error::last_os_error()
+            };
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    let e = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
+                        .build()
+                        .user_data(user_data(OP_POLL_OUT, key, c.gen));
+                    c.ops += 1;
+                    // SAFETY: no buffers; the socket is owned by the connection.
+                    self.push(e);
+                    return SpliceStart::InFlight;
+                }
+                _ => {
+                    failed = Some(err);
+                    break;
+                }
+            }
+        }
+        let Out::Splicing {
+            pipe,
+            in_pipe,
+            total,
+            ..
+        } = std::mem::replace(&mut c.out, Out::Idle)
+        else {
+            unreachable!()
+        };
+        self.put_pipe(pipe, in_pipe == 0);
+        let c = &mut self.conns[key];
+        match failed {
+            None => c.session.on_sent(Ok(total as u64), None, now),
+            Some(e) => c.session.on_sent(Err(e), None, now),
+        }
+        SpliceStart::Done
     }
 
-    /// A splice step completed; `op` says which.
+    /// A ring splice (file -> pipe) or a POLLOUT wait completed; `op` says which.
     fn on_splice(&mut self, key: usize, op: u64, res: i32, now: Instant) {
         let c = &mut self.conns[key];
-        let Out::Splicing { in_pipe, total, .. } = &mut c.out else {
+        let Out::Splicing { in_pipe, .. } = &mut c.out else {
             unreachable!("splice completion without a splice")
         };
         let failed = match op {
@@ -1136,21 +1260,8 @@ impl Worker {
                 io::ErrorKind::UnexpectedEof,
                 "object file shorter than its catalog size",
             )),
-            OP_SPLICE_OUT if res > 0 => {
-                *in_pipe -= res as usize;
-                *total += res as usize;
-                None
-            }
-            OP_SPLICE_OUT | OP_POLL_OUT
-                if res == -libc::EAGAIN || (op == OP_POLL_OUT && res > 0) =>
-            {
-                None
-            }
-            _ => Some(if res < 0 {
-                io::Error::from_raw_os_error(-res)
-            } else {
-                send_error(res)
-            }),
+            OP_POLL_OUT if res > 0 => None,
+            _ => Some(io::Error::from_raw_os_error(-res)),
         };
         if c.closing || failed.is_some() {
             let Out::Splicing { pipe, in_pipe, .. } = std::mem::replace(&mut c.out, Out::Idle)
@@ -1167,31 +1278,9 @@ impl Worker {
             self.drive(key, now);
             return;
         }
-        if op == OP_SPLICE_OUT && res == -libc::EAGAIN {
-            // The socket is full: wait until it can take more.
-            let e = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
-                .build()
-                .user_data(user_data(OP_POLL_OUT, key, c.gen));
-            c.ops += 1;
-            // SAFETY: no buffers; the socket is owned by the connection.
-            self.push(e);
-            return;
+        if self.flush_pipe(key, now) == SpliceStart::Done {
+            self.drive(key, now);
         }
-        let Out::Splicing { in_pipe, .. } = &c.out else {
-            unreachable!()
-        };
-        if *in_pipe > 0 {
-            self.submit_splice_out(key);
-            return;
-        }
-        // The chunk is out.
-        let Out::Splicing { pipe, total, .. } = std::mem::replace(&mut c.out, Out::Idle) else {
-            unreachable!()
-        };
-        self.put_pipe(pipe, true);
-        let c = &mut self.conns[key];
-        c.session.on_sent(Ok(total as u64), None, now);
-        self.drive(key, now);
     }
 
     fn pick_file_worker(&mut self) -> usize {
@@ -1465,7 +1554,7 @@ impl Worker {
                     }
                 }
             }
-            OP_SPLICE_IN | OP_SPLICE_OUT | OP_POLL_OUT => {
+            OP_SPLICE_IN | OP_POLL_OUT => {
                 self.on_splice(key, op, res, now);
                 return;
             }
@@ -1596,6 +1685,47 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::Job(_) => "job",
         Transmit::Close => "close",
     }
+}
+
+/// Whether every page of `len` bytes at `offset` of the file is in the page cache (cachestat,
+/// Linux 6.5+). False when unknown, so callers take the path that cannot block.
+fn resident(fd: RawFd, offset: u64, len: u32) -> bool {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    const SYS_CACHESTAT: libc::c_long = 451;
+    const PAGE: u64 = 4096;
+    if len == 0 {
+        return false;
+    }
+    let range = Range {
+        off: offset,
+        len: u64::from(len),
+    };
+    let mut stat = Stat::default();
+    // SAFETY: both pointers are to live, properly laid out structs for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    let pages = (offset + u64::from(len)).div_ceil(PAGE) - offset / PAGE;
+    rc == 0 && stat.nr_cache >= pages
 }
 
 /// Whether a body piece of `len` bytes goes file -> pipe -> socket rather than through a pool

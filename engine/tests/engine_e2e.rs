@@ -223,6 +223,54 @@ fn combined_layout_streams_every_byte() {
 }
 
 #[test]
+fn cold_pages_and_slow_readers_take_the_ring_paths() {
+    let (engine, addr, rm, dir) = start("combined");
+    // Out of the page cache, the file half of a splice must go through the ring (a synchronous
+    // splice could wait on the disk); a reader that stalls makes the socket half wait for POLLOUT.
+    let evict = || {
+        let f = File::open(dir.path().join("object")).unwrap();
+        f.sync_all().unwrap(); // dirty pages are not dropped
+                               // SAFETY: a valid fd; fadvise only drops clean cached pages of this file.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(rc, 0);
+    };
+    evict();
+    let slow = std::thread::spawn(move || {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut s = BufReader::with_capacity(4096, s);
+        // Four 3 MB responses asked for at once, then not read for a while: more than the
+        // socket buffers hold, so the server's sends find the socket full.
+        s.get_mut().write_all(&b"GET 2999999\n".repeat(4)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..4 {
+            let mut line = String::new();
+            s.read_line(&mut line).unwrap();
+            assert_eq!(line, "OK 2999999\n");
+            let mut body = vec![0u8; 2_999_999];
+            s.read_exact(&mut body).unwrap();
+            for (i, b) in body.iter().enumerate() {
+                assert_eq!(*b, content(i as u64), "byte {i}");
+            }
+        }
+    });
+    run_clients(addr);
+    evict();
+    run_clients(addr);
+    slow.join().unwrap();
+    wait_for_zero(&rm);
+    engine.shutdown(Duration::from_secs(5));
+    engine.join();
+}
+
+#[test]
 fn read_send_path_streams_every_byte_in_both_layouts() {
     for layout in ["combined", "f=1,nc=1,nd=1"] {
         let (engine, addr, rm, _dir) = start_with(layout, oasis_engine::SendPath::ReadSend);
