@@ -212,6 +212,11 @@ pub(crate) struct Worker {
     /// Bytes this loop iteration may still splice synchronously (refilled each iteration), so a
     /// few fast readers of hot objects cannot keep the worker from its other connections.
     sync_splice_budget: u64,
+    /// The Resource Manager's event epoch this worker last reacted to.
+    seen_epoch: u64,
+    /// Connections that finished a piece synchronously and yielded, to be driven again at the
+    /// next iteration (round-robin among fast readers instead of one draining its object).
+    ready: VecDeque<(usize, u32)>,
 }
 
 /// How [`Worker::start_splice`] went.
@@ -280,6 +285,8 @@ impl Worker {
             due: Vec::new(),
             shutdown_seen: false,
             sync_splice_budget: SYNC_SPLICE_BUDGET_BYTES,
+            seen_epoch: 0,
+            ready: VecDeque::new(),
             shared,
         })
     }
@@ -351,7 +358,16 @@ impl Worker {
             loops += 1;
             self.sync_splice_budget = SYNC_SPLICE_BUDGET_BYTES;
             self.arm_waker();
+            self.check_events();
             let now = Instant::now();
+            for _ in 0..self.ready.len() {
+                let Some((key, gen)) = self.ready.pop_front() else {
+                    break;
+                };
+                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    self.drive(key, now);
+                }
+            }
             while let Some(msg) = self.shared.workers[self.index].mailbox.try_recv() {
                 self.handle_msg(msg, now);
             }
@@ -378,7 +394,7 @@ impl Worker {
             }
             let mailbox = &self.shared.workers[self.index].mailbox;
             let sleep = mailbox.prepare_sleep();
-            if !sleep {
+            if !sleep || !self.ready.is_empty() {
                 timeout = Duration::ZERO;
             }
             let ts = types::Timespec::new()
@@ -438,6 +454,25 @@ impl Worker {
             return self.shared.net_workers_alive.load(Ordering::Acquire) == 0;
         }
         true
+    }
+
+    /// Reacts to a change of resource level: under a critical event the worker lets go of what
+    /// it only keeps for speed (idle pipes and the memory reserved for them). Admission of new
+    /// streams is refused by the services, which see the same level.
+    fn check_events(&mut self) {
+        let epoch = self.shared.rm.epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        if self.shared.rm.is_critical() && !self.pipes.is_empty() {
+            tracing::info!(
+                "worker {}: critical resource event: closing {} idle pipes",
+                self.index,
+                self.pipes.len()
+            );
+            self.pipes.clear();
+        }
     }
 
     fn check_shutdown(&mut self, now: Instant) {
@@ -631,9 +666,16 @@ impl Worker {
             return false;
         }
         // Output: one transmit in flight at a time.
+        let mut spliced_now = false;
         loop {
             let c = &mut self.conns[key];
             if !matches!(c.out, Out::Idle) {
+                break;
+            }
+            if spliced_now {
+                // One synchronous piece per turn: the next waits for the next iteration, after
+                // every other connection that is ready now has had its turn.
+                self.ready.push_back((key, c.gen));
                 break;
             }
             let t = c.session.poll_transmit(now);
@@ -662,7 +704,10 @@ impl Worker {
                     c.wait_until = None;
                     if splices(&self.shared, len) {
                         match self.start_splice(key, &file, offset, len, now) {
-                            SpliceStart::Done => continue,
+                            SpliceStart::Done => {
+                                spliced_now = true;
+                                continue;
+                            }
                             SpliceStart::InFlight => break,
                             SpliceStart::NoPipe => {}
                         }
@@ -1095,7 +1140,7 @@ impl Worker {
     /// Returns a pipe; one that may still hold bytes (an error mid-splice) is closed instead.
     fn put_pipe(&mut self, pipe: Pipe, empty: bool) {
         self.pipes_out -= 1;
-        if empty {
+        if empty && !self.shared.rm.is_critical() {
             self.pipes.push(pipe);
         }
     }

@@ -271,6 +271,32 @@ fn cold_pages_and_slow_readers_take_the_ring_paths() {
 }
 
 #[test]
+fn a_critical_event_makes_workers_close_idle_pipes() {
+    use oasis_engine::resource::{External, Level};
+    let (engine, addr, rm, _dir) = start("combined");
+    run_clients(addr); // splices leave pipes pooled in the workers, each reserved as memory
+    wait_for_zero(&rm);
+    let before = rm.used(oasis_engine::Resource::MemoryBytes);
+    rm.set_external(External::SystemMemory, Level::Critical);
+    let until = Instant::now() + Duration::from_secs(10);
+    while rm.used(oasis_engine::Resource::MemoryBytes) >= before {
+        assert!(Instant::now() < until, "no worker let go of its idle pipes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let freed = before - rm.used(oasis_engine::Resource::MemoryBytes);
+    assert_eq!(
+        freed % 4096,
+        0,
+        "pipes are reserved 4096 bytes each, freed {freed}"
+    );
+    rm.set_external(External::SystemMemory, Level::Normal);
+    run_clients(addr); // and streaming goes on once the event is over
+    wait_for_zero(&rm);
+    engine.shutdown(Duration::from_secs(5));
+    engine.join();
+}
+
+#[test]
 fn read_send_path_streams_every_byte_in_both_layouts() {
     for layout in ["combined", "f=1,nc=1,nd=1"] {
         let (engine, addr, rm, _dir) = start_with(layout, oasis_engine::SendPath::ReadSend);
