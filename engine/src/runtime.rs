@@ -11,7 +11,7 @@
 //! (no new requests), and force-closes whatever is left at the drain deadline.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
@@ -543,15 +543,38 @@ fn acceptor(shared: Arc<Shared>, sockets: Vec<OwnedFd>) -> std::io::Result<()> {
     let mut ring = io_uring::IoUring::new(256)?;
     let multishot = shared.features.multishot_accept;
     let mut wake_buf = Box::new(0u64);
+    // The listeners and the wake eventfd live as long as the ring: registered (fixed) files spare
+    // every operation on them the descriptor-table lookup. Slot i is listener i, the last the wake.
+    let mut table: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    table.push(shared.acceptor_wake.eventfd());
+    let fixed = match ring.submitter().register_files(&table) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("acceptor: registered files unavailable ({e}); using descriptors");
+            false
+        }
+    };
+    let wake_slot = (table.len() - 1) as u32;
     let arm = |ring: &mut io_uring::IoUring, i: usize, fd: i32| {
-        let e = if multishot {
-            opcode::AcceptMulti::new(types::Fd(fd))
+        let e = match (multishot, fixed) {
+            (true, true) => opcode::AcceptMulti::new(types::Fixed(i as u32))
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                .build()
-        } else {
-            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .build(),
+            (true, false) => opcode::AcceptMulti::new(types::Fd(fd))
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                .build()
+                .build(),
+            (false, true) => opcode::Accept::new(
+                types::Fixed(i as u32),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .build(),
+            (false, false) => {
+                opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                    .build()
+            }
         };
         // SAFETY: no buffers; the listener fd lives in `sockets` until this function returns,
         // after the ring is dropped.
@@ -569,12 +592,12 @@ fn acceptor(shared: Arc<Shared>, sockets: Vec<OwnedFd>) -> std::io::Result<()> {
             break;
         }
         if !wake_armed {
-            let e = opcode::Read::new(
-                types::Fd(shared.acceptor_wake.eventfd()),
-                (&mut *wake_buf as *mut u64).cast(),
-                8,
-            )
-            .build()
+            let buf = (&mut *wake_buf as *mut u64).cast();
+            let e = if fixed {
+                opcode::Read::new(types::Fixed(wake_slot), buf, 8).build()
+            } else {
+                opcode::Read::new(types::Fd(shared.acceptor_wake.eventfd()), buf, 8).build()
+            }
             .user_data(ACCEPT_WAKE);
             // SAFETY: `wake_buf` outlives the ring (dropped after it at the end of this function).
             while unsafe { ring.submission().push(&e) }.is_err() {

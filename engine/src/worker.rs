@@ -197,6 +197,8 @@ pub(crate) struct Worker {
     remote_reads: Slab<(Arc<File>, Chunk, u32, u64)>,
     wake_buf: Box<u64>,
     wake_armed: bool,
+    /// The mailbox eventfd is registered file 0 of the ring (read at every wake-up).
+    wake_fixed: bool,
     fixed_buffers: bool,
     /// Provided receive buffers; present when this worker keeps its connections (it has both
     /// the command and data roles, so they never migrate) and the kernel has buffer rings.
@@ -264,6 +266,10 @@ impl Worker {
             tracing::debug!("worker {index}: cannot bound io-wq workers: {e}");
         }
         let (recv_bufs, recv_reservation) = Self::recv_buffers(index, roles, &ring, &shared);
+        let wake_fixed = ring
+            .submitter()
+            .register_files(&[shared.workers[index].mailbox.eventfd()])
+            .is_ok();
         Ok(Worker {
             index,
             roles,
@@ -277,6 +283,7 @@ impl Worker {
             remote_reads: Slab::new(),
             wake_buf: Box::new(0),
             wake_armed: false,
+            wake_fixed,
             fixed_buffers,
             next_file_worker: index,
             pipes: Vec::new(),
@@ -341,9 +348,13 @@ impl Worker {
             return;
         }
         let fd = self.shared.workers[self.index].mailbox.eventfd();
-        let e = opcode::Read::new(types::Fd(fd), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(user_data(OP_WAKE, 0, 0));
+        let buf = (&mut *self.wake_buf as *mut u64).cast();
+        let e = if self.wake_fixed {
+            opcode::Read::new(types::Fixed(0), buf, 8).build()
+        } else {
+            opcode::Read::new(types::Fd(fd), buf, 8).build()
+        }
+        .user_data(user_data(OP_WAKE, 0, 0));
         // SAFETY: `wake_buf` is a Box owned by the worker, which outlives the ring's operations.
         self.push(e);
         self.wake_armed = true;
