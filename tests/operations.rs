@@ -11,6 +11,8 @@
 //!   server must exit with a status (not a signal), print one sentence naming io_uring and the fix,
 //!   never panic, and start nothing: no data directory, no listening socket. The filter affects only
 //!   that child, so tests running beside it are untouched.
+//! - Pinning: for a combined and a split layout, every worker thread's `Cpus_allowed_list` in
+//!   `/proc/PID/task/*/status` is the core list the start-up layout line printed for it.
 
 mod support;
 
@@ -246,4 +248,80 @@ fn io_uring_hidden_by_seccomp_enosys_stops_start_with_one_sentence() {
         line.contains("ENOSYS") && line.contains("CONFIG_IO_URING"),
         "{line}"
     );
+}
+
+/// A CPU list as the kernel prints it in `Cpus_allowed_list` ("0-2,5") or as the layout line
+/// prints it ("[0, 1]"), as a sorted list.
+fn cpu_set(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in text
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus.sort_unstable();
+    cpus
+}
+
+#[test]
+fn workers_run_pinned_where_the_layout_line_says() {
+    for layout in ["combined", "f=1,nc=1,nd=1"] {
+        let s = Server::start_with("", layout);
+        wait_until(&s, "the layout line", || s.server_log().contains("pinned"));
+        let log = s.server_log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("threads: ") && l.contains("pinned"))
+            .unwrap_or_else(|| panic!("no layout line in the log:\n{log}"));
+        // " w0[f+nc+nd]->cpu[0] w1[...]->cpu[1]"
+        let printed: Vec<(usize, Vec<usize>)> = line
+            .split(" w")
+            .skip(1)
+            .map(|w| {
+                let (index, rest) = w.split_once('[').unwrap();
+                let cpus = rest.split("->cpu").nth(1).unwrap();
+                let cpus = &cpus[..=cpus.find(']').unwrap()];
+                (index.parse().unwrap(), cpu_set(cpus))
+            })
+            .collect();
+        assert!(!printed.is_empty(), "no workers in: {line}");
+        // Every worker thread (named oasis-w<i>-<roles>) runs where the line says.
+        let mut seen = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", s.pid())).unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+            let Some(index) = comm
+                .trim()
+                .strip_prefix("oasis-w")
+                .and_then(|r| r.split('-').next())
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap();
+            let want = &printed.iter().find(|(i, _)| *i == index).unwrap().1;
+            assert_eq!(
+                &cpu_set(allowed),
+                want,
+                "{layout}: thread {} runs on {allowed}, the log says {want:?}",
+                comm.trim()
+            );
+            seen += 1;
+        }
+        assert_eq!(
+            seen,
+            printed.len(),
+            "{layout}: worker threads found vs printed: {line}"
+        );
+    }
 }
