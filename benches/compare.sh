@@ -99,9 +99,11 @@ log "building release binaries"
 (cd "$ROOT" && cargo build --release -p oasis-loadgen) >>"$LOG" 2>&1 || { log "FATAL: oasis-loadgen did not build"; exit 1; }
 OASIS_BUILT=1
 (cd "$ROOT" && cargo build --release -p oasis) >>"$LOG" 2>&1 || { OASIS_BUILT=0; note "oasis did not build (see log.txt): Oasis columns are n/a"; }
-LG="$ROOT/target/release/oasis-loadgen"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ $TARGET == /* ]] || TARGET="$ROOT/$TARGET"
+LG="$TARGET/release/oasis-loadgen"
 export RUST_BACKTRACE=0
-OASIS="$ROOT/target/release/oasis"
+OASIS="$TARGET/release/oasis"
 
 # ---------------------------------------------------------------- machine
 {
@@ -459,3 +461,10 @@ if [[ -n $PY ]]; then
 fi
 log "done: $OUT/summary.md"
 [[ -f $OUT/summary.md ]] && cat "$OUT/summary.md"
+if [[ $QUICK == 1 ]]; then
+  # The smoke exists so the harness cannot rot: a side that produced no numbers fails it.
+  if [[ ! -f $OUT/summary.md ]] || grep -qE "loadgen failed|import failed|did not build|did not start|exited [1-9]|did not exit" "$OUT/summary.md" "$NOTES" 2>/dev/null; then
+    log "FATAL: the smoke run lost Oasis or nginx numbers (see $OUT/summary.md and log.txt)"
+    exit 1
+  fi
+fi
