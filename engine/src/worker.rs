@@ -737,9 +737,26 @@ impl Worker {
                         "head too long to share a chunk"
                     );
                     c.wait_until = None;
-                    if len == 0 || splices(&self.shared, len) {
+                    if len > 0 && splices(&self.shared, len) {
                         // A spliced body does not share a buffer with its head: the head leaves
                         // alone and the session then asks for the body as a plain file transmit.
+                        // The body's first piece is usually spliced right here (hot pages), so
+                        // the head is sent here too, corked (MSG_MORE) to share its segment.
+                        let sent = send_now(&c.fd, &head, libc::MSG_MORE);
+                        match sent {
+                            Ok(n) if n == head.len() => {
+                                c.session.on_sent(Ok(n as u64), Some(head), now);
+                                continue;
+                            }
+                            Ok(n) => {
+                                c.out = Out::Bytes { buf: head, sent: n };
+                                self.submit_send(key);
+                            }
+                            Err(e) => c.session.on_sent(Err(e), Some(head), now),
+                        }
+                        break;
+                    }
+                    if len == 0 {
                         c.out = Out::Bytes { buf: head, sent: 0 };
                         self.submit_send(key);
                         break;
@@ -1740,6 +1757,31 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::Idle => "idle",
         Transmit::Job(_) => "job",
         Transmit::Close => "close",
+    }
+}
+
+/// Sends what a nonblocking socket takes now; `Ok(0)` when it takes nothing (EAGAIN).
+fn send_now(fd: &OwnedFd, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: the socket is open (owned by the caller's connection) and `bytes` is a live
+        // slice for the duration of the call.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(0),
+            _ => return Err(e),
+        }
     }
 }
 
