@@ -5,6 +5,14 @@
 #   bash benches/compare.sh --quick              # seconds-long smoke test (CI)
 #   bash benches/compare.sh --scenarios 1,2,7    # a subset
 #   bash benches/compare.sh --layouts "combined f=1,nc=1,nd=1"   # core-layout sweep (1, 3, 4)
+#   bash benches/compare.sh --scenarios 1,2 --repeat 3   # each run 3 times: ratios with their spread
+#
+# --repeat N (default 1): scenarios 1-4 run N times, nginx then Oasis in each repetition, so
+# drift on this shared box hits both sides; raw files get a .rK suffix on the label
+# (raw/LABEL.rK__SERVER.json) and summary.md gives per-server medians and the median and
+# min-max of the per-repetition Oasis/nginx ratios. Scenarios 5-7 run once. A repeat multiplies
+# the time of scenarios 1-4 by N (each extra cold repetition drops the page cache again).
+# --quick ignores --repeat (always 1 repetition).
 #
 # Installs nginx, wrk, fio, iperf3 and python3-matplotlib from apt when missing, builds the
 # release binaries, makes a data set under bench-results/work/, starts nginx and Oasis on two
@@ -19,31 +27,42 @@ QUICK=0
 SCENARIOS="1,2,3,4,5,6,7"
 LAYOUTS="combined"
 DURATION_S=""
+REPEAT=1
 NGINX_PORT=18080
 OASIS_PORT=18081
 IPERF_PORT=18082
 PACED_BPS=4000000
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --scenarios) SCENARIOS="$2"; shift ;;
     --layouts) LAYOUTS="$2"; shift ;;
     --duration-s) DURATION_S="$2"; shift ;;
+    --repeat) REPEAT="$2"; shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
   shift
 done
 
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat wants a positive integer, got: $REPEAT" >&2; usage 2; }
 if [[ $QUICK == 1 ]]; then
   : "${DURATION_S:=2}"
+  [[ $REPEAT == 1 ]] || echo "--quick: ignoring --repeat $REPEAT (one repetition)" >&2
+  REPEAT=1
   SCENARIOS=$(echo "$SCENARIOS" | tr ',' '\n' | grep -v -x -e 3 -e 4 | paste -sd, -)
 else
   : "${DURATION_S:=15}"
 fi
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
+# Label suffix of each repetition of scenarios 1-4: none without --repeat, else .r1 .. .rN.
+REPS=("")
+if [[ $REPEAT != 1 ]]; then
+  REPS=()
+  for ((i = 1; i <= REPEAT; i++)); do REPS+=(".r$i"); done
+fi
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$ROOT/bench-results/$TS"
@@ -113,7 +132,7 @@ OASIS="$TARGET/release/oasis"
   echo "mem_total_kib: $(awk '/MemTotal/{print $2}' /proc/meminfo)"
   echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
   echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
-  echo "quick: $QUICK duration_s: $DURATION_S scenarios: $SCENARIOS layouts: $LAYOUTS"
+  echo "quick: $QUICK duration_s: $DURATION_S scenarios: $SCENARIOS layouts: $LAYOUTS repeat: $REPEAT"
 } >"$OUT/machine.txt"
 
 # oasis-loadgen widens ip_local_port_range for 50k connections: reserve our listening ports so
@@ -348,20 +367,25 @@ run_wrk() { # NAME SERVER CONNS PATH
 }
 servers() { echo nginx oasis; }
 
+# Scenarios 1-4 loop over "${REPS[@]}" outside the server loop: nginx, Oasis, nginx, Oasis, ...
 scenario_1() { # hot 2 MiB at 100 and 1000 connections
-  local tag=$1 s c
+  local tag=$1 s c r
   for c in 100 1000; do
-    for s in $(servers); do
-      run_lg "$tag-s1-hot-c$c" "$s" get --url-file "$WORK/hot.urls" --connections "$c" --duration-s "$DURATION_S"
-      run_wrk "$tag-s1-hot-c$c-wrk" "$s" "$c" /media/hot/seg-00000.bin
+    for r in "${REPS[@]}"; do
+      for s in $(servers); do
+        run_lg "$tag-s1-hot-c$c$r" "$s" get --url-file "$WORK/hot.urls" --connections "$c" --duration-s "$DURATION_S"
+        run_wrk "$tag-s1-hot-c$c-wrk$r" "$s" "$c" /media/hot/seg-00000.bin
+      done
     done
   done
 }
 scenario_2() { # hot small 64 KiB at 100 connections
-  local tag=$1 s
-  for s in $(servers); do
-    run_lg "$tag-s2-small-c100" "$s" get --url-file "$WORK/small.urls" --connections 100 --duration-s "$DURATION_S"
-    run_wrk "$tag-s2-small-c100-wrk" "$s" 100 /media/small/obj-00000.bin
+  local tag=$1 s r
+  for r in "${REPS[@]}"; do
+    for s in $(servers); do
+      run_lg "$tag-s2-small-c100$r" "$s" get --url-file "$WORK/small.urls" --connections 100 --duration-s "$DURATION_S"
+      run_wrk "$tag-s2-small-c100-wrk$r" "$s" 100 /media/small/obj-00000.bin
+    done
   done
 }
 cold_sweep() { # NAME SERVER: every cold file at most once, round-robin
@@ -376,20 +400,24 @@ scenario_3() { # cold sweep vs the fio io_uring read limit on the same files
       --ioengine=io_uring --iodepth=32 --numjobs=1 --runtime="$((DURATION_S * 2))" --time_based=0 \
       --output-format=json >"$RAW/fio-cold.json" 2>>"$LOG" || note "fio failed"
   fi
-  for s in $(servers); do
-    drop_caches
-    cold_sweep "$tag-s3-cold" "$s"
+  for r in "${REPS[@]}"; do
+    for s in $(servers); do
+      drop_caches
+      cold_sweep "$tag-s3-cold$r" "$s"
+    done
   done
 }
 scenario_4() { # hot-small p99 while a cold sweep runs
-  local tag=$1 s pid
-  for s in $(servers); do
-    drop_caches
-    cold_sweep "$tag-s4-mixed-cold" "$s" &
-    pid=$!
-    sleep 0.5
-    run_lg "$tag-s4-mixed-small" "$s" get --url-file "$WORK/small.urls" --connections 50 --duration-s "$DURATION_S"
-    wait "$pid"
+  local tag=$1 s pid r
+  for r in "${REPS[@]}"; do
+    for s in $(servers); do
+      drop_caches
+      cold_sweep "$tag-s4-mixed-cold$r" "$s" &
+      pid=$!
+      sleep 0.5
+      run_lg "$tag-s4-mixed-small$r" "$s" get --url-file "$WORK/small.urls" --connections 50 --duration-s "$DURATION_S"
+      wait "$pid"
+    done
   done
 }
 scenario_5() { # paced capacity at 4 Mbit/s

@@ -3,26 +3,41 @@
 
 Reads RESULTS_DIR/raw/*.json (one oasis-loadgen object per file, named LABEL__SERVER.json),
 *.wrk.txt, fio-cold.json and iperf3-*.json; writes RESULTS_DIR/summary.md (absolute numbers and
-the ratios Oasis/nginx and Oasis/limit) and PNG + SVG bar charts when matplotlib is present.
+the ratios Oasis/nginx and Oasis/limit), RESULTS_DIR/summary.json (the same rows with every
+repetition's values and ratios) and PNG + SVG bar charts when matplotlib is present.
 Never invents a number: a missing or failed run shows as "n/a" with the reason.
+
+Repetitions (compare.sh --repeat N) are labelled LABEL.rK; they are grouped by LABEL. A grouped
+row shows the median per server and the median of the per-repetition Oasis/nginx ratios with
+their min-max range, e.g. "1.07 (0.98-1.15, n=3)". Without repetitions the output is one run's.
 """
 import glob
 import json
 import os
 import re
+import statistics
 import sys
 
+REP_RE = re.compile(r"^(.*)\.r(\d+)$")
 
-def load_runs(raw):
+
+def load_raw(raw, ext, parse):
+    """{(label, server): {repetition: parsed}} for raw/LABEL[.rK]__SERVER<ext>; repetition 0 = none."""
     runs = {}
-    for path in sorted(glob.glob(os.path.join(raw, "*__*.json"))):
-        label, server = os.path.basename(path)[: -len(".json")].split("__", 1)
-        try:
-            with open(path) as f:
-                runs[(label, server)] = json.loads(f.readline())
-        except (OSError, ValueError) as e:
-            runs[(label, server)] = {"na": f"unreadable: {e}"}
+    for path in sorted(glob.glob(os.path.join(raw, "*__*" + ext))):
+        label, server = os.path.basename(path)[: -len(ext)].split("__", 1)
+        m = REP_RE.match(label)
+        label, rep = (m.group(1), int(m.group(2))) if m else (label, 0)
+        runs.setdefault((label, server), {})[rep] = parse(path)
     return runs
+
+
+def parse_json(path):
+    try:
+        with open(path) as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError) as e:
+        return {"na": f"unreadable: {e}"}
 
 
 def parse_wrk(path):
@@ -91,10 +106,61 @@ def fmt(v, unit=""):
     return f"{v:,}"
 
 
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def ratio(a, b):
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+    if is_num(a) and is_num(b) and b:
         return f"{a / b:.2f}"
     return "n/a"
+
+
+def median_or_reason(values):
+    """Median of the numeric values; else the first reason (string) or None."""
+    nums = [v for v in values if is_num(v)]
+    if nums:
+        return statistics.median(nums)
+    return next((v for v in values if v is not None), None)
+
+
+def combine(rn, ro, get):
+    """One row over its repetitions. rn, ro: {repetition: run} of nginx and Oasis (or None);
+    get(run) -> number, reason string or None."""
+    rn, ro = rn or {}, ro or {}
+    reps = sorted(set(rn) | set(ro))
+    vn = [get(rn.get(r)) for r in reps]
+    vo = [get(ro.get(r)) for r in reps]
+    per_rep = [o / n if is_num(n) and is_num(o) and n else None for n, o in zip(vn, vo)]
+    ratios = [x for x in per_rep if x is not None]
+    return {
+        "repetitions": reps,
+        "nginx": vn,
+        "oasis": vo,
+        "ratios": per_rep,
+        "nginx_median": median_or_reason(vn),
+        "oasis_median": median_or_reason(vo),
+        "ratio_median": statistics.median(ratios) if ratios else None,
+        "ratio_min": min(ratios) if ratios else None,
+        "ratio_max": max(ratios) if ratios else None,
+        "n": len(ratios),
+    }
+
+
+def ratio_cell(row):
+    """Oasis/nginx: one run's ratio, or with repetitions the median (min-max, n)."""
+    if row["ratio_median"] is None:
+        return "n/a"
+    if row["repetitions"] == [0]:
+        return f"{row['ratio_median']:.2f}"
+    return f"{row['ratio_median']:.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}, n={row['n']})"
+
+
+def error_sum(runs):
+    """errors_total summed over the repetitions that report it, or 'n/a'."""
+    errs = [metric(r, "errors_total") for r in (runs or {}).values()]
+    errs = [e for e in errs if isinstance(e, int)]
+    return sum(errs) if errs else "n/a"
 
 
 def metric(run, key):
@@ -132,7 +198,9 @@ ROWS = [
 def main():
     out_dir = sys.argv[1]
     raw = os.path.join(out_dir, "raw")
-    runs = load_runs(raw)
+    runs = load_raw(raw, ".json", parse_json)
+    wrks = load_raw(raw, ".wrk.txt", parse_wrk)
+    repeated = any(rep for reps in list(runs.values()) + list(wrks.values()) for rep in reps)
     limits = {"fio": fio_limit(raw), "loopback": iperf_limit(raw)}
     layouts = sorted({label.split("-s", 1)[0] for label, _ in runs}) or ["combined"]
     lines = ["# Oasis vs nginx: load-run summary", ""]
@@ -145,7 +213,7 @@ def main():
         notes = open(os.path.join(out_dir, "notes.txt")).read().strip()
     except OSError:
         pass
-    reasons = sorted({r["na"] for r in runs.values() if isinstance(r, dict) and "na" in r})
+    reasons = sorted({r["na"] for reps in runs.values() for r in reps.values() if isinstance(r, dict) and "na" in r})
     notes = "\n".join([n for n in [notes] if n] + [f"n/a cells: {r}" for r in reasons])
     if notes:
         lines += ["**Notes:**", ""] + [f"- {n}" for n in notes.splitlines()] + [""]
@@ -154,8 +222,16 @@ def main():
         + "; cold read (fio io_uring, O_DIRECT, same files) = " + fmt(limits["fio"], "B/s"),
         "",
     ]
+    if repeated:
+        lines += [
+            "Repeated runs: nginx and Oasis are medians over the repetitions; Oasis/nginx is the median of "
+            "the per-repetition ratios (min-max, n = repetitions with both numbers); limit ratios use the "
+            "medians; errors are summed over the repetitions. Every repetition is in `summary.json`.",
+            "",
+        ]
     plot_rows = []
     latency_rows = []
+    json_rows = []
     for layout in layouts:
         lines += [f"## Layout `{layout}`", ""]
         lines += ["| scenario | nginx | Oasis | Oasis/nginx | limit | nginx/limit | Oasis/limit | errors nginx / Oasis |",
@@ -165,40 +241,50 @@ def main():
             rn, ro = runs.get((label, "nginx")), runs.get((label, "oasis"))
             if rn is None and ro is None:
                 continue
-            vn, vo = metric(rn, key), metric(ro, key)
+            row = combine(rn, ro, lambda run, k=key: metric(run, k))
+            vn, vo = row["nginx_median"], row["oasis_median"]
             limit = limits.get(lim) if lim else None
-            en = metric(rn, "errors_total")
-            eo = metric(ro, "errors_total")
+            en, eo = error_sum(rn), error_sum(ro)
             lines.append(
-                f"| {desc} | {fmt(vn, unit)} | {fmt(vo, unit)} | {ratio(vo, vn)} | "
+                f"| {desc} | {fmt(vn, unit)} | {fmt(vo, unit)} | {ratio_cell(row)} | "
                 f"{fmt(limit, unit) if lim else '-'} | {ratio(vn, limit) if lim else '-'} | "
-                f"{ratio(vo, limit) if lim else '-'} | {en if isinstance(en, int) else 'n/a'} / "
-                f"{eo if isinstance(eo, int) else 'n/a'} |"
+                f"{ratio(vo, limit) if lim else '-'} | {en} / {eo} |"
             )
+            json_rows.append(dict(layout=layout, client="loadgen", label=label, metric=key, unit=unit,
+                                  description=desc, limit=limit, errors_nginx=en, errors_oasis=eo, **row))
             if unit == "B/s":
                 plot_rows.append((f"{layout} {desc.split(':')[0]}", vn, vo, limit))
             if unit == "us":
                 latency_rows.append((f"{layout} {desc.split(':')[0]}", vn, vo))
         wrk_rows = []
-        for path in sorted(glob.glob(os.path.join(raw, f"{layout}-*-wrk__nginx.wrk.txt"))):
-            label = os.path.basename(path).split("__")[0]
-            wn = parse_wrk(path)
-            wo = parse_wrk(path.replace("__nginx.", "__oasis."))
-            get = lambda w, k: (w or {}).get(k, (w or {}).get("na"))
+        for label, server in sorted(wrks):
+            if server != "nginx" or not (label.startswith(f"{layout}-") and label.endswith("-wrk")):
+                continue
+            wn, wo = wrks[(label, "nginx")], wrks.get((label, "oasis"))
+            cells = {}
+            for key in ("requests_per_s", "bytes_per_s", "p99_us"):
+                row = combine(wn, wo, lambda w, k=key: (w or {}).get(k, (w or {}).get("na")))
+                cells[key] = row
+                json_rows.append(dict(layout=layout, client="wrk", label=label, metric=key, **row))
+            med = lambda key, side: cells[key][f"{side}_median"]
             wrk_rows.append(
-                f"| {label} | {fmt(get(wn, 'requests_per_s'))} | {fmt(get(wo, 'requests_per_s'))} | "
-                f"{ratio(get(wo, 'requests_per_s'), get(wn, 'requests_per_s'))} | "
-                f"{fmt(get(wn, 'bytes_per_s'), 'B/s')} | {fmt(get(wo, 'bytes_per_s'), 'B/s')} | "
-                f"{fmt(get(wn, 'p99_us'), 'us')} | {fmt(get(wo, 'p99_us'), 'us')} |"
+                f"| {label} | {fmt(med('requests_per_s', 'nginx'))} | {fmt(med('requests_per_s', 'oasis'))} | "
+                f"{ratio_cell(cells['requests_per_s'])} | "
+                f"{fmt(med('bytes_per_s', 'nginx'), 'B/s')} | {fmt(med('bytes_per_s', 'oasis'), 'B/s')} | "
+                f"{fmt(med('p99_us', 'nginx'), 'us')} | {fmt(med('p99_us', 'oasis'), 'us')} |"
             )
         if wrk_rows:
             lines += ["", "wrk (independent client, one URL):", "",
                       "| run | nginx req/s | Oasis req/s | Oasis/nginx | nginx | Oasis | nginx p99 | Oasis p99 |",
                       "|---|---|---|---|---|---|---|---|"] + wrk_rows
         lines.append("")
-    lines += ["Raw data: `raw/` (one JSON object per run; `*.wrk.txt`, `fio-cold.json`, `iperf3-*.json`).", ""]
+    lines += ["Raw data: `raw/` (one JSON object per run; `*.wrk.txt`, `fio-cold.json`, `iperf3-*.json`); "
+              "every row with each repetition's values and ratios: `summary.json`.", ""]
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines))
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump({"repeated": repeated, "limits": limits, "rows": json_rows}, f, indent=1)
+        f.write("\n")
     plot(out_dir, plot_rows, latency_rows)
 
 
