@@ -217,6 +217,13 @@ workers_of() { # layout -> worker count
 }
 
 NGINX_PID=""
+# port_free PORT: true when nothing listens on 127.0.0.1:PORT. A second compare.sh (or any
+# server) on our ports would otherwise be measured in place of ours.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$NGINX_PORT" "$OASIS_PORT"; do
+  port_free "$p" || { echo "compare.sh: 127.0.0.1:$p is already in use (another benchmark run?); stop it first" >&2; exit 1; }
+done
+
 start_nginx() { # workers
   local dir="$OUT/nginx"
   mkdir -p "$dir/tmp"
