@@ -216,6 +216,8 @@ pub(crate) struct Worker {
     sync_splice_budget: u64,
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
+    /// A failed pipe resize was reported (once per worker).
+    pipe_size_warned: bool,
     /// Connections that finished a piece synchronously and yielded, to be driven again at the
     /// next iteration (round-robin among fast readers instead of one draining its object).
     ready: VecDeque<(usize, u32)>,
@@ -293,6 +295,7 @@ impl Worker {
             shutdown_seen: false,
             sync_splice_budget: SYNC_SPLICE_BUDGET_BYTES,
             seen_epoch: 0,
+            pipe_size_warned: false,
             ready: VecDeque::new(),
             shared,
         })
@@ -1156,7 +1159,16 @@ impl Worker {
         // SAFETY: pipe2 succeeded: both descriptors are new and ours.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: F_SETPIPE_SZ on our pipe; failure leaves the default size, which still works.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+        let rc =
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+        if rc < 0 && !self.pipe_size_warned {
+            self.pipe_size_warned = true;
+            tracing::warn!(
+                "worker {}: cannot size a splice pipe to {bytes} bytes ({}); splices move less per call. For an unprivileged user raise fs.pipe-user-pages-soft (or fs.pipe-max-size)",
+                self.index,
+                io::Error::last_os_error()
+            );
+        }
         self.pipes_out += 1;
         Some(Pipe {
             read,
