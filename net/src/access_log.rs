@@ -5,13 +5,20 @@
 //! line is dropped and counted (`oasis_access_log_dropped_total`) rather than stalling a stream.
 //! Each line is timestamped when the response completes (the time is passed in).
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::http::response::civil_from_days;
 use crate::metrics::Metrics;
+
+/// A batch of at least this many lines means lines arrive faster than one wake-up each.
+const POLL_BATCH_LINES_MIN: usize = 2;
+/// How long the log thread waits for more lines under load: the most a line waits for the disk.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Where access log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,12 +64,24 @@ impl AccessLog {
                 let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
                 while let Ok(line) = rx.recv() {
                     let _ = buf.write_all(line.as_bytes());
-                    // Flush when the queue is momentarily empty, so lines appear promptly at low load
-                    // and in batches at high load.
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = buf.write_all(more.as_bytes());
+                    let mut batch_lines = 1;
+                    loop {
+                        // Flush when the queue is momentarily empty, so lines appear promptly at
+                        // low load and in batches at high load.
+                        while let Ok(more) = rx.try_recv() {
+                            let _ = buf.write_all(more.as_bytes());
+                            batch_lines += 1;
+                        }
+                        let _ = buf.flush();
+                        // Under load (more lines came while this batch was written), wait a
+                        // moment for the next batch instead of blocking in `recv`: a blocked
+                        // receiver costs the worker that sends the next line a futex wake-up.
+                        if batch_lines < POLL_BATCH_LINES_MIN {
+                            break;
+                        }
+                        std::thread::sleep(POLL_INTERVAL);
+                        batch_lines = 0;
                     }
-                    let _ = buf.flush();
                 }
             })?;
         Ok((
@@ -92,6 +111,13 @@ impl AccessLog {
 
 /// Formats the time of a log line like nginx's `$time_local` (in UTC): `22/Nov/2026:04:56:12 +0000`.
 pub fn log_time(t: std::time::SystemTime) -> String {
+    let mut out = String::with_capacity(26);
+    push_log_time(&mut out, t);
+    out
+}
+
+/// Appends [`log_time`] to `out`.
+pub fn push_log_time(out: &mut String, t: std::time::SystemTime) {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -102,27 +128,14 @@ pub fn log_time(t: std::time::SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    format!(
+    let _ = write!(
+        out,
         "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
         MONTHS[(m - 1) as usize],
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    );
 }
 
 #[cfg(test)]

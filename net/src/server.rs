@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs::File;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,11 +24,11 @@ use oasis_engine::{
 };
 use oasis_storage::{BitrateSource, ObjectMeta, Store, StoreError, Upload, UploadOptions};
 
-use crate::access_log::{log_time, AccessLog};
+use crate::access_log::{push_log_time, AccessLog};
 use crate::http::{
-    self, error_body_bytes, evaluate, http_date, if_range_allows, parse_range, parse_request,
-    plan_byteranges, push_error_body, ChunkedDecoder, HttpLimits, Method, Parse, Precondition,
-    RangeSpec, RequestHead, ResponseHead,
+    self, error_body_bytes, evaluate, if_range_allows, parse_range, parse_request, plan_byteranges,
+    push_error_body, ChunkedDecoder, HttpLimits, ImfDate, Method, Parse, Precondition, RangeSpec,
+    RequestHead, ResponseHead,
 };
 use crate::metrics::Metrics;
 
@@ -266,9 +267,11 @@ impl Service for HttpService {
     }
 }
 
-/// What is logged about the request being answered.
+/// What is logged about the request being answered. The request's own fields are kept only
+/// while the access log is on (`method: None` and an empty `target` otherwise, or for a
+/// request that never parsed: logged as "-").
 struct ReqLog {
-    method: String,
+    method: Option<Method>,
     target: String,
     version_minor: u8,
     referer: Option<String>,
@@ -277,6 +280,36 @@ struct ReqLog {
     status: u16,
     body_bytes: u64,
     head_sent: bool,
+}
+
+impl ReqLog {
+    /// Moves what the log line needs out of `head` (nothing when the access log is off).
+    fn of(head: &mut RequestHead, logging: bool, now: Instant) -> ReqLog {
+        let mut req = ReqLog::unparsed(0, now);
+        req.version_minor = head.version_minor;
+        if logging {
+            req.method = Some(head.method.clone());
+            req.target = std::mem::take(&mut head.target);
+            req.referer = head.referer.take();
+            req.user_agent = head.user_agent.take();
+        }
+        req
+    }
+
+    /// A request answered before a head was parsed (400s, 408).
+    fn unparsed(status: u16, now: Instant) -> ReqLog {
+        ReqLog {
+            method: None,
+            target: String::new(),
+            version_minor: 1,
+            referer: None,
+            user_agent: None,
+            started: now,
+            status,
+            body_bytes: 0,
+            head_sent: false,
+        }
+    }
 }
 
 enum BodyOut {
@@ -368,22 +401,78 @@ const PACE_CHUNK_MIN_BYTES: u64 = 64 * 1024;
 const HEAD_WITH_BODY_BYTES_MAX: usize = 2000;
 
 fn is_segment(name: &str) -> bool {
-    let ext = name
-        .rsplit_once('.')
-        .map(|(_, e)| e.to_ascii_lowercase())
-        .unwrap_or_default();
-    matches!(
-        ext.as_str(),
-        "ts" | "m4s" | "aac" | "m3u8" | "mpd" | "cmfv" | "cmfa"
-    )
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    ["ts", "m4s", "aac", "m3u8", "mpd", "cmfv", "cmfa"]
+        .iter()
+        .any(|segment| ext.eq_ignore_ascii_case(segment))
 }
 
-fn etag_of(meta: &ObjectMeta) -> String {
-    http::etag::strong_etag(meta.crc32c, meta.size_bytes, meta.created_unix_ms / 1000)
+fn etag_of(meta: &ObjectMeta) -> http::etag::StrongEtag {
+    http::etag::StrongEtag::new(meta.crc32c, meta.size_bytes, meta.created_unix_ms / 1000)
 }
 
 fn last_modified_of(meta: &ObjectMeta) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(meta.created_unix_ms / 1000)
+}
+
+/// The access log line of one response: the combined format plus the request time.
+fn access_line(ip: Option<IpAddr>, time: SystemTime, req: &ReqLog, elapsed: Duration) -> String {
+    // One allocation per line: every piece is written straight into it.
+    let field = |s: &Option<String>| s.as_deref().map_or(1, str::len);
+    let mut line = String::with_capacity(
+        112 + req.target.len() + field(&req.referer) + field(&req.user_agent),
+    );
+    match ip {
+        Some(ip) => {
+            let _ = write!(line, "{ip}");
+        }
+        None => line.push('-'),
+    }
+    line.push_str(" - - [");
+    push_log_time(&mut line, time);
+    line.push_str("] \"");
+    match &req.method {
+        Some(method) => {
+            line.push_str(method.as_str());
+            line.push(' ');
+            push_replacing(&mut line, &req.target, '"', "%22");
+        }
+        None => line.push_str("- -"),
+    }
+    let _ = write!(
+        line,
+        " HTTP/1.{}\" {} {} \"",
+        req.version_minor, req.status, req.body_bytes
+    );
+    push_replacing(
+        &mut line,
+        req.referer.as_deref().unwrap_or("-"),
+        '"',
+        "\\\"",
+    );
+    line.push_str("\" \"");
+    push_replacing(
+        &mut line,
+        req.user_agent.as_deref().unwrap_or("-"),
+        '"',
+        "\\\"",
+    );
+    let _ = writeln!(line, "\" {:.3}", elapsed.as_secs_f64());
+    line
+}
+
+/// Appends `text` with every `from` replaced by `to` (`str::replace` without its own `String`).
+fn push_replacing(out: &mut String, text: &str, from: char, to: &str) {
+    let mut pieces = text.split(from);
+    if let Some(first) = pieces.next() {
+        out.push_str(first);
+    }
+    for piece in pieces {
+        out.push_str(to);
+        out.push_str(piece);
+    }
 }
 
 fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -404,7 +493,7 @@ fn meta_json(meta: &ObjectMeta) -> String {
         meta.size_bytes,
         json_escape(&meta.content_type),
         meta.crc32c,
-        json_escape(&etag_of(meta)),
+        json_escape(etag_of(meta).as_str()),
         meta.created_unix_ms,
         meta.bitrate_bps,
         meta.bitrate_source.as_str()
@@ -412,8 +501,8 @@ fn meta_json(meta: &ObjectMeta) -> String {
 }
 
 impl HttpSession {
-    fn date(&self, now: Instant) -> String {
-        http_date(self.svc.clock.at(now))
+    fn date(&self, now: Instant) -> ImfDate {
+        ImfDate::new(self.svc.clock.at(now))
     }
 
     fn limit_reason(status: u16) -> &'static str {
@@ -436,7 +525,7 @@ impl HttpSession {
         let date = self.date(now);
         let body_bytes = error_body_bytes(status);
         let mut out = Vec::with_capacity(256 + body_bytes);
-        let mut head = ResponseHead::new(&mut out, status, &date);
+        let mut head = ResponseHead::new(&mut out, status, date.as_str());
         if body_bytes > 0 {
             head.content_type("text/html")
                 .content_length(body_bytes as u64);
@@ -487,7 +576,7 @@ impl HttpSession {
     ) {
         let date = self.date(now);
         let mut out = Vec::with_capacity(256 + body.len());
-        let mut head = ResponseHead::new(&mut out, status, &date);
+        let mut head = ResponseHead::new(&mut out, status, date.as_str());
         head.content_type(content_type)
             .content_length(body.len() as u64)
             .cors()
@@ -536,7 +625,7 @@ impl HttpSession {
         self.error(status, &extra, head_only, now);
     }
 
-    fn handle(&mut self, head: RequestHead, now: Instant) {
+    fn handle(&mut self, mut head: RequestHead, now: Instant) {
         // Each request starts on the settings in force; a reload never changes them mid-request.
         if self.live.generation.load(Ordering::Acquire) != self.svc.generation {
             self.svc = Arc::clone(&self.live.current.read().unwrap_or_else(|e| e.into_inner()));
@@ -546,27 +635,17 @@ impl HttpSession {
             && !self.shutting_down
             && self.requests < self.svc.cfg.keepalive_requests_max
             && !(head.has_body() && head.method != Method::Put);
-        self.req = Some(ReqLog {
-            method: head.method.as_str().to_string(),
-            target: head.target.clone(),
-            version_minor: head.version_minor,
-            referer: head.referer.clone(),
-            user_agent: head.user_agent.clone(),
-            started: now,
-            status: 0,
-            body_bytes: 0,
-            head_sent: false,
-        });
+        self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
         let head_only = head.method == Method::Head;
         if let Some(name) = head.path.strip_prefix("/media/") {
-            let name = name.to_string();
             match head.method {
-                Method::Get | Method::Head => self.serve_media(&head, &name, now),
-                Method::Put => self.start_upload(&head, &name, now),
+                Method::Get | Method::Head => self.serve_media(&head, name, now),
+                Method::Put => self.start_upload(&head, name, now),
                 Method::Delete => match self.authorized(&head) {
                     Err(s) => self.deny(s, false, now),
                     Ok(()) => {
                         let store = Arc::clone(&self.svc.store);
+                        let name = name.to_owned();
                         let job: oasis_engine::Job =
                             Box::new(move || Box::new(store.delete(&name)) as JobResult);
                         self.state = State::Job(Some(job), JobKind::Delete);
@@ -575,7 +654,7 @@ impl HttpSession {
                 Method::Options => {
                     let date = self.date(now);
                     let mut out = Vec::with_capacity(512);
-                    http::preflight_response(self.keep_alive, 86_400, &date, &mut out);
+                    http::preflight_response(self.keep_alive, 86_400, date.as_str(), &mut out);
                     self.respond_bytes(204, out, 0, now);
                 }
                 _ => self.error(405, &[("Allow", ALLOW_MEDIA.to_string())], false, now),
@@ -687,13 +766,14 @@ impl HttpSession {
         };
         let etag = etag_of(&meta);
         let last_modified = last_modified_of(&meta);
-        match evaluate(head, &etag, last_modified, &head.method) {
+        let etag = etag.as_str();
+        match evaluate(head, etag, last_modified, &head.method) {
             Precondition::Proceed => {}
             Precondition::NotModified => {
                 let date = self.date(now);
                 let mut out = Vec::with_capacity(256);
-                let mut rh = ResponseHead::new(&mut out, 304, &date);
-                rh.etag(&etag)
+                let mut rh = ResponseHead::new(&mut out, 304, date.as_str());
+                rh.etag(etag)
                     .last_modified(last_modified)
                     .cors()
                     .connection(self.keep_alive);
@@ -704,7 +784,7 @@ impl HttpSession {
         }
         let size = meta.size_bytes;
         let use_range = head.range.is_some()
-            && (head.if_range.is_none() || if_range_allows(head, &etag, last_modified));
+            && (head.if_range.is_none() || if_range_allows(head, etag, last_modified));
         let spec = match (&head.range, use_range) {
             (Some(r), true) => parse_range(r, size, self.svc.cfg.limits.ranges_count_max),
             _ => RangeSpec::Full,
@@ -788,7 +868,7 @@ impl HttpSession {
         };
         let date = self.date(now);
         let mut out = Vec::with_capacity(512);
-        let mut rh = ResponseHead::new(&mut out, status, &date);
+        let mut rh = ResponseHead::new(&mut out, status, date.as_str());
         let body = match spec {
             RangeSpec::Multi(ranges) => {
                 let boundary = http::multipart::make_boundary(
@@ -836,7 +916,7 @@ impl HttpSession {
             }
         };
         rh.accept_ranges()
-            .etag(&etag)
+            .etag(etag)
             .last_modified(last_modified)
             .cors()
             .connection(self.keep_alive);
@@ -946,7 +1026,7 @@ impl HttpSession {
         let date = self.date(now);
         let msg = format!("{{\"error\":{}}}\n", json_escape(&e.to_string()));
         let mut out = Vec::with_capacity(256 + msg.len());
-        let mut head = ResponseHead::new(&mut out, status, &date);
+        let mut head = ResponseHead::new(&mut out, status, date.as_str());
         head.content_type("application/json")
             .content_length(msg.len() as u64)
             .cors()
@@ -1052,23 +1132,11 @@ impl HttpSession {
         if !self.svc.log.is_on() {
             return;
         }
-        let ip = self
-            .info
-            .peer
-            .map(|p| p.ip().to_string())
-            .unwrap_or_else(|| "-".into());
-        let esc = |s: &Option<String>| s.as_deref().unwrap_or("-").replace('"', "\\\"");
-        let line = format!(
-            "{ip} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\" {:.3}\n",
-            log_time(self.svc.clock.at(now)),
-            req.method,
-            req.target.replace('"', "%22"),
-            req.version_minor,
-            req.status,
-            req.body_bytes,
-            esc(&req.referer),
-            esc(&req.user_agent),
-            elapsed.as_secs_f64()
+        let line = access_line(
+            self.info.peer.map(|p| p.ip()),
+            self.svc.clock.at(now),
+            req,
+            elapsed,
         );
         self.svc.log.write(line);
     }
@@ -1124,17 +1192,7 @@ impl Session for HttpSession {
                         self.keep_alive = false;
                         self.svc.metrics.limit(Self::limit_reason(e.status));
                         tracing::debug!(peer = ?self.info.peer, "bad request: {e}");
-                        self.req = Some(ReqLog {
-                            method: "-".into(),
-                            target: "-".into(),
-                            version_minor: 1,
-                            referer: None,
-                            user_agent: None,
-                            started: now,
-                            status: e.status,
-                            body_bytes: 0,
-                            head_sent: false,
-                        });
+                        self.req = Some(ReqLog::unparsed(e.status, now));
                         self.error(e.status, &[], false, now);
                         input.len()
                     }
@@ -1315,7 +1373,7 @@ impl Session for HttpSession {
                     Ok(()) => {
                         let date = self.date(now);
                         let mut out = Vec::with_capacity(128);
-                        let mut rh = ResponseHead::new(&mut out, 204, &date);
+                        let mut rh = ResponseHead::new(&mut out, 204, date.as_str());
                         rh.cors().connection(self.keep_alive);
                         rh.finish();
                         self.respond_bytes(204, out, 0, now);
@@ -1344,17 +1402,7 @@ impl Session for HttpSession {
                 self.keep_alive = false;
                 self.svc.metrics.limit("timeout");
                 if self.req.is_none() {
-                    self.req = Some(ReqLog {
-                        method: "-".into(),
-                        target: "-".into(),
-                        version_minor: 1,
-                        referer: None,
-                        user_agent: None,
-                        started: now,
-                        status: 408,
-                        body_bytes: 0,
-                        head_sent: false,
-                    });
+                    self.req = Some(ReqLog::unparsed(408, now));
                 }
                 self.error(408, &[], false, now);
             }
@@ -1402,6 +1450,94 @@ impl Session for HttpSession {
                 }
             }
             self.finish_response(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The line as it was built before it was written piece by piece (one `String` per piece).
+    fn reference_line(
+        ip: Option<IpAddr>,
+        time: SystemTime,
+        req: &ReqLog,
+        elapsed: Duration,
+    ) -> String {
+        let ip = ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into());
+        let esc = |s: &Option<String>| s.as_deref().unwrap_or("-").replace('"', "\\\"");
+        let (method, target) = match &req.method {
+            Some(m) => (m.as_str().to_owned(), req.target.replace('"', "%22")),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        format!(
+            "{ip} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\" {:.3}\n",
+            crate::access_log::log_time(time),
+            method,
+            target,
+            req.version_minor,
+            req.status,
+            req.body_bytes,
+            esc(&req.referer),
+            esc(&req.user_agent),
+            elapsed.as_secs_f64()
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn access_line_matches_the_reference(
+            v6 in any::<bool>(),
+            ip in any::<u128>(),
+            secs in 0u64..100_000_000_000,
+            method in proptest::option::of(prop_oneof![
+                Just(Method::Get),
+                Just(Method::Head),
+                "[A-Z]{1,7}".prop_map(|m| Method::from_token(&m)),
+            ]),
+            target in "[/a-z\"?=%]{0,20}",
+            referer in proptest::option::of("[ -~]{0,20}"),
+            user_agent in proptest::option::of("[ -~\"]{0,20}"),
+            status in 100u16..600,
+            body_bytes in any::<u64>(),
+            elapsed_us in 0u64..10_000_000_000,
+        ) {
+            let ip = if v6 {
+                IpAddr::from(ip.to_be_bytes())
+            } else {
+                IpAddr::from((ip as u32).to_be_bytes())
+            };
+            let now = Instant::now();
+            let mut req = ReqLog::unparsed(status, now);
+            req.method = method;
+            req.target = target;
+            req.referer = referer;
+            req.user_agent = user_agent;
+            req.body_bytes = body_bytes;
+            let time = UNIX_EPOCH + Duration::from_secs(secs);
+            let elapsed = Duration::from_micros(elapsed_us);
+            for ip in [Some(ip), None] {
+                prop_assert_eq!(
+                    access_line(ip, time, &req, elapsed),
+                    reference_line(ip, time, &req, elapsed)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn segments_by_extension_ignore_case() {
+        for (name, segment) in [
+            ("a/seg-1.ts", true),
+            ("a/seg-1.M4S", true),
+            ("index.m3u8", true),
+            ("movie.mp4", false),
+            ("ts", false),
+            ("a.ts.mp4", false),
+        ] {
+            assert_eq!(is_segment(name), segment, "{name}");
         }
     }
 }

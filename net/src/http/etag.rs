@@ -11,8 +11,59 @@
 /// object with the same size collide once in 2^32 replacements; with the mtime they must also
 /// be written within the same second.
 pub fn strong_etag(checksum_crc32c: u32, size: u64, mtime_secs: u64) -> String {
-    format!("\"{checksum_crc32c:08x}-{size:x}-{mtime_secs:x}\"")
+    StrongEtag::new(checksum_crc32c, size, mtime_secs)
+        .as_str()
+        .to_owned()
 }
+
+/// [`strong_etag`] formatted on the stack: every media response carries one, and most
+/// conditionals compare with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StrongEtag {
+    bytes: [u8; STRONG_ETAG_BYTES_MAX],
+    len: u8,
+}
+
+/// Quotes, 8 checksum digits, two dashes and up to 16 hex digits for each of size and mtime.
+const STRONG_ETAG_BYTES_MAX: usize = 2 + 8 + 2 + 16 + 16;
+
+impl StrongEtag {
+    pub fn new(checksum_crc32c: u32, size: u64, mtime_secs: u64) -> Self {
+        let mut tag = StrongEtag {
+            bytes: [0; STRONG_ETAG_BYTES_MAX],
+            len: 0,
+        };
+        tag.push(b'"');
+        for shift in (0..8).rev() {
+            tag.push(HEX[(checksum_crc32c >> (4 * shift)) as usize & 0xf]);
+        }
+        tag.push(b'-');
+        tag.push_hex(size);
+        tag.push(b'-');
+        tag.push_hex(mtime_secs);
+        tag.push(b'"');
+        tag
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[usize::from(self.len)] = byte;
+        self.len += 1;
+    }
+
+    /// Lowercase hex without leading zeros (`{:x}`).
+    fn push_hex(&mut self, value: u64) {
+        let digits = (64 - value.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            self.push(HEX[(value >> (4 * shift)) as usize & 0xf]);
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("an ETag is ASCII")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// One entity-tag taken from a header: `W/"opaque"` or `"opaque"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +162,15 @@ impl<'a> EntityTagList<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn stack_etag_matches_format(crc in any::<u32>(), size in any::<u64>(), mtime in any::<u64>()) {
+            let tag = StrongEtag::new(crc, size, mtime);
+            prop_assert_eq!(tag.as_str(), format!("\"{crc:08x}-{size:x}-{mtime:x}\""));
+        }
+    }
 
     #[test]
     fn strong_etag_format() {

@@ -35,7 +35,7 @@ pub use range::{parse_range, ByteRange, RangeSpec};
 pub use request::{parse_request, percent_decode, Method, Parse, RequestHead};
 pub use response::{
     continue_response, error_body_bytes, error_response, http_date, preflight_response,
-    push_error_body, reason_phrase, ResponseHead,
+    push_error_body, reason_phrase, ImfDate, ResponseHead,
 };
 
 /// A request the server refuses, with the status code to answer and a short reason for logs.

@@ -318,6 +318,9 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// Decodes once, then merges slashes and resolves `.` and `..` like nginx. The result is
 /// valid UTF-8 without control bytes, starts with `/`, and never climbs above the root.
 fn decode_and_normalize(raw_path: &[u8]) -> Result<String, HttpError> {
+    if let Some(path) = already_normal(raw_path) {
+        return Ok(path.to_owned());
+    }
     let decoded = percent_decode(raw_path)
         .ok_or(HttpError::bad_request("invalid percent-encoding in path"))?;
     if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
@@ -351,6 +354,27 @@ fn decode_and_normalize(raw_path: &[u8]) -> Result<String, HttpError> {
         path.push('/');
     }
     Ok(path)
+}
+
+/// `raw_path` itself when decoding and normalizing would leave it as it is (the common case:
+/// printable ASCII without `%`, no empty segment but the last, no `.` or `..` segment), so the
+/// per-request path costs one copy instead of a decode, a segment list and a rebuild.
+fn already_normal(raw_path: &[u8]) -> Option<&str> {
+    let rest = raw_path.strip_prefix(b"/")?;
+    if rest
+        .iter()
+        .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'%')
+    {
+        return None;
+    }
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+            return None;
+        }
+    }
+    std::str::from_utf8(raw_path).ok()
 }
 
 /// Host per RFC 3986 reg-name / IP-literal, loosely: no separators, blanks or controls.
@@ -978,6 +1002,39 @@ mod tests {
         }
         raw.push_str("\r\n");
         raw
+    }
+
+    #[test]
+    fn already_normal_paths_skip_the_decoder() {
+        for (raw, normal) in [
+            ("/", true),
+            ("/media/a.mp4", true),
+            ("/media/dir/", true),
+            ("/media//a", false),
+            ("/media/./a", false),
+            ("/media/../a", false),
+            ("/media/.", false),
+            ("/media/%41", false),
+            ("/media/a b", false),
+            ("/media/\u{e9}", false),
+            ("/.hidden/..x/x..", true),
+        ] {
+            assert_eq!(already_normal(raw.as_bytes()).is_some(), normal, "{raw:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn already_normal_agrees_with_the_decoder(raw in "/[/.a%2Fé ]{0,12}") {
+            if let Some(fast) = already_normal(raw.as_bytes()) {
+                prop_assert_eq!(fast, raw.as_str());
+                let mut slow = raw.clone();
+                slow.insert(0, '/'); // defeats the fast path; "//x" normalizes like "/x"
+                let decoded = decode_and_normalize(slow.as_bytes()).ok();
+                prop_assert_eq!(decoded.as_deref(), Some(fast));
+            }
+        }
     }
 
     proptest! {

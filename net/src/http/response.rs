@@ -5,8 +5,7 @@
 //! caller's; passing a value with CR or LF is a bug (header injection) and panics. This module
 //! must never decide *what* to answer: that is the session's job.
 
-use std::io::Write;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::range::ByteRange;
 
@@ -42,10 +41,74 @@ pub fn reason_phrase(status: u16) -> Option<&'static str> {
     })
 }
 
-/// Formats `time` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`). Meant to be called
-/// once a second by the engine, which caches the result for [`ResponseHead::new`].
+/// Formats `time` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn http_date(time: SystemTime) -> String {
-    httpdate::fmt_http_date(time)
+    ImfDate::new(time).as_str().to_owned()
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) formatted on the stack:
+/// what `Date` and `Last-Modified` carry, without an allocation or the `fmt` machinery (both
+/// fields are written for every response). Same text and same panics as `httpdate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImfDate {
+    bytes: [u8; IMF_DATE_BYTES],
+}
+
+const IMF_DATE_BYTES: usize = 29;
+
+impl ImfDate {
+    /// Panics before 1970 or from year 10000 on (an IMF-fixdate has four year digits).
+    pub fn new(time: SystemTime) -> Self {
+        let secs = time
+            .duration_since(UNIX_EPOCH)
+            .expect("all times should be after the epoch")
+            .as_secs();
+        assert!(secs < 253_402_300_800, "date must be before year 9999");
+        const WEEKDAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+        const MONTHS: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+            b"Dec",
+        ];
+        let days = secs / 86_400;
+        let secs_of_day = secs % 86_400;
+        let (year, month, day) = civil_from_days(days as i64);
+        let mut bytes = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        bytes[..3].copy_from_slice(WEEKDAYS[(days % 7) as usize]);
+        put_digits(&mut bytes[5..7], u64::from(day));
+        bytes[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+        put_digits(&mut bytes[12..16], year as u64);
+        put_digits(&mut bytes[17..19], secs_of_day / 3600);
+        put_digits(&mut bytes[20..22], secs_of_day % 3600 / 60);
+        put_digits(&mut bytes[23..25], secs_of_day % 60);
+        ImfDate { bytes }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes).expect("an IMF-fixdate is ASCII")
+    }
+}
+
+/// Writes `value` as exactly `out.len()` decimal digits (zero-padded; higher digits dropped).
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31), proleptic Gregorian (Howard
+/// Hinnant's `civil_from_days`).
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Methods allowed by CORS preflight answers.
@@ -55,6 +118,9 @@ pub const CORS_ALLOW_HEADERS: &str = "Range, Authorization, Content-Type, If-Mat
     If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range";
 /// Response headers a cross-origin player may read.
 pub const CORS_EXPOSE_HEADERS: &str = "Content-Length, Content-Range, Accept-Ranges, ETag";
+/// What [`ResponseHead::cors`] appends (a literal, because `concat!` takes no constants).
+const CORS_LINES: &str = "Access-Control-Allow-Origin: *\r\n\
+    Access-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, ETag\r\n";
 
 /// Builds a response head into a caller-owned buffer, one header per call.
 ///
@@ -87,7 +153,7 @@ impl<'a> ResponseHead<'a> {
         out.extend_from_slice(reason_phrase(status).unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\nServer: oasis\r\n");
         let mut head = Self { out, start };
-        head.header("Date", date);
+        head.field("Date", date);
         head
     }
 
@@ -98,14 +164,29 @@ impl<'a> ResponseHead<'a> {
             !name.is_empty() && name.bytes().all(is_token_byte),
             "invalid header name {name:?}"
         );
+        self.field(name, value)
+    }
+
+    /// `header` for the names this module spells itself: only the value is checked.
+    fn field(&mut self, name: &str, value: &str) -> &mut Self {
+        debug_assert!(!name.is_empty() && name.bytes().all(is_token_byte));
         assert!(
             !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
             "header value for {name} contains CR, LF or NUL"
         );
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b": ");
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        let out = &mut *self.out;
+        out.reserve(name.len() + value.len() + 4);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Appends whole lines this module spells itself (each ends with CRLF).
+    fn lines(&mut self, lines: &'static str) -> &mut Self {
+        debug_assert!(lines.ends_with("\r\n"));
+        self.out.extend_from_slice(lines.as_bytes());
         self
     }
 
@@ -118,7 +199,7 @@ impl<'a> ResponseHead<'a> {
     }
 
     pub fn content_type(&mut self, content_type: &str) -> &mut Self {
-        self.header("Content-Type", content_type)
+        self.field("Content-Type", content_type)
     }
 
     pub fn content_length(&mut self, bytes: u64) -> &mut Self {
@@ -145,25 +226,27 @@ impl<'a> ResponseHead<'a> {
     /// `Last-Modified` as an IMF-fixdate, formatted without allocating.
     pub fn last_modified(&mut self, time: SystemTime) -> &mut Self {
         self.out.extend_from_slice(b"Last-Modified: ");
-        write!(self.out, "{}", httpdate::HttpDate::from(time)).expect("Vec<u8> writes never fail");
+        self.out
+            .extend_from_slice(ImfDate::new(time).as_str().as_bytes());
         self.out.extend_from_slice(b"\r\n");
         self
     }
 
     /// `ETag` with the quoted tag from [`super::etag::strong_etag`].
     pub fn etag(&mut self, etag: &str) -> &mut Self {
-        self.header("ETag", etag)
+        self.field("ETag", etag)
     }
 
     pub fn accept_ranges(&mut self) -> &mut Self {
-        self.header("Accept-Ranges", "bytes")
+        self.lines("Accept-Ranges: bytes\r\n")
     }
 
     pub fn connection(&mut self, keep_alive: bool) -> &mut Self {
-        self.header(
-            "Connection",
-            if keep_alive { "keep-alive" } else { "close" },
-        )
+        self.lines(if keep_alive {
+            "Connection: keep-alive\r\n"
+        } else {
+            "Connection: close\r\n"
+        })
     }
 
     pub fn retry_after(&mut self, secs: u64) -> &mut Self {
@@ -171,14 +254,13 @@ impl<'a> ResponseHead<'a> {
     }
 
     pub fn cache_control(&mut self, value: &str) -> &mut Self {
-        self.header("Cache-Control", value)
+        self.field("Cache-Control", value)
     }
 
     /// CORS for players on another origin: any origin may read, and may see the range and
     /// validator headers.
     pub fn cors(&mut self) -> &mut Self {
-        self.header("Access-Control-Allow-Origin", "*")
-            .header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+        self.lines(CORS_LINES)
     }
 
     /// Ends the head with the empty line; returns the head's length in bytes.
@@ -189,8 +271,37 @@ impl<'a> ResponseHead<'a> {
 }
 
 fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+    TOKEN_BYTES[usize::from(byte)]
 }
+
+/// `tchar` of RFC 9110 §5.6.2, as a table.
+const TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
 
 /// `bytes start-end/total`, shared with the multipart framing.
 pub(crate) fn push_content_range_value(out: &mut Vec<u8>, range: ByteRange, total_bytes: u64) {
@@ -497,6 +608,65 @@ mod tests {
             assert_eq!(out, value.to_string().into_bytes());
         }
         assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(784111777)), DATE);
+    }
+
+    #[test]
+    fn spelled_lines_match_checked_fields() {
+        let mut spelled = Vec::new();
+        let mut head = ResponseHead::new(&mut spelled, 200, DATE);
+        head.cors()
+            .accept_ranges()
+            .connection(true)
+            .connection(false);
+        let mut checked = Vec::new();
+        let mut head = ResponseHead::new(&mut checked, 200, DATE);
+        head.header("Access-Control-Allow-Origin", "*")
+            .header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+            .header("Accept-Ranges", "bytes")
+            .header("Connection", "keep-alive")
+            .header("Connection", "close");
+        assert_eq!(
+            String::from_utf8(spelled).unwrap(),
+            String::from_utf8(checked).unwrap()
+        );
+    }
+
+    #[test]
+    fn imf_date_edges_match_httpdate() {
+        for secs in [
+            0,
+            59,
+            86_399,
+            86_400,
+            951_782_400,   // 2000-02-29
+            951_868_800,   // 2000-03-01
+            4_107_456_000, // 2100-02-28 (2100 is not a leap year)
+            4_107_542_400, // 2100-03-01
+            1_795_323_372,
+            253_402_300_799, // the last second of 9999
+        ] {
+            let time = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(
+                ImfDate::new(time).as_str(),
+                httpdate::fmt_http_date(time),
+                "{secs}"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "date must be before year 9999")]
+    fn imf_date_refuses_year_10000_like_httpdate() {
+        ImfDate::new(UNIX_EPOCH + Duration::from_secs(253_402_300_800));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn imf_date_matches_httpdate(secs in 0u64..253_402_300_800) {
+            let time = UNIX_EPOCH + Duration::from_secs(secs);
+            let date = ImfDate::new(time);
+            proptest::prop_assert_eq!(date.as_str(), httpdate::fmt_http_date(time));
+        }
     }
 
     #[test]
