@@ -331,16 +331,14 @@ fn the_descriptor_table_is_sized_for_every_connection_at_start() {
     // Growing the table later makes the growing thread wait in synchronize_rcu (the table is
     // shared with io_uring's threads); the server sizes it once before serving.
     let s = Server::start("[resources]\nconnections_max = 20000\n");
-    let mut soft = libc::rlimit {
+    let mut ours = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: `soft` is a valid out-pointer. The child may raise its limit toward its hard
+    // SAFETY: `ours` is a valid out-pointer. The child may raise its limit toward its hard
     // limit, which it inherits from ours.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut soft) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut ours) };
+    assert_eq!(rc, 0);
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
     let fd_size: u64 = status
         .lines()
@@ -349,7 +347,7 @@ fn the_descriptor_table_is_sized_for_every_connection_at_start() {
         .trim()
         .parse()
         .unwrap();
-    let want = 20_000u64.min(soft.rlim_max);
+    let want = 20_000u64.min(ours.rlim_max);
     assert!(
         fd_size >= want,
         "descriptor table holds {fd_size} entries, want at least {want}"
