@@ -353,3 +353,33 @@ fn the_descriptor_table_is_sized_for_every_connection_at_start() {
         "descriptor table holds {fd_size} entries, want at least {want}"
     );
 }
+
+#[test]
+fn an_object_file_the_cache_misses_is_opened_by_the_ring_once() {
+    let s = Server::start("");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(put_with(&s, TOKEN, "clip.mp4", &body), 201);
+    let opens = |how: &str| {
+        metric(
+            &s,
+            &format!("oasis_object_file_opens_total{{how=\"{how}\"}}"),
+        )
+        .unwrap()
+    };
+    assert_eq!((opens("ring"), opens("sync")), (0, 0));
+    // The first GET misses the fd cache: the engine opens the file, then it is served whole.
+    let (status, _, got) = s.request(
+        "GET /media/clip.mp4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(got == body, "first GET: body differs");
+    // The next ones hit the cache.
+    let (status, _, got) = s.request(
+        "GET /media/clip.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 206);
+    assert!(got == body[1000..], "range GET: body differs");
+    assert_eq!((opens("ring"), opens("sync")), (1, 0));
+}

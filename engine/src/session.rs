@@ -53,6 +53,11 @@ pub enum Transmit {
     WaitUntil(Instant),
     /// Nothing to send; waiting for input (or a deadline).
     Idle,
+    /// Open this file read-only (O_CLOEXEC) without waiting on the disk in the worker: an
+    /// io_uring OPENAT (path lookups the dentry cache answers complete inline; a cold directory
+    /// or inode is read in io_uring's worker threads). The result comes to
+    /// [`Session::on_opened`].
+    Open(std::ffi::CString),
     /// Run this job off the data path, then call `on_job_done`.
     Job(Job),
     /// Close the connection now (everything asked for was sent).
@@ -81,6 +86,11 @@ pub trait Session: Send {
     fn on_sent(&mut self, result: std::io::Result<u64>, returned: Option<Vec<u8>>, now: Instant);
     /// A `Job` finished.
     fn on_job_done(&mut self, result: JobResult, now: Instant);
+    /// An `Open` finished. Only sessions that ask for opens get this.
+    fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {
+        let _ = (result, now);
+        unreachable!("on_opened without an Open transmit");
+    }
     /// When the session next needs [`Session::on_deadline`] (timeouts).
     fn deadline(&self) -> Option<Instant>;
     fn on_deadline(&mut self, now: Instant);

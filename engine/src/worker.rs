@@ -70,6 +70,7 @@ const OP_CANCEL: u64 = 7;
 const OP_SPLICE_IN: u64 = 8;
 const OP_POLL_OUT: u64 = 10;
 const OP_RECV_MULTI: u64 = 11;
+const OP_OPEN: u64 = 12;
 
 const GEN_MASK: u32 = (1 << 24) - 1;
 /// Pipes one worker keeps for splicing at most (two descriptors each).
@@ -149,6 +150,8 @@ enum Out {
         more: bool,
     },
     Job,
+    /// An OPENAT is in flight; the path it reads is held here until it completes.
+    Opening(std::ffi::CString),
 }
 
 /// A pipe for splicing, sized to one pool chunk, reserved with the Resource Manager, reused.
@@ -773,6 +776,18 @@ impl Worker {
                 }
                 Transmit::Idle => {
                     c.wait_until = None;
+                    break;
+                }
+                Transmit::Open(path) => {
+                    let e = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
+                        .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+                        .build()
+                        .user_data(user_data(OP_OPEN, key, c.gen));
+                    c.ops += 1;
+                    c.out = Out::Opening(path);
+                    // SAFETY: the path's bytes live in `c.out` (a CString's heap buffer does not
+                    // move with it) until the completion takes them.
+                    self.push(e);
                     break;
                 }
                 Transmit::Job(job) => {
@@ -1643,6 +1658,21 @@ impl Worker {
                 self.on_splice(key, op, res, now);
                 return;
             }
+            OP_OPEN => {
+                let Out::Opening(_path) = std::mem::replace(&mut c.out, Out::Idle) else {
+                    unreachable!("open completion without an open")
+                };
+                let result = if res >= 0 {
+                    // SAFETY: a successful OPENAT returns a new descriptor nothing else owns.
+                    Ok(unsafe { File::from_raw_fd(res) })
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                // A closing connection drops the file (closing it).
+                if !c.closing {
+                    c.session.on_opened(result, now);
+                }
+            }
             OP_READ => {
                 let Out::Reading {
                     local: Some((chunk, _file)),
@@ -1767,6 +1797,7 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::FileWithHead { .. } => "head+file",
         Transmit::WaitUntil(_) => "wait",
         Transmit::Idle => "idle",
+        Transmit::Open(_) => "open",
         Transmit::Job(_) => "job",
         Transmit::Close => "close",
     }

@@ -34,6 +34,11 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HowLabel {
+    pub how: &'static str,
+}
+
 const SHARDS: usize = 16;
 /// Latencies above this are clamped (microseconds): one hour.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -103,6 +108,10 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
     pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// Object files opened on a cache miss, by how: "ring" (io_uring OPENAT, the worker never
+    /// waits) or "sync" (direct reads, or the ring open failed and the error is reported).
+    file_opens_ring: Counter,
+    file_opens_sync: Counter,
     ttfb: Latency,
     response: Latency,
     rm: Arc<ResourceManager>,
@@ -169,6 +178,14 @@ impl Metrics {
             "Configuration reloads (SIGHUP) by outcome: ok or rejected",
             config_reloads.clone(),
         );
+        let file_opens = Family::<HowLabel, Counter>::default();
+        let file_opens_ring = file_opens.get_or_create(&HowLabel { how: "ring" }).clone();
+        let file_opens_sync = file_opens.get_or_create(&HowLabel { how: "sync" }).clone();
+        registry.register(
+            "object_file_opens",
+            "Object files opened on an fd cache miss, by how: ring (io_uring OPENAT, off the worker) or sync",
+            file_opens,
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -181,6 +198,8 @@ impl Metrics {
             connections_opened,
             access_log_dropped,
             config_reloads,
+            file_opens_ring,
+            file_opens_sync,
             ttfb: Latency::new(),
             response: Latency::new(),
             rm,
@@ -219,6 +238,15 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+    }
+
+    /// Counts an object file opened on a cache miss (`ring`: by the engine's OPENAT).
+    pub fn file_opened(&self, ring: bool) {
+        if ring {
+            self.file_opens_ring.inc();
+        } else {
+            self.file_opens_sync.inc();
+        }
     }
 
     pub fn record_ttfb_us(&self, us: u64) {

@@ -367,12 +367,33 @@ enum JobKind {
     Delete,
 }
 
+/// A GET whose object file is not in the fd cache: the engine opens it (`Transmit::Open`) and
+/// the request is served again from the top with the file (`Opened::File`).
+struct Opening {
+    head: RequestHead,
+    name: String,
+    meta: Arc<ObjectMeta>,
+    /// Taken when the open is handed to the engine.
+    path: Option<std::ffi::CString>,
+}
+
+/// What [`HttpSession::serve_media`] knows of the object's file.
+enum Opened {
+    /// Nothing yet: a cache miss is opened asynchronously.
+    NotYet,
+    /// The engine opened it (version id, cached handle).
+    File(u64, Arc<File>),
+    /// The asynchronous open failed: open synchronously, which reports the error.
+    Failed,
+}
+
 enum State {
     /// Waiting for a request head; `since` is when its first byte arrived.
     Head {
         since: Option<Instant>,
     },
     Body(Box<Receiving>),
+    Opening(Box<Opening>),
     /// A job is queued (`Some`) or running (`None`).
     Job(Option<oasis_engine::Job>, JobKind),
     Respond(Box<Respond>),
@@ -639,7 +660,7 @@ impl HttpSession {
         let head_only = head.method == Method::Head;
         if let Some(name) = head.path.strip_prefix("/media/") {
             match head.method {
-                Method::Get | Method::Head => self.serve_media(&head, name, now),
+                Method::Get | Method::Head => self.serve_media(&head, name, Opened::NotYet, now),
                 Method::Put => self.start_upload(&head, name, now),
                 Method::Delete => match self.authorized(&head) {
                     Err(s) => self.deny(s, false, now),
@@ -754,7 +775,7 @@ impl HttpSession {
         s
     }
 
-    fn serve_media(&mut self, head: &RequestHead, name: &str, now: Instant) {
+    fn serve_media(&mut self, head: &RequestHead, name: &str, opened: Opened, now: Instant) {
         let head_only = head.method == Method::Head;
         if !self.svc.cfg.public_reads {
             if let Err(s) = self.authorized(head) {
@@ -796,6 +817,34 @@ impl HttpSession {
                 head_only,
                 now,
             );
+        }
+        // The file, before anything is reserved: a descriptor the cache does not hold is opened
+        // by the engine (a cold directory lookup must not stall the worker), then the request is
+        // served again from the top.
+        let mut file = None;
+        if !head_only && size > 0 {
+            let first_try = matches!(opened, Opened::NotYet);
+            file = match opened {
+                Opened::File(id, f) if id == meta.id => Some(f),
+                _ => self.svc.store.cached_file(&meta),
+            };
+            if file.is_none() && first_try {
+                let path = self.svc.store.content_path(&meta).and_then(|p| {
+                    std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(
+                        p.into_os_string(),
+                    ))
+                    .ok()
+                });
+                if let Some(path) = path {
+                    self.state = State::Opening(Box::new(Opening {
+                        head: head.clone(),
+                        name: name.to_owned(),
+                        meta,
+                        path: Some(path),
+                    }));
+                    return;
+                }
+            }
         }
         let (status, body_len) = match &spec {
             RangeSpec::Full => (200, size),
@@ -852,7 +901,10 @@ impl HttpSession {
         }
         let file = if head_only || size == 0 {
             None
+        } else if file.is_some() {
+            file
         } else {
+            self.svc.metrics.file_opened(false);
             match self.svc.store.open_file(&meta) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -1225,6 +1277,10 @@ impl Session for HttpSession {
                 Some(j) => Transmit::Job(j),
                 None => Transmit::Idle,
             },
+            State::Opening(o) => match o.path.take() {
+                Some(path) => Transmit::Open(path),
+                None => Transmit::Idle,
+            },
             State::Respond(r) => {
                 if let Some(h) = r.head.take() {
                     // A head and the start of a plain body leave in one send when pacing allows.
@@ -1385,6 +1441,33 @@ impl Session for HttpSession {
         }
     }
 
+    fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {
+        let State::Opening(o) = std::mem::replace(&mut self.state, State::Close) else {
+            return;
+        };
+        let adopted = match result {
+            Ok(f) => self
+                .svc
+                .store
+                .adopt_file(&o.meta, f)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let opened = match adopted {
+            Ok(f) => {
+                self.svc.metrics.file_opened(true);
+                Opened::File(o.meta.id, f)
+            }
+            Err(e) => {
+                // The synchronous open that follows reports it (503 when no descriptor may be
+                // reserved, 500 otherwise).
+                tracing::debug!("asynchronous open of {} failed: {e}", o.name);
+                Opened::Failed
+            }
+        };
+        self.serve_media(&o.head, &o.name, opened, now);
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let cfg = &self.svc.cfg;
         match &self.state {
@@ -1392,7 +1475,7 @@ impl Session for HttpSession {
             State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
             State::Body(r) => Some(r.last_progress + cfg.body_timeout),
             State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
-            State::Job(..) | State::Close => None,
+            State::Job(..) | State::Opening(_) | State::Close => None,
         }
     }
 
@@ -1415,7 +1498,7 @@ impl Session for HttpSession {
                 self.finish_response(now);
                 self.state = State::Close;
             }
-            State::Job(..) | State::Close => {}
+            State::Job(..) | State::Opening(_) | State::Close => {}
         }
     }
 

@@ -176,7 +176,7 @@ impl FdCache {
         let reservation = self.reserve_slot()?;
         let path = path();
         let file = match self.open(&path) {
-            Ok(f) => Arc::new(f),
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound {
                     name: name.to_string(),
@@ -184,13 +184,35 @@ impl FdCache {
             }
             Err(e) => return Err(StoreError::io("opening object file", &path, e)),
         };
+        Ok(self.insert(id, file, reservation))
+    }
+
+    /// The cached handle of `id`, if there is one (never opens).
+    pub(crate) fn cached(&self, id: u64) -> Option<Arc<File>> {
+        self.hit(id)
+    }
+
+    /// Takes `file`, opened by the caller, as the handle of `id` (buffered files only: O_DIRECT
+    /// opens have fallbacks only [`FdCache::get_or_open`] knows). If another thread cached one
+    /// meanwhile, that one is returned and `file` is closed.
+    pub(crate) fn adopt(&self, id: u64, file: File) -> Result<Arc<File>, StoreError> {
+        debug_assert!(!self.direct, "adopted files are buffered");
+        if let Some(existing) = self.hit(id) {
+            return Ok(existing);
+        }
+        let reservation = self.reserve_slot()?;
+        Ok(self.insert(id, file, reservation))
+    }
+
+    fn insert(&self, id: u64, file: File, reservation: Reservation) -> Arc<File> {
+        let file = Arc::new(file);
         let mut slots = self.lock();
         slots.tick += 1;
         let tick = slots.tick;
         if let Some(existing) = slots.by_id.get_mut(&id) {
             // Another thread opened it meanwhile: keep one descriptor.
             existing.last_used_tick = tick;
-            return Ok(Arc::clone(&existing.file));
+            return Arc::clone(&existing.file);
         }
         while slots.by_id.len() >= self.capacity {
             Self::evict_lru(&mut slots);
@@ -204,7 +226,12 @@ impl FdCache {
             },
         );
         assert!(slots.by_id.len() <= self.capacity);
-        Ok(file)
+        file
+    }
+
+    /// Whether files are opened with O_DIRECT.
+    pub(crate) fn direct(&self) -> bool {
+        self.direct
     }
 
     fn hit(&self, id: u64) -> Option<Arc<File>> {

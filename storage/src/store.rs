@@ -672,6 +672,27 @@ impl Store {
             .get_or_open(meta.id, || self.inner.object_path(meta.id), &meta.name)
     }
 
+    /// The cached handle of version `meta.id`, if the fd cache holds one; never opens, so it
+    /// never waits on the disk. A miss can be opened asynchronously: [`Store::content_path`],
+    /// then [`Store::adopt_file`].
+    pub fn cached_file(&self, meta: &ObjectMeta) -> Option<Arc<File>> {
+        self.shrink_caches_if_critical();
+        self.inner.fds.cached(meta.id)
+    }
+
+    /// The path of version `meta.id`'s content, for a caller that opens it itself (read-only)
+    /// and hands the file to [`Store::adopt_file`]. `None` when content files are opened
+    /// O_DIRECT: that open has fallbacks only [`Store::open_file`] knows.
+    pub fn content_path(&self, meta: &ObjectMeta) -> Option<PathBuf> {
+        (!self.inner.fds.direct()).then(|| self.inner.object_path(meta.id))
+    }
+
+    /// Puts `file`, opened read-only from [`Store::content_path`], in the fd cache as the
+    /// handle of version `meta.id` (reserving an open file first) and returns the shared handle.
+    pub fn adopt_file(&self, meta: &ObjectMeta, file: File) -> Result<Arc<File>, StoreError> {
+        self.inner.fds.adopt(meta.id, file)
+    }
+
     /// Number of descriptors in the fd cache (for metrics).
     pub fn open_files_cached(&self) -> usize {
         self.inner.fds.len()
