@@ -7,8 +7,9 @@
 #   bash benches/compare.sh --layouts "combined f=1,nc=1,nd=1"   # core-layout sweep (1, 3, 4)
 #   bash benches/compare.sh --scenarios 1,2 --repeat 3   # each run 3 times: ratios with their spread
 #
-# --repeat N (default 1): scenarios 1-4 run N times, nginx then Oasis in each repetition, so
-# drift on this shared box hits both sides; raw files get a .rK suffix on the label
+# --repeat N (default 1): scenarios 1-4 run N times, nginx first in odd repetitions and Oasis
+# first in even ones, so drift on this shared box and the order hit both sides; raw files get a
+# .rK suffix on the label
 # (raw/LABEL.rK__SERVER.json) and summary.md gives per-server medians and the median and
 # min-max of the per-repetition Oasis/nginx ratios. Scenarios 5-7 run once. A repeat multiplies
 # the time of scenarios 1-4 by N (each extra cold repetition drops the page cache again).
@@ -343,14 +344,22 @@ run_wrk() { # NAME SERVER CONNS PATH
   log "$1 [$2]: wrk -c$3 $4"
   timeout $((DURATION_S + 30)) wrk -t2 -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
 }
-servers() { echo nginx oasis; }
+# servers [REP]: the order the servers run in. nginx goes first without --repeat and in odd
+# repetitions, Oasis in even ones, so whatever the first or the second run of a pair gains or
+# loses (the previous run's sockets, caches, the box's drift) falls on both sides alike.
+servers() {
+  case "${1:-}" in
+    .r*) if (( ${1#.r} % 2 == 0 )); then echo oasis nginx; return; fi ;;
+  esac
+  echo nginx oasis
+}
 
-# Scenarios 1-4 loop over "${REPS[@]}" outside the server loop: nginx, Oasis, nginx, Oasis, ...
+# Scenarios 1-4 loop over "${REPS[@]}" outside the server loop: nginx, Oasis, Oasis, nginx, ...
 scenario_1() { # hot 2 MiB at 100 and 1000 connections
   local tag=$1 s c r
   for c in 100 1000; do
     for r in "${REPS[@]}"; do
-      for s in $(servers); do
+      for s in $(servers "$r"); do
         run_lg "$tag-s1-hot-c$c$r" "$s" get --url-file "$WORK/hot.urls" --connections "$c" --duration-s "$DURATION_S"
         run_wrk "$tag-s1-hot-c$c-wrk$r" "$s" "$c" /media/hot/seg-00000.bin
       done
@@ -360,7 +369,7 @@ scenario_1() { # hot 2 MiB at 100 and 1000 connections
 scenario_2() { # hot small 64 KiB at 100 connections
   local tag=$1 s r
   for r in "${REPS[@]}"; do
-    for s in $(servers); do
+    for s in $(servers "$r"); do
       run_lg "$tag-s2-small-c100$r" "$s" get --url-file "$WORK/small.urls" --connections 100 --duration-s "$DURATION_S"
       run_wrk "$tag-s2-small-c100-wrk$r" "$s" 100 /media/small/obj-00000.bin
     done
@@ -379,7 +388,7 @@ scenario_3() { # cold sweep vs the fio io_uring read limit on the same files
       --output-format=json >"$RAW/fio-cold.json" 2>>"$LOG" || note "fio failed"
   fi
   for r in "${REPS[@]}"; do
-    for s in $(servers); do
+    for s in $(servers "$r"); do
       drop_caches
       cold_sweep "$tag-s3-cold$r" "$s"
     done
@@ -388,7 +397,7 @@ scenario_3() { # cold sweep vs the fio io_uring read limit on the same files
 scenario_4() { # hot-small p99 while a cold sweep runs
   local tag=$1 s pid r
   for r in "${REPS[@]}"; do
-    for s in $(servers); do
+    for s in $(servers "$r"); do
       drop_caches
       cold_sweep "$tag-s4-mixed-cold$r" "$s" &
       pid=$!
