@@ -56,6 +56,7 @@ for ((i = 0; i < COUNT; i++)); do
   printf '/media/ab/obj-%05d.bin\n' "$i" >>"$WORK/urls"
 done
 
+sync # settle the new files: no writeback under the measured runs
 workers=$(nproc)
 case "$LAYOUT" in
   combined) ;;
