@@ -383,3 +383,51 @@ fn an_object_file_the_cache_misses_is_opened_by_the_ring_once() {
     assert!(got == body[1000..], "range GET: body differs");
     assert_eq!((opens("ring"), opens("sync")), (1, 0));
 }
+
+#[test]
+fn an_object_whose_file_is_gone_answers_404_and_the_rest_keep_streaming() {
+    let s = Server::start("");
+    let gone: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let kept: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    assert_eq!(put_with(&s, TOKEN, "gone.mp4", &gone), 201);
+    let before: Vec<_> = walk(&s.data_dir().join("objects"));
+    assert_eq!(put_with(&s, TOKEN, "kept.mp4", &kept), 201);
+    // The content file of the first object disappears behind the server's back (as it would
+    // if a delete won the race against this request's open).
+    assert_eq!(
+        before.len(),
+        1,
+        "one content file after one PUT: {before:?}"
+    );
+    std::fs::remove_file(&before[0]).unwrap();
+    let get = |name: &str| {
+        s.request(
+            &format!("GET /media/{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+    };
+    let (status, _, _) = get("gone.mp4");
+    assert_eq!(status, 404);
+    let (status, _, body) = get("kept.mp4");
+    assert_eq!(status, 200);
+    assert!(body == kept, "the other object's body differs");
+    assert!(
+        s.server_log()
+            .contains("gone.mp4: its content file is gone"),
+        "no warning in the log"
+    );
+}
+
+/// Every regular file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -907,6 +907,12 @@ impl HttpSession {
             self.svc.metrics.file_opened(false);
             match self.svc.store.open_file(&meta) {
                 Ok(f) => Some(f),
+                Err(StoreError::NotFound { .. }) => {
+                    // Deleted or replaced between the lookup and the open (or its file is gone
+                    // from disk): for this request it does not exist.
+                    tracing::warn!("{name}: its content file is gone; answering 404");
+                    return self.error(404, &[], false, now);
+                }
                 Err(e) => {
                     tracing::error!("cannot open {name}: {e}");
                     let status = if matches!(e, StoreError::Reserve(_)) {

@@ -684,7 +684,7 @@ impl Store {
     /// and hands the file to [`Store::adopt_file`]. `None` when content files are opened
     /// O_DIRECT: that open has fallbacks only [`Store::open_file`] knows.
     pub fn content_path(&self, meta: &ObjectMeta) -> Option<PathBuf> {
-        (!self.inner.fds.direct()).then(|| self.inner.object_path(meta.id))
+        (!self.inner.fds.direct()).then(|| self.object_path(meta))
     }
 
     /// Puts `file`, opened read-only from [`Store::content_path`], in the fd cache as the
