@@ -4,6 +4,10 @@
 #   bash benches/ab.sh OLD_BIN NEW_BIN [--size BYTES] [--count N] [--connections C]
 #                      [--duration-s S] [--rounds R] [--layout L]
 #
+# nginx's figures here read low (22-27 Gbit/s where nginx alone measured 32-38 on the same
+# objects; cause not found, see BENCHMARKS.md): use them as a reference, not for Oasis/nginx
+# claims, which come from compare.sh.
+#
 # Both builds import the same N objects of BYTES bytes into data dirs of their own and serve
 # them at once on two loopback ports, with nginx (sendfile on, same worker count) on a third.
 # Each round runs oasis-loadgen against nginx, OLD and NEW in turn (the order rotates every
@@ -13,7 +17,7 @@
 # stopped on exit. Build the two binaries first, e.g. with `git stash; cargo build --release -p
 # oasis; cp target/release/oasis /tmp/oasis-old; git stash pop`.
 set -euo pipefail
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 2 ]] || usage
 OLD=$(realpath "$1") NEW=$(realpath "$2"); shift 2
 SIZE=$((2 * 1024 * 1024)) COUNT=16 CONNS=100 DUR=8 ROUNDS=3 LAYOUT=combined
@@ -108,6 +112,12 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 order=(nginx old new)
+# Warm-up, not recorded: each server serves every object for a while first, so page-cache
+# (LRU) state, descriptor caches and pipe pools are settled before round 1.
+for s in nginx old new; do
+  "$LG" get --url-file "$WORK/urls" --base "http://127.0.0.1:${PORT[$s]}" \
+    --connections "$CONNS" --duration-s 2 --out /dev/null
+done
 echo "size=$SIZE count=$COUNT connections=$CONNS duration_s=$DUR rounds=$ROUNDS layout=$LAYOUT"
 for ((r = 1; r <= ROUNDS; r++)); do
   for s in "${order[@]}"; do
