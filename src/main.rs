@@ -229,7 +229,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     ])?;
     let fds_wanted = cfg.resources.connections_max + cfg.storage.open_files_max as u64 + 1024;
     raise_fd_limit(fds_wanted);
-    presize_fd_table(fds_wanted);
+    // Splicing connections hold a pipe each (two descriptors) on top of their socket.
+    presize_fd_table(fds_wanted + 2 * cfg.resources.connections_max.min(8192));
     let cores = oasis_engine::layout::available_cores();
     let resolved = cfg.resolve(&cores)?;
     let rm = ResourceManager::new(&resolved.limits);
@@ -386,9 +387,23 @@ fn presize_fd_table(want: u64) {
     if top < 2 {
         return;
     }
-    // SAFETY: duplicating stdin's slot (or failing) has no memory effects; the duplicate, if
-    // any, is closed right away and was never shared.
-    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, (top - 1) as libc::c_int) };
+    // Any descriptor of our own will do as the one to duplicate (stdin may be closed).
+    let probe = match std::fs::File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("descriptor table not presized: /dev/null: {e}");
+            return;
+        }
+    };
+    // SAFETY: duplicating our own open descriptor (or failing) has no memory effects; the
+    // duplicate, if any, is closed right away and was never shared.
+    let fd = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&probe),
+            libc::F_DUPFD_CLOEXEC,
+            (top - 1) as libc::c_int,
+        )
+    };
     if fd < 0 {
         tracing::debug!(
             "descriptor table not presized to {top}: {}",

@@ -431,3 +431,25 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn a_splice_piece_larger_than_a_loop_budget_still_streams() {
+    // 16 MiB pieces are larger than what a worker splices synchronously per loop iteration
+    // (8 MiB): such a piece must take the ring path, not wait for a budget it can never have.
+    let s = Server::start("[engine]\nchunk_bytes = 16777216\nbuffer_pool_bytes = 134217728\n");
+    let body: Vec<u8> = (0..12_000_000u32).map(|i| (i % 239) as u8).collect();
+    assert_eq!(put_with(&s, TOKEN, "big.mp4", &body), 201);
+    for _ in 0..2 {
+        let (status, _, got) = s.request(
+            "GET /media/big.mp4 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            b"",
+        );
+        assert_eq!(status, 200);
+        assert!(
+            got == body,
+            "body differs ({} of {} bytes)",
+            got.len(),
+            body.len()
+        );
+    }
+}

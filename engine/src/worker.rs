@@ -231,6 +231,9 @@ pub(crate) struct Worker {
     /// Connections that finished a piece synchronously and yielded, to be driven again at the
     /// next iteration (round-robin among fast readers instead of one draining its object).
     ready: VecDeque<(usize, u32)>,
+    /// Connections whose hot piece found the budget spent (`Out::Deferred`): driven first at the
+    /// next iteration, before `ready`, so readers that keep finding budget cannot starve them.
+    deferred: VecDeque<(usize, u32)>,
 }
 
 /// How [`Worker::start_splice`] went.
@@ -310,6 +313,7 @@ impl Worker {
             seen_epoch: 0,
             pipe_size_warned: false,
             ready: VecDeque::new(),
+            deferred: VecDeque::new(),
             shared,
         })
     }
@@ -387,6 +391,14 @@ impl Worker {
             self.arm_waker();
             self.check_events();
             let now = Instant::now();
+            for _ in 0..self.deferred.len() {
+                let Some((key, gen)) = self.deferred.pop_front() else {
+                    break;
+                };
+                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    self.drive(key, now);
+                }
+            }
             for _ in 0..self.ready.len() {
                 let Some((key, gen)) = self.ready.pop_front() else {
                     break;
@@ -421,7 +433,7 @@ impl Worker {
             }
             let mailbox = &self.shared.workers[self.index].mailbox;
             let sleep = mailbox.prepare_sleep();
-            if !sleep || !self.ready.is_empty() {
+            if !sleep || !self.ready.is_empty() || !self.deferred.is_empty() {
                 timeout = Duration::ZERO;
             }
             let ts = types::Timespec::new()
@@ -748,7 +760,7 @@ impl Worker {
                             SpliceStart::Later => {
                                 let c = &mut self.conns[key];
                                 c.out = Out::Deferred { file, offset, len };
-                                self.ready.push_back((key, c.gen));
+                                self.deferred.push_back((key, c.gen));
                                 break;
                             }
                             SpliceStart::NoPipe => {}
@@ -1241,14 +1253,18 @@ impl Worker {
         now: Instant,
     ) -> SpliceStart {
         let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
-        if self.sync_splice_budget < u64::from(want) {
-            // The piece waits for the next iteration (and is looked at then) rather than taking
-            // the ring path, whose file half runs in io_uring's threads (seen: at 1000
-            // connections a third of the hot pieces went there once the budget ran out, each a
-            // thread hand-off).
+        if self.sync_splice_budget < u64::from(want)
+            && self.sync_splice_budget < SYNC_SPLICE_BUDGET_BYTES
+        {
+            // Part of this iteration's budget is spent: the piece waits for the next iteration
+            // (and is looked at then) rather than taking the ring path, whose file half runs in
+            // io_uring's threads (seen: at 1000 connections a third of the hot pieces went there
+            // once the budget ran out, each a thread hand-off). A piece larger than a whole
+            // budget (`chunk_bytes` above it) never waits: it takes the ring path.
             return SpliceStart::Later;
         }
-        let hot = resident(file.as_raw_fd(), offset, want);
+        let hot =
+            self.sync_splice_budget >= u64::from(want) && resident(file.as_raw_fd(), offset, want);
         let Some(pipe) = self.take_pipe() else {
             return SpliceStart::NoPipe;
         };

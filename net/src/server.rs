@@ -1457,6 +1457,12 @@ impl Session for HttpSession {
                 .store
                 .adopt_file(&o.meta, f)
                 .map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted or replaced while opening: answered here, without a second lookup of
+                // the path on the worker.
+                tracing::warn!("{}: its content file is gone; answering 404", o.name);
+                return self.error(404, &[], o.head.method == Method::Head, now);
+            }
             Err(e) => Err(e.to_string()),
         };
         let opened = match adopted {

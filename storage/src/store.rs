@@ -690,7 +690,15 @@ impl Store {
     /// Puts `file`, opened read-only from [`Store::content_path`], in the fd cache as the
     /// handle of version `meta.id` (reserving an open file first) and returns the shared handle.
     pub fn adopt_file(&self, meta: &ObjectMeta, file: File) -> Result<Arc<File>, StoreError> {
-        self.inner.fds.adopt(meta.id, file)
+        let file = self.inner.fds.adopt(meta.id, file)?;
+        // A delete or replace may have run while the caller was opening: it drops the name from
+        // the index before it forgets the cached handle, so a name that no longer maps to this
+        // version means the slot just filled belongs to a dead version. The caller keeps reading
+        // it (as any stream that held the file before the delete), the cache lets it go.
+        if self.lookup(&meta.name).map(|m| m.id) != Some(meta.id) {
+            self.inner.fds.forget(meta.id);
+        }
+        Ok(file)
     }
 
     /// Number of descriptors in the fd cache (for metrics).
