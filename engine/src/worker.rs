@@ -231,9 +231,6 @@ pub(crate) struct Worker {
     /// Connections that finished a piece synchronously and yielded, to be driven again at the
     /// next iteration (round-robin among fast readers instead of one draining its object).
     ready: VecDeque<(usize, u32)>,
-    /// Connections whose hot piece found the budget spent (`Out::Deferred`): driven first at the
-    /// next iteration, before `ready`, so readers that keep finding budget cannot starve them.
-    deferred: VecDeque<(usize, u32)>,
 }
 
 /// How [`Worker::start_splice`] went.
@@ -313,7 +310,6 @@ impl Worker {
             seen_epoch: 0,
             pipe_size_warned: false,
             ready: VecDeque::new(),
-            deferred: VecDeque::new(),
             shared,
         })
     }
@@ -391,14 +387,6 @@ impl Worker {
             self.arm_waker();
             self.check_events();
             let now = Instant::now();
-            for _ in 0..self.deferred.len() {
-                let Some((key, gen)) = self.deferred.pop_front() else {
-                    break;
-                };
-                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
-                    self.drive(key, now);
-                }
-            }
             for _ in 0..self.ready.len() {
                 let Some((key, gen)) = self.ready.pop_front() else {
                     break;
@@ -433,7 +421,7 @@ impl Worker {
             }
             let mailbox = &self.shared.workers[self.index].mailbox;
             let sleep = mailbox.prepare_sleep();
-            if !sleep || !self.ready.is_empty() || !self.deferred.is_empty() {
+            if !sleep || !self.ready.is_empty() {
                 timeout = Duration::ZERO;
             }
             let ts = types::Timespec::new()
@@ -760,7 +748,9 @@ impl Worker {
                             SpliceStart::Later => {
                                 let c = &mut self.conns[key];
                                 c.out = Out::Deferred { file, offset, len };
-                                self.deferred.push_back((key, c.gen));
+                                // Back of the same queue: a separate queue driven first
+                                // measured 0.84-0.90x the throughput at 1000 connections.
+                                self.ready.push_back((key, c.gen));
                                 break;
                             }
                             SpliceStart::NoPipe => {}
