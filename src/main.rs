@@ -327,17 +327,22 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Raises RLIMIT_NOFILE toward `want` (connections + cached files + slack), as far as the hard
-/// limit allows (or beyond it when privileged), and says so when it falls short.
-fn raise_fd_limit(want: u64) {
+/// This process's RLIMIT_NOFILE, if it can be read.
+fn nofile_limit() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid out-pointer for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Raises RLIMIT_NOFILE toward `want` (connections + cached files + slack), as far as the hard
+/// limit allows (or beyond it when privileged), and says so when it falls short.
+fn raise_fd_limit(want: u64) {
+    let Some(mut lim) = nofile_limit() else {
         return;
-    }
+    };
     let before = lim.rlim_cur;
     if lim.rlim_max < want {
         let raised = libc::rlimit {
@@ -354,8 +359,7 @@ fn raise_fd_limit(want: u64) {
         // SAFETY: as above; the soft limit stays within the hard limit.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
-    // SAFETY: as above.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let lim = nofile_limit().unwrap_or(lim);
     if lim.rlim_cur < want {
         tracing::warn!(
             "open files limited to {} (wanted {want} for connections_max + open_files_max); raise `ulimit -n` or LimitNOFILE",
@@ -375,14 +379,9 @@ fn raise_fd_limit(want: u64) {
 /// Sized once here, growth never happens on the data path. It costs about 8 bytes per entry
 /// of kernel memory (~1 MiB for the default 100,000 connections).
 fn presize_fd_table(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid out-pointer for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(lim) = nofile_limit() else {
         return;
-    }
+    };
     let top = want.min(lim.rlim_cur).min(1 << 20);
     if top < 2 {
         return;

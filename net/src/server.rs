@@ -775,6 +775,14 @@ impl HttpSession {
         s
     }
 
+    /// A GET whose object's content file is gone when it is opened: deleted or replaced
+    /// between the lookup and the open, or removed behind the server's back. For this request
+    /// the object does not exist.
+    fn file_gone(&mut self, name: &str, now: Instant) {
+        tracing::warn!("{name}: its content file is gone; answering 404");
+        self.error(404, &[], false, now)
+    }
+
     fn serve_media(&mut self, head: &RequestHead, name: &str, opened: Opened, now: Instant) {
         let head_only = head.method == Method::Head;
         if !self.svc.cfg.public_reads {
@@ -907,12 +915,7 @@ impl HttpSession {
             self.svc.metrics.file_opened(false);
             match self.svc.store.open_file(&meta) {
                 Ok(f) => Some(f),
-                Err(StoreError::NotFound { .. }) => {
-                    // Deleted or replaced between the lookup and the open (or its file is gone
-                    // from disk): for this request it does not exist.
-                    tracing::warn!("{name}: its content file is gone; answering 404");
-                    return self.error(404, &[], false, now);
-                }
+                Err(StoreError::NotFound { .. }) => return self.file_gone(name, now),
                 Err(e) => {
                     tracing::error!("cannot open {name}: {e}");
                     let status = if matches!(e, StoreError::Reserve(_)) {
@@ -1457,11 +1460,9 @@ impl Session for HttpSession {
                 .store
                 .adopt_file(&o.meta, f)
                 .map_err(|e| e.to_string()),
+            // Answered here, without a second lookup of the path on the worker.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Deleted or replaced while opening: answered here, without a second lookup of
-                // the path on the worker.
-                tracing::warn!("{}: its content file is gone; answering 404", o.name);
-                return self.error(404, &[], o.head.method == Method::Head, now);
+                return self.file_gone(&o.name, now)
             }
             Err(e) => Err(e.to_string()),
         };

@@ -187,11 +187,6 @@ impl FdCache {
         Ok(self.insert(id, file, reservation))
     }
 
-    /// The cached handle of `id`, if there is one (never opens).
-    pub(crate) fn cached(&self, id: u64) -> Option<Arc<File>> {
-        self.hit(id)
-    }
-
     /// Takes `file`, opened by the caller, as the handle of `id` (buffered files only: O_DIRECT
     /// opens have fallbacks only [`FdCache::get_or_open`] knows). If another thread cached one
     /// meanwhile, that one is returned and `file` is closed.
@@ -234,7 +229,8 @@ impl FdCache {
         self.direct
     }
 
-    fn hit(&self, id: u64) -> Option<Arc<File>> {
+    /// The cached handle of `id`, if there is one (never opens); marks it recently used.
+    pub(crate) fn hit(&self, id: u64) -> Option<Arc<File>> {
         let mut slots = self.lock();
         slots.tick += 1;
         let tick = slots.tick;

@@ -677,7 +677,7 @@ impl Store {
     /// then [`Store::adopt_file`].
     pub fn cached_file(&self, meta: &ObjectMeta) -> Option<Arc<File>> {
         self.shrink_caches_if_critical();
-        self.inner.fds.cached(meta.id)
+        self.inner.fds.hit(meta.id)
     }
 
     /// The path of version `meta.id`'s content, for a caller that opens it itself (read-only)
