@@ -13,8 +13,9 @@
 # Each round runs oasis-loadgen against nginx, OLD and NEW in turn (the order rotates every
 # round), so drift on a shared box hits all three alike. Prints every run's Gbit/s, req/s and the
 # server's CPU time per GB sent (user+system of all its threads and processes: steadier than
-# throughput when the client shares the cores) and, at the end, medians and median ratios. Everything started is
-# stopped on exit. Build the two binaries first, e.g. with `git stash; cargo build --release -p
+# throughput when the client shares the cores), the load generator's own CPU per GB received
+# (a server that feeds the client in smaller pieces makes it work harder per byte) and, at the
+# end, medians and median ratios. Everything started is stopped on exit. Build the two binaries first, e.g. with `git stash; cargo build --release -p
 # oasis; cp target/release/oasis /tmp/oasis-old; git stash pop`.
 set -euo pipefail
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -135,6 +136,7 @@ j["server_cpu_s_per_gb"] = j["server_cpu_s"] / gb if gb else None
 json.dump(j, open(path, "w"))
 print(f"round {r} {s:>5}: {j['gbit_per_s']:7.2f} Gbit/s {j['requests_per_s']:9.0f} req/s"
       f"  server CPU {j['server_cpu_s']:5.2f} s = {j['server_cpu_s_per_gb'] or 0:.3f} s/GB"
+      f"  client {j.get('client_cpu_s_per_gb') or 0:.3f} s/GB"
       f"  errors {j['errors_total'] + j['responses_non2xx']}")
 EOF
   done
@@ -144,7 +146,8 @@ python3 - "$WORK" "$ROUNDS" <<'EOF'
 import json, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
 runs = {s: [json.load(open(f"{work}/r{r}-{s}.json")) for r in range(1, rounds + 1)] for s in ("nginx", "old", "new")}
-for key, unit in (("gbit_per_s", "Gbit/s"), ("server_cpu_s_per_gb", "server CPU s/GB")):
+for key, unit in (("gbit_per_s", "Gbit/s"), ("server_cpu_s_per_gb", "server CPU s/GB"),
+                  ("client_cpu_s_per_gb", "client CPU s/GB")):
     g = {s: [j[key] or 0.0 for j in v] for s, v in runs.items()}
     med = {s: statistics.median(v) for s, v in g.items()}
     ratio = lambda a, b: statistics.median(x / y if y else 0.0 for x, y in zip(g[a], g[b]))

@@ -411,9 +411,21 @@ fn run_get(a: &GetArgs) -> Result<Value> {
         "--connections must be 1..={CONNECTIONS_MAX}"
     );
     let p = plan(&a.common, a.connections, a.connections)?;
+    let cpu_before = sys::process_cpu_s();
     let (stats, elapsed, _) = run_clients(&p, a.connections, a.common.seed, None)?;
+    let client_cpu_s = sys::process_cpu_s() - cpu_before;
     let mut out = base_json("get", &a.common, &p);
-    merge(&mut out, json!({ "connections": a.connections }));
+    // The client's own CPU per byte: where client and server share cores, a server that makes
+    // the client work harder per byte (smaller reads, more wake-ups) loses throughput to it.
+    let gb = stats.bytes_received as f64 / 1e9;
+    merge(
+        &mut out,
+        json!({
+            "connections": a.connections,
+            "client_cpu_s": client_cpu_s,
+            "client_cpu_s_per_gb": if gb > 0.0 { Some(client_cpu_s / gb) } else { None },
+        }),
+    );
     merge(&mut out, stats.to_json(elapsed));
     Ok(out)
 }

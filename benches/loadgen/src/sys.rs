@@ -291,3 +291,13 @@ pub fn socket_fds(pid: u32) -> Option<u64> {
             .count() as u64,
     )
 }
+
+/// CPU seconds (user + system) this process has used so far, every thread included.
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out-pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
