@@ -15,8 +15,9 @@
 # server's CPU time per GB sent (user+system of all its threads and processes: steadier than
 # throughput when the client shares the cores), the load generator's own CPU per GB received
 # (a server that feeds the client in smaller pieces makes it work harder per byte) and, at the
-# end, medians and median ratios. Everything started is stopped on exit. Build the two binaries first, e.g. with `git stash; cargo build --release -p
-# oasis; cp target/release/oasis /tmp/oasis-old; git stash pop`.
+# end, medians and median ratios. Everything started is stopped on exit. Build the two binaries
+# first, e.g. with `git stash; cargo build --release -p oasis; cp target/release/oasis
+# /tmp/oasis-old; git stash pop`.
 set -euo pipefail
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 2 ]] || usage
