@@ -19,7 +19,7 @@
 # first, e.g. with `git stash; cargo build --release -p oasis; cp target/release/oasis
 # /tmp/oasis-old; git stash pop`.
 set -euo pipefail
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 2 ]] || usage
 OLD=$(realpath "$1") NEW=$(realpath "$2"); shift 2
 SIZE=$((2 * 1024 * 1024)) COUNT=16 CONNS=100 DUR=8 ROUNDS=3 LAYOUT=combined
