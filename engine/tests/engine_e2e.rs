@@ -222,32 +222,29 @@ fn combined_layout_streams_every_byte() {
     engine.join();
 }
 
-#[test]
-fn cold_pages_and_slow_readers_take_the_ring_paths() {
-    let (engine, addr, rm, dir) = start("combined");
-    // Out of the page cache, the file half of a splice must go through the ring (a synchronous
-    // splice could wait on the disk); a reader that stalls makes the socket half wait for POLLOUT.
-    let evict = || {
-        let f = File::open(dir.path().join("object")).unwrap();
-        f.sync_all().unwrap(); // dirty pages are not dropped
-                               // SAFETY: a valid fd; fadvise only drops clean cached pages of this file.
-        let rc = unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                0,
-                0,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        assert_eq!(rc, 0);
+/// Drops `dir`/object from the page cache, so the next reads of it go to the disk.
+fn evict(dir: &std::path::Path) {
+    let f = File::open(dir.join("object")).unwrap();
+    f.sync_all().unwrap(); // dirty pages are not dropped
+                           // SAFETY: a valid fd; fadvise only drops clean cached pages of this file.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
     };
-    evict();
-    let slow = std::thread::spawn(move || {
+    assert_eq!(rc, 0);
+}
+
+/// A client that asks for four 3 MB responses at once and reads nothing for 300 ms: more than
+/// the socket buffers hold, so the server's sends find the socket full. Then it checks every byte.
+fn slow_reader(addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut s = BufReader::with_capacity(4096, s);
-        // Four 3 MB responses asked for at once, then not read for a while: more than the
-        // socket buffers hold, so the server's sends find the socket full.
         s.get_mut().write_all(&b"GET 2999999\n".repeat(4)).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         for _ in 0..4 {
@@ -260,9 +257,34 @@ fn cold_pages_and_slow_readers_take_the_ring_paths() {
                 assert_eq!(*b, content(i as u64), "byte {i}");
             }
         }
-    });
+    })
+}
+
+#[test]
+fn hot_pages_wait_for_a_full_socket_and_lose_nothing() {
+    let (engine, addr, rm, _dir) = start("combined");
+    // The object is now in the page cache, so its bytes leave by sendfile, not the ring. Each
+    // sendfile offers more than a stalled reader's socket takes: partial sends, then POLLOUT.
     run_clients(addr);
-    evict();
+    let slow: Vec<_> = (0..3).map(|_| slow_reader(addr)).collect();
+    run_clients(addr);
+    for s in slow {
+        s.join().unwrap();
+    }
+    wait_for_zero(&rm);
+    engine.shutdown(Duration::from_secs(5));
+    engine.join();
+}
+
+#[test]
+fn cold_pages_and_slow_readers_take_the_ring_paths() {
+    let (engine, addr, rm, dir) = start("combined");
+    // Out of the page cache, the file half of a splice must go through the ring (a synchronous
+    // splice could wait on the disk); a reader that stalls makes the socket half wait for POLLOUT.
+    evict(dir.path());
+    let slow = slow_reader(addr);
+    run_clients(addr);
+    evict(dir.path());
     run_clients(addr);
     slow.join().unwrap();
     wait_for_zero(&rm);
@@ -273,8 +295,11 @@ fn cold_pages_and_slow_readers_take_the_ring_paths() {
 #[test]
 fn a_critical_event_makes_workers_close_idle_pipes() {
     use oasis_engine::resource::{External, Level};
-    let (engine, addr, rm, _dir) = start("combined");
-    run_clients(addr); // splices leave pipes pooled in the workers, each reserved as memory
+    let (engine, addr, rm, dir) = start("combined");
+    // Cold pages take the ring splice, which leaves pipes pooled in the workers, each reserved
+    // as memory (hot pages leave with sendfile and need none).
+    evict(dir.path());
+    run_clients(addr);
     wait_for_zero(&rm);
     let before = rm.used(oasis_engine::Resource::MemoryBytes);
     rm.set_external(External::SystemMemory, Level::Critical);
