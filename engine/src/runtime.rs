@@ -87,9 +87,11 @@ pub enum SendPath {
     /// READ (fixed buffer) into a pool chunk, then SEND: one copy in, one copy out; works for any
     /// file and lets a response head share the send with small bodies.
     ReadSend,
-    /// SPLICE file -> pipe -> socket: page references move, no copy in the server. Used for body
-    /// chunks of at least `SPLICE_MIN_BYTES`; smaller ones (and a head with its first bytes) take
-    /// `ReadSend`. In split layouts the data worker's splice does the disk read (file workers idle).
+    /// Page references move, no copy in the server: `sendfile` for stretches whose pages are in
+    /// the page cache, SPLICE file -> pipe -> socket (the file half in io_uring's threads) for
+    /// the rest. Used for body pieces of at least `SPLICE_MIN_BYTES`; smaller ones take
+    /// `ReadSend`. In split layouts the data worker's splice does the disk read (file workers
+    /// idle).
     Splice,
 }
 
