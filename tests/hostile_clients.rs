@@ -376,3 +376,52 @@ fn a_critical_event_from_the_system_refuses_new_streams() {
         "the event is logged"
     );
 }
+
+#[test]
+fn a_reader_that_stops_reading_is_closed_after_the_send_timeout() {
+    let server = Server::start("send_timeout_secs = 1");
+    let body = pattern(24_000_000, 9);
+    assert_eq!(server.put("big.bin", &body), 201);
+    // Asks for 24 MB and reads nothing: the socket buffers fill, the server waits for room.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /media/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Someone else streams the same object meanwhile.
+    bystander(&server, "big.bin", body.clone()).join().unwrap();
+    // The server closes the stalled connection without a byte read from it: its connection
+    // reservation goes back (the status request itself holds the only one left).
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, json) = raw(
+            &server,
+            format!("GET /api/status HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let used = v["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "connections")
+            .map(|r| r["used"].as_u64().unwrap())
+            .unwrap();
+        if used == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the stalled connection is still open ({used} connections held)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, metrics) = raw(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("oasis_limits_hit_total{reason=\"send_timeout\"} 1"),
+        "{metrics}"
+    );
+    drop(s);
+}

@@ -31,9 +31,10 @@ pub type JobResult = Box<dyn Any + Send>;
 pub enum Transmit {
     /// Send these bytes. The engine returns the Vec in [`Session::on_sent`] for reuse.
     Bytes(Vec<u8>),
-    /// Send up to `len` bytes of `file` from `offset`. The engine sends at most one pool chunk per
-    /// `File` and reports how much in [`Session::on_sent`]; the session asks again for the rest
-    /// (so it can pace between chunks).
+    /// Send up to `len` bytes of `file` from `offset`. The engine may send fewer (as much as the
+    /// socket takes, within its per-iteration budget; one pool chunk from a cold file) and
+    /// reports how much in [`Session::on_sent`]; the session asks again for the rest, so a paced
+    /// session bounds each send by what its pace allows.
     File {
         file: Arc<File>,
         offset: u64,
@@ -94,6 +95,12 @@ pub trait Session: Send {
     /// When the session next needs [`Session::on_deadline`] (timeouts).
     fn deadline(&self) -> Option<Instant>;
     fn on_deadline(&mut self, now: Instant);
+    /// The session has given up on the connection (a send timeout, a failed send). The engine
+    /// then closes it even while a transmit waits for a socket the peer stopped draining, where
+    /// it would otherwise not ask [`Session::poll_transmit`] again until the socket had room.
+    fn wants_close(&self) -> bool {
+        false
+    }
     /// Graceful shutdown began: finish what is in flight, take no new requests.
     fn on_shutdown(&mut self, now: Instant);
     /// Whether the engine should keep reading input now.

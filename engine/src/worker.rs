@@ -153,8 +153,9 @@ enum Out {
     Job,
     /// An OPENAT is in flight; the path it reads is held here until it completes.
     Opening(std::ffi::CString),
-    /// A hot file transmit waits for the next loop iteration, this one's synchronous send
-    /// budget being spent; the connection is in the ready queue.
+    /// A hot file transmit to issue again as it is: it waits in the ready queue for the next
+    /// loop iteration (this one's synchronous send budget being spent), or a POLLOUT for a
+    /// socket that took nothing has completed (`Out::Blocked`) and it is driven right away.
     Deferred {
         file: Arc<File>,
         offset: u64,
@@ -226,15 +227,17 @@ pub(crate) struct Worker {
     pipes_max: usize,
     due: Vec<u32>,
     shutdown_seen: bool,
-    /// Bytes this loop iteration may still splice synchronously (refilled each iteration), so a
-    /// few fast readers of hot objects cannot keep the worker from its other connections.
+    /// Bytes this loop iteration may still send synchronously from files (`sendfile` of hot
+    /// stretches; refilled each iteration), so a few fast readers of hot objects cannot keep
+    /// the worker from its other connections.
     sync_splice_budget: u64,
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
     /// A failed pipe resize was reported (once per worker).
     pipe_size_warned: bool,
-    /// Connections whose next hot piece found this iteration's splice budget spent, to be
-    /// driven again at the next iteration, in the order they yielded.
+    /// Connections to drive again at the next iteration, in the order they yielded: a hot
+    /// transmit that found this iteration's send budget spent, a send that failed, a split
+    /// layout's stream waiting to move to a data worker.
     ready: VecDeque<(usize, u32)>,
 }
 
@@ -243,7 +246,8 @@ pub(crate) struct Worker {
 enum SpliceStart {
     /// The bytes are out (or failed) and were reported to the session.
     Done,
-    /// A ring operation carries on; its completion continues the transmit.
+    /// A ring operation carries on (a splice into a pipe, or a POLLOUT wait); its completion
+    /// continues the transmit, or (after a partial `sendfile`) lets the session ask for the rest.
     InFlight,
     /// No pipe is free: use the read-send path.
     NoPipe,
@@ -253,6 +257,9 @@ enum SpliceStart {
     /// Not every page is in the page cache (or the piece is larger than a whole budget): the
     /// file half goes to the ring.
     Cold,
+    /// The send failed and the session was told; it is asked again next iteration, not now (a
+    /// session that kept asking for the same bytes would hold the worker otherwise).
+    Failed,
 }
 
 /// Per-iteration allowance of synchronous sending from files (see `Worker::sync_splice_budget`).
@@ -751,7 +758,19 @@ impl Worker {
                             // connections on 2 MiB objects: the client then gets 256 KiB at a
                             // time on every connection instead of whole responses on a few.
                             SpliceStart::Done => {
+                                if self.in_wrong_role(key) {
+                                    // A split layout's command worker sent the first bytes:
+                                    // the next turn hands the stream to a data worker.
+                                    let c = &self.conns[key];
+                                    self.ready.push_back((key, c.gen));
+                                    break;
+                                }
                                 continue;
+                            }
+                            SpliceStart::Failed => {
+                                let c = &self.conns[key];
+                                self.ready.push_back((key, c.gen));
+                                break;
                             }
                             SpliceStart::InFlight => break,
                             SpliceStart::Later => {
@@ -780,10 +799,11 @@ impl Worker {
                     );
                     c.wait_until = None;
                     if len > 0 && splices(&self.shared, len) {
-                        // A spliced body does not share a buffer with its head: the head leaves
-                        // alone and the session then asks for the body as a plain file transmit.
-                        // The body's first piece is usually spliced right here (hot pages), so
-                        // the head is sent here too, corked (MSG_MORE) to share its segment.
+                        // A body sent from the page cache does not share a buffer with its
+                        // head: the head leaves alone and the session then asks for the body as
+                        // a plain file transmit. The body usually leaves right after (a hot
+                        // stretch by sendfile), so the head is sent here too, corked (MSG_MORE)
+                        // to share its segment.
                         let sent = send_now(&c.fd, &head, libc::MSG_MORE);
                         match sent {
                             Ok(n) if n == head.len() => {
@@ -880,6 +900,15 @@ impl Worker {
         false
     }
 
+    /// Whether the session's phase wants a role this worker does not have.
+    fn in_wrong_role(&self, key: usize) -> bool {
+        let need = match self.conns[key].session.phase() {
+            Phase::Command => Roles::COMMAND,
+            Phase::Data => Roles::DATA,
+        };
+        !self.roles.contains(need)
+    }
+
     /// Moves the session to a worker whose roles match its phase, if this one's do not.
     fn try_migrate(&mut self, key: usize) -> bool {
         let c = &self.conns[key];
@@ -887,7 +916,7 @@ impl Worker {
             Phase::Command => Roles::COMMAND,
             Phase::Data => Roles::DATA,
         };
-        if self.roles.contains(need) || c.recv != RecvState::None {
+        if !self.in_wrong_role(key) || c.recv != RecvState::None {
             return false;
         }
         let Some(target) = self.shared.least_loaded(need) else {
@@ -1269,9 +1298,10 @@ impl Worker {
         let fd = file.as_raw_fd();
         let stretch = len.min(self.sync_splice_budget);
         // Both fit in a u32: the budget is far below 4 GiB.
-        let stretch = if resident(fd, offset, stretch as u32) {
+        let step = piece as u32;
+        let stretch = if resident(fd, offset, stretch as u32, step) {
             stretch
-        } else if stretch > piece && resident(fd, offset, piece as u32) {
+        } else if stretch > piece && resident(fd, offset, step, step) {
             piece
         } else {
             return SpliceStart::Cold;
@@ -1309,7 +1339,7 @@ impl Worker {
                 }
                 _ => {
                     c.session.on_sent(Err(err), None, now);
-                    return SpliceStart::Done;
+                    return SpliceStart::Failed;
                 }
             }
         }
@@ -1624,6 +1654,12 @@ impl Worker {
         }
         if c.session.deadline().is_some_and(|t| t <= now) {
             c.session.on_deadline(now);
+            if c.session.wants_close() && !matches!(c.out, Out::Idle) {
+                // A transmit waits on a socket the peer stopped draining (a POLLOUT that may
+                // never come): the session would be asked again only once the socket had room.
+                self.begin_close(key, now);
+                return;
+            }
         }
         self.drive(key, now);
     }
@@ -1934,8 +1970,9 @@ fn send_now(fd: &OwnedFd, bytes: &[u8], flags: libc::c_int) -> io::Result<usize>
 }
 
 /// Whether every page of `len` bytes at `offset` of the file is in the page cache (cachestat,
-/// Linux 6.5+) and filled. False when unknown, so callers take the path that cannot block.
-fn resident(fd: RawFd, offset: u64, len: u32) -> bool {
+/// Linux 6.5+) and filled, the latter probed once per `step` bytes (see below). False when
+/// unknown, so callers take the path that cannot block.
+fn resident(fd: RawFd, offset: u64, len: u32, step: u32) -> bool {
     #[repr(C)]
     struct Range {
         off: u64,
@@ -1977,12 +2014,24 @@ fn resident(fd: RawFd, offset: u64, len: u32) -> bool {
     // cachestat also counts pages that readahead has put in the cache but not filled yet, and a
     // splice of those waits for the disk (seen: workers in D state in `folio_wait_bit_common`
     // while a cold sweep ran). A one-byte RWF_NOWAIT read of the piece's last page fails with
-    // EAGAIN while that page is not up to date. Readahead fills a range in order, so the last
-    // page vouches for the ones before it in practice; should one of those still be in flight,
-    // the worker waits for that read to land, never for a read it issued itself. (Probing the
-    // first page too cost 7% of hot 64 KiB throughput in an A/B; the last alone is enough to
-    // keep workers out of D state.)
-    up_to_date(fd, offset + u64::from(len) - 1)
+    // EAGAIN while that page is not up to date. Readahead fills a window in order, so the last
+    // page of a piece vouches for the ones before it in practice; should one of those still be
+    // in flight, the worker waits for that read to land, never for a read it issued itself.
+    // (Probing the first page too cost 7% of hot 64 KiB throughput in an A/B; the last alone
+    // kept workers out of D state.) A range longer than `step` spans several readahead windows,
+    // so the last page of every `step` is probed: one in flight in the middle is caught too.
+    let (end, step) = (offset + u64::from(len), u64::from(step.max(1)));
+    let mut at = offset;
+    loop {
+        let piece_end = (at + step).min(end);
+        if !up_to_date(fd, piece_end - 1) {
+            return false;
+        }
+        if piece_end == end {
+            return true;
+        }
+        at = piece_end;
+    }
 }
 
 /// Whether the page holding byte `at` of the file is in the page cache and up to date: a
@@ -2028,27 +2077,41 @@ mod tests {
         let mut f = File::open(&path).unwrap();
         evict(&f);
         let fd = f.as_raw_fd();
-        if resident(fd, 0, 4096) {
+        if resident(fd, 0, 4096, 4096) {
             // Some file systems (tmpfs) keep every page: nothing to tell apart there.
             eprintln!("pages stay resident on this file system; skipping");
             return;
         }
-        assert!(!resident(fd, 512 << 10, 64 << 10));
+        assert!(!resident(fd, 512 << 10, 64 << 10, 64 << 10));
         // No readahead, so exactly the pages read below come in.
         // SAFETY: a valid fd; the advice has no memory effects.
         let rc = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_RANDOM) };
         assert_eq!(rc, 0);
         let mut first = vec![0u8; 256 << 10];
         f.read_exact(&mut first).unwrap();
-        assert!(resident(fd, 0, 256 << 10), "pages just read are resident");
-        assert!(resident(fd, 4000, 200), "an unaligned piece inside them");
         assert!(
-            !resident(fd, (1 << 20) - (64 << 10), 64 << 10),
+            resident(fd, 0, 256 << 10, 256 << 10),
+            "pages just read are resident"
+        );
+        assert!(
+            resident(fd, 4000, 200, 200),
+            "an unaligned piece inside them"
+        );
+        assert!(
+            !resident(fd, (1 << 20) - (64 << 10), 64 << 10, 64 << 10),
             "the file's tail was never read"
         );
         assert!(
-            !resident(fd, 0, 0),
-            "an empty piece is not worth a synchronous splice"
+            resident(fd, 0, 256 << 10, 16 << 10),
+            "probed every 16 KiB, the pages read are still resident"
+        );
+        assert!(
+            !resident(fd, 0, 1 << 20, 256 << 10),
+            "a range of which only the first quarter was read"
+        );
+        assert!(
+            !resident(fd, 0, 0, 0),
+            "an empty piece is not worth a synchronous send"
         );
     }
 }

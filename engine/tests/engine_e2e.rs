@@ -92,7 +92,10 @@ impl Session for LineSession {
                 self.body_off += n;
             }
             Ok(_) => {}
-            Err(_) => self.closed = true,
+            Err(_) => {
+                self.closed = true;
+                self.body_left = 0; // nothing more is sent on a failed connection
+            }
         }
     }
     fn on_job_done(&mut self, _r: JobResult, _now: Instant) {}

@@ -1492,6 +1492,10 @@ impl Session for HttpSession {
         }
     }
 
+    fn wants_close(&self) -> bool {
+        matches!(self.state, State::Close)
+    }
+
     fn on_deadline(&mut self, now: Instant) {
         match &self.state {
             State::Head { since: Some(_) } | State::Body(_) => {
