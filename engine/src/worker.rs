@@ -231,6 +231,9 @@ pub(crate) struct Worker {
     /// stretches; refilled each iteration), so a few fast readers of hot objects cannot keep
     /// the worker from its other connections.
     sync_splice_budget: u64,
+    /// The allowance (refilled each iteration) for transmits that fit in one chunk once
+    /// `sync_splice_budget` is spent; together the two bound an iteration's synchronous sends.
+    small_send_budget: u64,
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
     /// A failed pipe resize was reported (once per worker).
@@ -264,6 +267,9 @@ enum SpliceStart {
 
 /// Per-iteration allowance of synchronous sending from files (see `Worker::sync_splice_budget`).
 const SYNC_SPLICE_BUDGET_BYTES: u64 = 8 << 20;
+/// Per-iteration allowance for one-chunk transmits beyond the budget (see
+/// `Worker::small_send_budget`): 64 hot 64 KiB objects.
+const SMALL_SEND_BUDGET_BYTES: u64 = 4 << 20;
 
 impl Worker {
     pub(crate) fn new(index: usize, shared: Arc<Shared>) -> io::Result<Worker> {
@@ -322,6 +328,7 @@ impl Worker {
             due: Vec::new(),
             shutdown_seen: false,
             sync_splice_budget: SYNC_SPLICE_BUDGET_BYTES,
+            small_send_budget: SMALL_SEND_BUDGET_BYTES,
             seen_epoch: 0,
             pipe_size_warned: false,
             ready: VecDeque::new(),
@@ -399,6 +406,7 @@ impl Worker {
         loop {
             loops += 1;
             self.sync_splice_budget = SYNC_SPLICE_BUDGET_BYTES;
+            self.small_send_budget = SMALL_SEND_BUDGET_BYTES;
             self.arm_waker();
             self.check_events();
             let now = Instant::now();
@@ -1284,7 +1292,13 @@ impl Worker {
         now: Instant,
     ) -> SpliceStart {
         let piece = len.min(self.shared.pool.chunk_bytes() as u64);
-        if self.sync_splice_budget < piece {
+        // A transmit that fits in one chunk (a small object, a stream's last piece) draws on
+        // an allowance of its own once the budget is spent, so it does not wait a loop
+        // iteration behind large streams: during a cold sweep 2-3% of hot 64 KiB requests
+        // waited 10-90 ms that way inside the server (access-log request times).
+        let small =
+            self.sync_splice_budget < piece && len <= piece && self.small_send_budget >= len;
+        if self.sync_splice_budget < piece && !small {
             if self.sync_splice_budget < SYNC_SPLICE_BUDGET_BYTES {
                 // Part of this iteration's budget is spent: the transmit waits for the next
                 // iteration (and is looked at then) rather than taking the ring path, whose
@@ -1296,7 +1310,11 @@ impl Worker {
             return SpliceStart::Cold;
         }
         let fd = file.as_raw_fd();
-        let stretch = len.min(self.sync_splice_budget);
+        let stretch = if small {
+            len
+        } else {
+            len.min(self.sync_splice_budget)
+        };
         // Both fit in a u32: the budget is far below 4 GiB.
         let step = piece as u32;
         let stretch = if resident(fd, offset, stretch as u32, step) {
@@ -1314,7 +1332,11 @@ impl Worker {
             let n = unsafe { libc::sendfile(c.fd.as_raw_fd(), fd, &mut off, stretch as usize) };
             if n > 0 {
                 let n = n as u64;
-                self.sync_splice_budget -= n;
+                if small {
+                    self.small_send_budget -= n;
+                } else {
+                    self.sync_splice_budget -= n;
+                }
                 c.session.on_sent(Ok(n), None, now);
                 if n < stretch {
                     // The socket is full: wait for room; the session asks for the rest.
