@@ -230,9 +230,9 @@ pub(crate) struct Worker {
     /// Bytes this loop iteration may still send synchronously from files (`sendfile` of hot
     /// stretches; refilled each iteration), so a few fast readers of hot objects cannot keep
     /// the worker from its other connections.
-    sync_splice_budget: u64,
+    sync_send_budget: u64,
     /// The allowance (refilled each iteration) for transmits that fit in one chunk once
-    /// `sync_splice_budget` is spent; together the two bound an iteration's synchronous sends.
+    /// `sync_send_budget` is spent; together the two bound an iteration's synchronous sends.
     small_send_budget: u64,
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
@@ -246,7 +246,7 @@ pub(crate) struct Worker {
 
 /// How [`Worker::send_hot`] and [`Worker::start_splice`] went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SpliceStart {
+enum SendStart {
     /// The bytes are out (or failed) and were reported to the session.
     Done,
     /// A ring operation carries on (a splice into a pipe, or a POLLOUT wait); its completion
@@ -265,8 +265,8 @@ enum SpliceStart {
     Failed,
 }
 
-/// Per-iteration allowance of synchronous sending from files (see `Worker::sync_splice_budget`).
-const SYNC_SPLICE_BUDGET_BYTES: u64 = 8 << 20;
+/// Per-iteration allowance of synchronous sending from files (see `Worker::sync_send_budget`).
+const SYNC_SEND_BUDGET_BYTES: u64 = 8 << 20;
 /// Per-iteration allowance for one-chunk transmits beyond the budget (see
 /// `Worker::small_send_budget`): 64 hot 64 KiB objects.
 const SMALL_SEND_BUDGET_BYTES: u64 = 4 << 20;
@@ -327,7 +327,7 @@ impl Worker {
             pipes_max: PIPES_PER_WORKER_MAX.min(shared.config.connections_per_worker_max),
             due: Vec::new(),
             shutdown_seen: false,
-            sync_splice_budget: SYNC_SPLICE_BUDGET_BYTES,
+            sync_send_budget: SYNC_SEND_BUDGET_BYTES,
             small_send_budget: SMALL_SEND_BUDGET_BYTES,
             seen_epoch: 0,
             pipe_size_warned: false,
@@ -405,7 +405,7 @@ impl Worker {
         let mut loops: u64 = 0;
         loop {
             loops += 1;
-            self.sync_splice_budget = SYNC_SPLICE_BUDGET_BYTES;
+            self.sync_send_budget = SYNC_SEND_BUDGET_BYTES;
             self.small_send_budget = SMALL_SEND_BUDGET_BYTES;
             self.arm_waker();
             self.check_events();
@@ -756,7 +756,7 @@ impl Worker {
                     c.wait_until = None;
                     if splices(&self.shared, len) {
                         let mut started = self.send_hot(key, &file, offset, len, now);
-                        if started == SpliceStart::Cold {
+                        if started == SendStart::Cold {
                             started = self.start_splice(key, &file, offset, len);
                         }
                         match started {
@@ -765,8 +765,8 @@ impl Worker {
                             // Yielding after every piece measured 0.86x the throughput at 100
                             // connections on 2 MiB objects: the client then gets 256 KiB at a
                             // time on every connection instead of whole responses on a few.
-                            SpliceStart::Done => {
-                                if self.in_wrong_role(key) {
+                            SendStart::Done => {
+                                if self.missing_role(key).is_some() {
                                     // A split layout's command worker sent the first bytes:
                                     // the next turn hands the stream to a data worker.
                                     let c = &self.conns[key];
@@ -775,13 +775,13 @@ impl Worker {
                                 }
                                 continue;
                             }
-                            SpliceStart::Failed => {
+                            SendStart::Failed => {
                                 let c = &self.conns[key];
                                 self.ready.push_back((key, c.gen));
                                 break;
                             }
-                            SpliceStart::InFlight => break,
-                            SpliceStart::Later => {
+                            SendStart::InFlight => break,
+                            SendStart::Later => {
                                 let c = &mut self.conns[key];
                                 c.out = Out::Deferred { file, offset, len };
                                 // Back of the same queue: a separate queue driven first
@@ -789,7 +789,7 @@ impl Worker {
                                 self.ready.push_back((key, c.gen));
                                 break;
                             }
-                            SpliceStart::NoPipe | SpliceStart::Cold => {}
+                            SendStart::NoPipe | SendStart::Cold => {}
                         }
                     }
                     self.start_file(key, None, file, offset, len, now);
@@ -908,23 +908,22 @@ impl Worker {
         false
     }
 
-    /// Whether the session's phase wants a role this worker does not have.
-    fn in_wrong_role(&self, key: usize) -> bool {
+    /// The role the session's phase wants, when this worker does not have it.
+    fn missing_role(&self, key: usize) -> Option<Roles> {
         let need = match self.conns[key].session.phase() {
             Phase::Command => Roles::COMMAND,
             Phase::Data => Roles::DATA,
         };
-        !self.roles.contains(need)
+        (!self.roles.contains(need)).then_some(need)
     }
 
     /// Moves the session to a worker whose roles match its phase, if this one's do not.
     fn try_migrate(&mut self, key: usize) -> bool {
-        let c = &self.conns[key];
-        let need = match c.session.phase() {
-            Phase::Command => Roles::COMMAND,
-            Phase::Data => Roles::DATA,
+        let Some(need) = self.missing_role(key) else {
+            return false;
         };
-        if !self.in_wrong_role(key) || c.recv != RecvState::None {
+        let c = &self.conns[key];
+        if c.recv != RecvState::None {
             return false;
         }
         let Some(target) = self.shared.least_loaded(need) else {
@@ -1290,30 +1289,29 @@ impl Worker {
         offset: u64,
         len: u64,
         now: Instant,
-    ) -> SpliceStart {
+    ) -> SendStart {
         let piece = len.min(self.shared.pool.chunk_bytes() as u64);
         // A transmit that fits in one chunk (a small object, a stream's last piece) draws on
         // an allowance of its own once the budget is spent, so it does not wait a loop
         // iteration behind large streams: during a cold sweep 2-3% of hot 64 KiB requests
         // waited 10-90 ms that way inside the server (access-log request times).
-        let small =
-            self.sync_splice_budget < piece && len <= piece && self.small_send_budget >= len;
-        if self.sync_splice_budget < piece && !small {
-            if self.sync_splice_budget < SYNC_SPLICE_BUDGET_BYTES {
+        let small = self.sync_send_budget < piece && len <= piece && self.small_send_budget >= len;
+        if self.sync_send_budget < piece && !small {
+            if self.sync_send_budget < SYNC_SEND_BUDGET_BYTES {
                 // Part of this iteration's budget is spent: the transmit waits for the next
                 // iteration (and is looked at then) rather than taking the ring path, whose
                 // file half runs in io_uring's threads (seen: at 1000 connections a third of
                 // the hot pieces went there once the budget ran out, each a thread hand-off).
-                return SpliceStart::Later;
+                return SendStart::Later;
             }
             // A piece larger than a whole budget (`chunk_bytes` above it) never waits.
-            return SpliceStart::Cold;
+            return SendStart::Cold;
         }
         let fd = file.as_raw_fd();
         let stretch = if small {
             len
         } else {
-            len.min(self.sync_splice_budget)
+            len.min(self.sync_send_budget)
         };
         // Both fit in a u32: the budget is far below 4 GiB.
         let step = piece as u32;
@@ -1322,7 +1320,7 @@ impl Worker {
         } else if stretch > piece && resident(fd, offset, step, step) {
             piece
         } else {
-            return SpliceStart::Cold;
+            return SendStart::Cold;
         };
         loop {
             let c = &mut self.conns[key];
@@ -1335,15 +1333,15 @@ impl Worker {
                 if small {
                     self.small_send_budget -= n;
                 } else {
-                    self.sync_splice_budget -= n;
+                    self.sync_send_budget -= n;
                 }
                 c.session.on_sent(Ok(n), None, now);
                 if n < stretch {
                     // The socket is full: wait for room; the session asks for the rest.
                     self.wait_writable(key, None);
-                    return SpliceStart::InFlight;
+                    return SendStart::InFlight;
                 }
-                return SpliceStart::Done;
+                return SendStart::Done;
             }
             let err = if n == 0 {
                 io::Error::new(
@@ -1357,11 +1355,11 @@ impl Worker {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => {
                     self.wait_writable(key, Some((Arc::clone(file), offset, len)));
-                    return SpliceStart::InFlight;
+                    return SendStart::InFlight;
                 }
                 _ => {
                     c.session.on_sent(Err(err), None, now);
-                    return SpliceStart::Failed;
+                    return SendStart::Failed;
                 }
             }
         }
@@ -1369,12 +1367,17 @@ impl Worker {
 
     /// Arms a POLLOUT for a socket a `sendfile` found full (see [`Out::Blocked`]).
     fn wait_writable(&mut self, key: usize, pending: Option<(Arc<File>, u64, u64)>) {
+        self.conns[key].out = Out::Blocked(pending);
+        self.push_pollout(key, OP_WRITABLE);
+    }
+
+    /// Submits a POLLOUT on the connection's socket; its completion comes back as `op`.
+    fn push_pollout(&mut self, key: usize, op: u64) {
         let c = &mut self.conns[key];
         let e = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
             .build()
-            .user_data(user_data(OP_WRITABLE, key, c.gen));
+            .user_data(user_data(op, key, c.gen));
         c.ops += 1;
-        c.out = Out::Blocked(pending);
         // SAFETY: no buffers; the socket is owned by the connection.
         self.push(e);
     }
@@ -1383,10 +1386,10 @@ impl Worker {
     /// SPLICE: it runs in io_uring's worker threads, so a cold read never stalls this worker.
     /// Once the pipe is filled the worker moves it to the socket itself (`flush_pipe`); a
     /// socket that is full makes the rest wait for POLLOUT.
-    fn start_splice(&mut self, key: usize, file: &Arc<File>, offset: u64, len: u64) -> SpliceStart {
+    fn start_splice(&mut self, key: usize, file: &Arc<File>, offset: u64, len: u64) -> SendStart {
         let want = len.min(self.shared.pool.chunk_bytes() as u64) as u32;
         let Some(pipe) = self.take_pipe() else {
-            return SpliceStart::NoPipe;
+            return SendStart::NoPipe;
         };
         let more = u64::from(want) < len;
         let c = &mut self.conns[key];
@@ -1409,13 +1412,13 @@ impl Worker {
         };
         // SAFETY: no buffers; the file and the pipe are held in `c.out` until the completion.
         self.push(e);
-        SpliceStart::InFlight
+        SendStart::InFlight
     }
 
     /// Moves what the pipe holds to the socket now (nonblocking socket). When the pipe empties
     /// the piece is reported to the session (`Done`); a full socket arms a POLLOUT
     /// (`InFlight`); an error ends the piece and is reported (`Done`).
-    fn flush_pipe(&mut self, key: usize, now: Instant) -> SpliceStart {
+    fn flush_pipe(&mut self, key: usize, now: Instant) -> SendStart {
         let c = &mut self.conns[key];
         let Out::Splicing {
             pipe,
@@ -1454,13 +1457,8 @@ impl Worker {
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => {
-                    let e = opcode::PollAdd::new(types::Fd(c.fd.as_raw_fd()), libc::POLLOUT as u32)
-                        .build()
-                        .user_data(user_data(OP_POLL_OUT, key, c.gen));
-                    c.ops += 1;
-                    // SAFETY: no buffers; the socket is owned by the connection.
-                    self.push(e);
-                    return SpliceStart::InFlight;
+                    self.push_pollout(key, OP_POLL_OUT);
+                    return SendStart::InFlight;
                 }
                 _ => {
                     failed = Some(err);
@@ -1483,7 +1481,7 @@ impl Worker {
             None => c.session.on_sent(Ok(total as u64), None, now),
             Some(e) => c.session.on_sent(Err(e), None, now),
         }
-        SpliceStart::Done
+        SendStart::Done
     }
 
     /// A ring splice (file -> pipe) or a POLLOUT wait completed; `op` says which.
@@ -1519,7 +1517,7 @@ impl Worker {
             self.drive(key, now);
             return;
         }
-        if self.flush_pipe(key, now) == SpliceStart::Done {
+        if self.flush_pipe(key, now) == SendStart::Done {
             self.drive(key, now);
         }
     }
