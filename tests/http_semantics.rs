@@ -475,6 +475,30 @@ fn metrics_and_access_log_record_requests() {
         text.contains("oasis_ttfb_seconds{quantile=\"0.99\"}"),
         "{text}"
     );
+    // Every worker's loop busy-time histogram: its buckets never decrease, the last one holds
+    // every iteration, and each worker has gone round its loop.
+    let busy: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("oasis_worker_busy_seconds_"))
+        .collect();
+    let counts: Vec<u64> = busy
+        .iter()
+        .filter(|l| l.starts_with("oasis_worker_busy_seconds_count{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!counts.is_empty(), "{text}");
+    for (worker, count) in counts.iter().enumerate() {
+        assert!(*count > 0, "worker {worker} never looped: {text}");
+        let label = format!("{{worker=\"{worker}\",");
+        let buckets: Vec<u64> = busy
+            .iter()
+            .filter(|l| l.starts_with("oasis_worker_busy_seconds_bucket") && l.contains(&label))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(buckets.len(), 12, "{text}");
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
+        assert_eq!(buckets.last(), Some(count), "the +Inf bucket holds all");
+    }
     assert!(text.trim_end().ends_with("# EOF"));
     let log = server.access_log();
     assert_eq!(

@@ -16,6 +16,7 @@ pub mod mailbox;
 pub mod observer;
 pub mod pool;
 pub mod probe;
+mod residency;
 pub mod resource;
 pub mod runtime;
 pub mod session;

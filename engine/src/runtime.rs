@@ -12,7 +12,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -128,6 +128,36 @@ pub(crate) struct WorkerHandle {
     pub(crate) roles: Roles,
     pub(crate) mailbox: Mailbox<Msg>,
     pub(crate) conns: AtomicUsize,
+    pub(crate) busy: LoopBusy,
+}
+
+/// Upper bounds, in microseconds, of the buckets of a worker's busy-time histogram; a last
+/// bucket holds everything above. A loop iteration's busy time is how long a completion that
+/// arrives just after the worker woke can wait before the worker looks at it.
+pub const LOOP_BUSY_BOUNDS_US: [u64; 11] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// Busy time of each loop iteration of one worker (from waking in `io_uring_enter` to entering
+/// it again): fixed buckets of relaxed atomics, written only by the worker, read by scrapes.
+pub(crate) struct LoopBusy {
+    counts: [AtomicU64; LOOP_BUSY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LoopBusy {
+    fn new() -> LoopBusy {
+        LoopBusy {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, us: u64) {
+        let i = LOOP_BUSY_BOUNDS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct JobMsg {
@@ -194,6 +224,11 @@ pub struct WorkerStatus {
     pub roles: Roles,
     pub cores: Vec<usize>,
     pub connections: usize,
+    /// Loop iterations by busy time: one count per bucket of [`LOOP_BUSY_BOUNDS_US`] and a
+    /// last one for longer iterations (not cumulative).
+    pub busy_counts: Vec<u64>,
+    /// Sum of the iterations' busy time, microseconds.
+    pub busy_sum_us: u64,
 }
 
 /// A running engine. Cheap to query from any thread through [`EngineHandle`].
@@ -218,6 +253,13 @@ impl EngineHandle {
                 roles: w.roles,
                 cores: spec.cores.clone(),
                 connections: w.conns.load(Ordering::Relaxed),
+                busy_counts: w
+                    .busy
+                    .counts
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .collect(),
+                busy_sum_us: w.busy.sum_us.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -276,6 +318,7 @@ impl Engine {
                 roles: spec.roles,
                 mailbox: Mailbox::new(cap)?,
                 conns: AtomicUsize::new(0),
+                busy: LoopBusy::new(),
             });
         }
         let (jobs_tx, jobs_rx) = sync_channel(config.jobs_max);

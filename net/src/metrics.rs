@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use hdrhistogram::Histogram;
 use oasis_engine::resource::{Level, ResourceManager};
+use oasis_engine::runtime::{WorkerStatus, LOOP_BUSY_BOUNDS_US};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -257,8 +258,8 @@ impl Metrics {
         self.response.record(us);
     }
 
-    /// The whole exposition, Prometheus text format.
-    pub fn render(&self) -> String {
+    /// The whole exposition, Prometheus text format; `workers` are the engine's, when it runs.
+    pub fn render(&self, workers: &[WorkerStatus]) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         // `encode` ends with "# EOF"; the extra families go before it.
@@ -341,6 +342,7 @@ impl Metrics {
             }
             let _ = writeln!(out, "{name}_count {}", h.len());
         }
+        render_busy(&mut out, workers);
         out.push_str("# EOF\n");
         out
     }
@@ -348,6 +350,42 @@ impl Metrics {
     /// p99 of time to first byte in microseconds (for `/api/status`).
     pub fn ttfb_us_p99(&self) -> u64 {
         self.ttfb.merged().value_at_quantile(0.99)
+    }
+}
+
+/// Each worker's loop busy time as a Prometheus histogram (cumulative buckets, seconds).
+fn render_busy(out: &mut String, workers: &[WorkerStatus]) {
+    use std::fmt::Write;
+    let name = "oasis_worker_busy_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Busy time of each engine loop iteration, by worker: the longest a new \
+         request or completion can wait before its worker looks at it."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (i, w) in workers.iter().enumerate() {
+        let roles = w.roles;
+        let mut cumulative = 0;
+        for (n, count) in w.busy_counts.iter().enumerate() {
+            cumulative += count;
+            let le = match LOOP_BUSY_BOUNDS_US.get(n) {
+                Some(us) => format!("{}", *us as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{worker=\"{i}\",roles=\"{roles}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{worker=\"{i}\",roles=\"{roles}\"}} {}",
+            w.busy_sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{worker=\"{i}\",roles=\"{roles}\"}} {cumulative}"
+        );
     }
 }
 
@@ -379,7 +417,7 @@ mod tests {
         for status in [206, 499, 599, 100, 42, 600] {
             assert_eq!(count(status), 1, "{status}");
         }
-        let text = m.render();
+        let text = m.render(&[]);
         assert!(text.contains("oasis_http_requests_total{status=\"200\"} 2"));
         assert!(
             !text.contains("status=\"404\""),

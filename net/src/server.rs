@@ -687,7 +687,15 @@ impl HttpSession {
                 self.respond_small(200, "text/plain", b"ok\n", head_only, now)
             }
             ("/metrics", Method::Get | Method::Head) => {
-                let body = self.svc.metrics.render();
+                let workers = self
+                    .svc
+                    .engine
+                    .read()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .map(|e| e.workers())
+                    .unwrap_or_default();
+                let body = self.svc.metrics.render(&workers);
                 self.respond_small(
                     200,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
