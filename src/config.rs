@@ -64,6 +64,8 @@ pub struct EngineSection {
     pub send_path: String,
     pub listen_backlog: u32,
     pub jobs_max: usize,
+    /// Cold stretches a worker fetches into the page cache at once (0: ring splice only).
+    pub cold_fetches_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -205,6 +207,7 @@ impl Default for EngineSection {
             send_path: "splice".into(),
             listen_backlog: 4096,
             jobs_max: 256,
+            cold_fetches_max: 16,
         }
     }
 }
@@ -370,6 +373,12 @@ impl Config {
                 e.send_path
             );
         }
+        if e.cold_fetches_max > 1024 {
+            bail!(
+                "[engine] cold_fetches_max is {}; at most 1024 (each queues up to 2 MiB of readahead)",
+                e.cold_fetches_max
+            );
+        }
         if e.jobs_max == 0 {
             bail!("[engine] jobs_max must be at least 1");
         }
@@ -461,6 +470,7 @@ impl Config {
         engine.listen_backlog = self.engine.listen_backlog;
         engine.pin = self.engine.pin;
         engine.jobs_max = self.engine.jobs_max;
+        engine.cold_fetches_max = self.engine.cold_fetches_max;
         // Room for a whole head plus pipelined bytes behind it.
         engine.input_bytes_max = self.http.header_bytes_max + 4096;
         engine.connections_per_worker_max = self.resources.connections_max as usize;

@@ -56,6 +56,11 @@ pub struct EngineConfig {
     /// files block-aligned into pool chunks and never splices. Off: no file is checked.
     pub direct_reads: bool,
     pub listen_backlog: u32,
+    /// Cold stretches one worker fetches into the page cache at once before it sends them
+    /// (readahead started from the worker, a ring READ of the last page to wait on); beyond
+    /// this, and with 0, cold pieces take the ring splice, whose file half waits in io-wq
+    /// threads.
+    pub cold_fetches_max: usize,
     /// Pin workers to their cores.
     pub pin: bool,
 }
@@ -76,6 +81,7 @@ impl EngineConfig {
             send_path: SendPath::Splice,
             direct_reads: false,
             listen_backlog: 4096,
+            cold_fetches_max: 16,
             pin: true,
         }
     }

@@ -136,6 +136,13 @@ fn start_with(
     layout: &str,
     send_path: oasis_engine::SendPath,
 ) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
+    start_cfg(layout, |cfg| cfg.send_path = send_path)
+}
+
+fn start_cfg(
+    layout: &str,
+    tweak: impl FnOnce(&mut EngineConfig),
+) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -157,7 +164,7 @@ fn start_with(
     cfg.chunk_bytes = 64 * 1024;
     cfg.chunks = 8; // fewer chunks than clients: waiting for a chunk is exercised too
     cfg.connections_per_worker_max = 256;
-    cfg.send_path = send_path;
+    tweak(&mut cfg);
     let addr = free_port();
     let service: Arc<dyn Service> = Arc::new(Lines {
         file: Arc::new(File::open(&path).unwrap()),
@@ -281,26 +288,30 @@ fn hot_pages_wait_for_a_full_socket_and_lose_nothing() {
 
 #[test]
 fn cold_pages_and_slow_readers_take_the_ring_paths() {
-    let (engine, addr, rm, dir) = start("combined");
-    // Out of the page cache, the file half of a splice must go through the ring (a synchronous
-    // splice could wait on the disk); a reader that stalls makes the socket half wait for POLLOUT.
-    evict(dir.path());
-    let slow = slow_reader(addr);
-    run_clients(addr);
-    evict(dir.path());
-    run_clients(addr);
-    slow.join().unwrap();
-    wait_for_zero(&rm);
-    engine.shutdown(Duration::from_secs(5));
-    engine.join();
+    // Out of the page cache, pages must never be waited for by a worker: by default a cold
+    // stretch is fetched (readahead, then a ring READ of its last page) and then sent; with no
+    // fetches allowed, the file half of a splice goes through the ring. A reader that stalls
+    // makes the sends wait for POLLOUT.
+    for fetches in [16, 0] {
+        let (engine, addr, rm, dir) = start_cfg("combined", |cfg| cfg.cold_fetches_max = fetches);
+        evict(dir.path());
+        let slow = slow_reader(addr);
+        run_clients(addr);
+        evict(dir.path());
+        run_clients(addr);
+        slow.join().unwrap();
+        wait_for_zero(&rm);
+        engine.shutdown(Duration::from_secs(5));
+        engine.join();
+    }
 }
 
 #[test]
 fn a_critical_event_makes_workers_close_idle_pipes() {
     use oasis_engine::resource::{External, Level};
-    let (engine, addr, rm, dir) = start("combined");
-    // Cold pages take the ring splice, which leaves pipes pooled in the workers, each reserved
-    // as memory (hot pages leave with sendfile and need none).
+    // With no cold fetches allowed, cold pages take the ring splice, which leaves pipes pooled
+    // in the workers, each reserved as memory (hot pages leave with sendfile and need none).
+    let (engine, addr, rm, dir) = start_cfg("combined", |cfg| cfg.cold_fetches_max = 0);
     evict(dir.path());
     run_clients(addr);
     wait_for_zero(&rm);
