@@ -499,6 +499,10 @@ fn metrics_and_access_log_record_requests() {
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
         assert_eq!(buckets.last(), Some(count), "the +Inf bucket holds all");
     }
+    for how in ["fetch", "splice"] {
+        let line = format!("oasis_cold_pieces_total{{how=\"{how}\"}} ");
+        assert!(text.lines().any(|l| l.starts_with(&line)), "{line}: {text}");
+    }
     assert!(text.trim_end().ends_with("# EOF"));
     let log = server.access_log();
     assert_eq!(

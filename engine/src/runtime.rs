@@ -135,6 +135,10 @@ pub(crate) struct WorkerHandle {
     pub(crate) mailbox: Mailbox<Msg>,
     pub(crate) conns: AtomicUsize,
     pub(crate) busy: LoopBusy,
+    /// Cold stretches fetched into the page cache before being sent (`Worker::start_fetch`).
+    pub(crate) cold_fetches: AtomicU64,
+    /// Cold pieces sent through a pipe, the file half in io-wq (`Worker::start_splice`).
+    pub(crate) cold_splices: AtomicU64,
 }
 
 /// Upper bounds, in microseconds, of the buckets of a worker's busy-time histogram; a last
@@ -235,6 +239,11 @@ pub struct WorkerStatus {
     pub busy_counts: Vec<u64>,
     /// Sum of the iterations' busy time, microseconds.
     pub busy_sum_us: u64,
+    /// Cold stretches fetched into the page cache, then sent by `sendfile`.
+    pub cold_fetches: u64,
+    /// Cold pieces spliced through a pipe (beyond `cold_fetches_max`, or when fetched pages
+    /// were gone again).
+    pub cold_splices: u64,
 }
 
 /// A running engine. Cheap to query from any thread through [`EngineHandle`].
@@ -266,6 +275,8 @@ impl EngineHandle {
                     .map(|c| c.load(Ordering::Relaxed))
                     .collect(),
                 busy_sum_us: w.busy.sum_us.load(Ordering::Relaxed),
+                cold_fetches: w.cold_fetches.load(Ordering::Relaxed),
+                cold_splices: w.cold_splices.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -325,6 +336,8 @@ impl Engine {
                 mailbox: Mailbox::new(cap)?,
                 conns: AtomicUsize::new(0),
                 busy: LoopBusy::new(),
+                cold_fetches: AtomicU64::new(0),
+                cold_splices: AtomicU64::new(0),
             });
         }
         let (jobs_tx, jobs_rx) = sync_channel(config.jobs_max);

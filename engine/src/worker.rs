@@ -179,7 +179,16 @@ enum Out {
     /// A `sendfile` found the socket full and a POLLOUT is in flight. `Some` holds the transmit
     /// that sent nothing, issued again once the socket has room; after a partial send the
     /// session was told what left and asks for the rest itself.
-    Blocked(Option<(Arc<File>, u64, u64)>),
+    Blocked(Option<Pending>),
+}
+
+/// A file transmit that sent nothing and waits for the socket (`Out::Blocked`).
+struct Pending {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+    /// See `Out::Deferred::fetched`.
+    fetched: bool,
 }
 
 /// A pipe for splicing, sized to one pool chunk, reserved with the Resource Manager, reused.
@@ -288,6 +297,8 @@ enum SendStart {
 /// Most bytes of a cold stretch fetched into the page cache at once (`Worker::start_fetch`):
 /// nginx's default `sendfile_max_chunk`, and what the stretch's `sendfile` then usually sends.
 const FETCH_BYTES: u64 = 2 << 20;
+/// Bytes per WILLNEED of a fetch: Linux's default readahead size, which caps each call.
+const FETCH_STEP_BYTES: u64 = 128 << 10;
 /// Per-iteration allowance of synchronous sending from files (see `Worker::sync_send_budget`).
 const SYNC_SEND_BUDGET_BYTES: u64 = 8 << 20;
 /// Per-iteration allowance for one-chunk transmits beyond the budget (see
@@ -790,7 +801,7 @@ impl Worker {
                     }
                     c.wait_until = None;
                     if splices(&self.shared, len) {
-                        let mut started = self.send_hot(key, &file, offset, len, now);
+                        let mut started = self.send_hot(key, &file, offset, len, fetched, now);
                         if started == SendStart::Cold {
                             started = if fetched {
                                 self.start_splice(key, &file, offset, len)
@@ -1332,6 +1343,7 @@ impl Worker {
         file: &Arc<File>,
         offset: u64,
         len: u64,
+        fetched: bool,
         now: Instant,
     ) -> SendStart {
         let piece = len.min(self.shared.pool.chunk_bytes() as u64);
@@ -1354,6 +1366,9 @@ impl Worker {
         let fd = file.as_raw_fd();
         let stretch = if small {
             len
+        } else if fetched {
+            // What was fetched (`start_fetch`), not more: the pages after it are likely cold.
+            len.min(self.sync_send_budget).min(FETCH_BYTES)
         } else {
             len.min(self.sync_send_budget)
         };
@@ -1361,18 +1376,20 @@ impl Worker {
         // stretch (see `resident`); probing the end of every chunk too (8 one-byte reads per
         // 2 MiB response) cost 0.196-0.205 s of server CPU per GB at 1000 connections against
         // 0.170-0.184 with one (alternating 6 s runs).
-        let stretch = if self.verified.trusted(file, offset, stretch, now)
-            || resident(fd, offset, stretch as u32, stretch as u32)
-        {
+        // Asking costs a cachestat walk of every page (5% of the server's CPU at 1000
+        // connections on 2 MiB objects); a hot object is sent many times within `TRUST`. Only
+        // an answer from the kernel is remembered, so a trusted range is asked about again
+        // once `TRUST` has passed however often it is sent.
+        let stretch = if self.verified.trusted(file, offset, stretch, now) {
+            stretch
+        } else if resident(fd, offset, stretch as u32, stretch as u32) {
+            self.verified.remember(file, offset, stretch, now);
             stretch
         } else if stretch > piece && resident(fd, offset, piece as u32, piece as u32) {
             piece
         } else {
             return SendStart::Cold;
         };
-        // Asking costs a cachestat walk of every page (5% of the server's CPU at 1000
-        // connections on 2 MiB objects); a hot object is sent many times within `TRUST`.
-        self.verified.remember(file, offset, stretch, now);
         loop {
             let c = &mut self.conns[key];
             let mut off = offset as libc::off_t;
@@ -1405,7 +1422,13 @@ impl Worker {
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => {
-                    self.wait_writable(key, Some((Arc::clone(file), offset, len)));
+                    let pending = Pending {
+                        file: Arc::clone(file),
+                        offset,
+                        len,
+                        fetched,
+                    };
+                    self.wait_writable(key, Some(pending));
                     return SendStart::InFlight;
                 }
                 _ => {
@@ -1417,7 +1440,7 @@ impl Worker {
     }
 
     /// Arms a POLLOUT for a socket a `sendfile` found full (see [`Out::Blocked`]).
-    fn wait_writable(&mut self, key: usize, pending: Option<(Arc<File>, u64, u64)>) {
+    fn wait_writable(&mut self, key: usize, pending: Option<Pending>) {
         self.conns[key].out = Out::Blocked(pending);
         self.push_pollout(key, OP_WRITABLE);
     }
@@ -1450,18 +1473,28 @@ impl Worker {
         }
         let window = len.min(FETCH_BYTES);
         let fd = file.as_raw_fd();
-        // SAFETY: a valid fd; the advice only starts reads into the page cache.
-        let rc = unsafe {
-            libc::posix_fadvise(
-                fd,
-                offset as libc::off_t,
-                window as libc::off_t,
-                libc::POSIX_FADV_WILLNEED,
-            )
-        };
-        if rc != 0 {
-            return self.start_splice(key, file, offset, len);
+        // The kernel cuts one WILLNEED to the device's readahead size (read_ahead_kb, often
+        // 128 KiB), so the window is advised in steps no larger than that default.
+        let mut at = offset;
+        while at < offset + window {
+            let step = (offset + window - at).min(FETCH_STEP_BYTES);
+            // SAFETY: a valid fd; the advice only starts reads into the page cache.
+            let rc = unsafe {
+                libc::posix_fadvise(
+                    fd,
+                    at as libc::off_t,
+                    step as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                )
+            };
+            if rc != 0 {
+                return self.start_splice(key, file, offset, len);
+            }
+            at += step;
         }
+        self.shared.workers[self.index]
+            .cold_fetches
+            .fetch_add(1, Ordering::Relaxed);
         let c = &mut self.conns[key];
         let mut byte = Box::new(0u8);
         let e = opcode::Read::new(types::Fd(fd), &mut *byte as *mut u8, 1)
@@ -1491,6 +1524,9 @@ impl Worker {
         let Some(pipe) = self.take_pipe() else {
             return SendStart::NoPipe;
         };
+        self.shared.workers[self.index]
+            .cold_splices
+            .fetch_add(1, Ordering::Relaxed);
         let more = u64::from(want) < len;
         let c = &mut self.conns[key];
         let e = opcode::Splice::new(
@@ -1915,12 +1951,12 @@ impl Worker {
                     unreachable!("writable completion without a blocked send")
                 };
                 // Issued again through the deferred path (an error shows there, from the send).
-                if let (Some((file, offset, len)), false) = (pending, c.closing) {
+                if let (Some(p), false) = (pending, c.closing) {
                     c.out = Out::Deferred {
-                        file,
-                        offset,
-                        len,
-                        fetched: false,
+                        file: p.file,
+                        offset: p.offset,
+                        len: p.len,
+                        fetched: p.fetched,
                     };
                 }
             }

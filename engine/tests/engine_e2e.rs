@@ -232,8 +232,10 @@ fn combined_layout_streams_every_byte() {
     engine.join();
 }
 
-/// Drops `dir`/object from the page cache, so the next reads of it go to the disk.
-fn evict(dir: &std::path::Path) {
+/// Drops `dir`/object from the page cache, so the next reads of it go to the disk, and waits
+/// out the time workers trust pages they last found resident. False when the file system keeps
+/// the pages anyway (tmpfs).
+fn evict(dir: &std::path::Path) -> bool {
     let f = File::open(dir.join("object")).unwrap();
     f.sync_all().unwrap(); // dirty pages are not dropped
                            // SAFETY: a valid fd; fadvise only drops clean cached pages of this file.
@@ -246,6 +248,24 @@ fn evict(dir: &std::path::Path) {
         )
     };
     assert_eq!(rc, 0);
+    // Longer than a worker trusts a range it found resident (100 ms).
+    std::thread::sleep(Duration::from_millis(150));
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` describes one live byte for the duration of the call.
+    let n = unsafe {
+        libc::preadv2(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            &iov,
+            1,
+            0,
+            libc::RWF_NOWAIT,
+        )
+    };
+    n != 1
 }
 
 /// A client that asks for four 3 MB responses at once and reads nothing for 300 ms: more than
@@ -292,15 +312,27 @@ fn cold_pages_and_slow_readers_take_the_ring_paths() {
     // stretch is fetched (readahead, then a ring READ of its last page) and then sent; with no
     // fetches allowed, the file half of a splice goes through the ring. A reader that stalls
     // makes the sends wait for POLLOUT.
-    for fetches in [16, 0] {
-        let (engine, addr, rm, dir) = start_cfg("combined", |cfg| cfg.cold_fetches_max = fetches);
-        evict(dir.path());
+    for (layout, fetches) in [("combined", 16), ("combined", 0), ("f=1,nc=1,nd=1", 16)] {
+        let (engine, addr, rm, dir) = start_cfg(layout, |cfg| cfg.cold_fetches_max = fetches);
+        if !evict(dir.path()) {
+            eprintln!("pages stay resident on this file system; skipping");
+            return;
+        }
         let slow = slow_reader(addr);
         run_clients(addr);
         evict(dir.path());
         run_clients(addr);
         slow.join().unwrap();
         wait_for_zero(&rm);
+        let workers = engine.handle().workers();
+        let fetched: u64 = workers.iter().map(|w| w.cold_fetches).sum();
+        let spliced: u64 = workers.iter().map(|w| w.cold_splices).sum();
+        if fetches == 0 {
+            assert_eq!(fetched, 0, "{layout}: no fetches allowed");
+            assert!(spliced > 0, "{layout}: cold pieces were spliced");
+        } else {
+            assert!(fetched > 0, "{layout}: cold stretches were fetched");
+        }
         engine.shutdown(Duration::from_secs(5));
         engine.join();
     }

@@ -343,6 +343,20 @@ impl Metrics {
             let _ = writeln!(out, "{name}_count {}", h.len());
         }
         render_busy(&mut out, workers);
+        if !workers.is_empty() {
+            let name = "oasis_cold_pieces";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Cold body pieces by how they reached the socket: fetch (read into \
+                 the page cache by readahead, then sendfile) or splice (through a pipe, the file \
+                 half in io_uring's threads: beyond [engine] cold_fetches_max)."
+            );
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let fetches: u64 = workers.iter().map(|w| w.cold_fetches).sum();
+            let splices: u64 = workers.iter().map(|w| w.cold_splices).sum();
+            let _ = writeln!(out, "{name}_total{{how=\"fetch\"}} {fetches}");
+            let _ = writeln!(out, "{name}_total{{how=\"splice\"}} {splices}");
+        }
         out.push_str("# EOF\n");
         out
     }
