@@ -27,6 +27,15 @@ use crate::error::StoreError;
 use crate::name::validate_name;
 use crate::store::{sync_dir, Entry, FaultPoint, Inner, TMP_SUFFIX};
 
+/// Bytes staged before each write to the temp file, at offsets that are multiples of it. The
+/// page cache then holds the new object in 256 KiB folios (ext4 and other file systems with
+/// large folios size them by the write) instead of the 4 KiB pages that writes of network-sized
+/// pieces leave, and a hot object is cheaper to send: nginx serving the same 2 MiB objects at
+/// 1000 connections measured 0.145-0.162 s of CPU per GB with 256 KiB folios, 0.171-0.185 with
+/// 64 KiB ones and 0.19 with 4 KiB pages (BENCHMARKS.md, session 5). It also turns the
+/// upload's thousands of small writes into a few large ones.
+pub(crate) const UPLOAD_WRITE_BYTES: usize = 256 << 10;
+
 /// What the uploader knows about an object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UploadOptions {
@@ -51,6 +60,10 @@ pub struct Upload {
     crc32c: u32,
     /// Disk space reserved for this upload; moved to the index entry at commit.
     disk: Option<Reservation>,
+    /// Bytes not yet written to the file, fewer than `UPLOAD_WRITE_BYTES` (see there).
+    staged: Vec<u8>,
+    /// The memory `staged` may use, reserved for the upload's lifetime.
+    _staged_memory: Reservation,
     /// Set by a failed write: the temp file's content is unknown, so the upload cannot finish.
     aborted: bool,
     /// Set once the temp file is renamed away (or removed): nothing left for `Drop`.
@@ -98,6 +111,9 @@ impl Upload {
             (Some(_), Err(e)) => return Err(e.into()),
             (None, Err(_)) => inner.rm.reserve(Resource::DiskSpaceBytes, 0)?,
         };
+        let staged_memory = inner
+            .rm
+            .reserve(Resource::MemoryBytes, UPLOAD_WRITE_BYTES as u64)?;
         let id = inner.committer().catalog.next_id()?;
         let tmp_path = inner.tmp_dir.join(format!("{id:016x}{TMP_SUFFIX}"));
         let file = OpenOptions::new()
@@ -115,6 +131,8 @@ impl Upload {
             written_bytes: 0,
             crc32c: 0,
             disk: Some(disk),
+            staged: Vec::with_capacity(UPLOAD_WRITE_BYTES),
+            _staged_memory: staged_memory,
             aborted: false,
             done: false,
         })
@@ -176,12 +194,20 @@ impl Upload {
                 disk.grow(needed)?;
             }
         }
-        let file = self
-            .file
-            .as_mut()
-            .expect("an upload that is not done has its file");
-        file.write_all(bytes)
-            .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e))?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = (UPLOAD_WRITE_BYTES - self.staged.len()).min(rest.len());
+            if self.staged.is_empty() && take == UPLOAD_WRITE_BYTES {
+                // A whole aligned piece at hand: written as it is, no copy.
+                self.write_file(&rest[..take])?;
+            } else {
+                self.staged.extend_from_slice(&rest[..take]);
+                if self.staged.len() == UPLOAD_WRITE_BYTES {
+                    self.flush_staged()?;
+                }
+            }
+            rest = &rest[take..];
+        }
         self.crc32c = crc32c::crc32c_append(self.crc32c, bytes);
         self.written_bytes = new_len;
         debug_assert!(self
@@ -189,6 +215,23 @@ impl Upload {
             .as_ref()
             .is_some_and(|d| d.amount() >= self.written_bytes));
         Ok(())
+    }
+
+    fn write_file(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let file = self
+            .file
+            .as_mut()
+            .expect("an upload that is not done has its file");
+        file.write_all(bytes)
+            .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e))
+    }
+
+    fn flush_staged(&mut self) -> Result<(), StoreError> {
+        let staged = std::mem::take(&mut self.staged);
+        let result = self.write_file(&staged);
+        self.staged = staged;
+        self.staged.clear();
+        result
     }
 
     /// Publishes the upload as the current version of its name (see the module docs for the
@@ -214,6 +257,10 @@ impl Upload {
             .expect("an upload that is not done has its reservation");
         let excess = disk.amount() - self.written_bytes;
         disk.shrink(excess);
+        if let Err(e) = self.flush_staged() {
+            self.aborted = true;
+            return Err(e);
+        }
 
         // 1. Durable content.
         let file = self

@@ -331,3 +331,40 @@ thread_local! {
     static DIR: tempfile::TempDir = tempfile::tempdir().unwrap();
     static STORE: std::sync::Arc<Store> = DIR.with(|d| open(d.path()).0);
 }
+
+#[test]
+fn uploads_in_odd_pieces_round_trip_and_stage_memory_only_while_open() {
+    use oasis_engine::Resource;
+    let dir = tempfile::tempdir().unwrap();
+    let rm = rm();
+    let (store, _) = Store::open(config(dir.path()), std::sync::Arc::clone(&rm)).unwrap();
+    let data: Vec<u8> = (0..(3 << 20) + 12_345u32)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    // Pieces smaller than, straddling and larger than the 256 KiB staging size.
+    for piece in [4096usize, 100_003, 262_144, 700_001] {
+        let name = format!("odd/{piece}.bin");
+        let mut up = store
+            .create_upload(&name, UploadOptions::default())
+            .unwrap();
+        assert!(
+            rm.used(Resource::MemoryBytes) >= 256 << 10,
+            "an open upload reserves its staging memory"
+        );
+        for part in data.chunks(piece) {
+            up.write_all(part).unwrap();
+        }
+        let meta = up.finish().unwrap();
+        assert_eq!(rm.used(Resource::MemoryBytes), 0, "released at finish");
+        assert_eq!(meta.size_bytes, data.len() as u64);
+        assert_eq!(meta.crc32c, crc32c::crc32c(&data));
+        assert!(read_all(&store, &meta) == data, "content of {name}");
+        store.verify(&meta).unwrap();
+    }
+    let mut up = store
+        .create_upload("odd/abandoned", UploadOptions::default())
+        .unwrap();
+    up.write_all(&data[..1000]).unwrap();
+    drop(up);
+    assert_eq!(rm.used(Resource::MemoryBytes), 0, "released when abandoned");
+}
