@@ -354,6 +354,40 @@ servers() {
   echo nginx oasis
 }
 
+# settle_hot_pages: both servers' hot and small objects enter the page cache the same way before
+# the hot scenarios: dropped, then read sequentially (4 KiB pages on this kernel, as after any
+# cold read). How a file was last written sets its folio sizes, and sendfile's cost with them:
+# nginx on the same 2 MiB files at 1000 connections measured 0.15-0.16 s of CPU per GB after one
+# 2 MiB write per file and 0.19 after a read (BENCHMARKS.md, session 5), more than most
+# differences between the servers.
+settle_hot_pages() {
+  [[ -n $PY ]] || { log "no python3: page cache not settled"; return 0; }
+  local n
+  n=$("$PY" - "$DATA" "$OASIS_DATA" <<'PYEOF'
+import os, sqlite3, sys
+data, oasis = sys.argv[1], sys.argv[2]
+files = []
+for sub in ("hot", "small"):
+    d = os.path.join(data, sub)
+    files += [os.path.join(d, n) for n in sorted(os.listdir(d))]
+try:
+    c = sqlite3.connect(f"file:{oasis}/catalog.sqlite?mode=ro", uri=True)
+    ids = c.execute("select id from objects where name like 'hot/%' or name like 'small/%'").fetchall()
+    files += [f"{oasis}/objects/{i & 0xff:02x}/{i:016x}" for (i,) in ids]
+except sqlite3.Error as e:
+    print(f"catalog unreadable ({e}); nginx files only", file=sys.stderr)
+for f in files:
+    fd = os.open(f, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    while os.read(fd, 1 << 20):
+        pass
+    os.close(fd)
+print(len(files))
+PYEOF
+) || n="failed"
+  log "page cache settled: $n files dropped and read back"
+}
+
 # Scenarios 1-4 loop over "${REPS[@]}" outside the server loop: nginx, Oasis, Oasis, nginx, ...
 scenario_1() { # hot 2 MiB at 100 and 1000 connections
   local tag=$1 s c r
@@ -462,6 +496,7 @@ for layout in $LAYOUTS; do
   for sc in 1 2 3 4 5 6; do
     has "$sc" || continue
     if [[ $first != 1 && $sc != 1 && $sc != 3 && $sc != 4 ]]; then continue; fi
+    [[ $sc == 1 || $sc == 2 ]] && settle_hot_pages
     "scenario_$sc" "$tag"
   done
   stop_oasis
