@@ -162,7 +162,10 @@ fn refused_disk_reservation_writes_nothing() {
         .len();
     // The accepted 3,000 bytes may still be staged in memory (uploads write 256 KiB at a time);
     // nothing of the refused chunk reached the file either way.
-    assert!(tmp_len <= 3_000, "the refused chunk was not written ({tmp_len} bytes)");
+    assert!(
+        tmp_len <= 3_000,
+        "the refused chunk was not written ({tmp_len} bytes)"
+    );
     drop(up);
     assert!(dir_entries(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.list().len(), 1);
