@@ -7,9 +7,9 @@
 # nginx's figures here read low (22-27 Gbit/s where nginx alone measured 32-38 on the same
 # objects, with a client that spends 0.45 s of CPU per GB against 0.25-0.31 alone; cause not
 # found, see BENCHMARKS.md): use them as a reference, not for Oasis/nginx claims, which come
-# from compare.sh. Every copy of the objects is dropped from the page cache and read back before
-# the rounds, so all three serve from the same kind of pages (`head -c` leaves nginx's copies in
-# 4 KiB pages, an import 256 KiB folios, and sendfile's cost depends on it; session 5).
+# from compare.sh. Every copy of the objects is dropped from the page cache before the rounds,
+# so each server reads its own copies in (`head -c` leaves nginx's copies in 4 KiB pages, an
+# import 256 KiB folios, and sendfile's cost depends on the folios; session 5).
 #
 # Both builds import the same N objects of BYTES bytes into data dirs of their own and serve
 # them at once on two loopback ports, with nginx (sendfile on, same worker count) on a third.
@@ -95,8 +95,8 @@ start_oasis() { # name bin port
 }
 start_oasis old "$OLD" "$PORT_OLD"
 start_oasis new "$NEW" "$PORT_NEW"
-# Each copy of the objects enters the page cache the same way, however it was written: dropped,
-# then read back sequentially (see settle_hot_pages in compare.sh).
+# Each copy of the objects is dropped from the page cache, however it was written: each server
+# reads its own in (see settle_hot_pages in compare.sh).
 python3 - "$WORK/data/ab" "$WORK/old-data/objects" "$WORK/new-data/objects" <<'EOF'
 import os, sys
 for top in sys.argv[1:]:
@@ -104,8 +104,6 @@ for top in sys.argv[1:]:
         for name in names:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            while os.read(fd, 1 << 20):
-                pass
             os.close(fd)
 EOF
 for port in "$PORT_NGINX" "$PORT_OLD" "$PORT_NEW"; do

@@ -354,12 +354,13 @@ servers() {
   echo nginx oasis
 }
 
-# settle_hot_pages: both servers' hot and small objects enter the page cache the same way before
-# the hot scenarios: dropped, then read sequentially (4 KiB pages on this kernel, as after any
-# cold read). How a file was last written sets its folio sizes, and sendfile's cost with them:
-# nginx on the same 2 MiB files at 1000 connections measured 0.15-0.16 s of CPU per GB after one
-# 2 MiB write per file and 0.19 after a read (BENCHMARKS.md, session 5), more than most
-# differences between the servers.
+# settle_hot_pages: both servers' copies of the hot and small objects are dropped from the page
+# cache before the hot scenarios, so each server reads its own copies in from disk on its first
+# requests, as objects that become popular are. How a file entered the page cache sets its folio
+# sizes, and sendfile's cost with them (nginx on the same 2 MiB files at 1000 connections: 0.15-0.16
+# s of CPU per GB from 2 MiB folios, 0.19 from 4 KiB pages; BENCHMARKS.md, session 5): left as
+# written, nginx's copies (`head -c`) sat in 4 KiB pages and Oasis's (its import) in 256 KiB
+# folios. Read in by the servers, each side's pages are what its own read path makes.
 settle_hot_pages() {
   [[ -n $PY ]] || { log "no python3: page cache not settled"; return 0; }
   local n
@@ -379,13 +380,11 @@ except sqlite3.Error as e:
 for f in files:
     fd = os.open(f, os.O_RDONLY)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    while os.read(fd, 1 << 20):
-        pass
     os.close(fd)
 print(len(files))
 PYEOF
 ) || n="failed"
-  log "page cache settled: $n files dropped and read back"
+  log "page cache settled: $n files dropped"
 }
 
 # Scenarios 1-4 loop over "${REPS[@]}" outside the server loop: nginx, Oasis, Oasis, nginx, ...

@@ -375,7 +375,7 @@ impl Config {
         }
         if e.cold_fetches_max > 1024 {
             bail!(
-                "[engine] cold_fetches_max is {}; at most 1024 (each queues up to 2 MiB of readahead)",
+                "[engine] cold_fetches_max is {}; at most 1024 (each reads a 2 MiB block in an io_uring thread)",
                 e.cold_fetches_max
             );
         }

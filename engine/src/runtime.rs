@@ -56,10 +56,9 @@ pub struct EngineConfig {
     /// files block-aligned into pool chunks and never splices. Off: no file is checked.
     pub direct_reads: bool,
     pub listen_backlog: u32,
-    /// Cold stretches one worker fetches into the page cache at once before it sends them
-    /// (readahead started from the worker, a ring READ of the last page to wait on); beyond
-    /// this, and with 0, cold pieces take the ring splice, whose file half waits in io-wq
-    /// threads.
+    /// Cold stretches one worker fetches into the page cache at once before it sends them (a
+    /// 2 MiB block each, read into one huge folio by a ring MADVISE in an io-wq thread);
+    /// beyond this, and with 0, cold pieces take the ring splice, 256 KiB at a time.
     pub cold_fetches_max: usize,
     /// Pin workers to their cores.
     pub pin: bool,

@@ -166,20 +166,60 @@ enum Out {
         /// the ring splice rather than fetching once more, so it always makes progress.
         fetched: bool,
     },
-    /// A cold stretch's pages are being read into the page cache (readahead started by
-    /// `posix_fadvise(WILLNEED)`), and a one-byte ring READ of its last page completes when
-    /// they are in; the stretch then leaves by `sendfile` like a hot one.
+    /// A cold stretch's 2 MiB block is being read into the page cache (`Worker::start_fetch`);
+    /// the stretch then leaves by `sendfile` like a hot one.
     Fetching {
         file: Arc<File>,
         offset: u64,
         len: u64,
-        /// Where the probe READ puts its byte (a heap cell: its address must not move).
-        _byte: Box<u8>,
+        /// The mapping the MADVISE populates; unmapped when the fetch is over.
+        _mapping: Mapping,
     },
     /// A `sendfile` found the socket full and a POLLOUT is in flight. `Some` holds the transmit
     /// that sent nothing, issued again once the socket has room; after a partial send the
     /// session was told what left and asks for the rest itself.
     Blocked(Option<Pending>),
+}
+
+/// A read-only shared mapping of part of an object file, unmapped on drop.
+pub(crate) struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by one connection and never dereferenced by this process (only
+// the kernel touches it, through MADVISE); moving its owner to another thread is harmless.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` at `offset` (page-aligned) and asks for huge-page readahead.
+    fn new(file: &File, offset: u64, len: usize) -> Option<Mapping> {
+        // SAFETY: a new read-only mapping chosen by the kernel; the result is checked.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return None;
+        }
+        // Without it (THP off, an old kernel) the block is read in 4 KiB pages: still correct.
+        // SAFETY: advice on the mapping just made; no memory is accessed.
+        unsafe { libc::madvise(addr, len, libc::MADV_HUGEPAGE) };
+        Some(Mapping { addr, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by `Mapping::new` and is unmapped once, here.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
 }
 
 /// A file transmit that sent nothing and waits for the socket (`Out::Blocked`).
@@ -294,11 +334,9 @@ enum SendStart {
     Failed,
 }
 
-/// Most bytes of a cold stretch fetched into the page cache at once (`Worker::start_fetch`):
-/// nginx's default `sendfile_max_chunk`, and what the stretch's `sendfile` then usually sends.
+/// The block a cold fetch brings into the page cache (`Worker::start_fetch`): one huge page,
+/// so readahead fills it with a single folio; fetches are aligned to it in the file.
 const FETCH_BYTES: u64 = 2 << 20;
-/// Bytes per WILLNEED of a fetch: Linux's default readahead size, which caps each call.
-const FETCH_STEP_BYTES: u64 = 128 << 10;
 /// Per-iteration allowance of synchronous sending from files (see `Worker::sync_send_budget`).
 const SYNC_SEND_BUDGET_BYTES: u64 = 8 << 20;
 /// Per-iteration allowance for one-chunk transmits beyond the budget (see
@@ -1367,8 +1405,10 @@ impl Worker {
         let stretch = if small {
             len
         } else if fetched {
-            // What was fetched (`start_fetch`), not more: the pages after it are likely cold.
-            len.min(self.sync_send_budget).min(FETCH_BYTES)
+            // What was fetched (`start_fetch`: the 2 MiB block holding `offset`), not more: the
+            // pages after it are likely cold.
+            len.min(self.sync_send_budget)
+                .min(FETCH_BYTES - offset % FETCH_BYTES)
         } else {
             len.min(self.sync_send_budget)
         };
@@ -1456,61 +1496,54 @@ impl Worker {
         self.push(e);
     }
 
-    /// Brings a cold stretch into the page cache without a thread waiting for the disk:
-    /// `posix_fadvise(WILLNEED)` starts readahead of up to `FETCH_BYTES` (it only queues the
-    /// reads), and a one-byte ring READ of the stretch's last page completes once that page is
-    /// filled; a buffered ring READ waits on the page itself, not in an io-wq thread. The
-    /// stretch then leaves by `sendfile` like a hot one (`Out::Fetching`, then `Deferred`).
-    /// Before this, every cold 256 KiB piece was a ring SPLICE, which always runs in an io-wq
-    /// thread blocked on the disk: dozens of threads woke for every piece of a cold sweep and
-    /// crowded the cores the workers and clients share.
+    /// Brings a cold stretch into the page cache in 2 MiB folios, then sends it like a hot one
+    /// (`Out::Fetching`, then `Deferred`). The 2 MiB-aligned block of the file holding `offset`
+    /// is mapped read-only with MADV_HUGEPAGE, and a ring MADVISE(MADV_POPULATE_READ) faults it
+    /// in from an io-wq thread: readahead for a huge-page mapping allocates one 2 MiB folio
+    /// where a read, `sendfile` or WILLNEED fills 4 KiB pages, and `sendfile` from large folios
+    /// costs less CPU per byte for as long as the object stays cached (BENCHMARKS.md, session 5:
+    /// nginx's own sendfile 0.15-0.16 s/GB from 2 MiB folios, 0.19 from 4 KiB pages). One thread
+    /// hand-off per 2 MiB, where the ring splice this replaces took one per 256 KiB piece.
     fn start_fetch(&mut self, key: usize, file: &Arc<File>, offset: u64, len: u64) -> SendStart {
         if self.fetches >= self.shared.config.cold_fetches_max {
-            // The readahead queued by a fetch is submitted from this thread, and a block queue
-            // that is full makes the submission wait: past this many fetches in flight, cold
-            // pieces wait in io-wq threads instead.
+            // Each fetch holds an io-wq thread on the disk: past this many in flight, cold
+            // pieces take the splice, whose threads io_uring bounds per ring.
             return self.start_splice(key, file, offset, len);
         }
-        let window = len.min(FETCH_BYTES);
-        let fd = file.as_raw_fd();
-        // The kernel cuts one WILLNEED to the device's readahead size (read_ahead_kb, often
-        // 128 KiB), so the window is advised in steps no larger than that default.
-        let mut at = offset;
-        while at < offset + window {
-            let step = (offset + window - at).min(FETCH_STEP_BYTES);
-            // SAFETY: a valid fd; the advice only starts reads into the page cache.
-            let rc = unsafe {
-                libc::posix_fadvise(
-                    fd,
-                    at as libc::off_t,
-                    step as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                )
-            };
-            if rc != 0 {
-                return self.start_splice(key, file, offset, len);
-            }
-            at += step;
+        let Ok(size) = file.metadata().map(|m| m.len()) else {
+            return self.start_splice(key, file, offset, len);
+        };
+        let start = offset - offset % FETCH_BYTES;
+        if start >= size {
+            // The file is shorter than its catalog size: the splice reports it.
+            return self.start_splice(key, file, offset, len);
         }
+        let map_len = (size - start).min(FETCH_BYTES) as usize;
+        let Some(mapping) = Mapping::new(file, start, map_len) else {
+            return self.start_splice(key, file, offset, len);
+        };
         self.shared.workers[self.index]
             .cold_fetches
             .fetch_add(1, Ordering::Relaxed);
         let c = &mut self.conns[key];
-        let mut byte = Box::new(0u8);
-        let e = opcode::Read::new(types::Fd(fd), &mut *byte as *mut u8, 1)
-            .offset(offset + window - 1)
-            .build()
-            .user_data(user_data(OP_FETCH, key, c.gen));
+        let e = opcode::Madvise::new(
+            mapping.addr.cast_const(),
+            map_len as libc::off_t,
+            libc::MADV_POPULATE_READ,
+        )
+        .build()
+        .user_data(user_data(OP_FETCH, key, c.gen));
         c.ops += 1;
         self.fetches += 1;
         c.out = Out::Fetching {
             file: Arc::clone(file),
             offset,
             len,
-            _byte: byte,
+            _mapping: mapping,
         };
-        // SAFETY: the byte lives on the heap in `c.out` and the file is held there until the
-        // completion; a connection is freed only when it has no operations in flight.
+        // SAFETY: the mapping is held in `c.out` until the completion (a connection is freed
+        // only when it has no operations in flight), so the range stays mapped while io-wq
+        // faults it in.
         self.push(e);
         SendStart::InFlight
     }
@@ -1970,8 +2003,8 @@ impl Worker {
                 self.fetches -= 1;
                 if !c.closing {
                     match res {
-                        // The last page is in: the stretch goes out by `sendfile` from here.
-                        1 => {
+                        // The block is in: the stretch goes out by `sendfile` from here.
+                        0 => {
                             c.out = Out::Deferred {
                                 file,
                                 offset,
@@ -1979,14 +2012,6 @@ impl Worker {
                                 fetched: true,
                             }
                         }
-                        0 => c.session.on_sent(
-                            Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "object file shorter than its catalog size",
-                            )),
-                            None,
-                            now,
-                        ),
                         _ => c
                             .session
                             .on_sent(Err(io::Error::from_raw_os_error(-res)), None, now),
