@@ -2002,20 +2002,23 @@ impl Worker {
                 };
                 self.fetches -= 1;
                 if !c.closing {
-                    match res {
-                        // The block is in: the stretch goes out by `sendfile` from here.
-                        0 => {
-                            c.out = Out::Deferred {
-                                file,
-                                offset,
-                                len,
-                                fetched: true,
-                            }
-                        }
-                        _ => c
-                            .session
-                            .on_sent(Err(io::Error::from_raw_os_error(-res)), None, now),
+                    if res != 0 {
+                        // Not a verdict on the object (no memory for the mapping's pages, a
+                        // kernel without ring MADVISE): the stretch finds its pages cold and
+                        // takes the ring splice, which reports a real read error or EOF itself.
+                        tracing::debug!(
+                            worker = self.index,
+                            "cold fetch failed: {}",
+                            io::Error::from_raw_os_error(-res)
+                        );
                     }
+                    // The block is in: the stretch goes out by `sendfile` from here.
+                    c.out = Out::Deferred {
+                        file,
+                        offset,
+                        len,
+                        fetched: true,
+                    };
                 }
             }
             OP_OPEN => {
