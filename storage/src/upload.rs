@@ -227,9 +227,13 @@ impl Upload {
     }
 
     fn flush_staged(&mut self) -> Result<(), StoreError> {
-        let staged = std::mem::take(&mut self.staged);
-        let result = self.write_file(&staged);
-        self.staged = staged;
+        let file = self
+            .file
+            .as_mut()
+            .expect("an upload that is not done has its file");
+        let result = file
+            .write_all(&self.staged)
+            .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e));
         self.staged.clear();
         result
     }
