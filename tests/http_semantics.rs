@@ -499,7 +499,7 @@ fn metrics_and_access_log_record_requests() {
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
         assert_eq!(buckets.last(), Some(count), "the +Inf bucket holds all");
     }
-    for how in ["fetch", "splice"] {
+    for how in ["fetch", "join", "splice"] {
         let line = format!("oasis_cold_pieces_total{{how=\"{how}\"}} ");
         assert!(text.lines().any(|l| l.starts_with(&line)), "{line}: {text}");
     }

@@ -138,6 +138,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) cold_fetches: AtomicU64,
     /// Cold pieces sent through a pipe, the file half in io-wq (`Worker::start_splice`).
     pub(crate) cold_splices: AtomicU64,
+    /// Cold stretches that waited for a fetch another connection had started.
+    pub(crate) cold_joins: AtomicU64,
 }
 
 /// Upper bounds, in microseconds, of the buckets of a worker's busy-time histogram; a last
@@ -243,6 +245,9 @@ pub struct WorkerStatus {
     /// Cold pieces spliced through a pipe (beyond `cold_fetches_max`, or when fetched pages
     /// were gone again).
     pub cold_splices: u64,
+    /// Cold stretches that waited for a fetch of the same block another connection of the
+    /// worker had started, then went out by `sendfile` (one read for many readers).
+    pub cold_joins: u64,
 }
 
 /// A running engine. Cheap to query from any thread through [`EngineHandle`].
@@ -276,6 +281,7 @@ impl EngineHandle {
                 busy_sum_us: w.busy.sum_us.load(Ordering::Relaxed),
                 cold_fetches: w.cold_fetches.load(Ordering::Relaxed),
                 cold_splices: w.cold_splices.load(Ordering::Relaxed),
+                cold_joins: w.cold_joins.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -337,6 +343,7 @@ impl Engine {
                 busy: LoopBusy::new(),
                 cold_fetches: AtomicU64::new(0),
                 cold_splices: AtomicU64::new(0),
+                cold_joins: AtomicU64::new(0),
             });
         }
         let (jobs_tx, jobs_rx) = sync_channel(config.jobs_max);

@@ -309,9 +309,9 @@ fn hot_pages_wait_for_a_full_socket_and_lose_nothing() {
 #[test]
 fn cold_pages_and_slow_readers_take_the_ring_paths() {
     // Out of the page cache, pages must never be waited for by a worker: by default a cold
-    // stretch is fetched (readahead, then a ring READ of its last page) and then sent; with no
-    // fetches allowed, the file half of a splice goes through the ring. A reader that stalls
-    // makes the sends wait for POLLOUT.
+    // stretch's 2 MiB block is fetched (a ring MADVISE populates it in io_uring's threads) and
+    // then sent; with no fetches allowed, the file half of a splice goes through the ring. A
+    // reader that stalls makes the sends wait for POLLOUT.
     for (layout, fetches) in [("combined", 16), ("combined", 0), ("f=1,nc=1,nd=1", 16)] {
         let (engine, addr, rm, dir) = start_cfg(layout, |cfg| cfg.cold_fetches_max = fetches);
         if !evict(dir.path()) {
@@ -336,6 +336,52 @@ fn cold_pages_and_slow_readers_take_the_ring_paths() {
         engine.shutdown(Duration::from_secs(5));
         engine.join();
     }
+}
+
+#[test]
+fn a_crowd_on_a_cold_object_waits_for_one_fetch_per_block() {
+    // 32 clients ask for the same evicted 3 MB object at once, on one worker. Each of its two
+    // 2 MiB blocks is read once: a stretch whose block is being fetched waits for that fetch
+    // (a join) instead of fetching it again or splicing beside it, and every byte arrives.
+    const CLIENTS: usize = 32;
+    let (engine, addr, rm, dir) = start_cfg("combined", |cfg| {
+        cfg.layout = Layout::parse("combined", &[0]).unwrap();
+        cfg.connections_per_worker_max = 64;
+    });
+    if !evict(dir.path()) {
+        eprintln!("pages stay resident on this file system; skipping");
+        return;
+    }
+    let go = Arc::new(std::sync::Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let go = Arc::clone(&go);
+            std::thread::spawn(move || {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut s = BufReader::new(s);
+                go.wait();
+                fetch(&mut s, 2_999_999);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    wait_for_zero(&rm);
+    let workers = engine.handle().workers();
+    let fetched: u64 = workers.iter().map(|w| w.cold_fetches).sum();
+    let joined: u64 = workers.iter().map(|w| w.cold_joins).sum();
+    let spliced: u64 = workers.iter().map(|w| w.cold_splices).sum();
+    eprintln!("fetched {fetched}, joined {joined}, spliced {spliced}");
+    assert!(
+        (1..=2).contains(&fetched),
+        "each block is fetched at most once: {fetched}"
+    );
+    assert!(joined > 0, "requests that came during a fetch joined it");
+    assert_eq!(spliced, 0, "no block was read beside its fetch");
+    engine.shutdown(Duration::from_secs(5));
+    engine.join();
 }
 
 #[test]

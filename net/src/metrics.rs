@@ -347,14 +347,17 @@ impl Metrics {
             let name = "oasis_cold_pieces";
             let _ = writeln!(
                 out,
-                "# HELP {name} Cold body pieces by how they reached the socket: fetch (read into \
-                 the page cache by readahead, then sendfile) or splice (through a pipe, the file \
-                 half in io_uring's threads: beyond [engine] cold_fetches_max)."
+                "# HELP {name} Cold body pieces by how they reached the socket: fetch (its 2 MiB \
+                 block read into the page cache, then sendfile), join (waited for a fetch of the \
+                 same block another connection had started, then sendfile) or splice (through a \
+                 pipe, the file half in io_uring's threads: beyond [engine] cold_fetches_max)."
             );
             let _ = writeln!(out, "# TYPE {name} counter");
             let fetches: u64 = workers.iter().map(|w| w.cold_fetches).sum();
             let splices: u64 = workers.iter().map(|w| w.cold_splices).sum();
             let _ = writeln!(out, "{name}_total{{how=\"fetch\"}} {fetches}");
+            let joins: u64 = workers.iter().map(|w| w.cold_joins).sum();
+            let _ = writeln!(out, "{name}_total{{how=\"join\"}} {joins}");
             let _ = writeln!(out, "{name}_total{{how=\"splice\"}} {splices}");
         }
         out.push_str("# EOF\n");
