@@ -503,6 +503,11 @@ fn metrics_and_access_log_record_requests() {
         let line = format!("oasis_cold_pieces_total{{how=\"{how}\"}} ");
         assert!(text.lines().any(|l| l.starts_with(&line)), "{line}: {text}");
     }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("oasis_cold_fetch_waits_total ")),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("# EOF"));
     let log = server.access_log();
     assert_eq!(

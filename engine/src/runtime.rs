@@ -140,6 +140,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) cold_splices: AtomicU64,
     /// Cold stretches that waited for a fetch another connection had started.
     pub(crate) cold_joins: AtomicU64,
+    /// Cold stretches that waited for a fetch slot (`EngineConfig::cold_fetches_max`).
+    pub(crate) cold_queued: AtomicU64,
 }
 
 /// Upper bounds, in microseconds, of the buckets of a worker's busy-time histogram; a last
@@ -248,6 +250,9 @@ pub struct WorkerStatus {
     /// Cold stretches that waited for a fetch of the same block another connection of the
     /// worker had started, then went out by `sendfile` (one read for many readers).
     pub cold_joins: u64,
+    /// Cold stretches that waited for one of the worker's `cold_fetches_max` fetches to end
+    /// before their own could start.
+    pub cold_queued: u64,
 }
 
 /// A running engine. Cheap to query from any thread through [`EngineHandle`].
@@ -282,6 +287,7 @@ impl EngineHandle {
                 cold_fetches: w.cold_fetches.load(Ordering::Relaxed),
                 cold_splices: w.cold_splices.load(Ordering::Relaxed),
                 cold_joins: w.cold_joins.load(Ordering::Relaxed),
+                cold_queued: w.cold_queued.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -344,6 +350,7 @@ impl Engine {
                 cold_fetches: AtomicU64::new(0),
                 cold_splices: AtomicU64::new(0),
                 cold_joins: AtomicU64::new(0),
+                cold_queued: AtomicU64::new(0),
             });
         }
         let (jobs_tx, jobs_rx) = sync_channel(config.jobs_max);

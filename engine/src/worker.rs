@@ -183,6 +183,13 @@ enum Out {
         offset: u64,
         len: u64,
     },
+    /// A cold stretch waiting for one of the worker's `cold_fetches_max` fetches to end
+    /// (`Worker::fetch_queue`); it is fetched then. No ring operation is held for it.
+    Queued {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
     /// A `sendfile` found the socket full and a POLLOUT is in flight. `Some` holds the transmit
     /// that sent nothing, issued again once the socket has room; after a partial send the
     /// session was told what left and asks for the rest itself.
@@ -313,6 +320,9 @@ pub(crate) struct Worker {
     fetches: usize,
     /// The fetches in flight (at most `cold_fetches_max`) and the connections joined to each.
     fetch_waits: Vec<FetchWait>,
+    /// Connections whose cold stretch waits for a fetch to end (`Out::Queued`), oldest first;
+    /// an entry whose generation changed has gone.
+    fetch_queue: VecDeque<(usize, u32)>,
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
     /// A failed pipe resize was reported (once per worker).
@@ -426,6 +436,7 @@ impl Worker {
             verified: Verified::new(),
             fetches: 0,
             fetch_waits: Vec::new(),
+            fetch_queue: VecDeque::new(),
             seen_epoch: 0,
             pipe_size_warned: false,
             ready: VecDeque::new(),
@@ -1550,10 +1561,25 @@ impl Worker {
                 .fetch_add(1, Ordering::Relaxed);
             return SendStart::InFlight;
         }
-        if self.fetches >= self.shared.config.cold_fetches_max {
-            // Each fetch holds an io-wq thread on the disk: past this many in flight, cold
-            // pieces take the splice, whose threads io_uring bounds per ring.
+        if self.shared.config.cold_fetches_max == 0 {
             return self.start_splice(key, file, offset, len);
+        }
+        if self.fetches >= self.shared.config.cold_fetches_max {
+            // Each fetch holds an io-wq thread on the disk. Past this many in flight a cold
+            // stretch waits for one to end: splicing it instead read its pages into 4 KiB folios
+            // and cost more server CPU, and fetched blocks waited longer to be sent while many
+            // were in flight (BENCHMARKS.md, session 6).
+            self.shared.workers[self.index]
+                .cold_queued
+                .fetch_add(1, Ordering::Relaxed);
+            let c = &mut self.conns[key];
+            self.fetch_queue.push_back((key, c.gen));
+            c.out = Out::Queued {
+                file: Arc::clone(file),
+                offset,
+                len,
+            };
+            return SendStart::InFlight;
         }
         let Ok(size) = file.metadata().map(|m| m.len()) else {
             return self.start_splice(key, file, offset, len);
@@ -1595,6 +1621,48 @@ impl Worker {
         // faults it in.
         self.push(e);
         SendStart::InFlight
+    }
+
+    /// Starts the fetches of queued stretches (`Out::Queued`) while fewer than
+    /// `cold_fetches_max` are in flight, oldest first. A stretch whose block is in the page
+    /// cache by then, or cannot be fetched, goes the deferred way (`sendfile`, or the splice
+    /// should its pages be gone); one whose block is being fetched joins that fetch.
+    fn start_queued_fetches(&mut self) {
+        while self.fetches < self.shared.config.cold_fetches_max {
+            let Some((key, gen)) = self.fetch_queue.pop_front() else {
+                return;
+            };
+            let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+                continue;
+            };
+            if !matches!(c.out, Out::Queued { .. }) {
+                continue;
+            }
+            let Out::Queued { file, offset, len } = std::mem::replace(&mut c.out, Out::Idle) else {
+                unreachable!()
+            };
+            if c.closing {
+                // Closed while it waited: nothing to send (the close finishes when driven).
+                self.ready.push_back((key, gen));
+                continue;
+            }
+            // Its block may be in by now (fetched for a stretch queued before it): then it
+            // goes out as a fetched stretch without taking a slot.
+            let end = (offset - offset % FETCH_BYTES + FETCH_BYTES).min(offset + len);
+            let span = (end - offset) as u32;
+            if resident(file.as_raw_fd(), offset, span, span)
+                || self.start_fetch(key, &file, offset, len) != SendStart::InFlight
+            {
+                let c = &mut self.conns[key];
+                c.out = Out::Deferred {
+                    file,
+                    offset,
+                    len,
+                    fetched: true,
+                };
+                self.ready.push_back((key, gen));
+            }
+        }
     }
 
     /// Splices up to one chunk of `file` to the socket through a pipe, the file half as a ring
@@ -2079,6 +2147,7 @@ impl Worker {
                         self.ready.push_back((k, g));
                     }
                 }
+                self.start_queued_fetches();
                 let c = &mut self.conns[key];
                 if !c.closing {
                     if res != 0 {

@@ -359,6 +359,15 @@ impl Metrics {
             let joins: u64 = workers.iter().map(|w| w.cold_joins).sum();
             let _ = writeln!(out, "{name}_total{{how=\"join\"}} {joins}");
             let _ = writeln!(out, "{name}_total{{how=\"splice\"}} {splices}");
+            let name = "oasis_cold_fetch_waits";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Cold stretches that waited for one of their worker's [engine] \
+                 cold_fetches_max fetches to end before theirs could start."
+            );
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let queued: u64 = workers.iter().map(|w| w.cold_queued).sum();
+            let _ = writeln!(out, "{name}_total {queued}");
         }
         out.push_str("# EOF\n");
         out
