@@ -1653,16 +1653,21 @@ impl Worker {
             if resident(file.as_raw_fd(), offset, span, span)
                 || self.start_fetch(key, &file, offset, len) != SendStart::InFlight
             {
-                let c = &mut self.conns[key];
-                c.out = Out::Deferred {
-                    file,
-                    offset,
-                    len,
-                    fetched: true,
-                };
-                self.ready.push_back((key, gen));
+                self.defer_fetched(key, gen, file, offset, len);
             }
         }
+    }
+
+    /// Makes a stretch whose block was fetched (or is in) go out at the next iteration, by
+    /// `sendfile` (`Out::Deferred`, fetched: should its pages be gone, by the splice).
+    fn defer_fetched(&mut self, key: usize, gen: u32, file: Arc<File>, offset: u64, len: u64) {
+        self.conns[key].out = Out::Deferred {
+            file,
+            offset,
+            len,
+            fetched: true,
+        };
+        self.ready.push_back((key, gen));
     }
 
     /// Splices up to one chunk of `file` to the socket through a pipe, the file half as a ring
@@ -2138,13 +2143,7 @@ impl Worker {
                         else {
                             unreachable!()
                         };
-                        j.out = Out::Deferred {
-                            file,
-                            offset,
-                            len,
-                            fetched: true,
-                        };
-                        self.ready.push_back((k, g));
+                        self.defer_fetched(k, g, file, offset, len);
                     }
                 }
                 self.start_queued_fetches();

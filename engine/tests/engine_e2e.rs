@@ -365,7 +365,8 @@ fn a_crowd_on_a_cold_object_waits_for_one_fetch_per_block() {
     });
     let counts = |engine: &Engine| {
         let workers = engine.handle().workers();
-        let sum = |f: fn(&oasis_engine::runtime::WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
+        let sum =
+            |f: fn(&oasis_engine::runtime::WorkerStatus) -> u64| workers.iter().map(f).sum::<u64>();
         [
             sum(|w| w.cold_fetches),
             sum(|w| w.cold_joins),
