@@ -57,8 +57,9 @@ pub struct EngineConfig {
     pub direct_reads: bool,
     pub listen_backlog: u32,
     /// Cold stretches one worker fetches into the page cache at once before it sends them (a
-    /// 2 MiB block each, read into one huge folio by a ring MADVISE in an io-wq thread);
-    /// beyond this, and with 0, cold pieces take the ring splice, 256 KiB at a time.
+    /// 2 MiB block each, read into one huge folio by a ring MADVISE in an io-wq thread); more
+    /// cold stretches wait for one to end (a stretch whose block is being fetched waits for that
+    /// fetch). With 0, cold pieces take the ring splice, 256 KiB at a time.
     pub cold_fetches_max: usize,
     /// Pin workers to their cores.
     pub pin: bool,
@@ -244,8 +245,8 @@ pub struct WorkerStatus {
     pub busy_sum_us: u64,
     /// Cold stretches fetched into the page cache, then sent by `sendfile`.
     pub cold_fetches: u64,
-    /// Cold pieces spliced through a pipe (beyond `cold_fetches_max`, or when fetched pages
-    /// were gone again).
+    /// Cold pieces spliced through a pipe (`cold_fetches_max = 0`, a failed fetch, or fetched
+    /// pages gone again before they were sent).
     pub cold_splices: u64,
     /// Cold stretches that waited for a fetch of the same block another connection of the
     /// worker had started, then went out by `sendfile` (one read for many readers).

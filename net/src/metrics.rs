@@ -350,7 +350,8 @@ impl Metrics {
                 "# HELP {name} Cold body pieces by how they reached the socket: fetch (its 2 MiB \
                  block read into the page cache, then sendfile), join (waited for a fetch of the \
                  same block another connection had started, then sendfile) or splice (through a \
-                 pipe, the file half in io_uring's threads: beyond [engine] cold_fetches_max)."
+                 pipe, the file half in io_uring's threads: [engine] cold_fetches_max = 0, a \
+                 failed fetch, or fetched pages evicted before they were sent)."
             );
             let _ = writeln!(out, "# TYPE {name} counter");
             let fetches: u64 = workers.iter().map(|w| w.cold_fetches).sum();
