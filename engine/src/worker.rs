@@ -1549,6 +1549,16 @@ impl Worker {
             // Many connections asking for an object that has just become popular wait for the
             // one read of each block; splicing beside it read the same pages again into 4 KiB
             // folios (3 of 16 newly hot 2 MiB objects were left so at 1000 connections).
+            if w.waiters.len() >= 2 * self.shared.config.connections_per_worker_max {
+                // Connections that joined and closed leave their entries until the fetch ends:
+                // should it hang while clients come and go, drop those rather than grow.
+                let conns = &self.conns;
+                w.waiters.retain(|&(k, g)| {
+                    conns
+                        .get(k)
+                        .is_some_and(|c| c.gen == g && matches!(c.out, Out::Joined { .. }))
+                });
+            }
             let c = &mut self.conns[key];
             w.waiters.push((key, c.gen));
             c.out = Out::Joined {
@@ -1572,6 +1582,16 @@ impl Worker {
             self.shared.workers[self.index]
                 .cold_queued
                 .fetch_add(1, Ordering::Relaxed);
+            if self.fetch_queue.len() >= 2 * self.shared.config.connections_per_worker_max {
+                // As for joins: entries of connections that closed while queued are dropped
+                // rather than let the queue grow while fetches hang.
+                let conns = &self.conns;
+                self.fetch_queue.retain(|&(k, g)| {
+                    conns
+                        .get(k)
+                        .is_some_and(|c| c.gen == g && matches!(c.out, Out::Queued { .. }))
+                });
+            }
             let c = &mut self.conns[key];
             self.fetch_queue.push_back((key, c.gen));
             c.out = Out::Queued {
