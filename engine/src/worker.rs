@@ -358,6 +358,19 @@ enum SendStart {
 /// so readahead fills it with a single folio; fetches are aligned to it in the file.
 const FETCH_BYTES: u64 = 2 << 20;
 
+/// Whether the connection of a fetch list entry (key, generation) still waits: joined to a fetch
+/// (`Out::Joined`) or, with `queued`, for a fetch slot (`Out::Queued`).
+fn waiting(conns: &Slab<Conn>, (key, gen): (usize, u32), queued: bool) -> bool {
+    conns.get(key).is_some_and(|c| {
+        c.gen == gen
+            && if queued {
+                matches!(c.out, Out::Queued { .. })
+            } else {
+                matches!(c.out, Out::Joined { .. })
+            }
+    })
+}
+
 /// A fetch in flight and the connections waiting for it (`Out::Joined`).
 struct FetchWait {
     /// The object file, by the address of its shared handle (`Arc::as_ptr`): the fetching
@@ -1454,13 +1467,17 @@ impl Worker {
         // connections on 2 MiB objects); a hot object is sent many times within `TRUST`. Only
         // an answer from the kernel is remembered, so a trusted range is asked about again
         // once `TRUST` has passed however often it is sent.
+        // The fallback when the whole stretch is not resident: one chunk, within the 2 MiB block
+        // holding `offset`, so that when it is cold too `start_fetch` fetches the block holding
+        // the missing pages (a chunk crossing into a cold block fetched the resident one).
+        let first = piece.min(FETCH_BYTES - offset % FETCH_BYTES);
         let stretch = if self.verified.trusted(file, offset, stretch, now) {
             stretch
         } else if resident(fd, offset, stretch as u32, stretch as u32) {
             self.verified.remember(file, offset, stretch, now);
             stretch
-        } else if stretch > piece && resident(fd, offset, piece as u32, piece as u32) {
-            piece
+        } else if stretch > first && resident(fd, offset, first as u32, first as u32) {
+            first
         } else {
             return SendStart::Cold;
         };
@@ -1553,11 +1570,7 @@ impl Worker {
                 // Connections that joined and closed leave their entries until the fetch ends:
                 // should it hang while clients come and go, drop those rather than grow.
                 let conns = &self.conns;
-                w.waiters.retain(|&(k, g)| {
-                    conns
-                        .get(k)
-                        .is_some_and(|c| c.gen == g && matches!(c.out, Out::Joined { .. }))
-                });
+                w.waiters.retain(|&e| waiting(conns, e, false));
             }
             let c = &mut self.conns[key];
             w.waiters.push((key, c.gen));
@@ -1586,11 +1599,7 @@ impl Worker {
                 // As for joins: entries of connections that closed while queued are dropped
                 // rather than let the queue grow while fetches hang.
                 let conns = &self.conns;
-                self.fetch_queue.retain(|&(k, g)| {
-                    conns
-                        .get(k)
-                        .is_some_and(|c| c.gen == g && matches!(c.out, Out::Queued { .. }))
-                });
+                self.fetch_queue.retain(|&e| waiting(conns, e, true));
             }
             let c = &mut self.conns[key];
             self.fetch_queue.push_back((key, c.gen));
