@@ -175,17 +175,12 @@ enum Out {
         /// The mapping the MADVISE populates; unmapped when the fetch is over.
         _mapping: Mapping,
     },
-    /// A cold stretch whose block another connection of this worker is fetching: it waits for
-    /// that fetch (`Worker::fetch_waits`) rather than reading the same pages itself, then goes
-    /// out like a fetched stretch. No ring operation is held for it.
-    Joined {
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    },
-    /// A cold stretch waiting for one of the worker's `cold_fetches_max` fetches to end
-    /// (`Worker::fetch_queue`); it is fetched then. No ring operation is held for it.
-    Queued {
+    /// A cold stretch waiting, in one of two lists, with no ring operation held for it: joined
+    /// to the fetch of its block by another connection of this worker (`Worker::fetch_waits`),
+    /// after which it goes out like a fetched stretch; or queued for one of the worker's
+    /// `cold_fetches_max` fetch slots (`Worker::fetch_queue`), and fetched then. A connection
+    /// is in at most one list at a time (an entry is removed before its connection moves on).
+    Waiting {
         file: Arc<File>,
         offset: u64,
         len: u64,
@@ -320,7 +315,7 @@ pub(crate) struct Worker {
     fetches: usize,
     /// The fetches in flight (at most `cold_fetches_max`) and the connections joined to each.
     fetch_waits: Vec<FetchWait>,
-    /// Connections whose cold stretch waits for a fetch to end (`Out::Queued`), oldest first;
+    /// Connections whose cold stretch waits for a fetch slot (`Out::Waiting`), oldest first;
     /// an entry whose generation changed has gone.
     fetch_queue: VecDeque<(usize, u32)>,
     /// The Resource Manager's event epoch this worker last reacted to.
@@ -358,20 +353,14 @@ enum SendStart {
 /// so readahead fills it with a single folio; fetches are aligned to it in the file.
 const FETCH_BYTES: u64 = 2 << 20;
 
-/// Whether the connection of a fetch list entry (key, generation) still waits: joined to a fetch
-/// (`Out::Joined`) or, with `queued`, for a fetch slot (`Out::Queued`).
-fn waiting(conns: &Slab<Conn>, (key, gen): (usize, u32), queued: bool) -> bool {
-    conns.get(key).is_some_and(|c| {
-        c.gen == gen
-            && if queued {
-                matches!(c.out, Out::Queued { .. })
-            } else {
-                matches!(c.out, Out::Joined { .. })
-            }
-    })
+/// Whether the connection of a fetch list entry (key, generation) still waits (`Out::Waiting`).
+fn waiting(conns: &Slab<Conn>, (key, gen): (usize, u32)) -> bool {
+    conns
+        .get(key)
+        .is_some_and(|c| c.gen == gen && matches!(c.out, Out::Waiting { .. }))
 }
 
-/// A fetch in flight and the connections waiting for it (`Out::Joined`).
+/// A fetch in flight and the connections waiting for it (`Out::Waiting`).
 struct FetchWait {
     /// The object file, by the address of its shared handle (`Arc::as_ptr`): the fetching
     /// connection holds the `Arc` until the fetch completes, so the address names one file for
@@ -1570,11 +1559,11 @@ impl Worker {
                 // Connections that joined and closed leave their entries until the fetch ends:
                 // should it hang while clients come and go, drop those rather than grow.
                 let conns = &self.conns;
-                w.waiters.retain(|&e| waiting(conns, e, false));
+                w.waiters.retain(|&e| waiting(conns, e));
             }
             let c = &mut self.conns[key];
             w.waiters.push((key, c.gen));
-            c.out = Out::Joined {
+            c.out = Out::Waiting {
                 file: Arc::clone(file),
                 offset,
                 len,
@@ -1599,11 +1588,11 @@ impl Worker {
                 // As for joins: entries of connections that closed while queued are dropped
                 // rather than let the queue grow while fetches hang.
                 let conns = &self.conns;
-                self.fetch_queue.retain(|&e| waiting(conns, e, true));
+                self.fetch_queue.retain(|&e| waiting(conns, e));
             }
             let c = &mut self.conns[key];
             self.fetch_queue.push_back((key, c.gen));
-            c.out = Out::Queued {
+            c.out = Out::Waiting {
                 file: Arc::clone(file),
                 offset,
                 len,
@@ -1652,7 +1641,7 @@ impl Worker {
         SendStart::InFlight
     }
 
-    /// Starts the fetches of queued stretches (`Out::Queued`) while fewer than
+    /// Starts the fetches of queued stretches (`fetch_queue`) while fewer than
     /// `cold_fetches_max` are in flight, oldest first. A stretch whose block is in the page
     /// cache by then, or cannot be fetched, goes the deferred way (`sendfile`, or the splice
     /// should its pages be gone); one whose block is being fetched joins that fetch.
@@ -1661,16 +1650,10 @@ impl Worker {
             let Some((key, gen)) = self.fetch_queue.pop_front() else {
                 return;
             };
-            let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            let Some((file, offset, len)) = self.take_waiting(key, gen) else {
                 continue;
             };
-            if !matches!(c.out, Out::Queued { .. }) {
-                continue;
-            }
-            let Out::Queued { file, offset, len } = std::mem::replace(&mut c.out, Out::Idle) else {
-                unreachable!()
-            };
-            if c.closing {
+            if self.conns[key].closing {
                 // Closed while it waited: nothing to send (the close finishes when driven).
                 self.ready.push_back((key, gen));
                 continue;
@@ -1683,6 +1666,19 @@ impl Worker {
                 || self.start_fetch(key, &file, offset, len) != SendStart::InFlight
             {
                 self.defer_fetched(key, gen, file, offset, len);
+            }
+        }
+    }
+
+    /// The stretch of a fetch list entry whose connection still waits (`Out::Waiting`), taken
+    /// out of it (the connection is left `Idle`); None for an entry of a connection that has gone.
+    fn take_waiting(&mut self, key: usize, gen: u32) -> Option<(Arc<File>, u64, u64)> {
+        let c = self.conns.get_mut(key).filter(|c| c.gen == gen)?;
+        match std::mem::replace(&mut c.out, Out::Idle) {
+            Out::Waiting { file, offset, len } => Some((file, offset, len)),
+            other => {
+                c.out = other;
+                None
             }
         }
     }
@@ -2163,15 +2159,7 @@ impl Worker {
                 for (k, g) in wait.waiters {
                     // A joined connection that closed meanwhile was freed (it held no
                     // operation); its slot may hold another connection now.
-                    let Some(j) = self.conns.get_mut(k).filter(|j| j.gen == g) else {
-                        continue;
-                    };
-                    if let Out::Joined { .. } = j.out {
-                        let Out::Joined { file, offset, len } =
-                            std::mem::replace(&mut j.out, Out::Idle)
-                        else {
-                            unreachable!()
-                        };
+                    if let Some((file, offset, len)) = self.take_waiting(k, g) {
                         self.defer_fetched(k, g, file, offset, len);
                     }
                 }
