@@ -6,6 +6,7 @@
 #   bash benches/compare.sh --scenarios 1,2,7    # a subset
 #   bash benches/compare.sh --layouts "combined f=1,nc=1,nd=1"   # core-layout sweep (1, 3, 4)
 #   bash benches/compare.sh --scenarios 1,2 --repeat 3   # each run 3 times: ratios with their spread
+#   bash benches/compare.sh --client-cores 0     # clients on core 0, both servers on the rest
 #
 # --repeat N (default 1): scenarios 1-4 run N times, nginx first in odd repetitions and Oasis
 # first in even ones, so drift on this shared box and the order hit both sides; raw files get a
@@ -14,6 +15,11 @@
 # min-max of the per-repetition Oasis/nginx ratios. Scenarios 5-7 run once. A repeat multiplies
 # the time of scenarios 1-4 by N (each extra cold repetition drops the page cache again).
 # --quick ignores --repeat (always 1 repetition).
+#
+# --client-cores LIST (taskset syntax, default: none): the load generators (oasis-loadgen, wrk)
+# run on these cores and both servers on the others, one worker per server core (nginx's
+# worker_cpu_affinity and Oasis's pinning follow). Without it clients and servers share every
+# core, and a server that leaves the client more CPU wins throughput through the client.
 #
 # Installs nginx, wrk, fio, iperf3 and python3-matplotlib from apt when missing, builds the
 # release binaries, makes a data set under bench-results/work/, starts nginx and Oasis on two
@@ -33,8 +39,9 @@ NGINX_PORT=18080
 OASIS_PORT=18081
 IPERF_PORT=18082
 PACED_BPS=4000000
+CLIENT_CORES=""
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -42,6 +49,7 @@ while [[ $# -gt 0 ]]; do
     --layouts) LAYOUTS="$2"; shift ;;
     --duration-s) DURATION_S="$2"; shift ;;
     --repeat) REPEAT="$2"; shift ;;
+    --client-cores) CLIENT_CORES="$2"; shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -49,6 +57,32 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat wants a positive integer, got: $REPEAT" >&2; usage 2; }
+# cores_of LIST: taskset-style list (0,2-3) -> one core per line
+cores_of() {
+  local part
+  for part in ${1//,/ }; do
+    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    elif [[ $part =~ ^[0-9]+$ ]]; then echo "$part"
+    else return 1; fi
+  done
+}
+ALL_CORES=$(cores_of "$(awk '/^Cpus_allowed_list/{print $2}' /proc/self/status)") || ALL_CORES=$(seq 0 $(($(nproc) - 1)))
+CLIENT_RUN=()
+SERVER_RUN=()
+SERVER_CORES=$ALL_CORES
+WRK_THREADS=2
+if [[ -n $CLIENT_CORES ]]; then
+  cc=$(cores_of "$CLIENT_CORES") || { echo "--client-cores wants a core list such as 0 or 0-1, got: $CLIENT_CORES" >&2; usage 2; }
+  for c in $cc; do
+    grep -qx "$c" <<<"$ALL_CORES" || { echo "--client-cores: core $c is not one this process may use ($(echo $ALL_CORES))" >&2; exit 2; }
+  done
+  SERVER_CORES=$(grep -vx -F "$cc" <<<"$ALL_CORES")
+  [[ -n $SERVER_CORES ]] || { echo "--client-cores $CLIENT_CORES leaves no core for the servers" >&2; exit 2; }
+  CLIENT_RUN=(taskset -c "$(echo $cc | tr ' ' ,)")
+  SERVER_RUN=(taskset -c "$(echo $SERVER_CORES | tr ' ' ,)")
+  WRK_THREADS=$(echo "$cc" | wc -l)
+fi
+SERVER_CORE_N=$(echo "$SERVER_CORES" | wc -l)
 if [[ $QUICK == 1 ]]; then
   : "${DURATION_S:=2}"
   [[ $REPEAT == 1 ]] || echo "--quick: ignoring --repeat $REPEAT (one repetition)" >&2
@@ -134,6 +168,7 @@ OASIS="$TARGET/release/oasis"
   echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)"
   echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
   echo "quick: $QUICK duration_s: $DURATION_S scenarios: $SCENARIOS layouts: $LAYOUTS repeat: $REPEAT"
+  echo "client_cores: ${CLIENT_CORES:-shared} server_cores: $(echo $SERVER_CORES | tr ' ' ,)"
 } >"$OUT/machine.txt"
 
 # oasis-loadgen widens ip_local_port_range for 50k connections: reserve our listening ports so
@@ -211,7 +246,7 @@ sed 's|^/media/|/paced/|' "$WORK/hot.urls" >"$WORK/hot-paced.urls"
 # ---------------------------------------------------------------- servers
 workers_of() { # layout -> worker count
   case "$1" in
-    combined) nproc ;;
+    combined) echo "$SERVER_CORE_N" ;;
     combined:*) echo "${1#combined:}" ;;
     *) echo $(($(echo "$1" | tr ',' '\n' | cut -d= -f2 | paste -sd+ -))) ;;
   esac
@@ -229,10 +264,19 @@ done
 source "$ROOT/benches/nginx_conf.sh"
 start_nginx() { # workers
   local dir="$OUT/nginx"
-  nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" \
+  # With --client-cores, "auto" alone would pin worker 0 to core 0 whatever taskset says: the
+  # mask (rightmost digit = core 0) keeps nginx's workers on the server cores.
+  local affinity="auto" mask="" c
+  if [[ -n $CLIENT_CORES ]]; then
+    for ((c = $(echo "$ALL_CORES" | sort -n | tail -n1); c >= 0; c--)); do
+      grep -qx "$c" <<<"$SERVER_CORES" && mask+=1 || mask+=0
+    done
+    affinity="auto $mask"
+  fi
+  NGINX_CPU_AFFINITY=$affinity nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" \
     "location /paced/ { alias $DATA/; limit_rate $((PACED_BPS / 8)); }"
   nginx -t -c "$dir/nginx.conf" >>"$LOG" 2>&1 || { log "FATAL: nginx config invalid"; exit 1; }
-  nginx -c "$dir/nginx.conf" >>"$LOG" 2>&1 &
+  "${SERVER_RUN[@]}" nginx -c "$dir/nginx.conf" >>"$LOG" 2>&1 &
   NGINX_PID=$!
   STARTED_PIDS+=("$NGINX_PID")
   for _ in $(seq 50); do
@@ -283,7 +327,7 @@ keepalive_requests_max = 1000000
 EOF2
   # OASIS_SERVE_ARGS: extra flags, e.g. to turn Oasis's access log off (nginx's is off).
   # shellcheck disable=SC2086
-  "$OASIS" serve --config "$OUT/oasis.toml" --data-dir "$OASIS_DATA" --listen "127.0.0.1:$OASIS_PORT" --layout "$1" ${OASIS_SERVE_ARGS:-} >"$olog" 2>&1 &
+  "${SERVER_RUN[@]}" "$OASIS" serve --config "$OUT/oasis.toml" --data-dir "$OASIS_DATA" --listen "127.0.0.1:$OASIS_PORT" --layout "$1" ${OASIS_SERVE_ARGS:-} >"$olog" 2>&1 &
   OASIS_PID=$!
   STARTED_PIDS+=("$OASIS_PID")
   for _ in $(seq 100); do
@@ -323,26 +367,40 @@ server_pids() { # server -> comma list of the server's processes (master and wor
 }
 
 # ---------------------------------------------------------------- runners
-# run_lg NAME SERVER MODE ARGS... : one loadgen run to raw/NAME__SERVER.json
+# server_ticks SERVER: CPU clock ticks (user + system) the server's processes have used so far
+server_ticks() {
+  local pid=$NGINX_PID p t=0
+  [[ $1 == oasis ]] && pid=$OASIS_PID
+  [[ -n $pid ]] || { echo 0; return; }
+  for p in $pid $(pgrep -P "$pid"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# run_lg NAME SERVER MODE ARGS... : one loadgen run to raw/NAME__SERVER.json, and the server's
+# CPU seconds over it to raw/NAME__SERVER.cpu (report.py turns it into CPU per GB)
 run_lg() {
   local name=$1 server=$2 mode=$3; shift 3
-  local port=$NGINX_PORT out="$RAW/${name}__${server}.json"
+  local port=$NGINX_PORT out="$RAW/${name}__${server}.json" t0
   [[ $server == oasis ]] && port=$OASIS_PORT
   if [[ $server == oasis && $OASIS_OK != 1 ]]; then
     printf '{"label":"%s","server":"oasis","na":"%s"}\n' "$name" "n/a: $OASIS_WHY" >"$out"
     return 0
   fi
   log "$name [$server]: oasis-loadgen $mode $*"
-  if ! "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "$@" 2>>"$LOG"; then
+  t0=$(server_ticks "$server")
+  if ! "${CLIENT_RUN[@]}" "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "$@" 2>>"$LOG"; then
     [[ -s $out ]] || printf '{"label":"%s","server":"%s","na":"loadgen failed (see log.txt)"}\n' "$name" "$server" >"$out"
   fi
+  awk -v a="$t0" -v b="$(server_ticks "$server")" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "%.2f\n", (b - a) / hz }' >"$RAW/${name}__${server}.cpu"
 }
 run_wrk() { # NAME SERVER CONNS PATH
   local port=$NGINX_PORT
   [[ $2 == oasis ]] && port=$OASIS_PORT
   [[ $2 == oasis && $OASIS_OK != 1 ]] && { echo "n/a: $OASIS_WHY" >"$RAW/${1}__${2}.wrk.txt"; return 0; }
   log "$1 [$2]: wrk -c$3 $4"
-  timeout $((DURATION_S + 30)) wrk -t2 -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
+  timeout $((DURATION_S + 30)) "${CLIENT_RUN[@]}" wrk -t"$WRK_THREADS" -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
 }
 # servers [REP]: the order the servers run in. nginx goes first without --repeat and in odd
 # repetitions, Oasis in even ones, so whatever the first or the second run of a pair gains or

@@ -35,9 +35,21 @@ def load_raw(raw, ext, parse):
 def parse_json(path):
     try:
         with open(path) as f:
-            return json.loads(f.readline())
+            run = json.loads(f.readline())
     except (OSError, ValueError) as e:
         return {"na": f"unreadable: {e}"}
+    # compare.sh writes the server's CPU seconds over the run beside it (LABEL__SERVER.cpu).
+    try:
+        with open(path[: -len(".json")] + ".cpu") as f:
+            cpu = float(f.read().strip())
+    except (OSError, ValueError):
+        cpu = None
+    if cpu is not None and "na" not in run:
+        run["server_cpu_s"] = cpu
+        gb = run.get("bytes_received", 0) / 1e9
+        if gb > 0:
+            run["server_cpu_s_per_gb"] = cpu / gb
+    return run
 
 
 def parse_wrk(path):
@@ -101,6 +113,8 @@ def fmt(v, unit=""):
         return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
     if unit == "B":
         return f"{v / 1024:.1f} KiB" if v >= 1024 else f"{v:.0f} B"
+    if unit == "s/GB":
+        return f"{v:.3f} s/GB"
     if isinstance(v, float):
         return f"{v:,.1f}"
     return f"{v:,}"
@@ -183,8 +197,12 @@ ROWS = [
     ("s1-hot-c100", "total_us.p99", "us", None, "1 hot 2 MiB, 100 conns: full-response p99"),
     ("s1-hot-c1000", "bytes_per_s", "B/s", "loopback", "1 hot 2 MiB, 1000 conns: throughput"),
     ("s1-hot-c1000", "total_us.p99", "us", None, "1 hot 2 MiB, 1000 conns: full-response p99"),
+    ("s1-hot-c100", "server_cpu_s_per_gb", "s/GB", None, "1 hot 2 MiB, 100 conns: server CPU per GB"),
+    ("s1-hot-c1000", "server_cpu_s_per_gb", "s/GB", None, "1 hot 2 MiB, 1000 conns: server CPU per GB"),
+    ("s1-hot-c1000", "client_cpu_s_per_gb", "s/GB", None, "1 hot 2 MiB, 1000 conns: client CPU per GB"),
     ("s2-small-c100", "requests_per_s", "", None, "2 hot 64 KiB, 100 conns: requests/s"),
     ("s2-small-c100", "ttfb_us.p99", "us", None, "2 hot 64 KiB, 100 conns: TTFB p99"),
+    ("s2-small-c100", "server_cpu_s_per_gb", "s/GB", None, "2 hot 64 KiB, 100 conns: server CPU per GB"),
     ("s3-cold", "bytes_per_s", "B/s", "fio", "3 cold sweep: throughput"),
     ("s4-mixed-small", "total_us.p99", "us", None, "4 mixed: hot-small p99 during cold sweep"),
     ("s4-mixed-cold", "bytes_per_s", "B/s", "fio", "4 mixed: cold sweep throughput"),
