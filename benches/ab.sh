@@ -2,7 +2,10 @@
 # benches/ab.sh: A/B two Oasis builds (and nginx) on the same hot objects, alternating runs.
 #
 #   bash benches/ab.sh OLD_BIN NEW_BIN [--size BYTES] [--count N] [--connections C]
-#                      [--duration-s S] [--rounds R] [--layout L]
+#                      [--duration-s S] [--rounds R] [--layout L] [--client-cores LIST]
+#
+# --client-cores LIST (taskset syntax): the load generator runs on those cores and the three
+# servers on the others, one worker per server core (as in compare.sh).
 #
 # nginx's figures here read low (22-27 Gbit/s where nginx alone measured 32-38 on the same
 # objects, with a client that spends 0.45 s of CPU per GB against 0.25-0.31 alone; cause not
@@ -22,10 +25,10 @@
 # first, e.g. with `git stash; cargo build --release -p oasis; cp target/release/oasis
 # /tmp/oasis-old; git stash pop`.
 set -euo pipefail
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ $# -ge 2 ]] || usage
 OLD=$(realpath "$1") NEW=$(realpath "$2"); shift 2
-SIZE=$((2 * 1024 * 1024)) COUNT=16 CONNS=100 DUR=8 ROUNDS=3 LAYOUT=combined
+SIZE=$((2 * 1024 * 1024)) COUNT=16 CONNS=100 DUR=8 ROUNDS=3 LAYOUT=combined CLIENT_CORES=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --size) SIZE=$2; shift ;;
@@ -34,12 +37,16 @@ while [[ $# -gt 0 ]]; do
     --duration-s) DUR=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --layout) LAYOUT=$2; shift ;;
+    --client-cores) CLIENT_CORES=$2; shift ;;
     -h|--help) usage 0 ;;
     *) echo "ab.sh: unknown argument $1" >&2; usage ;;
   esac
   shift
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/cores.sh
+source "$ROOT/benches/cores.sh"
+split_cores "$CLIENT_CORES" || usage
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 LG="$TARGET/release/oasis-loadgen"
 [[ -x $LG ]] || (cd "$ROOT" && cargo build --release -p oasis-loadgen)
@@ -66,7 +73,7 @@ for ((i = 0; i < COUNT; i++)); do
 done
 
 sync # settle the new files: no writeback under the measured runs
-workers=$(nproc)
+workers=$SERVER_CORE_N
 case "$LAYOUT" in
   combined) ;;
   combined:*) workers=${LAYOUT#combined:} ;;
@@ -74,9 +81,9 @@ case "$LAYOUT" in
 esac
 # shellcheck source=benches/nginx_conf.sh
 source "$ROOT/benches/nginx_conf.sh"
-nginx_conf "$WORK/nginx" "$workers" "$PORT_NGINX" "$WORK/data"
+NGINX_CPU_AFFINITY=$NGINX_AFFINITY nginx_conf "$WORK/nginx" "$workers" "$PORT_NGINX" "$WORK/data"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-nginx -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/stderr.log" 2>&1 &
+"${SERVER_RUN[@]}" nginx -c "$WORK/nginx/nginx.conf" >"$WORK/nginx/stderr.log" 2>&1 &
 PIDS+=($!)
 cat >"$WORK/oasis.toml" <<EOF
 [server]
@@ -89,7 +96,7 @@ EOF
 start_oasis() { # name bin port
   "$2" import "$WORK/data" --data-dir "$WORK/$1-data" >"$WORK/$1-import.log" 2>&1 \
     || { echo "ab.sh: $1 import failed: $(tail -n 2 "$WORK/$1-import.log")" >&2; exit 1; }
-  "$2" serve --config "$WORK/oasis.toml" --data-dir "$WORK/$1-data" --listen "127.0.0.1:$3" \
+  "${SERVER_RUN[@]}" "$2" serve --config "$WORK/oasis.toml" --data-dir "$WORK/$1-data" --listen "127.0.0.1:$3" \
     --layout "$LAYOUT" >"$WORK/$1.log" 2>&1 &
   PIDS+=($!)
 }
@@ -131,14 +138,14 @@ order=(nginx old new)
 # Warm-up, not recorded: each server serves every object for a while first, so page-cache
 # (LRU) state, descriptor caches and pipe pools are settled before round 1.
 for s in nginx old new; do
-  "$LG" get --url-file "$WORK/urls" --base "http://127.0.0.1:${PORT[$s]}" \
+  "${CLIENT_RUN[@]}" "$LG" get --url-file "$WORK/urls" --base "http://127.0.0.1:${PORT[$s]}" \
     --connections "$CONNS" --duration-s 2 --out /dev/null
 done
-echo "size=$SIZE count=$COUNT connections=$CONNS duration_s=$DUR rounds=$ROUNDS layout=$LAYOUT"
+echo "size=$SIZE count=$COUNT connections=$CONNS duration_s=$DUR rounds=$ROUNDS layout=$LAYOUT client_cores=${CLIENT_CORES:-shared}"
 for ((r = 1; r <= ROUNDS; r++)); do
   for s in "${order[@]}"; do
     before=$(cpu_ticks "${PID[$s]}")
-    "$LG" get --url-file "$WORK/urls" --base "http://127.0.0.1:${PORT[$s]}" \
+    "${CLIENT_RUN[@]}" "$LG" get --url-file "$WORK/urls" --base "http://127.0.0.1:${PORT[$s]}" \
       --connections "$CONNS" --duration-s "$DUR" --label "$s" --out "$WORK/r$r-$s.json"
     after=$(cpu_ticks "${PID[$s]}")
     python3 - "$WORK/r$r-$s.json" "$r" "$s" "$((after - before))" "$HZ" <<'EOF'

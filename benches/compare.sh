@@ -57,32 +57,11 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat wants a positive integer, got: $REPEAT" >&2; usage 2; }
-# cores_of LIST: taskset-style list (0,2-3) -> one core per line
-cores_of() {
-  local part
-  for part in ${1//,/ }; do
-    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-    elif [[ $part =~ ^[0-9]+$ ]]; then echo "$part"
-    else return 1; fi
-  done
-}
-ALL_CORES=$(cores_of "$(awk '/^Cpus_allowed_list/{print $2}' /proc/self/status)") || ALL_CORES=$(seq 0 $(($(nproc) - 1)))
-CLIENT_RUN=()
-SERVER_RUN=()
-SERVER_CORES=$ALL_CORES
+# shellcheck source=benches/cores.sh
+source "$ROOT/benches/cores.sh"
+split_cores "$CLIENT_CORES" || usage 2
 WRK_THREADS=2
-if [[ -n $CLIENT_CORES ]]; then
-  cc=$(cores_of "$CLIENT_CORES") || { echo "--client-cores wants a core list such as 0 or 0-1, got: $CLIENT_CORES" >&2; usage 2; }
-  for c in $cc; do
-    grep -qx "$c" <<<"$ALL_CORES" || { echo "--client-cores: core $c is not one this process may use ($(echo $ALL_CORES))" >&2; exit 2; }
-  done
-  SERVER_CORES=$(grep -vx -F "$cc" <<<"$ALL_CORES")
-  [[ -n $SERVER_CORES ]] || { echo "--client-cores $CLIENT_CORES leaves no core for the servers" >&2; exit 2; }
-  CLIENT_RUN=(taskset -c "$(echo $cc | tr ' ' ,)")
-  SERVER_RUN=(taskset -c "$(echo $SERVER_CORES | tr ' ' ,)")
-  WRK_THREADS=$(echo "$cc" | wc -l)
-fi
-SERVER_CORE_N=$(echo "$SERVER_CORES" | wc -l)
+[[ -n $CLIENT_CORES ]] && WRK_THREADS=$CLIENT_CORE_N
 if [[ $QUICK == 1 ]]; then
   : "${DURATION_S:=2}"
   [[ $REPEAT == 1 ]] || echo "--quick: ignoring --repeat $REPEAT (one repetition)" >&2
@@ -264,16 +243,7 @@ done
 source "$ROOT/benches/nginx_conf.sh"
 start_nginx() { # workers
   local dir="$OUT/nginx"
-  # With --client-cores, "auto" alone would pin worker 0 to core 0 whatever taskset says: the
-  # mask (rightmost digit = core 0) keeps nginx's workers on the server cores.
-  local affinity="auto" mask="" c
-  if [[ -n $CLIENT_CORES ]]; then
-    for ((c = $(echo "$ALL_CORES" | sort -n | tail -n1); c >= 0; c--)); do
-      grep -qx "$c" <<<"$SERVER_CORES" && mask+=1 || mask+=0
-    done
-    affinity="auto $mask"
-  fi
-  NGINX_CPU_AFFINITY=$affinity nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" \
+  NGINX_CPU_AFFINITY=$NGINX_AFFINITY nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" \
     "location /paced/ { alias $DATA/; limit_rate $((PACED_BPS / 8)); }"
   nginx -t -c "$dir/nginx.conf" >>"$LOG" 2>&1 || { log "FATAL: nginx config invalid"; exit 1; }
   "${SERVER_RUN[@]}" nginx -c "$dir/nginx.conf" >>"$LOG" 2>&1 &
