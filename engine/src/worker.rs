@@ -360,6 +360,23 @@ fn waiting(conns: &Slab<Conn>, (key, gen): (usize, u32)) -> bool {
         .is_some_and(|c| c.gen == gen && matches!(c.out, Out::Waiting { .. }))
 }
 
+/// Puts a cold stretch's connection in `Out::Waiting` and returns its list entry.
+fn park(
+    conns: &mut Slab<Conn>,
+    key: usize,
+    file: &Arc<File>,
+    offset: u64,
+    len: u64,
+) -> (usize, u32) {
+    let c = &mut conns[key];
+    c.out = Out::Waiting {
+        file: Arc::clone(file),
+        offset,
+        len,
+    };
+    (key, c.gen)
+}
+
 /// A fetch in flight and the connections waiting for it (`Out::Waiting`).
 struct FetchWait {
     /// The object file, by the address of its shared handle (`Arc::as_ptr`): the fetching
@@ -1561,13 +1578,8 @@ impl Worker {
                 let conns = &self.conns;
                 w.waiters.retain(|&e| waiting(conns, e));
             }
-            let c = &mut self.conns[key];
-            w.waiters.push((key, c.gen));
-            c.out = Out::Waiting {
-                file: Arc::clone(file),
-                offset,
-                len,
-            };
+            w.waiters
+                .push(park(&mut self.conns, key, file, offset, len));
             self.shared.workers[self.index]
                 .cold_joins
                 .fetch_add(1, Ordering::Relaxed);
@@ -1590,13 +1602,8 @@ impl Worker {
                 let conns = &self.conns;
                 self.fetch_queue.retain(|&e| waiting(conns, e));
             }
-            let c = &mut self.conns[key];
-            self.fetch_queue.push_back((key, c.gen));
-            c.out = Out::Waiting {
-                file: Arc::clone(file),
-                offset,
-                len,
-            };
+            let entry = park(&mut self.conns, key, file, offset, len);
+            self.fetch_queue.push_back(entry);
             return SendStart::InFlight;
         }
         let Ok(size) = file.metadata().map(|m| m.len()) else {
