@@ -124,15 +124,6 @@ done
 
 declare -A PORT=([nginx]=$PORT_NGINX [old]=$PORT_OLD [new]=$PORT_NEW)
 declare -A PID=([nginx]=${PIDS[0]} [old]=${PIDS[1]} [new]=${PIDS[2]})
-# cpu_ticks PID: user+system clock ticks of the process and its children's live processes
-# (nginx's workers), every thread included (io_uring's io-wq threads are the server's threads).
-cpu_ticks() {
-  local p t=0
-  for p in $1 $(pgrep -P "$1"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$t"
-}
 HZ=$(getconf CLK_TCK)
 order=(nginx old new)
 # Warm-up, not recorded: each server serves every object for a while first, so page-cache

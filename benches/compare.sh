@@ -339,16 +339,13 @@ server_pids() { # server -> comma list of the server's processes (master and wor
 # ---------------------------------------------------------------- runners
 # server_ticks SERVER: CPU clock ticks (user + system) the server's processes have used so far
 server_ticks() {
-  local pid=$NGINX_PID p t=0
+  local pid=$NGINX_PID
   [[ $1 == oasis ]] && pid=$OASIS_PID
-  [[ -n $pid ]] || { echo 0; return; }
-  for p in $pid $(pgrep -P "$pid"); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$t"
+  if [[ -n $pid ]]; then cpu_ticks "$pid"; else echo 0; fi
 }
 # run_lg NAME SERVER MODE ARGS... : one loadgen run to raw/NAME__SERVER.json, and the server's
-# CPU seconds over it to raw/NAME__SERVER.cpu (report.py turns it into CPU per GB)
+# CPU seconds over it to raw/NAME__SERVER.cpu (report.py turns it into CPU per GB; in scenario 4
+# the two clients overlap, so each of its .cpu files covers both)
 run_lg() {
   local name=$1 server=$2 mode=$3; shift 3
   local port=$NGINX_PORT out="$RAW/${name}__${server}.json" t0

@@ -1,5 +1,5 @@
-# benches/cores.sh: split this machine's cores between load generators and servers (sourced by
-# compare.sh and ab.sh).
+# benches/cores.sh: split this machine's cores between load generators and servers, and count
+# the CPU a server spends (sourced by compare.sh and ab.sh).
 #
 #   split_cores LIST     # LIST in taskset syntax (0, 0-1, 0,2); empty: everything shares every core
 #
@@ -42,4 +42,14 @@ split_cores() {
     NGINX_AFFINITY="auto $mask"
   fi
   SERVER_CORE_N=$(echo "$SERVER_CORES" | wc -l)
+}
+
+# cpu_ticks PID: user+system clock ticks of the process and its children's live processes
+# (nginx's workers), every thread included (io_uring's io-wq threads are the server's threads).
+cpu_ticks() {
+  local p t=0
+  for p in $1 $(pgrep -P "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
 }
