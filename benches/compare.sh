@@ -7,6 +7,7 @@
 #   bash benches/compare.sh --layouts "combined f=1,nc=1,nd=1"   # core-layout sweep (1, 3, 4)
 #   bash benches/compare.sh --scenarios 1,2 --repeat 3   # each run 3 times: ratios with their spread
 #   bash benches/compare.sh --client-cores 0     # clients on core 0, both servers on the rest
+#   bash benches/compare.sh --client-cores 0 --discard-body   # ... with a client that copies nothing
 #
 # --repeat N (default 1): scenarios 1-4 run N times, nginx first in odd repetitions and Oasis
 # first in even ones, so drift on this shared box and the order hit both sides; raw files get a
@@ -20,6 +21,10 @@
 # run on these cores and both servers on the others, one worker per server core (nginx's
 # worker_cpu_affinity and Oasis's pinning follow). Without it clients and servers share every
 # core, and a server that leaves the client more CPU wins throughput through the client.
+#
+# --discard-body: oasis-loadgen drops response bodies in the kernel (recv MSG_TRUNC) instead of
+# copying them out, so a run at 1000 connections measures the servers, not the client's copy
+# (with --client-cores, a copying client's core is the limit there). wrk always copies.
 #
 # Installs nginx, wrk, fio, iperf3 and python3-matplotlib from apt when missing, builds the
 # release binaries, makes a data set under bench-results/work/, starts nginx and Oasis on two
@@ -40,8 +45,9 @@ OASIS_PORT=18081
 IPERF_PORT=18082
 PACED_BPS=4000000
 CLIENT_CORES=""
+LG_EXTRA=()
 
-usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -50,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --duration-s) DURATION_S="$2"; shift ;;
     --repeat) REPEAT="$2"; shift ;;
     --client-cores) CLIENT_CORES="$2"; shift ;;
+    --discard-body) LG_EXTRA=(--discard-body) ;;
     -h|--help) usage 0 ;;
     *) echo "unknown argument: $1" >&2; usage 2 ;;
   esac
@@ -148,6 +155,7 @@ OASIS="$TARGET/release/oasis"
   echo "git: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
   echo "quick: $QUICK duration_s: $DURATION_S scenarios: $SCENARIOS layouts: $LAYOUTS repeat: $REPEAT"
   echo "client_cores: ${CLIENT_CORES:-shared} server_cores: $(echo $SERVER_CORES | tr ' ' ,)"
+  echo "loadgen_bodies: $([[ ${#LG_EXTRA[@]} -gt 0 ]] && echo discarded || echo copied)"
 } >"$OUT/machine.txt"
 
 # oasis-loadgen widens ip_local_port_range for 50k connections: reserve our listening ports so
@@ -356,7 +364,7 @@ run_lg() {
   fi
   log "$name [$server]: oasis-loadgen $mode $*"
   t0=$(server_ticks "$server")
-  if ! "${CLIENT_RUN[@]}" "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "$@" 2>>"$LOG"; then
+  if ! "${CLIENT_RUN[@]}" "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "${LG_EXTRA[@]}" "$@" 2>>"$LOG"; then
     [[ -s $out ]] || printf '{"label":"%s","server":"%s","na":"loadgen failed (see log.txt)"}\n' "$name" "$server" >"$out"
   fi
   awk -v a="$t0" -v b="$(server_ticks "$server")" -v hz="$(getconf CLK_TCK)" \

@@ -66,6 +66,8 @@ pub struct EngineSection {
     pub jobs_max: usize,
     /// Cold stretches a worker fetches into the page cache at once (0: ring splice only).
     pub cold_fetches_max: usize,
+    /// TCP_CORK while a large response body is sent (nginx's `tcp_nopush`).
+    pub tcp_nopush: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -208,6 +210,7 @@ impl Default for EngineSection {
             listen_backlog: 4096,
             jobs_max: 256,
             cold_fetches_max: 16,
+            tcp_nopush: true,
         }
     }
 }
@@ -471,6 +474,7 @@ impl Config {
         engine.pin = self.engine.pin;
         engine.jobs_max = self.engine.jobs_max;
         engine.cold_fetches_max = self.engine.cold_fetches_max;
+        engine.tcp_nopush = self.engine.tcp_nopush;
         // Room for a whole head plus pipelined bytes behind it.
         engine.input_bytes_max = self.http.header_bytes_max + 4096;
         engine.connections_per_worker_max = self.resources.connections_max as usize;

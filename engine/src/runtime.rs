@@ -63,6 +63,9 @@ pub struct EngineConfig {
     pub cold_fetches_max: usize,
     /// Pin workers to their cores.
     pub pin: bool,
+    /// Hold a large response body's partial segments (TCP_CORK) until the response is done,
+    /// as nginx's `tcp_nopush`: whole segments, fewer packets and ACKs per byte.
+    pub tcp_nopush: bool,
 }
 
 impl EngineConfig {
@@ -83,6 +86,7 @@ impl EngineConfig {
             listen_backlog: 4096,
             cold_fetches_max: 16,
             pin: true,
+            tcp_nopush: true,
         }
     }
 }

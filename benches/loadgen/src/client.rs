@@ -121,6 +121,8 @@ pub struct WorkerCfg {
     pub seed: u64,
     pub timeout: Duration,
     pub paced: Option<PacedCfg>,
+    /// Body bytes are dropped in the kernel, never copied out (`--discard-body`).
+    pub discard_body: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +176,22 @@ struct Worker<'a> {
     rr_next: usize,
     /// Connections that hit the per-turn read cap and still have data (slot, generation).
     backlog: Vec<(usize, u32)>,
+}
+
+/// Bytes one read brought: copied out, or dropped in the kernel (`--discard-body`).
+#[derive(Debug, Clone, Copy)]
+enum Chunk<'a> {
+    Bytes(&'a [u8]),
+    Dropped(usize),
+}
+
+impl Chunk<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.len(),
+            Chunk::Dropped(n) => *n,
+        }
+    }
 }
 
 fn io_kind(e: &io::Error) -> &'static str {
@@ -462,14 +480,27 @@ impl Worker<'_> {
         let mut reads = 0;
         let mut still_readable = false;
         while let Some(fd) = self.conns[slot].fd.as_ref().map(|f| f.as_raw_fd()) {
-            match sys::read(fd, &mut buf) {
+            // Mid-body, `--discard-body` drops the bytes in the kernel; heads are always read.
+            let skip = match self.conns[slot].parser.remaining() {
+                r if self.cfg.discard_body && r > 0 => Some(r),
+                _ => None,
+            };
+            let got = match skip {
+                Some(r) => sys::recv_discard(fd, &mut buf, r.min(usize::MAX as u64) as usize),
+                None => sys::read(fd, &mut buf),
+            };
+            match got {
                 Ok(0) => {
                     self.on_eof(slot, now);
                     break;
                 }
                 Ok(n) => {
                     reads += 1;
-                    if !self.on_data(slot, &buf[..n], Instant::now()) {
+                    let chunk = match skip {
+                        Some(_) => Chunk::Dropped(n),
+                        None => Chunk::Bytes(&buf[..n]),
+                    };
+                    if !self.on_data(slot, chunk, Instant::now()) {
                         break;
                     }
                     if reads >= READS_PER_EVENT_MAX {
@@ -513,8 +544,9 @@ impl Worker<'_> {
     }
 
     /// Handles received bytes; returns false when the connection was closed or moved on.
-    fn on_data(&mut self, slot: usize, data: &[u8], now: Instant) -> bool {
-        self.stats.bytes_received += data.len() as u64;
+    fn on_data(&mut self, slot: usize, data: Chunk, now: Instant) -> bool {
+        let len = data.len();
+        self.stats.bytes_received += len as u64;
         let c = &mut self.conns[slot];
         c.last_progress = now;
         if let Some(s) = &mut c.stream {
@@ -523,7 +555,7 @@ impl Worker<'_> {
                 s.win_start = now;
                 s.win_bytes_start = 0;
             }
-            s.bytes += data.len() as u64;
+            s.bytes += len as u64;
             s.last_byte = now;
         }
         match c.phase {
@@ -539,7 +571,11 @@ impl Worker<'_> {
             let us = now.duration_since(c.sent_at).as_micros() as u64;
             record(&mut self.stats.ttfb_us, us);
         }
-        let fed = match c.parser.feed(data) {
+        let fed = match data {
+            Chunk::Bytes(bytes) => c.parser.feed(bytes),
+            Chunk::Dropped(n) => Ok(c.parser.skip_body(n as u64)),
+        };
+        let fed = match fed {
             Ok(f) => f,
             Err(e) => {
                 self.fail(slot, e.kind(), now);
@@ -549,7 +585,7 @@ impl Worker<'_> {
         if !fed.done {
             return true;
         }
-        if fed.consumed < data.len() {
+        if fed.consumed < len {
             self.fail(slot, "unexpected_data", now);
             return false;
         }

@@ -101,7 +101,6 @@ impl ResponseParser {
     }
 
     /// Body bytes still expected (0 before the head is known).
-    #[cfg(test)]
     pub fn remaining(&self) -> u64 {
         match self.state {
             State::Body { remaining } => remaining,
@@ -151,6 +150,26 @@ impl ResponseParser {
         }
         fed.done = self.is_done();
         Ok(fed)
+    }
+}
+
+impl ResponseParser {
+    /// Counts `n` body bytes that were dropped unseen (`--discard-body`). Only valid while
+    /// the body is being read, for at most [`ResponseParser::remaining`] bytes.
+    pub fn skip_body(&mut self, n: u64) -> Fed {
+        let State::Body { remaining } = &mut self.state else {
+            panic!("skip_body outside a body");
+        };
+        assert!(n <= *remaining, "skipped past the body");
+        *remaining -= n;
+        if *remaining == 0 {
+            self.state = State::Done;
+        }
+        Fed {
+            consumed: n as usize,
+            head: None,
+            done: self.is_done(),
+        }
     }
 }
 
@@ -243,6 +262,35 @@ mod tests {
             assert_eq!(total, resp.len(), "split {split}");
             assert_eq!(feds.iter().filter(|f| f.head.is_some()).count(), 1);
         }
+    }
+
+    #[test]
+    fn skipped_body_bytes_count_like_fed_ones() {
+        let mut p = ResponseParser::new();
+        let f = p
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        assert!(f.head.is_some() && !f.done);
+        assert_eq!(p.remaining(), 7);
+        let f = p.skip_body(4);
+        assert_eq!((f.consumed, f.done), (4, false));
+        assert_eq!(p.remaining(), 3);
+        let f = p.skip_body(3);
+        assert_eq!((f.consumed, f.done), (3, true));
+        assert_eq!(p.remaining(), 0);
+        // The next response on the connection parses from its head again.
+        p.reset();
+        let f = p.feed(b"HTTP/1.1 304 Not Modified\r\n\r\n").unwrap();
+        assert!(f.done);
+    }
+
+    #[test]
+    #[should_panic(expected = "skipped past the body")]
+    fn skipping_past_the_body_is_a_bug() {
+        let mut p = ResponseParser::new();
+        p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            .unwrap();
+        p.skip_body(3);
     }
 
     #[test]

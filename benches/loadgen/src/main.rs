@@ -70,7 +70,7 @@ struct HoldArgs {
     timeout_s: f64,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct Common {
     /// Target URL(s), http://127.0.0.x:PORT/path (repeatable; all on one host:port).
     #[arg(long = "url")]
@@ -106,6 +106,11 @@ struct Common {
     /// Write the JSON object here instead of stdout.
     #[arg(long)]
     out: Option<String>,
+    /// Drop response bodies in the kernel (`recv` with `MSG_TRUNC`) instead of copying them
+    /// out. Heads are still parsed and every body byte counted; the client then costs much
+    /// less per byte, which shows whether a run measured the server or the client.
+    #[arg(long)]
+    discard_body: bool,
 }
 
 #[derive(Args, Debug)]
@@ -254,6 +259,7 @@ struct RunPlan {
     order: Order,
     notes: Vec<String>,
     nofile: u64,
+    discard_body: bool,
 }
 
 /// `sockets` is the total the run opens (sizes the port space); `sockets_here` the most this
@@ -337,6 +343,7 @@ fn plan(c: &Common, sockets: usize, sockets_here: usize) -> Result<RunPlan> {
         },
         notes,
         nofile,
+        discard_body: c.discard_body,
     })
 }
 
@@ -360,6 +367,7 @@ fn run_clients(
                     seed,
                     timeout: p.timeout,
                     paced,
+                    discard_body: p.discard_body,
                 };
                 let target = &p.target;
                 let shared = &shared;
@@ -390,6 +398,7 @@ fn base_json(mode: &str, c: &Common, p: &RunPlan) -> Value {
         "duration_s_max": p.duration.as_secs_f64(),
         "requests_max": p.requests,
         "order": format!("{:?}", c.order),
+        "discard_body": p.discard_body,
         "nofile": p.nofile,
         "notes": p.notes,
         "unix_time": std::time::SystemTime::now()
@@ -788,7 +797,7 @@ fn run_paced(a: &PacedArgs) -> Result<Value> {
         let steps = (a.max_streams - a.start_streams).div_ceil(a.step_streams.max(1)) + 1;
         common_duration = Some((steps as f64 * a.step_s).min(DURATION_S_MAX));
     }
-    let mut common = clone_common(&a.common);
+    let mut common = a.common.clone();
     common.duration_s = common_duration;
     let p = plan(&common, a.max_streams, a.max_streams)?;
     let cfg = PacedCfg {
@@ -851,23 +860,6 @@ fn run_paced(a: &PacedArgs) -> Result<Value> {
     );
     merge(&mut out, stats.to_json(elapsed));
     Ok(out)
-}
-
-fn clone_common(c: &Common) -> Common {
-    Common {
-        urls: c.urls.clone(),
-        url_file: c.url_file.clone(),
-        base: c.base.clone(),
-        threads: c.threads,
-        duration_s: c.duration_s,
-        requests: c.requests,
-        timeout_s: c.timeout_s,
-        order: c.order,
-        seed: c.seed,
-        source_addrs: c.source_addrs,
-        label: c.label.clone(),
-        out: c.out.clone(),
-    }
 }
 
 fn main() {

@@ -130,6 +130,20 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Drops up to `len` bytes from a TCP socket's receive queue without copying them
+/// (`recv` with `MSG_TRUNC`, which TCP treats as "discard"); returns how many were dropped.
+pub fn recv_discard(fd: RawFd, buf: &mut [u8], len: usize) -> io::Result<usize> {
+    // Never more than `buf` holds, so the call stays valid even where a kernel would copy.
+    let len = len.min(buf.len());
+    // SAFETY: `buf` is a valid writable slice of at least `len` bytes during the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_TRUNC) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// `send(2)` without SIGPIPE.
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid readable slice for its whole length during the call.
@@ -300,4 +314,41 @@ pub fn process_cpu_s() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    /// TCP drops what `recv_discard` is asked for, and only that: the bytes after it are still
+    /// there, in order.
+    #[test]
+    fn recv_discard_drops_only_the_bytes_asked_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (rx, _) = listener.accept().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        tx.write_all(&data).unwrap();
+        drop(tx);
+        let fd = rx.as_raw_fd();
+        let mut buf = vec![0u8; 8192];
+        let mut dropped = 0;
+        while dropped < 90_000 {
+            let n = recv_discard(fd, &mut buf, 90_000 - dropped).unwrap();
+            assert!(n > 0, "EOF after {dropped} bytes");
+            dropped += n;
+        }
+        assert_eq!(dropped, 90_000);
+        let mut rest = Vec::new();
+        loop {
+            let n = read(fd, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(rest, data[90_000..]);
+    }
 }
