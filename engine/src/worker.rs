@@ -276,8 +276,8 @@ pub(crate) struct Conn {
     /// connection has no transmit left (the response is done, or a paced stream waits), so the
     /// body leaves in whole segments. Without it, a client's ACK processed between two of
     /// `sendfile`'s 64 KiB pieces sent the piece's short tail as a segment of its own (TCP_NODELAY):
-    /// at 1000 connections 0.7 client ACKs per data segment against nginx's 0.4, and 0.85x its
-    /// throughput where the server's core was the limit.
+    /// at 1000 connections 0.7 client ACKs per data segment against nginx's 0.4, and about 0.8x
+    /// its throughput where the server's core was the limit.
     corked: bool,
     /// The connection has an entry in [`Worker::deferred`].
     deferred_queued: bool,
