@@ -625,6 +625,17 @@ mod tests {
     }
 
     #[test]
+    fn tcp_nopush_reaches_the_engine() {
+        let on = Config::parse("", "t").unwrap().resolve(&[0]).unwrap();
+        assert!(on.engine.tcp_nopush, "on by default");
+        let off = Config::parse("[engine]\ntcp_nopush = false\n", "t")
+            .unwrap()
+            .resolve(&[0])
+            .unwrap();
+        assert!(!off.engine.tcp_nopush);
+    }
+
+    #[test]
     fn unknown_keys_name_the_line() {
         let err = Config::parse(
             "[server]\ndata_dir = \"x\"\ndata_dri = \"y\"\n",
