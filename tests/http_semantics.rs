@@ -578,12 +578,17 @@ fn read_response(r: &mut impl BufRead) -> (u16, Vec<u8>) {
 
 /// Many keep-alive clients at once, each fetching large objects (whole and a range) one after
 /// another: more than a worker's send budget is ready at once, so transmits wait in the
-/// deferred queue, and bodies leave corked (`tcp_nopush`) or not. Every byte must arrive, in
-/// order, on every connection, both ways.
+/// deferred queue, and bodies leave corked (`tcp_nopush`) or not; last with pool chunks larger
+/// than the 8 MiB per-iteration send budget. Every byte must arrive, in order, on every
+/// connection.
 #[test]
 fn concurrent_large_streams_arrive_whole_corked_or_not() {
-    for nopush in [true, false] {
-        let server = Server::start(&format!("[engine]\ntcp_nopush = {nopush}\n"));
+    for engine in [
+        "tcp_nopush = true",
+        "tcp_nopush = false",
+        "chunk_bytes = 12582912",
+    ] {
+        let server = Server::start(&format!("[engine]\n{engine}\n"));
         let objects: Vec<Vec<u8>> = (0..4).map(|i| pattern(3 << 20, 40 + i)).collect();
         for (i, o) in objects.iter().enumerate() {
             assert_eq!(server.put(&format!("big{i}.bin"), o), 201);
@@ -612,13 +617,10 @@ fn concurrent_large_streams_arrive_whole_corked_or_not() {
                         )
                         .unwrap();
                         let (status, body) = read_response(&mut r);
-                        assert_eq!(
-                            status, want_status,
-                            "client {c} request {k} nopush {nopush}"
-                        );
+                        assert_eq!(status, want_status, "client {c} request {k} with {engine}");
                         assert!(
                             body == want,
-                            "client {c} request {k} nopush {nopush}: body differs"
+                            "client {c} request {k} with {engine}: body differs"
                         );
                     }
                 })

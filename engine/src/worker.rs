@@ -553,7 +553,9 @@ impl Worker {
             self.arm_waker();
             self.check_events();
             let now = Instant::now();
-            let hot_piece = self.shared.pool.chunk_bytes() as u64;
+            // Whatever a full budget allows: with chunks above the budget (`chunk_bytes` up
+            // to 16 MiB) the first transmit of an iteration still goes (by the ring path).
+            let hot_piece = (self.shared.pool.chunk_bytes() as u64).min(SYNC_SEND_BUDGET_BYTES);
             while self.sync_send_budget >= hot_piece {
                 let Some((key, gen)) = self.deferred.pop_front() else {
                     break;
