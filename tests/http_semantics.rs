@@ -583,12 +583,14 @@ fn read_response(r: &mut impl BufRead) -> (u16, Vec<u8>) {
 /// connection.
 #[test]
 fn concurrent_large_streams_arrive_whole_corked_or_not() {
-    for engine in [
-        "tcp_nopush = true",
-        "tcp_nopush = false",
-        "chunk_bytes = 12582912",
+    for (engine, layout) in [
+        ("tcp_nopush = true", "combined"),
+        ("tcp_nopush = false", "combined"),
+        ("chunk_bytes = 12582912", "combined"),
+        // Streams handed from command to data workers, and back for their next request.
+        ("tcp_nopush = true", "f=1,nc=1,nd=1"),
     ] {
-        let server = Server::start(&format!("[engine]\n{engine}\n"));
+        let server = Server::start_with(&format!("[engine]\n{engine}\n"), layout);
         let objects: Vec<Vec<u8>> = (0..4).map(|i| pattern(3 << 20, 40 + i)).collect();
         for (i, o) in objects.iter().enumerate() {
             assert_eq!(server.put(&format!("big{i}.bin"), o), 201);
@@ -617,10 +619,13 @@ fn concurrent_large_streams_arrive_whole_corked_or_not() {
                         )
                         .unwrap();
                         let (status, body) = read_response(&mut r);
-                        assert_eq!(status, want_status, "client {c} request {k} with {engine}");
+                        assert_eq!(
+                            status, want_status,
+                            "client {c} request {k} with {engine}, {layout}"
+                        );
                         assert!(
                             body == want,
-                            "client {c} request {k} with {engine}: body differs"
+                            "client {c} request {k} with {engine}, {layout}: body differs"
                         );
                     }
                 })

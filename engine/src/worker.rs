@@ -279,8 +279,11 @@ pub(crate) struct Conn {
     /// at 1000 connections 0.7 client ACKs per data segment against nginx's 0.4, and about 0.8x
     /// its throughput where the server's core was the limit.
     corked: bool,
-    /// The connection has an entry in [`Worker::deferred`].
-    deferred_queued: bool,
+    /// The generation this connection had when it was last put on [`Worker::deferred`], while
+    /// that entry waits there. A connection that gets a new generation (adopted from another
+    /// worker, or put back after a failed hand-off) no longer matches it, so its stale entry is
+    /// skipped and a new one can be queued.
+    deferred_gen: Option<u32>,
     _connection: Reservation,
 }
 
@@ -338,7 +341,8 @@ pub(crate) struct Worker {
     /// first. Each iteration drives them from the front until its budget is spent; the rest
     /// are not touched. (Re-driving all of them every iteration, as the ready queue does, cost
     /// 12% of the worker's CPU at 1000 connections: a thousand cache-cold sessions looked at
-    /// per iteration for the four that could send.) One entry per connection at most.
+    /// per iteration for the four that could send.) One entry per connection generation at
+    /// most ([`Conn::deferred_gen`]); entries of gone generations are skipped.
     deferred: VecDeque<(usize, u32)>,
 }
 
@@ -563,7 +567,7 @@ impl Worker {
                 let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
                     continue;
                 };
-                c.deferred_queued = false;
+                c.deferred_gen = None;
                 if matches!(c.out, Out::Deferred { .. }) {
                     self.drive(key, now);
                 }
@@ -834,7 +838,7 @@ impl Worker {
             shutdown_told: false,
             lingering: None,
             corked: false,
-            deferred_queued: false,
+            deferred_gen: None,
             _connection: reservation,
         });
         if self.shared.is_shutting_down() {
@@ -1003,7 +1007,14 @@ impl Worker {
                                 c.out = Out::Bytes { buf: head, sent: n };
                                 self.submit_send(key);
                             }
-                            Err(e) => c.session.on_sent(Err(e), Some(head), now),
+                            Err(e) => {
+                                c.session.on_sent(Err(e), Some(head), now);
+                                // The session now wants to close: drive it again, as after a
+                                // failed sendfile (nothing else would: no transmit or receive
+                                // is in flight).
+                                let gen = c.gen;
+                                self.ready.push_back((key, gen));
+                            }
                         }
                         break;
                     }
@@ -1753,8 +1764,8 @@ impl Worker {
     fn defer(&mut self, key: usize, gen: u32) {
         let c = &mut self.conns[key];
         debug_assert!(matches!(c.out, Out::Deferred { .. }));
-        if !c.deferred_queued {
-            c.deferred_queued = true;
+        if c.deferred_gen != Some(gen) {
+            c.deferred_gen = Some(gen);
             self.deferred.push_back((key, gen));
         }
     }
