@@ -486,7 +486,9 @@ impl Worker<'_> {
                 _ => None,
             };
             let got = match skip {
-                Some(r) => sys::recv_discard(fd, &mut buf, r.min(usize::MAX as u64) as usize),
+                Some(r) => {
+                    sys::recv_discard(fd, &mut buf, usize::try_from(r).unwrap_or(usize::MAX))
+                }
                 None => sys::read(fd, &mut buf),
             };
             match got {
