@@ -133,6 +133,9 @@ pub struct Overrides {
     pub listen: Vec<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub layout: Option<String>,
+    /// Not an option: the default `connections_max` fitted to the host's open-files limit at
+    /// start-up (kept on reload, so the fitted value is not taken for a change).
+    pub connections_max: Option<u64>,
 }
 
 impl Overrides {
@@ -157,6 +160,13 @@ impl Overrides {
         }
         if let Some(l) = &self.layout {
             cfg.engine.layout = l.clone();
+        }
+        // Only while the file leaves the key at its default: a value written there is the
+        // operator's, and a change of it waits for a restart like any other.
+        if let Some(n) = self.connections_max {
+            if cfg.resources.connections_max == ResourcesSection::default().connections_max {
+                cfg.resources.connections_max = n;
+            }
         }
     }
 }

@@ -20,7 +20,9 @@ use oasis_engine::{Engine, Listener, ResourceManager, Service};
 #[command(
     name = "oasis",
     version,
-    about = "Oasis media storage-and-streaming server"
+    about = "Oasis media storage-and-streaming server",
+    after_help = "Start with `oasis serve`, then `oasis put FILE` from another shell. \
+                  `oasis help COMMAND` shows each command's options and an example."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,6 +32,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (zero configuration: 127.0.0.1:8080, data in ./oasis-data).
+    #[command(after_help = "Examples:\n  \
+        OASIS_API_TOKEN=$(head -c 24 /dev/urandom | base64) oasis serve\n  \
+        oasis serve --config /etc/oasis/oasis.toml --listen 0.0.0.0:8080 --data-dir /srv/oasis")]
     Serve(ServeArgs),
     /// Check or print configuration.
     Config {
@@ -37,44 +42,72 @@ enum Command {
         command: ConfigCommand,
     },
     /// Ingest a directory into a data directory while no server runs (offline import).
+    #[command(
+        after_help = "Example:\n  oasis import ./library --data-dir /srv/oasis --prefix shows/2026"
+    )]
     Import {
-        /// Directory whose files become objects (object name = relative path).
+        /// Directory whose files become objects (object name = prefix + relative path).
+        #[arg(value_name = "DIR")]
         dir: PathBuf,
-        #[arg(long)]
+        /// Data directory to import into (default: the configuration's `[server] data_dir`).
+        #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// Prefix for the object names, e.g. "shows/2026".
-        #[arg(long)]
+        #[arg(long, value_name = "PREFIX")]
         prefix: Option<String>,
-        #[arg(long)]
+        /// Configuration file whose `[storage]` settings the import uses.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Upload a file, or a directory as a package (e.g. an HLS folder), to a running server.
+    #[command(after_help = "Examples:\n  \
+        oasis put movie.mp4\n  \
+        oasis put ./show --name show          # show/index.m3u8, show/seg0.ts, ...\n  \
+        oasis put talk.webm --bitrate 2500000")]
     Put {
+        /// File to upload, or a directory whose files are uploaded under `--name`/.
+        #[arg(value_name = "PATH")]
         path: PathBuf,
         /// Object name (for a directory: the name prefix). Default: the file or directory name.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// Bandwidth requirement of the object, bits/s (default: derived from the container).
-        #[arg(long)]
+        /// Bandwidth requirement of the object, bits/s (default: derived from the container;
+        /// playlists have none).
+        #[arg(long, value_name = "BPS")]
         bitrate: Option<u64>,
         #[command(flatten)]
         server: client::ServerArgs,
     },
     /// List the objects of a running server.
+    #[command(after_help = "Examples:\n  oasis ls\n  oasis ls show/")]
     Ls {
-        /// Only names starting with this prefix.
+        /// Only names starting with this prefix (a package: `show/`).
+        #[arg(value_name = "PREFIX")]
         prefix: Option<String>,
         #[command(flatten)]
         server: client::ServerArgs,
     },
-    /// Delete an object from a running server.
+    /// Delete an object, or with --prefix every object of a package, from a running server.
+    #[command(after_help = "Examples:\n  oasis rm movie.mp4\n  oasis rm --prefix show/")]
     Rm {
-        name: String,
+        /// Name of the object to delete.
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "prefix",
+            conflicts_with = "prefix"
+        )]
+        name: Option<String>,
+        /// Delete every object whose name starts with PREFIX (a package: `show/`).
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
         #[command(flatten)]
         server: client::ServerArgs,
     },
-    /// Show an object's metadata.
+    /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
+    #[command(after_help = "Example:\n  oasis stat movie.mp4")]
     Stat {
+        /// Name of the object.
+        #[arg(value_name = "NAME")]
         name: String,
         #[command(flatten)]
         server: client::ServerArgs,
@@ -83,27 +116,34 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Configuration file (TOML; see oasis.toml).
-    #[arg(long)]
+    /// Configuration file (TOML; every key is documented in oasis.toml).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on; repeat for several network interfaces. Replaces `[[listen]]`.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     listen: Vec<std::net::SocketAddr>,
     /// Data directory. Replaces `[server] data_dir`.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Worker layout: combined, combined:N, or f=F,nc=C,nd=D. Replaces `[engine] layout`.
-    #[arg(long)]
+    #[arg(long, value_name = "LAYOUT")]
     layout: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file.
-    Check { file: PathBuf },
+    /// Validate a configuration file: every error, with file:line:column and a hint.
+    #[command(after_help = "Example:\n  oasis config check oasis.toml")]
+    Check {
+        /// The configuration file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the effective configuration, defaults filled in.
+    #[command(after_help = "Example:\n  oasis config show --config oasis.toml")]
     Show {
-        #[arg(long)]
+        /// Configuration file to read (default: none, so the defaults).
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
 }
@@ -144,7 +184,15 @@ fn main() {
             server,
         } => client::put(&server, &path, name, bitrate),
         Command::Ls { prefix, server } => client::ls(&server, prefix.as_deref()),
-        Command::Rm { name, server } => client::rm(&server, &name),
+        Command::Rm {
+            name,
+            prefix,
+            server,
+        } => match (name, prefix) {
+            (_, Some(p)) => client::rm_prefix(&server, &p),
+            (Some(n), None) => client::rm(&server, &n),
+            (None, None) => unreachable!("clap requires a name or --prefix"),
+        },
         Command::Stat { name, server } => client::stat(&server, &name),
     };
     if let Err(e) = result {
@@ -207,10 +255,11 @@ fn import(
 
 fn serve(args: ServeArgs) -> Result<()> {
     let mut cfg = load(args.config.as_ref())?;
-    let overrides = config::Overrides {
+    let mut overrides = config::Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
         layout: args.layout,
+        connections_max: None,
     };
     overrides.apply(&mut cfg);
     cfg.check()?;
@@ -218,19 +267,22 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     // Nothing starts before io_uring is known to work.
     let features = oasis_engine::probe::probe()?;
-    // A client that vanishes must not kill the server; sends use MSG_NOSIGNAL, this is the backstop.
-    // SAFETY: setting SIGPIPE to SIG_IGN has no preconditions and happens before threads start.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    oasis_engine::host::ignore_sigpipe();
     // Registered for the life of the process: a second SIGTERM during the drain is absorbed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
     ])?;
-    let fds_wanted = cfg.resources.connections_max + cfg.storage.open_files_max as u64 + 1024;
-    raise_fd_limit(fds_wanted);
+    fit_fd_limit(&cfg, &mut overrides);
+    overrides.apply(&mut cfg);
+    let fds_wanted = cfg.resources.connections_max + cfg.storage.open_files_max as u64 + FD_SLACK;
     // Splicing connections hold a pipe each (two descriptors) on top of their socket.
-    presize_fd_table(fds_wanted + 2 * cfg.resources.connections_max.min(8192));
+    if let Err(e) = oasis_engine::host::presize_fd_table(
+        fds_wanted + 2 * cfg.resources.connections_max.min(8192),
+    ) {
+        tracing::debug!("descriptor table not presized: {e}");
+    }
     let cores = oasis_engine::layout::available_cores();
     let resolved = cfg.resolve(&cores)?;
     let rm = ResourceManager::new(&resolved.limits);
@@ -327,92 +379,43 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// This process's RLIMIT_NOFILE, if it can be read.
-fn nofile_limit() -> Option<libc::rlimit> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid out-pointer for the call.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
-}
-
-/// Raises RLIMIT_NOFILE toward `want` (connections + cached files + slack), as far as the hard
-/// limit allows (or beyond it when privileged), and says so when it falls short.
-fn raise_fd_limit(want: u64) {
-    let Some(mut lim) = nofile_limit() else {
+/// Makes the open-files limit hold `connections_max + open_files_max` (plus slack), raising it
+/// where the host allows. When it cannot and `connections_max` was left at its default, the
+/// default shrinks to what fits, said once at info level; only a value the operator asked for
+/// draws a warning.
+fn fit_fd_limit(cfg: &Config, overrides: &mut config::Overrides) {
+    let asked =
+        cfg.resources.connections_max != config::ResourcesSection::default().connections_max;
+    let files = cfg.storage.open_files_max as u64 + FD_SLACK;
+    let want = cfg.resources.connections_max + files;
+    let Some(limit) = oasis_engine::host::raise_nofile_limit(want) else {
         return;
     };
-    let before = lim.rlim_cur;
-    if lim.rlim_max < want {
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
-        };
-        // SAFETY: `raised` is a valid rlimit; failure (no CAP_SYS_RESOURCE) is handled below.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
+    if limit >= want {
+        return;
     }
-    if lim.rlim_cur < want.min(lim.rlim_max) {
-        lim.rlim_cur = want.min(lim.rlim_max);
-        // SAFETY: as above; the soft limit stays within the hard limit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    }
-    let lim = nofile_limit().unwrap_or(lim);
-    if lim.rlim_cur < want {
+    if asked {
         tracing::warn!(
-            "open files limited to {} (wanted {want} for connections_max + open_files_max); raise `ulimit -n` or LimitNOFILE",
-            lim.rlim_cur
+            "open files limited to {limit}, below the {want} that connections_max ({}) + open_files_max ({}) + {FD_SLACK} need; \
+             raise `ulimit -n` (LimitNOFILE= under systemd) or lower connections_max",
+            cfg.resources.connections_max,
+            cfg.storage.open_files_max
         );
-    } else if lim.rlim_cur != before {
-        tracing::info!("open files limit raised from {before} to {}", lim.rlim_cur);
+        return;
     }
+    let fit = limit.saturating_sub(files).max(CONNECTIONS_FLOOR);
+    tracing::info!(
+        "open files limited to {limit}: connections_max is {fit} on this host (default {}); \
+         raise `ulimit -n` (LimitNOFILE= under systemd) for more",
+        cfg.resources.connections_max
+    );
+    overrides.connections_max = Some(fit);
 }
 
-/// Grows the process's descriptor table to `want` entries (at most the open-files limit and
-/// 2^20) now, before any thread starts.
-///
-/// The kernel grows the table by doubling when a new descriptor does not fit, and when the
-/// table is shared (io_uring's worker threads share it) the thread that grows it waits in
-/// `synchronize_rcu` for milliseconds; seen in workers (`expand_files`) during a cold sweep.
-/// Sized once here, growth never happens on the data path. It costs about 8 bytes per entry
-/// of kernel memory (~1 MiB for the default 100,000 connections).
-fn presize_fd_table(want: u64) {
-    let Some(lim) = nofile_limit() else {
-        return;
-    };
-    let top = want.min(lim.rlim_cur).min(1 << 20);
-    if top < 2 {
-        return;
-    }
-    // Any descriptor of our own will do as the one to duplicate (stdin may be closed).
-    let probe = match std::fs::File::open("/dev/null") {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!("descriptor table not presized: /dev/null: {e}");
-            return;
-        }
-    };
-    // SAFETY: duplicating our own open descriptor (or failing) has no memory effects; the
-    // duplicate, if any, is closed right away and was never shared.
-    let fd = unsafe {
-        libc::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&probe),
-            libc::F_DUPFD_CLOEXEC,
-            (top - 1) as libc::c_int,
-        )
-    };
-    if fd < 0 {
-        tracing::debug!(
-            "descriptor table not presized to {top}: {}",
-            std::io::Error::last_os_error()
-        );
-        return;
-    }
-    // SAFETY: `fd` was just created here and nothing else knows it.
-    unsafe { libc::close(fd) };
-}
+/// Descriptors kept free beyond connections and cached files (listeners, rings, logs, catalog).
+const FD_SLACK: u64 = 1024;
+/// Fewest connections a host-fitted default leaves.
+const CONNECTIONS_FLOOR: u64 = 64;
 
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
 /// a second meanwhile, and reloads the configuration on SIGHUP.

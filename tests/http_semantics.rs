@@ -236,6 +236,44 @@ fn uploads_auth_and_the_cli() {
     assert_eq!(status_of(&head), 200, "{head}");
     assert_eq!(curl(&[&url]).1, data2);
 
+    // The uploader's Content-Type is kept and served; `application/octet-stream` (generic
+    // tools' "unknown") leaves it to the extension; a malformed one is refused.
+    let typed = |ct: &str| {
+        let put = format!(
+            "PUT /media/typed.bin HTTP/1.1\r\nHost: t\r\n{auth}\r\nContent-Type: {ct}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        let (status, _, _) = server.request(&put, b"ok");
+        let get = "HEAD /media/typed.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let (_, head, _) = server.request(get, b"");
+        (
+            status,
+            support::header(&head, "Content-Type").map(str::to_string),
+        )
+    };
+    assert_eq!(
+        typed("text/vtt; charset=utf-8"),
+        (201, Some("text/vtt; charset=utf-8".into()))
+    );
+    assert_eq!(
+        typed("application/octet-stream"),
+        (200, Some("application/octet-stream".into()))
+    );
+    let (status, _, body) = server.request(
+        &format!("PUT /media/typed.vtt HTTP/1.1\r\nHost: t\r\n{auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
+        b"ok",
+    );
+    assert_eq!(status, 201);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["content_type"],
+        "text/vtt"
+    );
+    let (status, _, body) = server.request(
+        &format!("PUT /media/typed.bin HTTP/1.1\r\nHost: t\r\n{auth}\r\nContent-Type: video mp4\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
+        b"ok",
+    );
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not a media type"));
+
     // 411 without a length, 413 beyond the limit, 400 for a hostile name.
     let (status, _, _) = server.request(
         &format!("PUT /media/x HTTP/1.1\r\nHost: t\r\n{auth}\r\n\r\n"),

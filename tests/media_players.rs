@@ -7,7 +7,7 @@
 //!   answered `206` in the access log, and the keyframe decoded at 4 s is the same picture
 //!   (`showinfo` checksum) as when the local file is seeked. The catalog (`GET /api/objects`)
 //!   derives the bitrate from the MP4 movie header (`bitrate_source: "mp4"`, about
-//!   size * 8 / duration).
+//!   size * 8 / duration) and keeps the duration (`duration_ms`).
 //! - An HLS package made by ffmpeg (playlist plus `.ts` segments), uploaded under a prefix in
 //!   either order (segments first, or playlist first), plays through `ffmpeg -i <playlist URL>`
 //!   with every frame decoded, and the catalog gives every segment its bitrate from the
@@ -442,6 +442,14 @@ fn ffprobe_and_ffmpeg_seek_play_an_uploaded_mp4() {
         "bitrate_bps vs size*8/6",
         bitrate_bps as f64,
         size_bytes as f64 * 8.0 / CLIP_SECS,
+        0.05,
+    );
+    // The duration the bitrate came from is kept and shown.
+    let duration_ms = clip["duration_ms"].as_u64().expect("duration_ms");
+    assert_near(
+        "duration_ms vs the clip's length",
+        duration_ms as f64,
+        CLIP_SECS * 1000.0,
         0.05,
     );
 }

@@ -7,10 +7,12 @@
 //! Map: [`runtime`] starts and stops threads; `worker` is the per-core loop; [`layout`] says
 //! which roles (file, command, data) each worker serves and pins it; [`mailbox`], [`timer`] and
 //! [`pool`] are the bounded parts the loop uses; [`resource`] and [`observer`] are the Resource
-//! Manager; [`probe`] checks io_uring at start-up.
+//! Manager; [`probe`] checks io_uring at start-up; [`host`] sets up the process (open-files limit,
+//! descriptor table, SIGPIPE) before any thread starts.
 
 mod bufring;
 pub mod direct;
+pub mod host;
 pub mod layout;
 pub mod mailbox;
 pub mod observer;

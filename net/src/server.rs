@@ -6,8 +6,9 @@
 //! then file ranges, paced by the object's bitrate. It never touches a socket, and reads no clock:
 //! the engine passes `now`; wall time for `Date` and logs is derived from it ([`WallClock`]).
 //!
-//! Routes: `GET|HEAD /media/<name>` (public unless configured), `PUT|DELETE /media/<name>` and
-//! `GET /api/objects`, `GET /api/status` (bearer token), `GET /metrics`, `GET /healthz`.
+//! Routes: `GET|HEAD /media/<name>` (public unless configured), `PUT|DELETE /media/<name>`,
+//! `GET|DELETE /api/objects?prefix=` and `GET /api/status` (bearer token), `GET /metrics`,
+//! `GET /healthz`.
 //! Blocking storage work (commit of an upload, delete) runs as an engine job on the catalog thread.
 
 use std::collections::VecDeque;
@@ -259,6 +260,7 @@ impl Service for HttpService {
             shutting_down: false,
             last_activity: now,
             req: None,
+            unread_body: None,
         })
     }
 
@@ -363,9 +365,17 @@ struct Receiving {
 }
 
 enum JobKind {
-    Finish { replaced: bool },
+    Finish {
+        replaced: bool,
+    },
     Delete,
+    /// `DELETE /api/objects?prefix=P`: the names deleted, and whether more are left.
+    DeletePrefix,
 }
+
+/// What a prefix delete did: the names it deleted, and whether objects under the prefix remain
+/// (it deletes at most `list_objects_max` per request).
+type PrefixDeleted = Result<(Vec<String>, bool), StoreError>;
 
 /// A GET whose object file is not in the fd cache: the engine opens it (`Transmit::Open`) and
 /// the request is served again from the top with the file (`Opened::File`).
@@ -397,8 +407,72 @@ enum State {
     /// A job is queued (`Some`) or running (`None`).
     Job(Option<oasis_engine::Job>, JobKind),
     Respond(Box<Respond>),
+    /// Lingering close: the answer went out before the request's body was read; what the client
+    /// still sends is read and dropped (bounded), so it reads the answer instead of a reset.
+    Discard(Discard),
     Close,
 }
+
+/// What is left of a request body that was not read.
+#[derive(Debug)]
+enum BodyLeft {
+    Bytes(u64),
+    /// Chunked: the decoder finds where the body ends.
+    Chunked(Box<ChunkedDecoder>),
+}
+
+/// The bounds of a lingering close (nginx's `lingering_time` and `lingering_timeout`, plus a
+/// byte cap): whichever comes first ends it.
+#[derive(Debug)]
+struct Discard {
+    left: BodyLeft,
+    read_bytes: u64,
+    until: Instant,
+    idle_until: Instant,
+}
+
+/// Why a request that needs the API token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Denied {
+    /// The server has no token: every write and `/api` request is refused (403).
+    NoTokenConfigured,
+    NoCredentials,
+    NotBearer,
+    WrongToken,
+}
+
+impl Denied {
+    fn status(self) -> u16 {
+        match self {
+            Denied::NoTokenConfigured => 403,
+            _ => 401,
+        }
+    }
+
+    /// What the refused client is told (the `error` of the JSON body).
+    fn reason(self) -> &'static str {
+        match self {
+            Denied::NoTokenConfigured => {
+                "this server has no API token, so it refuses uploads, deletes and /api; \
+                 set [http] api_token (16 characters or more) in its configuration file and \
+                 reload it (SIGHUP), or restart it with OASIS_API_TOKEN set"
+            }
+            Denied::NoCredentials => {
+                "this request needs the server's API token: send `Authorization: Bearer <token>` \
+                 (oasis CLI: --token or OASIS_API_TOKEN)"
+            }
+            Denied::NotBearer => "only `Authorization: Bearer <token>` is accepted",
+            Denied::WrongToken => "the bearer token is not this server's API token",
+        }
+    }
+}
+
+/// Longest lingering close.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// Longest wait for the next byte during a lingering close.
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// Most bytes a lingering close reads and drops.
+const LINGER_BYTES_MAX: u64 = 256 << 20;
 
 pub struct HttpSession {
     /// The settings of the request being answered (see [`Live`]).
@@ -413,6 +487,8 @@ pub struct HttpSession {
     shutting_down: bool,
     last_activity: Instant,
     req: Option<ReqLog>,
+    /// The current request's body bytes not read yet (`None`: no body, or all of it read).
+    unread_body: Option<BodyLeft>,
 }
 
 const ALLOW_MEDIA: &str = "GET, HEAD, PUT, DELETE, OPTIONS";
@@ -509,7 +585,7 @@ fn json_escape(s: &str) -> String {
 
 fn meta_json(meta: &ObjectMeta) -> String {
     format!(
-        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\"}}",
+        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\",\"duration_ms\":{}}}",
         json_escape(&meta.name),
         meta.size_bytes,
         json_escape(&meta.content_type),
@@ -517,7 +593,9 @@ fn meta_json(meta: &ObjectMeta) -> String {
         json_escape(etag_of(meta).as_str()),
         meta.created_unix_ms,
         meta.bitrate_bps,
-        meta.bitrate_source.as_str()
+        meta.bitrate_source.as_str(),
+        meta.duration_ms
+            .map_or_else(|| "null".to_string(), |d| d.to_string())
     )
 }
 
@@ -614,36 +692,49 @@ impl HttpSession {
         );
     }
 
-    fn authorized(&self, head: &RequestHead) -> Result<(), u16> {
+    fn authorized(&self, head: &RequestHead) -> Result<(), Denied> {
         let Some(token) = &self.svc.cfg.api_token else {
-            return Err(403);
+            return Err(Denied::NoTokenConfigured);
         };
-        let given = head
-            .authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "));
-        match given {
-            // Compare in constant time with respect to the content.
-            Some(g)
-                if g.len() == token.len()
-                    && g.bytes()
-                        .zip(token.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0 =>
-            {
-                Ok(())
-            }
-            _ => Err(401),
+        let Some(given) = head.authorization.as_deref() else {
+            return Err(Denied::NoCredentials);
+        };
+        let Some(given) = given.strip_prefix("Bearer ") else {
+            return Err(Denied::NotBearer);
+        };
+        // Compare in constant time with respect to the content.
+        let equal = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if equal {
+            Ok(())
+        } else {
+            Err(Denied::WrongToken)
         }
     }
 
-    fn deny(&mut self, status: u16, head_only: bool, now: Instant) {
-        let extra = if status == 401 {
-            vec![("WWW-Authenticate", "Bearer realm=\"oasis\"".to_string())]
-        } else {
-            vec![]
-        };
-        self.error(status, &extra, head_only, now);
+    /// Refuses a request that needs the token, with a JSON body that says why and what to do.
+    fn deny(&mut self, why: Denied, head_only: bool, now: Instant) {
+        let status = why.status();
+        let date = self.date(now);
+        let msg = format!("{{\"error\":{}}}\n", json_escape(why.reason()));
+        let mut out = Vec::with_capacity(384 + msg.len());
+        let mut head = ResponseHead::new(&mut out, status, date.as_str());
+        head.content_type("application/json")
+            .content_length(msg.len() as u64);
+        if status == 401 {
+            head.header("WWW-Authenticate", "Bearer realm=\"oasis\"");
+        }
+        head.cors().connection(self.keep_alive);
+        head.finish();
+        let body = if head_only { 0 } else { msg.len() as u64 };
+        if !head_only {
+            out.extend_from_slice(msg.as_bytes());
+        }
+        self.respond_bytes(status, out, body, now);
     }
 
     fn handle(&mut self, mut head: RequestHead, now: Instant) {
@@ -657,13 +748,20 @@ impl HttpSession {
             && self.requests < self.svc.cfg.keepalive_requests_max
             && !(head.has_body() && head.method != Method::Put);
         self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
+        self.unread_body = match (head.content_length, head.chunked) {
+            (_, true) => Some(BodyLeft::Chunked(Box::new(ChunkedDecoder::new(
+                &self.svc.cfg.limits,
+            )))),
+            (Some(n), false) if n > 0 => Some(BodyLeft::Bytes(n)),
+            _ => None,
+        };
         let head_only = head.method == Method::Head;
         if let Some(name) = head.path.strip_prefix("/media/") {
             match head.method {
                 Method::Get | Method::Head => self.serve_media(&head, name, Opened::NotYet, now),
                 Method::Put => self.start_upload(&head, name, now),
                 Method::Delete => match self.authorized(&head) {
-                    Err(s) => self.deny(s, false, now),
+                    Err(why) => self.deny(why, false, now),
                     Ok(()) => {
                         let store = Arc::clone(&self.svc.store);
                         let name = name.to_owned();
@@ -705,7 +803,7 @@ impl HttpSession {
                 )
             }
             ("/api/objects", Method::Get | Method::Head) => match self.authorized(&head) {
-                Err(s) => self.deny(s, head_only, now),
+                Err(why) => self.deny(why, head_only, now),
                 Ok(()) => {
                     let prefix = query_param(head.query.as_deref(), "prefix")
                         .and_then(|p| http::percent_decode(p.as_bytes()))
@@ -734,17 +832,64 @@ impl HttpSession {
                 }
             },
             ("/api/status", Method::Get | Method::Head) => match self.authorized(&head) {
-                Err(s) => self.deny(s, head_only, now),
+                Err(why) => self.deny(why, head_only, now),
                 Ok(()) => {
                     let body = self.status_json(now);
                     self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
                 }
             },
-            ("/healthz" | "/metrics" | "/api/objects" | "/api/status", _) => {
+            ("/api/objects", Method::Delete) => match self.authorized(&head) {
+                Err(why) => self.deny(why, false, now),
+                Ok(()) => self.delete_prefix(&head, now),
+            },
+            ("/api/objects", _) => self.error(
+                405,
+                &[("Allow", "GET, HEAD, DELETE".to_string())],
+                head_only,
+                now,
+            ),
+            ("/healthz" | "/metrics" | "/api/status", _) => {
                 self.error(405, &[("Allow", "GET, HEAD".to_string())], head_only, now)
             }
             _ => self.error(404, &[], head_only, now),
         }
+    }
+
+    /// `DELETE /api/objects?prefix=P`: deletes the objects whose names start with `P` (a whole
+    /// package: `show/`), at most `list_objects_max` per request, on the catalog thread.
+    fn delete_prefix(&mut self, head: &RequestHead, now: Instant) {
+        let prefix = query_param(head.query.as_deref(), "prefix")
+            .and_then(|p| http::percent_decode(p.as_bytes()))
+            .and_then(|p| String::from_utf8(p).ok())
+            .unwrap_or_default();
+        if prefix.is_empty() {
+            let msg = "{\"error\":\"DELETE /api/objects needs ?prefix=P (e.g. prefix=show/); \
+                       deleting every object at once is not offered\"}\n";
+            return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
+        }
+        let store = Arc::clone(&self.svc.store);
+        let max = self.svc.cfg.list_objects_max;
+        let job: oasis_engine::Job = Box::new(move || {
+            let all = store.list_prefix(&prefix);
+            let mut deleted = Vec::new();
+            let mut result: PrefixDeleted = Ok((Vec::new(), all.len() > max));
+            for meta in all.iter().take(max) {
+                match store.delete(&meta.name) {
+                    // Deleted meanwhile by another request: nothing left to do for it.
+                    Ok(()) => deleted.push(meta.name.clone()),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if let Ok((names, _)) = &mut result {
+                *names = deleted;
+            }
+            Box::new(result) as JobResult
+        });
+        self.state = State::Job(Some(job), JobKind::DeletePrefix);
     }
 
     fn status_json(&self, now: Instant) -> String {
@@ -876,7 +1021,11 @@ impl HttpSession {
             if self.svc.rm.is_critical() {
                 return self.refuse("critical_event", now);
             }
-            let known = meta.bitrate_source != BitrateSource::Default;
+            // A playlist (bitrate 0) reserves its buffer but no bandwidth, and is not paced.
+            let known = !matches!(
+                meta.bitrate_source,
+                BitrateSource::Default | BitrateSource::Playlist
+            );
             let factor = if is_segment(name) {
                 self.svc.cfg.pacing.factor_segment
             } else {
@@ -1011,9 +1160,9 @@ impl HttpSession {
     }
 
     fn start_upload(&mut self, head: &RequestHead, name: &str, now: Instant) {
-        if let Err(s) = self.authorized(head) {
+        if let Err(why) = self.authorized(head) {
             self.keep_alive = false;
-            return self.deny(s, false, now);
+            return self.deny(why, false, now);
         }
         let kind = match (head.content_length, head.chunked) {
             (_, true) => BodyKind::Chunked(ChunkedDecoder::new(&self.svc.cfg.limits)),
@@ -1035,13 +1184,32 @@ impl HttpSession {
             self.keep_alive = false;
             return self.refuse("critical_event", now);
         }
+        // The uploader's own type is kept; one that is not a media type is refused.
+        if let Some(ct) = head.content_type.as_deref() {
+            if !http::is_valid_media_type(ct) {
+                self.keep_alive = false;
+                let msg = format!(
+                    "{{\"error\":{}}}\n",
+                    json_escape(&format!(
+                        "Content-Type {ct:?} is not a media type (type/subtype, e.g. video/mp4); \
+                         leave it out to have the type taken from the name's extension"
+                    ))
+                );
+                return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
+            }
+        }
         let bitrate_bps = query_param(head.query.as_deref(), "bitrate")
             .and_then(|b| b.parse::<u64>().ok())
             .filter(|b| *b > 0);
         let options = UploadOptions {
             expected_len: head.content_length.filter(|_| !head.chunked),
             bitrate_bps,
-            content_type: None,
+            // `application/octet-stream` is what generic tools send for "unknown": the name's
+            // extension knows better.
+            content_type: head
+                .content_type
+                .clone()
+                .filter(|ct| !ct.eq_ignore_ascii_case("application/octet-stream")),
         };
         let replaced = self.svc.store.lookup(name).is_some();
         match self.svc.store.create_upload(name, options) {
@@ -1123,6 +1291,7 @@ impl HttpSession {
                     write_err = Some(e);
                 }
                 *remaining -= n as u64;
+                self.unread_body = Some(BodyLeft::Bytes(*remaining));
                 (n, *remaining == 0)
             }
             BodyKind::Chunked(dec) => {
@@ -1144,6 +1313,8 @@ impl HttpSession {
                     Ok(p) => (p.consumed_bytes, p.done),
                     Err(e) => {
                         self.keep_alive = false;
+                        // Malformed framing: where the body ends is unknown, so no lingering.
+                        self.unread_body = None;
                         self.svc.metrics.limit(Self::limit_reason(e.status));
                         self.error(e.status, &[], false, now);
                         return input.len();
@@ -1153,6 +1324,13 @@ impl HttpSession {
         };
         self.svc.metrics.received_bytes.inc_by(consumed as u64);
         if let Some(e) = write_err {
+            // The rest of a chunked body is read and dropped after the answer by this decoder.
+            if let State::Body(r) = &mut self.state {
+                if let BodyKind::Chunked(dec) = std::mem::replace(&mut r.kind, BodyKind::Length(0))
+                {
+                    self.unread_body = Some(BodyLeft::Chunked(Box::new(dec)));
+                }
+            }
             // Dropping the upload removes its temp file and releases its reservation.
             self.keep_alive = false;
             self.store_error(e, now);
@@ -1168,6 +1346,7 @@ impl HttpSession {
         let State::Body(r) = std::mem::replace(&mut self.state, State::Close) else {
             unreachable!()
         };
+        self.unread_body = None;
         let Receiving {
             upload, replaced, ..
         } = *r;
@@ -1188,8 +1367,39 @@ impl HttpSession {
         }
         self.last_activity = now;
         if r.close_after || self.shutting_down {
+            self.state = match self.unread_body.take() {
+                Some(left) if !self.shutting_down => State::Discard(Discard {
+                    left,
+                    read_bytes: 0,
+                    until: now + LINGER_TIME,
+                    idle_until: now + LINGER_IDLE,
+                }),
+                _ => State::Close,
+            };
+        }
+    }
+
+    /// Reads and drops what a client sends after an early answer; closes once the body is all
+    /// read or a bound of the lingering close is hit.
+    fn discard(&mut self, input: &[u8], now: Instant) -> usize {
+        let State::Discard(d) = &mut self.state else {
+            return 0;
+        };
+        let n = input.len() as u64;
+        d.read_bytes += n;
+        d.idle_until = now + LINGER_IDLE;
+        let body_ended = match &mut d.left {
+            BodyLeft::Bytes(left) => {
+                *left = left.saturating_sub(n);
+                *left == 0
+            }
+            // A framing error ends the discard too: the body's end cannot be found.
+            BodyLeft::Chunked(dec) => dec.decode_with(input, |_| {}).map_or(true, |p| p.done),
+        };
+        if body_ended || d.read_bytes >= LINGER_BYTES_MAX {
             self.state = State::Close;
         }
+        input.len()
     }
 
     fn log(&self, req: &ReqLog, now: Instant) {
@@ -1268,13 +1478,14 @@ impl Session for HttpSession {
                 }
             }
             State::Body(_) => self.feed_body(input, now),
+            State::Discard(_) => self.discard(input, now),
             _ => 0,
         }
     }
 
     fn on_peer_closed(&mut self, _now: Instant) {
         match self.state {
-            State::Head { .. } | State::Body(_) => self.state = State::Close,
+            State::Head { .. } | State::Body(_) | State::Discard(_) => self.state = State::Close,
             // Half-closed clients still get their answer.
             _ => self.keep_alive = false,
         }
@@ -1289,7 +1500,7 @@ impl Session for HttpSession {
         }
         match &mut self.state {
             State::Close => Transmit::Close,
-            State::Head { .. } | State::Body(_) => Transmit::Idle,
+            State::Head { .. } | State::Body(_) | State::Discard(_) => Transmit::Idle,
             State::Job(job, _) => match job.take() {
                 Some(j) => Transmit::Job(j),
                 None => Transmit::Idle,
@@ -1441,6 +1652,24 @@ impl Session for HttpSession {
                 },
                 Err(_) => self.error(500, &[], false, now),
             },
+            JobKind::DeletePrefix => match result.downcast::<PrefixDeleted>() {
+                Ok(r) => match *r {
+                    Ok((names, more)) => {
+                        let mut body = String::from("{\"deleted\":[");
+                        for (i, n) in names.iter().enumerate() {
+                            if i > 0 {
+                                body.push(',');
+                            }
+                            body.push_str(&json_escape(n));
+                        }
+                        let _ =
+                            writeln!(body, "],\"count\":{},\"truncated\":{more}}}", names.len());
+                        self.respond_small(200, "application/json", body.as_bytes(), false, now);
+                    }
+                    Err(e) => self.store_error(e, now),
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
             JobKind::Delete => match result.downcast::<Result<(), StoreError>>() {
                 Ok(r) => match *r {
                     Ok(()) => {
@@ -1496,6 +1725,7 @@ impl Session for HttpSession {
             State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
             State::Body(r) => Some(r.last_progress + cfg.body_timeout),
             State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
+            State::Discard(d) => Some(d.until.min(d.idle_until)),
             State::Job(..) | State::Opening(_) | State::Close => None,
         }
     }
@@ -1514,7 +1744,7 @@ impl Session for HttpSession {
                 }
                 self.error(408, &[], false, now);
             }
-            State::Head { since: None } => self.state = State::Close,
+            State::Head { since: None } | State::Discard(_) => self.state = State::Close,
             State::Respond(_) => {
                 self.svc.metrics.limit("send_timeout");
                 if let Some(r) = &mut self.req {
@@ -1531,14 +1761,17 @@ impl Session for HttpSession {
         self.shutting_down = true;
         self.keep_alive = false;
         match &mut self.state {
-            State::Head { .. } => self.state = State::Close,
+            State::Head { .. } | State::Discard(_) => self.state = State::Close,
             State::Respond(r) => r.close_after = true,
             _ => {}
         }
     }
 
     fn wants_input(&self) -> bool {
-        matches!(self.state, State::Head { .. } | State::Body(_))
+        matches!(
+            self.state,
+            State::Head { .. } | State::Body(_) | State::Discard(_)
+        )
     }
 
     fn phase(&self) -> Phase {
@@ -1633,6 +1866,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn refusals_say_which_side_to_fix() {
+        assert_eq!(Denied::NoTokenConfigured.status(), 403);
+        let server_side = Denied::NoTokenConfigured.reason();
+        assert!(
+            server_side.contains("[http] api_token") && server_side.contains("OASIS_API_TOKEN")
+        );
+        assert!(
+            !server_side.contains("--token"),
+            "the client is not at fault: {server_side}"
+        );
+        for client_side in [Denied::NoCredentials, Denied::NotBearer, Denied::WrongToken] {
+            assert_eq!(client_side.status(), 401);
+        }
+        assert!(Denied::NoCredentials
+            .reason()
+            .contains("Authorization: Bearer"));
+        assert!(Denied::WrongToken
+            .reason()
+            .contains("not this server's API token"));
     }
 
     #[test]

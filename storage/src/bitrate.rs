@@ -22,6 +22,9 @@ pub enum BitrateSource {
     HlsExtinf,
     /// The configured default: nothing better was known.
     Default,
+    /// A playlist (HLS `.m3u8`, DASH `.mpd`): a small document a player fetches whole, with no
+    /// media bitrate of its own (`bitrate_bps` is 0); it is neither paced nor given bandwidth.
+    Playlist,
 }
 
 impl BitrateSource {
@@ -31,6 +34,7 @@ impl BitrateSource {
             BitrateSource::Mp4 => "mp4",
             BitrateSource::HlsExtinf => "hls_extinf",
             BitrateSource::Default => "default",
+            BitrateSource::Playlist => "playlist",
         }
     }
 
@@ -40,6 +44,7 @@ impl BitrateSource {
             "mp4" => BitrateSource::Mp4,
             "hls_extinf" => BitrateSource::HlsExtinf,
             "default" => BitrateSource::Default,
+            "playlist" => BitrateSource::Playlist,
             _ => return None,
         })
     }
@@ -83,6 +88,12 @@ pub(crate) fn is_mp4_name(name: &str) -> bool {
 /// True when the name is an HLS playlist.
 pub(crate) fn is_playlist_name(name: &str) -> bool {
     crate::content_type::extension(name).is_some_and(|e| e.eq_ignore_ascii_case("m3u8"))
+}
+
+/// True for a streaming manifest (HLS or DASH), which carries no media bitrate of its own.
+pub fn is_manifest_name(name: &str) -> bool {
+    crate::content_type::extension(name)
+        .is_some_and(|e| e.eq_ignore_ascii_case("m3u8") || e.eq_ignore_ascii_case("mpd"))
 }
 
 /// The movie duration of the MP4 file at `path`, in milliseconds, from `moov`/`mvhd`. `None` when

@@ -1,4 +1,5 @@
-//! Content types from file extensions: a small fixed table of the media Oasis serves.
+//! Content types from file extensions: the one fixed table of the media and side files Oasis
+//! serves (an uploader's own `Content-Type` wins over it).
 //!
 //! This module must never look at the bytes of an object or consult the host's MIME database: the
 //! answer depends on the name alone, so it is the same on every machine.
@@ -16,16 +17,24 @@ const TABLE: &[(&str, &str)] = &[
     ("m4v", "video/mp4"),
     ("m4a", "audio/mp4"),
     ("mov", "video/quicktime"),
+    ("cmfv", "video/mp4"),
+    ("cmfa", "audio/mp4"),
+    ("ogv", "video/ogg"),
+    ("3gp", "video/3gpp"),
+    ("avi", "video/x-msvideo"),
     ("mpd", "application/dash+xml"),
     ("webm", "video/webm"),
     ("mkv", "video/x-matroska"),
     ("mp3", "audio/mpeg"),
     ("aac", "audio/aac"),
     ("ogg", "audio/ogg"),
+    ("oga", "audio/ogg"),
+    ("weba", "audio/webm"),
     ("opus", "audio/opus"),
     ("wav", "audio/wav"),
     ("flac", "audio/flac"),
     ("vtt", "text/vtt"),
+    ("ttml", "application/ttml+xml"),
     ("srt", "application/x-subrip"),
     ("jpg", "image/jpeg"),
     ("jpeg", "image/jpeg"),
@@ -33,13 +42,19 @@ const TABLE: &[(&str, &str)] = &[
     ("gif", "image/gif"),
     ("webp", "image/webp"),
     ("svg", "image/svg+xml"),
+    ("avif", "image/avif"),
+    ("ico", "image/x-icon"),
     ("html", "text/html; charset=utf-8"),
     ("htm", "text/html; charset=utf-8"),
     ("css", "text/css"),
     ("js", "text/javascript"),
+    ("mjs", "text/javascript"),
+    ("wasm", "application/wasm"),
     ("json", "application/json"),
     ("txt", "text/plain; charset=utf-8"),
     ("xml", "application/xml"),
+    ("pdf", "application/pdf"),
+    ("zip", "application/zip"),
 ];
 
 /// The extension of the last segment of `name`, if any (`show/a.TS` gives `TS`).

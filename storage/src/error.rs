@@ -16,13 +16,14 @@ use crate::name::NameError;
 pub enum StoreError {
     /// The object name breaks the naming rules; nothing was written.
     #[error(
-        "invalid object name {name:?}: {why}; use slash-separated segments of printable characters \
-         without '.', '..', empty segments or backslashes"
+        "invalid object name {name:?}: {why}; a name is one or more segments joined by '/' \
+         (e.g. show/index.m3u8), none of them empty or exactly '.' or '..', with no control \
+         characters or backslashes"
     )]
     InvalidName { name: String, why: NameError },
 
     /// No object has this name.
-    #[error("no object named {name:?}; check the name with the object list")]
+    #[error("no object named {name:?}; list the names with `oasis ls` (GET /api/objects)")]
     NotFound { name: String },
 
     /// The file system holding the data directory is full (ENOSPC) or the quota is exhausted

@@ -561,7 +561,23 @@ impl Store {
             for (name, u) in updates.into_iter().rev() {
                 seen.entry(u.id).or_insert((name, u));
             }
-            let updates: Vec<(String, BitrateUpdate)> = seen.into_values().collect();
+            let mut updates: Vec<(String, BitrateUpdate)> = seen.into_values().collect();
+            // Playlists stored before they had a source of their own carry the default bitrate.
+            updates.extend(
+                inner
+                    .index_read()
+                    .values()
+                    .filter(|e| bitrate::is_manifest_name(&e.meta.name))
+                    .filter(|e| e.meta.bitrate_source != BitrateSource::Playlist)
+                    .map(|e| {
+                        let u = BitrateUpdate {
+                            id: e.meta.id,
+                            bitrate_bps: 0,
+                            bitrate_source: BitrateSource::Playlist,
+                        };
+                        (e.meta.name.clone(), u)
+                    }),
+            );
             report.bitrates_fixed = inner.apply_bitrate_updates(&mut committer, &updates);
 
             // 7. EXTINF-derived bitrates that no stored playlist backs any more (a crash lost the

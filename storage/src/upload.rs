@@ -282,12 +282,18 @@ impl Upload {
             .content_type
             .clone()
             .unwrap_or_else(|| content_type_for(&self.name).to_string());
+        let duration_ms = if bitrate::is_mp4_name(&self.name) {
+            bitrate::mp4_duration_ms(&self.tmp_path)
+        } else {
+            None
+        };
         let mut bitrate = match self.options.bitrate_bps {
+            // A playlist has no media bitrate, whatever the uploader says.
+            _ if bitrate::is_manifest_name(&self.name) => Some((0, BitrateSource::Playlist)),
             Some(bps) => Some((bps, BitrateSource::Uploader)),
-            None if bitrate::is_mp4_name(&self.name) => bitrate::mp4_duration_ms(&self.tmp_path)
+            None => duration_ms
                 .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms))
                 .map(|bps| (bps, BitrateSource::Mp4)),
-            None => None,
         };
 
         let inner = Arc::clone(&self.inner);
@@ -311,6 +317,7 @@ impl Upload {
             created_unix_ms: (inner.config.clock_unix_ms)(),
             bitrate_bps,
             bitrate_source,
+            duration_ms,
         };
 
         // 2. Content in place under its id; no row names it yet.

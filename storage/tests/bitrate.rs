@@ -156,10 +156,11 @@ fn hls_segments_get_extinf_bitrates_before_and_after_their_playlist() {
         (m9.bitrate_bps, m9.bitrate_source),
         (100_000, BitrateSource::HlsExtinf)
     );
-    // The playlist itself has the default.
+    // The playlist itself has no media bitrate.
+    let playlist = store.lookup("show/index.m3u8").unwrap();
     assert_eq!(
-        store.lookup("show/index.m3u8").unwrap().bitrate_source,
-        BitrateSource::Default
+        (playlist.bitrate_bps, playlist.bitrate_source),
+        (0, BitrateSource::Playlist)
     );
 
     // Persisted, and still known to segments stored after a reopen.

@@ -46,11 +46,20 @@ fn round_trip_replace_delete_list_reopen() {
         content_type: Some("text/x-test".into()),
         ..Default::default()
     };
-    let other = store.put("show/index.m3u8", b"#EXTM3U\n", opts).unwrap();
+    let other = store
+        .put("show/index.m3u8", b"#EXTM3U\n", opts.clone())
+        .unwrap();
+    // A playlist has no media bitrate, whatever the uploader says; other objects keep theirs.
     assert_eq!(
         (other.bitrate_bps, other.bitrate_source),
+        (0, BitrateSource::Playlist)
+    );
+    let audio = store.put("show/track.aac", b"aac", opts).unwrap();
+    assert_eq!(
+        (audio.bitrate_bps, audio.bitrate_source),
         (800_000, BitrateSource::Uploader)
     );
+    store.delete("show/track.aac").unwrap();
     assert_eq!(other.content_type, "text/x-test");
     store.put("zzz", b"", UploadOptions::default()).unwrap();
 

@@ -55,20 +55,36 @@ impl Server {
         Self::start_in(dir, extra_toml, layout, None)
     }
 
+    /// A server with no API token: every write and `/api` request is refused (403).
+    pub fn start_without_token() -> Server {
+        Self::start_token(tempfile::tempdir().unwrap(), "", "combined", None, None)
+    }
+
     fn start_in(
         dir: tempfile::TempDir,
         extra_toml: &str,
         layout: &str,
         listen_bandwidth_bps: Option<u64>,
     ) -> Server {
+        Self::start_token(dir, extra_toml, layout, listen_bandwidth_bps, Some(TOKEN))
+    }
+
+    fn start_token(
+        dir: tempfile::TempDir,
+        extra_toml: &str,
+        layout: &str,
+        listen_bandwidth_bps: Option<u64>,
+        token: Option<&str>,
+    ) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let data = dir.path().join("data");
         let config = format!(
-            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\nbandwidth_bps = {}\n\n[http]\napi_token = \"{TOKEN}\"\n{extra_toml}\n",
+            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\nbandwidth_bps = {}\n\n[http]\n{}{extra_toml}\n",
             data.to_str().unwrap(),
             dir.path().join("access.log").to_str().unwrap(),
             listen_bandwidth_bps.unwrap_or(100_000_000_000),
+            token.map(|t| format!("api_token = \"{t}\"\n")).unwrap_or_default(),
         );
         let config_path = dir.path().join("oasis.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -13,14 +13,14 @@
 //! - [`etag`]: entity-tag construction and weak/strong comparison.
 //! - [`response`]: response head and error page serialization into caller-owned buffers.
 //! - [`multipart`]: `multipart/byteranges` framing for multi-range 206 responses.
-//! - [`mime`]: content types by file extension.
 //! - [`chunked`]: incremental decoder for chunked upload bodies.
+//! - [`media_type`]: syntax of an uploader's `Content-Type`.
 
 pub mod chunked;
 pub mod conditional;
 pub mod etag;
 pub mod limits;
-pub mod mime;
+pub mod media_type;
 pub mod multipart;
 pub mod range;
 pub mod request;
@@ -29,7 +29,7 @@ pub mod response;
 pub use chunked::{ChunkedDecoder, ChunkedProgress};
 pub use conditional::{evaluate, if_range_allows, Precondition};
 pub use limits::HttpLimits;
-pub use mime::content_type_for;
+pub use media_type::is_valid_media_type;
 pub use multipart::{plan_byteranges, MultipartPart, MultipartPlan};
 pub use range::{parse_range, ByteRange, RangeSpec};
 pub use request::{parse_request, percent_decode, Method, Parse, RequestHead};

@@ -90,6 +90,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     pub user_agent: Option<String>,
     pub referer: Option<String>,
+    /// `Content-Type` as sent (checked by the route that uses it); the first when repeated.
+    pub content_type: Option<String>,
 }
 
 impl RequestHead {
@@ -464,6 +466,8 @@ fn apply_headers(
             head.user_agent.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("referer") {
             head.referer.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type.get_or_insert(value);
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ObjectMeta {
     pub bitrate_bps: u64,
     /// Where `bitrate_bps` came from.
     pub bitrate_source: BitrateSource,
+    /// Media duration in milliseconds where the container gives one (MP4's movie header).
+    pub duration_ms: Option<u64>,
 }
 
 /// A change of bitrate of an already stored version (HLS segments learning their duration).

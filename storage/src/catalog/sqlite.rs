@@ -33,7 +33,29 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     INSERT INTO counters (name, value) VALUES ('next_object_id', 1);",
+    // 1 -> 2: playlists get a bitrate source of their own; the media duration is kept. SQLite
+    // cannot change a CHECK in place, so the table is rebuilt.
+    "CREATE TABLE objects_v2 (
+        id              INTEGER PRIMARY KEY CHECK (id > 0),
+        name            TEXT    NOT NULL UNIQUE CHECK (length(name) > 0),
+        size_bytes      INTEGER NOT NULL CHECK (size_bytes >= 0),
+        content_type    TEXT    NOT NULL,
+        crc32c          INTEGER NOT NULL CHECK (crc32c BETWEEN 0 AND 4294967295),
+        created_unix_ms INTEGER NOT NULL CHECK (created_unix_ms >= 0),
+        bitrate_bps     INTEGER NOT NULL CHECK (bitrate_bps >= 0),
+        bitrate_source  TEXT    NOT NULL
+                        CHECK (bitrate_source IN ('uploader', 'mp4', 'hls_extinf', 'default', 'playlist')),
+        duration_ms     INTEGER CHECK (duration_ms IS NULL OR duration_ms > 0)
+    ) STRICT;
+    INSERT INTO objects_v2 (id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source)
+        SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source FROM objects;
+    DROP TABLE objects;
+    ALTER TABLE objects_v2 RENAME TO objects;",
 ];
+
+/// The columns of an object row, in the order [`SqliteCatalog::row_to_meta`] reads them.
+const OBJECT_COLUMNS: &str =
+    "id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source, duration_ms";
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -156,6 +178,7 @@ impl SqliteCatalog {
         let created_unix_ms: i64 = row.get(5)?;
         let bitrate_bps: i64 = row.get(6)?;
         let source: String = row.get(7)?;
+        let duration_ms: Option<i64> = row.get(8)?;
         let invalid = |what: String| CatalogError::InvalidRow {
             location: location.display().to_string(),
             what,
@@ -171,13 +194,22 @@ impl SqliteCatalog {
             ))));
         }
         // The CHECK constraints guarantee the ranges below; a row that breaks them was written by hand.
-        let (Ok(id), Ok(size_bytes), Ok(crc32c), Ok(created_unix_ms), Ok(bitrate_bps)) = (
+        let (
+            Ok(id),
+            Ok(size_bytes),
+            Ok(crc32c),
+            Ok(created_unix_ms),
+            Ok(bitrate_bps),
+            Ok(duration_ms),
+        ) = (
             u64::try_from(id),
             u64::try_from(size_bytes),
             u32::try_from(crc32c),
             u64::try_from(created_unix_ms),
             u64::try_from(bitrate_bps),
-        ) else {
+            duration_ms.map(u64::try_from).transpose(),
+        )
+        else {
             return Ok(Err(invalid(format!(
                 "object id {id}: a numeric column is out of range"
             ))));
@@ -191,6 +223,7 @@ impl SqliteCatalog {
             created_unix_ms,
             bitrate_bps,
             bitrate_source,
+            duration_ms,
         }))
     }
 
@@ -201,8 +234,7 @@ impl SqliteCatalog {
     ) -> Result<Option<ObjectMeta>, CatalogError> {
         let row = tx
             .query_row(
-                "SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source
-                 FROM objects WHERE name = ?1",
+                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE name = ?1"),
                 params![name],
                 |r| Self::row_to_meta(location, r),
             )
@@ -224,10 +256,7 @@ impl Catalog for SqliteCatalog {
     fn load_all(&mut self) -> Result<Vec<ObjectMeta>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source
-                 FROM objects",
-            )
+            .prepare(&format!("SELECT {OBJECT_COLUMNS} FROM objects"))
             .map_err(backend_err("prepare the object scan"))?;
         let rows = stmt
             .query_map([], |r| Self::row_to_meta(&self.path, r))
@@ -273,8 +302,7 @@ impl Catalog for SqliteCatalog {
             .map_err(backend_err("remove the replaced row"))?;
         }
         tx.execute(
-            "INSERT INTO objects (id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
             params![
                 to_sql_u64(record.id),
                 record.name,
@@ -284,6 +312,7 @@ impl Catalog for SqliteCatalog {
                 to_sql_u64(record.created_unix_ms),
                 to_sql_u64(record.bitrate_bps.min(i64::MAX as u64)),
                 record.bitrate_source.as_str(),
+                record.duration_ms.map(to_sql_u64),
             ],
         )
         .map_err(backend_err("insert an object row"))?;
@@ -358,7 +387,48 @@ mod tests {
             created_unix_ms: 1,
             bitrate_bps: 8,
             bitrate_source: BitrateSource::Default,
+            duration_ms: None,
         }
+    }
+
+    /// A catalog file written by the first schema (before playlists had a source of their own
+    /// and durations were kept) opens, migrates, keeps its rows and takes the new values.
+    #[test]
+    fn a_version_1_catalog_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO objects (id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source)
+                 VALUES (7, 'show/index.m3u8', 99, 'application/vnd.apple.mpegurl', 5, 1000, 5000000, 'default')",
+                [],
+            )
+            .unwrap();
+            conn.execute("UPDATE counters SET value = 8", []).unwrap();
+        }
+        let mut c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+        let all = c.load_all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].id, all[0].name.as_str(), all[0].duration_ms),
+            (7, "show/index.m3u8", None)
+        );
+        assert_eq!(c.next_id().unwrap(), 8, "the id counter survives");
+        let mut m = meta(9, "movie.mp4");
+        m.bitrate_source = BitrateSource::Playlist;
+        m.duration_ms = Some(12_000);
+        c.insert_or_replace(&m).unwrap();
+        let back = c
+            .load_all()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.id == 9)
+            .unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]
