@@ -196,7 +196,12 @@ fn main() {
         Command::Stat { name, server } => client::stat(&server, &name),
     };
     if let Err(e) = result {
-        eprintln!("oasis: {e:#}");
+        if e.downcast_ref::<config::Diagnostics>().is_some() {
+            // One problem a line, each starting with its file:line:column.
+            eprintln!("{e:#}");
+        } else {
+            eprintln!("oasis: {e:#}");
+        }
         std::process::exit(1);
     }
 }
@@ -263,6 +268,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     overrides.apply(&mut cfg);
     cfg.check()?;
+    // The token from OASIS_API_TOKEN is held to the file's rule before anything starts.
+    cfg.api_token()?;
     let log_filter = init_tracing(&cfg.server.log_level);
 
     // Nothing starts before io_uring is known to work.

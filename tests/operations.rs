@@ -11,6 +11,10 @@
 //!   server must exit with a status (not a signal), print one sentence naming io_uring and the fix,
 //!   never panic, and start nothing: no data directory, no listening socket. The filter affects only
 //!   that child, so tests running beside it are untouched.
+//! - Configuration errors: `oasis config check` on a file with three kinds of error (an unknown
+//!   key, a wrong type, a value that fails a check) prints all three, each at its file:line:column
+//!   with a hint, then the count, and exits 1; a too-short `OASIS_API_TOKEN` stops `oasis serve`
+//!   with one message naming the variable, before a data directory or a socket exists.
 //! - Pinning: for a combined and a split layout, every worker thread's `Cpus_allowed_list` in
 //!   `/proc/PID/task/*/status` is the core list the start-up layout line printed for it.
 
@@ -224,15 +228,20 @@ fn serve_without_io_uring(errno: i32) -> String {
         line.contains("allow the io_uring_setup/io_uring_enter/io_uring_register syscalls"),
         "the line names no fix: {line}"
     );
-    // Nothing started: no data directory created, nothing listening on the address.
-    assert!(!data.exists(), "the data directory was created: {line}");
+    assert_started_nothing(&data, addr, line);
+    line.to_string()
+}
+
+/// A server that refused to start left nothing behind: no data directory created, nothing
+/// listening on the address. `why` is what it said.
+fn assert_started_nothing(data: &std::path::Path, addr: SocketAddr, why: &str) {
+    assert!(!data.exists(), "the data directory was created: {why}");
     let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.kind());
     assert_eq!(
         refused.err(),
         Some(std::io::ErrorKind::ConnectionRefused),
         "something answers on {addr}"
     );
-    line.to_string()
 }
 
 #[test]
@@ -248,6 +257,74 @@ fn io_uring_hidden_by_seccomp_enosys_stops_start_with_one_sentence() {
         line.contains("ENOSYS") && line.contains("CONFIG_IO_URING"),
         "{line}"
     );
+}
+
+#[test]
+fn config_check_reports_every_error_with_its_place_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("oasis.toml");
+    std::fs::write(
+        &path,
+        "[server]\ndata_dri = \"./media\"\n\n[engine]\npin = \"yes\"\nchunk_bytes = 1000\n",
+    )
+    .unwrap();
+    let out = Command::new(support::oasis_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let p = path.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{p}:2:1: [server] data_dri: unknown key"),
+            "  hint: did you mean `data_dir`?".into(),
+            format!("{p}:5:7: [engine] pin: expected true or false (without quotes), found the string \"yes\""),
+            "  hint: the default is pin = true".into(),
+            format!("{p}:6:15: [engine] chunk_bytes: must be a multiple of 4096 between 4096 and 16 MiB (got 1000)"),
+            "  hint: the nearest allowed is chunk_bytes = 4096".into(),
+            format!("3 errors in {p}"),
+        ],
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[engine]\nchunk_bytes = 4096\n").unwrap();
+    let out = Command::new(support::oasis_bin())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{p}: ok\n"));
+}
+
+#[test]
+fn a_short_api_token_in_the_environment_stops_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let out = Command::new(support::oasis_bin())
+        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&data)
+        .env("OASIS_API_TOKEN", "too-short")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "OASIS_API_TOKEN: the environment variable is 9 characters long; an API token needs at least 16\n"
+        ),
+        "{stderr}"
+    );
+    assert_started_nothing(&data, addr, &stderr);
 }
 
 /// A CPU list as the kernel prints it in `Cpus_allowed_list` ("0-2,5") or as the layout line

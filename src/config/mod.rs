@@ -1,9 +1,16 @@
 //! The Configuration Manager: one flat TOML file, every key documented in `oasis.toml`.
 //!
-//! Unknown keys and bad values are rejected with the file, line and a hint. Every field has a
-//! default, so `oasis serve` runs with no file at all. [`Config::resolve`] turns the file into the
-//! settings each module takes (engine, storage, HTTP, Resource Manager limits), checking the
-//! relations between values once, here.
+//! Every field has a default, so `oasis serve` runs with no file at all. A file is read by `file`,
+//! which reports every unknown key, wrong type and failing value at once, each with its line,
+//! column and a hint (`diagnostics`); the value checks themselves are `check`, pure functions of a
+//! [`Config`]. [`Config::resolve`] turns the configuration into the settings each module takes
+//! (engine, storage, HTTP, Resource Manager limits). Nothing here starts or binds anything.
+
+mod check;
+mod diagnostics;
+mod file;
+
+pub use diagnostics::Diagnostics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -303,155 +310,25 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Reads and checks configuration text; `origin` names it in the messages. The error lists
+    /// every problem, one a line with its position and a hint, then how many there are.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    (before.matches('\n').count() + 1, before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
-                })
-                .unwrap_or((0, 0));
-            anyhow::anyhow!(
-                "{origin}:{line}:{col}: {}\nhint: every key is documented in oasis.toml at the top of the Oasis repository",
-                e.message()
-            )
-        })?;
-        cfg.check().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-        Ok(cfg)
+        Ok(file::read(text, origin)?)
+    }
+
+    /// The API token in force: `[http] api_token`, else `OASIS_API_TOKEN` from the environment,
+    /// either held to the same rule. `serve` asks before it starts anything.
+    pub fn api_token(&self) -> Result<Option<String>> {
+        let env = std::env::var("OASIS_API_TOKEN").ok();
+        Ok(check::api_token_from(
+            self.http.api_token.as_deref(),
+            env.as_deref(),
+        )?)
     }
 
     /// `[storage] read_mode = "direct"`: object files are read with O_DIRECT.
     pub fn direct_reads(&self) -> bool {
         self.storage.read_mode == "direct"
-    }
-
-    /// Checks values and the relations between them.
-    pub fn check(&self) -> Result<()> {
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.server.log_level) {
-            bail!(
-                "[server] log_level {:?} is not a tracing filter ({e}); e.g. \"info\" or \"oasis_engine=debug\"",
-                self.server.log_level
-            );
-        }
-        if self.listen.is_empty() {
-            bail!("[[listen]] needs at least one address, e.g. addr = \"127.0.0.1:8080\"");
-        }
-        if self.listen.len() > oasis_engine::resource::LISTENERS_MAX {
-            bail!(
-                "at most {} [[listen]] addresses",
-                oasis_engine::resource::LISTENERS_MAX
-            );
-        }
-        for (i, l) in self.listen.iter().enumerate() {
-            if self.listen[..i].iter().any(|o| o.addr == l.addr) {
-                bail!("[[listen]] address {} is given twice", l.addr);
-            }
-            if l.bandwidth_bps == 0 {
-                bail!(
-                    "[[listen]] {}: bandwidth_bps must be positive (bits per second)",
-                    l.addr
-                );
-            }
-        }
-        let e = &self.engine;
-        Layout::parse(&e.layout, &[0]).map_err(|err| anyhow::anyhow!("[engine] layout: {err}"))?;
-        if e.chunk_bytes < 4096 || !e.chunk_bytes.is_multiple_of(4096) || e.chunk_bytes > 16 << 20 {
-            bail!(
-                "[engine] chunk_bytes must be a multiple of 4096 between 4096 and 16 MiB (got {})",
-                e.chunk_bytes
-            );
-        }
-        if e.buffer_pool_bytes < e.chunk_bytes * 4 {
-            bail!(
-                "[engine] buffer_pool_bytes must hold at least 4 chunks ({} bytes)",
-                e.chunk_bytes * 4
-            );
-        }
-        if e.buffer_pool_bytes / e.chunk_bytes > u16::MAX as usize {
-            bail!("[engine] buffer_pool_bytes / chunk_bytes must be at most 65535 chunks; raise chunk_bytes");
-        }
-        if !(8..=32768).contains(&e.ring_entries) || !e.ring_entries.is_power_of_two() {
-            bail!("[engine] ring_entries must be a power of two between 8 and 32768");
-        }
-        if e.recv_buffers != 0 && (e.recv_buffers > 32768 || !e.recv_buffers.is_power_of_two()) {
-            bail!("[engine] recv_buffers must be 0 (off) or a power of two up to 32768");
-        }
-        if !(512..=65536).contains(&e.recv_buffer_bytes) {
-            bail!("[engine] recv_buffer_bytes must be between 512 and 65536");
-        }
-        if !matches!(e.send_path.as_str(), "splice" | "read-send") {
-            bail!(
-                "[engine] send_path must be \"splice\" or \"read-send\" (got {:?})",
-                e.send_path
-            );
-        }
-        if e.cold_fetches_max > 1024 {
-            bail!(
-                "[engine] cold_fetches_max is {}; at most 1024 (each reads a 2 MiB block in an io_uring thread)",
-                e.cold_fetches_max
-            );
-        }
-        if e.jobs_max == 0 {
-            bail!("[engine] jobs_max must be at least 1");
-        }
-        let h = &self.http;
-        if h.request_line_bytes_max == 0 || h.request_line_bytes_max > h.header_bytes_max {
-            bail!("[http] request_line_bytes_max must be positive and at most header_bytes_max");
-        }
-        if h.header_bytes_max > 1 << 20 {
-            bail!("[http] header_bytes_max must be at most 1 MiB");
-        }
-        if h.headers_count_max == 0 || h.headers_count_max > 128 {
-            bail!("[http] headers_count_max must be between 1 and 128");
-        }
-        if h.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            bail!("[http] api_token must be at least 16 characters");
-        }
-        for (k, v) in [
-            ("header_timeout_secs", h.header_timeout_secs),
-            ("keepalive_timeout_secs", h.keepalive_timeout_secs),
-            ("send_timeout_secs", h.send_timeout_secs),
-            ("body_timeout_secs", h.body_timeout_secs),
-        ] {
-            if v == 0 || v > 3600 {
-                bail!("[http] {k} must be between 1 and 3600 seconds");
-            }
-        }
-        let p = &self.pacing;
-        if !(p.initial_burst_secs >= 0.0 && p.initial_burst_secs <= 600.0) {
-            bail!("[pacing] initial_burst_secs must be between 0 and 600");
-        }
-        if !(p.factor_progressive >= 1.0
-            && p.factor_progressive <= 100.0
-            && p.factor_segment >= 1.0
-            && p.factor_segment <= 100.0)
-        {
-            bail!("[pacing] factors must be between 1.0 and 100.0 (1.0 = exactly the bitrate)");
-        }
-        if self.storage.open_files_max == 0 || self.storage.default_bitrate_bps == 0 {
-            bail!("[storage] open_files_max and default_bitrate_bps must be positive");
-        }
-        if !matches!(self.storage.read_mode.as_str(), "buffered" | "direct") {
-            bail!(
-                "[storage] read_mode must be \"buffered\" or \"direct\" (got {:?})",
-                self.storage.read_mode
-            );
-        }
-        if self.direct_reads() && self.engine.chunk_bytes < 8192 {
-            bail!("[storage] read_mode = \"direct\" needs [engine] chunk_bytes of at least 8192");
-        }
-        let r = &self.resources;
-        if r.warn_percent > r.critical_percent || r.critical_percent > 100 {
-            bail!("[resources] need warn_percent <= critical_percent <= 100");
-        }
-        if r.fds_warn_percent > r.fds_critical_percent || r.fds_critical_percent > 100 {
-            bail!("[resources] need fds_warn_percent <= fds_critical_percent <= 100");
-        }
-        if r.connections_max == 0 {
-            bail!("[resources] connections_max must be at least 1");
-        }
-        Ok(())
     }
 
     /// Derives the module settings. `cores` are the cores this process may use.
@@ -544,11 +421,7 @@ impl Config {
         http_limits
             .validate()
             .map_err(|e| anyhow::anyhow!("[http] {e}"))?;
-        let api_token = h.api_token.clone().or_else(|| {
-            std::env::var("OASIS_API_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-        });
+        let api_token = self.api_token()?;
         let http = oasis_net::HttpConfig {
             limits: http_limits,
             api_token,
@@ -625,13 +498,18 @@ mod tests {
 
     #[test]
     fn the_example_file_is_the_default() {
-        let text = include_str!("../oasis.toml");
+        let text = include_str!("../../oasis.toml");
         let parsed = Config::parse(text, "oasis.toml").unwrap();
         let default = Config::default();
         assert_eq!(
             toml::to_string(&parsed).unwrap(),
             toml::to_string(&default).unwrap()
         );
+        // With its one commented-out key set, too: every key it documents is a key.
+        let with_token = text.replace("# api_token = ", "api_token = ");
+        assert_ne!(with_token, text);
+        let parsed = Config::parse(&with_token, "oasis.toml").unwrap();
+        assert!(parsed.http.api_token.is_some());
     }
 
     #[test]
@@ -653,9 +531,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("test.toml:3:1:"), "{err}");
-        assert!(err.contains("data_dri"), "{err}");
-        assert!(err.contains("hint"), "{err}");
+        assert_eq!(
+            err,
+            "test.toml:3:1: [server] data_dri: unknown key\n  hint: did you mean `data_dir`?\n1 error in test.toml"
+        );
     }
 
     #[test]
@@ -663,18 +542,25 @@ mod tests {
         let err = Config::parse("[engine]\nchunk_bytes = 1000\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("multiple of 4096"), "{err}");
+        assert!(
+            err.starts_with("t:2:15: [engine] chunk_bytes: must be a multiple of 4096"),
+            "{err}"
+        );
+        assert!(
+            err.contains("hint: the nearest allowed is chunk_bytes = 4096"),
+            "{err}"
+        );
         let err = Config::parse("[engine]\nlayout = \"f=1\"\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("layout"), "{err}");
+        assert!(err.starts_with("t:2:10: [engine] layout: "), "{err}");
         let err = Config::parse("[server]\nlog_level = \"oasis=loud\"\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("log_level"), "{err}");
+        assert!(err.starts_with("t:2:13: [server] log_level: "), "{err}");
         let err = Config::parse("[[listen]]\naddr = \"nope\"\n", "t")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("t:2:"), "{err}");
+        assert!(err.starts_with("t:2:8: [[listen]] addr: "), "{err}");
     }
 }
