@@ -12,7 +12,7 @@
 # found, see BENCHMARKS.md): use them as a reference, not for Oasis/nginx claims, which come
 # from compare.sh. Every copy of the objects is dropped from the page cache before the rounds,
 # so each server reads its own copies in (`head -c` leaves nginx's copies in 4 KiB pages, an
-# import 256 KiB folios, and sendfile's cost depends on the folios; session 5).
+# import 256 KiB folios, and sendfile's cost depends on the folios; docs/bench-log/2026-11-28-page-cache-folios-and-cold-fetch.md).
 #
 # Both builds import the same N objects of BYTES bytes into data dirs of their own and serve
 # them at once on two loopback ports, with nginx (sendfile on, same worker count) on a third.

@@ -391,7 +391,7 @@ servers() {
 # cache before the hot scenarios, so each server reads its own copies in from disk on its first
 # requests, as objects that become popular are. How a file entered the page cache sets its folio
 # sizes, and sendfile's cost with them (nginx on the same 2 MiB files at 1000 connections: 0.15-0.16
-# s of CPU per GB from 2 MiB folios, 0.19 from 4 KiB pages; BENCHMARKS.md, session 5): left as
+# s of CPU per GB from 2 MiB folios, 0.19 from 4 KiB pages; docs/bench-log/2026-11-28-page-cache-folios-and-cold-fetch.md): left as
 # written, nginx's copies (`head -c`) sat in 4 KiB pages and Oasis's (its import) in 256 KiB
 # folios. Read in by the servers, each side's pages are what its own read path makes.
 settle_hot_pages() {

@@ -9,7 +9,7 @@ through a read-only mapping, so run it on files that are already cached to see t
 
 Why it matters: `sendfile` walks a file's folios, and at 1000 connections on 2 MiB objects the
 same nginx measured 0.15-0.16 s of CPU per GB sent from 2 MiB folios and 0.19 from 4 KiB pages
-(BENCHMARKS.md, session 5). A file's folios are sized by how it entered the cache: by the write
+(docs/bench-log/2026-11-28-page-cache-folios-and-cold-fetch.md). A file's folios are sized by how it entered the cache: by the write
 sizes when it was written, 4 KiB pages when read in by readahead on the development kernel.
 """
 

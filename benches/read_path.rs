@@ -15,14 +15,16 @@
 //! (root; it evicts everyone's cache, so not the default on a shared machine). `benches/fio_limit.sh` runs fio on the same file and
 //! block sizes: the limit these numbers are compared to. Timing lives here, never in tests.
 
-use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
+
+#[path = "common/aligned.rs"]
+mod aligned;
+use aligned::{AlignedBuf, PAGE_BYTES};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use io_uring::{opcode, squeue, types, IoUring};
@@ -30,7 +32,6 @@ use io_uring::{opcode, squeue, types, IoUring};
 const FILE_BYTES: usize = 256 << 20;
 const BLOCKS_BYTES: [usize; 4] = [64 << 10, 256 << 10, 1 << 20, 2 << 20];
 const QUEUE_DEPTH: usize = 8;
-const PAGE_BYTES: usize = 4096;
 const _: () = assert!(
     FILE_BYTES.is_multiple_of(2 << 20),
     "every block size divides the file"
@@ -39,46 +40,6 @@ const _: () = assert!(
     (64 << 10) % PAGE_BYTES == 0,
     "O_DIRECT blocks are page multiples"
 );
-
-/// A page-aligned heap buffer, as O_DIRECT and registered buffers want.
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn new(len_bytes: usize) -> Self {
-        assert!(len_bytes > 0);
-        let layout = Layout::from_size_align(len_bytes, PAGE_BYTES).expect("valid layout");
-        // SAFETY: the layout has a non-zero size (asserted above).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, layout }
-    }
-
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    fn iovec(&mut self) -> libc::iovec {
-        libc::iovec {
-            iov_base: self.as_mut_ptr().cast(),
-            iov_len: self.len(),
-        }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with this very layout and is freed once, here.
-        // No read into it is in flight: every pass waits for all of its completions.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
 
 fn data_file() -> PathBuf {
     let dir = std::env::var_os("OASIS_BENCH_DATA")

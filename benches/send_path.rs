@@ -15,66 +15,26 @@
 //! as ratios to `sendfile`. Every method's bytes are counted by the drain thread and checked, so a
 //! method that silently sent less fails the bench. Timing lives here, never in tests.
 
-use std::alloc::{self, Layout};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+#[path = "common/aligned.rs"]
+mod aligned;
+use aligned::{AlignedBuf, PAGE_BYTES};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 const SIZES_BYTES: [usize; 4] = [64 << 10, 256 << 10, 1 << 20, 2 << 20];
-const PAGE_BYTES: usize = 4096;
 const RING_ENTRIES: u32 = 8;
 /// Largest pipe the splice path asks for; the default `pipe-max-size` is 1 MiB.
 const PIPE_BYTES_MAX: usize = 1 << 20;
 const _: () = assert!(PIPE_BYTES_MAX.is_multiple_of(PAGE_BYTES));
-
-/// A page-aligned heap buffer, as registered buffers and O_DIRECT want.
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn new(len_bytes: usize) -> Self {
-        assert!(len_bytes > 0);
-        let layout = Layout::from_size_align(len_bytes, PAGE_BYTES).expect("valid layout");
-        // SAFETY: the layout has a non-zero size (asserted above).
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, layout }
-    }
-
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    fn iovec(&mut self) -> libc::iovec {
-        libc::iovec {
-            iov_base: self.as_mut_ptr().cast(),
-            iov_len: self.len(),
-        }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with this very layout and is freed once, here.
-        // Callers never drop a buffer while an operation on it is in flight (every helper waits
-        // for its completions before returning).
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
 
 /// The far end of a loopback connection: a thread that reads and discards until EOF.
 struct Sink {

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # The Oasis test gate, the same locally and in CI (.ci/run calls it): installs the system packages
 # the tests use (real clients: curl, ffmpeg/ffprobe, Chromium; nginx and wrk for the load-harness
-# smoke), then formatting, lints, every test (unit, integration, loom), docs, the benchmarks'
-# build, and a seconds-long smoke run of the load harness (no timing assertions anywhere).
+# smoke, which installs fio, iperf3 and python3-matplotlib itself), then formatting, lints, every
+# test (unit, integration, loom), docs, the benchmarks' build, and a seconds-long smoke run of the
+# load harness (no timing assertions anywhere).
+#
+# `bash tests/run.sh --fast`: formatting, lints and the unit tests only (a minute or two, no
+# packages installed), for the edit-compile loop; the full gate is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ ${1:-} == --fast ]]; then
+  echo "== fmt";    cargo fmt --all -- --check
+  echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
+  echo "== unit tests"; cargo test --workspace --lib --bins
+  echo "== fast gates passed"
+  exit 0
+fi
 
 need=()
 for tool in curl:curl ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx wrk:wrk; do

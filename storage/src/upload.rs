@@ -32,7 +32,7 @@ use crate::store::{sync_dir, Entry, FaultPoint, Inner, TMP_SUFFIX};
 /// large folios size them by the write) instead of the 4 KiB pages that writes of network-sized
 /// pieces leave, and a hot object is cheaper to send: nginx serving the same 2 MiB objects at
 /// 1000 connections measured 0.145-0.162 s of CPU per GB with 256 KiB folios, 0.171-0.185 with
-/// 64 KiB ones and 0.19 with 4 KiB pages (BENCHMARKS.md, session 5). It also turns the
+/// 64 KiB ones and 0.19 with 4 KiB pages (docs/bench-log/2026-11-28-page-cache-folios-and-cold-fetch.md). It also turns the
 /// upload's thousands of small writes into a few large ones.
 pub(crate) const UPLOAD_WRITE_BYTES: usize = 256 << 10;
 

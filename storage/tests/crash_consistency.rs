@@ -34,18 +34,6 @@ const ITERATIONS: u64 = 30;
 /// Size and CRC of a put, or `None` for a delete.
 type State = Option<(u64, u32)>;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 fn parse_begin(line: &str) -> (String, State) {
     let parts: Vec<&str> = line.split(' ').collect();
     match parts[2] {
@@ -198,15 +186,15 @@ fn sigkill_at_random_points_never_shows_partial_or_loses_acknowledged_state() {
                 .as_nanos() as u64
         });
     println!("crash consistency seed: {seed} (replay with OASIS_CRASH_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // What the store must show for each name, from acknowledged operations of all iterations.
     let mut model: HashMap<String, State> = HashMap::new();
     let mut acked_total = 0u64;
     for iteration in 0..ITERATIONS {
-        let child_seed = rng.next();
-        let delay = Duration::from_millis(1 + rng.next() % 200);
+        let child_seed = rng.u64(..);
+        let delay = Duration::from_millis(rng.u64(1..=200));
         let (lines, status) = run_torture(&data, child_seed, Some(delay), None);
         assert!(
             status.code().is_none_or(|c| c == 0),

@@ -30,14 +30,14 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
     match out {
         Ok(o) if o.status.success() => Some(Mount(dir.to_path_buf())),
         Ok(o) => {
-            println!(
-                "skipped: needs root to mount tmpfs ({})",
+            cannot_run(&format!(
+                "needs root to mount tmpfs ({})",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             None
         }
         Err(e) => {
-            println!("skipped: needs root to mount tmpfs ({e})");
+            cannot_run(&format!("needs root to mount tmpfs ({e})"));
             None
         }
     }

@@ -30,23 +30,6 @@ const NAMES: [&str; 6] = [
 /// Largest generated object.
 const OBJECT_BYTES_MAX: u64 = 96 << 10;
 
-/// SplitMix64: tiny, seedable, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 {
@@ -104,30 +87,28 @@ fn run(data_dir: PathBuf, seed: u64, ops: u64) -> Result<(), StoreError> {
             other => break other?,
         }
     };
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let stdout = std::io::stdout();
     let mut buf = vec![0u8; OBJECT_BYTES_MAX as usize];
     for i in 0..ops {
-        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
-        if rng.below(5) == 0 {
+        let name = NAMES[rng.usize(..NAMES.len())];
+        if rng.u32(..5) == 0 {
             say(&stdout, &format!("begin {i} del {name}"));
             match store.delete(name) {
                 Ok(()) | Err(StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         } else {
-            let len = if rng.below(10) == 0 {
+            let len = if rng.u32(..10) == 0 {
                 0
             } else {
-                rng.below(OBJECT_BYTES_MAX + 1) as usize
+                rng.usize(..=OBJECT_BYTES_MAX as usize)
             };
-            for b in buf[..len].iter_mut() {
-                *b = rng.next() as u8;
-            }
+            rng.fill(&mut buf[..len]);
             let content = &buf[..len];
             let crc = crc32c::crc32c(content);
             say(&stdout, &format!("begin {i} put {name} {len} {crc:08x}"));
-            let known = rng.below(2) == 0;
+            let known = rng.bool();
             let mut upload = store.create_upload(
                 name,
                 UploadOptions {
@@ -137,7 +118,7 @@ fn run(data_dir: PathBuf, seed: u64, ops: u64) -> Result<(), StoreError> {
             )?;
             let mut rest = content;
             while !rest.is_empty() {
-                let n = (1 + rng.below(20_000) as usize).min(rest.len());
+                let n = rng.usize(1..=20_000).min(rest.len());
                 upload.write_all(&rest[..n])?;
                 rest = &rest[n..];
             }
