@@ -35,4 +35,5 @@ echo "== loom";    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo tes
 echo "== doc";     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== bench build"; cargo bench --workspace --no-run --quiet
 echo "== load harness smoke"; bash benches/compare.sh --quick
+echo "== fuzz";    bash fuzz/run.sh "${OASIS_FUZZ_SECS:-20}"
 echo "== all gates passed"
