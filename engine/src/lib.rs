@@ -9,8 +9,11 @@
 //! [`pool`] are the bounded parts the loop uses; [`resource`] and [`observer`] are the Resource
 //! Manager; [`probe`] checks io_uring at start-up.
 
+mod acceptor;
 mod bufring;
+mod config;
 pub mod direct;
+mod jobs;
 pub mod layout;
 pub mod mailbox;
 pub mod observer;
@@ -20,6 +23,7 @@ mod residency;
 pub mod resource;
 pub mod runtime;
 pub mod session;
+mod shared;
 pub mod timer;
 mod worker;
 

@@ -21,45 +21,18 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
+use socket2::SockRef;
 
 use crate::bufring::RecvBuffers;
+use crate::config::{SendPath, SPLICE_MIN_BYTES};
 use crate::direct::{self, DirectRead};
 use crate::layout::Roles;
 use crate::pool::Chunk;
 use crate::residency::{resident, Verified};
 use crate::resource::{Reservation, Resource};
-use crate::runtime::{JobMsg, JobRejected, SendPath, Shared, SPLICE_MIN_BYTES};
-use crate::session::{ConnInfo, JobResult, Phase, Session, Transmit};
+use crate::session::{ConnInfo, Phase, Session, Transmit};
+use crate::shared::{JobMsg, JobRejected, Msg, Shared};
 use crate::timer::Wheel;
-
-/// Messages between threads. Every producer is bounded (see `Shared::mailbox_capacity`).
-pub(crate) enum Msg {
-    NewConn {
-        fd: OwnedFd,
-        listener: u16,
-        reservation: Reservation,
-    },
-    Adopt(Box<Conn>),
-    Read {
-        file: Arc<File>,
-        offset: u64,
-        len: u32,
-        chunk: Chunk,
-        /// Where in the chunk the file bytes go (after a response head).
-        at: u32,
-        reply_to: u32,
-        token: u64,
-    },
-    ReadDone {
-        token: u64,
-        chunk: Chunk,
-        result: i32,
-    },
-    JobDone {
-        token: u64,
-        result: JobResult,
-    },
-}
 
 const OP_WAKE: u64 = 1;
 const OP_POLL: u64 = 2;
@@ -813,10 +786,11 @@ impl Worker {
     }
 
     fn open_conn(&mut self, fd: OwnedFd, listener: u16, reservation: Reservation, now: Instant) {
-        let raw = fd.as_raw_fd();
-        set_tcp_option(raw, libc::TCP_NODELAY, true);
+        // A failed TCP option changes only how bytes are packed into segments, never which
+        // bytes leave, so it is not reported (here and for TCP_CORK).
+        let _ = SockRef::from(&fd).set_tcp_nodelay(true);
         let info = ConnInfo {
-            peer: peer_addr(raw),
+            peer: peer_addr(&fd),
             listener,
         };
         let session = self.shared.services[listener as usize].open(info, now);
@@ -2355,38 +2329,8 @@ fn send_error(res: i32) -> io::Error {
     }
 }
 
-/// Sets an on/off TCP socket option. A failure changes only how bytes are packed into
-/// segments, never which bytes leave, so it is not reported.
-fn set_tcp_option(fd: RawFd, option: libc::c_int, on: bool) {
-    let v: libc::c_int = on.into();
-    // SAFETY: fd is an open socket; the value points to a live c_int of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            option,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
-    // SAFETY: zeroed sockaddr_storage is valid; getpeername writes at most `len` bytes into it.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: as above; fd is an open socket.
-    let rc = unsafe {
-        libc::getpeername(
-            fd,
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    crate::runtime::sockaddr_to_std(&storage)
+fn peer_addr(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+    SockRef::from(fd).peer_addr().ok()?.as_socket()
 }
 
 fn transmit_name(t: &Transmit) -> &'static str {
@@ -2434,7 +2378,7 @@ const PIPE_ROUND_BYTES: u64 = 64 << 10;
 fn cork(c: &mut Conn) {
     if !c.corked {
         c.corked = true;
-        set_tcp_option(c.fd.as_raw_fd(), libc::TCP_CORK, true);
+        let _ = SockRef::from(&c.fd).set_tcp_cork(true);
     }
 }
 
@@ -2442,7 +2386,7 @@ fn cork(c: &mut Conn) {
 fn uncork(c: &mut Conn) {
     if c.corked {
         c.corked = false;
-        set_tcp_option(c.fd.as_raw_fd(), libc::TCP_CORK, false);
+        let _ = SockRef::from(&c.fd).set_tcp_cork(false);
     }
 }
 
