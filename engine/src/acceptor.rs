@@ -18,11 +18,12 @@ use crate::layout::Roles;
 use crate::resource::Resource;
 use crate::shared::{Msg, Shared};
 
-/// Makes a listening socket on `addr`: close-on-exec, SO_REUSEADDR (a restart binds at once
-/// although the last run's connections linger in TIME_WAIT), blocking (accepts go through the ring).
+/// Makes a listening socket on `addr`: close-on-exec, SO_REUSEADDR, blocking (accepts go through
+/// the ring, never a read on the descriptor).
 pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<OwnedFd> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
+    // Without it a restart may wait out the last run's TIME_WAIT; the listener works either way.
+    let _ = socket.set_reuse_address(true);
     socket.bind(&addr.into())?;
     socket.listen(backlog as i32)?;
     Ok(socket.into())

@@ -20,7 +20,7 @@ use crate::pool::{BufferPool, Chunk};
 use crate::probe::Features;
 use crate::resource::{Reservation, ResourceManager};
 use crate::session::{Job, JobResult, Service};
-use crate::worker::Conn;
+use crate::worker::conn::Conn;
 
 /// Messages between threads. Every producer is bounded (see `runtime::mailbox_capacity`).
 pub(crate) enum Msg {
