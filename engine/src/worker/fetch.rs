@@ -220,3 +220,81 @@ impl Fetches {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_aligned_to_the_fetch_size() {
+        assert_eq!(block_start(0), 0);
+        assert_eq!(block_start(FETCH_BYTES - 1), 0);
+        assert_eq!(block_start(FETCH_BYTES), FETCH_BYTES);
+        assert_eq!(block_start(5 * FETCH_BYTES + 7), 5 * FETCH_BYTES);
+    }
+
+    #[test]
+    fn slots_bound_the_fetches_and_the_queue_waits_for_one() {
+        let mut f = Fetches::new(2, 10);
+        f.begin(1, 0);
+        f.begin(1, FETCH_BYTES);
+        assert!(!f.has_slot());
+        f.queue.push_back((5, 1));
+        f.queue.push_back((6, 1));
+        assert_eq!(f.next_queued(), None, "no slot: the queue waits");
+        f.in_flight -= 1;
+        f.waits.pop();
+        assert_eq!(f.next_queued(), Some((5, 1)), "oldest first");
+    }
+
+    #[test]
+    fn joined_lists_are_purged_only_at_twice_the_connection_limit() {
+        let conns_max = 3;
+        let mut f = Fetches::new(1, conns_max);
+        f.begin(1, 0);
+        let i = f.in_flight_for(1, 0).unwrap();
+        assert_eq!(f.in_flight_for(1, FETCH_BYTES), None);
+        assert_eq!(f.in_flight_for(2, 0), None);
+        let gone = |(key, _): Entry| key % 2 == 0; // odd keys have left
+        for key in 0..5 {
+            f.purge_joined(i, |e| !gone(e));
+            f.waits[i].waiters.push((key, 1));
+        }
+        assert_eq!(f.waits[i].waiters.len(), 5, "below 6: nothing purged");
+        f.waits[i].waiters.push((5, 1));
+        f.purge_joined(i, |e| !gone(e));
+        assert_eq!(
+            f.waits[i].waiters,
+            vec![(1, 1), (3, 1), (5, 1)],
+            "order kept"
+        );
+    }
+
+    #[test]
+    fn the_queue_is_purged_only_at_twice_the_connection_limit() {
+        let mut f = Fetches::new(1, 2);
+        let still = |(_, gen): Entry| gen == 1;
+        f.queue.extend([(0, 1), (1, 2), (2, 1)]);
+        f.purge_queue(still);
+        assert_eq!(f.queue.len(), 3);
+        f.queue.push_back((3, 2));
+        f.purge_queue(still);
+        assert_eq!(Vec::from(f.queue.clone()), vec![(0, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn an_ended_fetch_hands_back_its_joiners() {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let id = Arc::as_ptr(&file) as usize;
+        let mut f = Fetches::new(4, 100);
+        f.begin(id, FETCH_BYTES);
+        f.begin(id, 0);
+        let i = f.in_flight_for(id, FETCH_BYTES).unwrap();
+        f.waits[i].waiters.extend([(3, 1), (4, 1)]);
+        assert_eq!(f.end(&file, FETCH_BYTES + 17), vec![(3, 1), (4, 1)]);
+        assert_eq!(f.in_flight, 1);
+        assert_eq!(f.in_flight_for(id, FETCH_BYTES), None);
+        assert!(f.end(&file, 5).is_empty());
+        assert!(f.has_slot());
+    }
+}

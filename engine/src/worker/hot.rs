@@ -312,3 +312,128 @@ impl DeferredFifo {
         self.queue.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_full_budget_grants_itself() {
+        let b = SendBudget::new();
+        assert_eq!(
+            b.grant(2 * MIB, MIB / 4),
+            Grant::Sync(SYNC_SEND_BUDGET_BYTES)
+        );
+        assert!(b.piece_left(MIB / 4));
+    }
+
+    #[test]
+    fn spent_budget_defers_large_transmits_and_lets_small_ones_through() {
+        let mut b = SendBudget::new();
+        let piece = MIB / 4;
+        b.charge(
+            Grant::Sync(SYNC_SEND_BUDGET_BYTES),
+            SYNC_SEND_BUDGET_BYTES - 1000,
+        );
+        assert!(!b.piece_left(piece));
+        assert_eq!(b.grant(2 * MIB, piece), Grant::Later, "a stream waits");
+        assert_eq!(
+            b.grant(64 << 10, 64 << 10),
+            Grant::Small,
+            "a small object goes"
+        );
+        // The small allowance runs out too.
+        for _ in 0..SMALL_SEND_BUDGET_BYTES / (64 << 10) {
+            b.charge(Grant::Small, 64 << 10);
+        }
+        assert_eq!(b.grant(64 << 10, 64 << 10), Grant::Later);
+        b.refill();
+        assert_eq!(b.grant(2 * MIB, piece), Grant::Sync(SYNC_SEND_BUDGET_BYTES));
+    }
+
+    #[test]
+    fn a_piece_above_a_whole_budget_takes_the_ring_path() {
+        let b = SendBudget::new();
+        let piece = 16 * MIB;
+        assert_eq!(b.grant(32 * MIB, piece), Grant::Cold);
+        assert!(
+            b.piece_left(piece),
+            "the first transmit of an iteration still goes"
+        );
+    }
+
+    #[test]
+    fn charges_come_off_what_was_granted() {
+        let mut b = SendBudget::new();
+        b.charge(Grant::Small, MIB);
+        b.charge(Grant::Sync(SYNC_SEND_BUDGET_BYTES), 3 * MIB);
+        assert_eq!(b.sync, SYNC_SEND_BUDGET_BYTES - 3 * MIB);
+        assert_eq!(b.small, SMALL_SEND_BUDGET_BYTES - MIB);
+        assert_eq!(b.grant(8 * MIB, MIB), Grant::Sync(5 * MIB));
+    }
+
+    struct Fake {
+        gen: u32,
+        mark: Option<u32>,
+    }
+
+    impl Deferrable for Fake {
+        fn gen(&self) -> u32 {
+            self.gen
+        }
+        fn deferred_gen(&mut self) -> &mut Option<u32> {
+            &mut self.mark
+        }
+    }
+
+    fn fake(conns: &mut Slab<Fake>, gen: u32) -> usize {
+        conns.insert(Fake { gen, mark: None })
+    }
+
+    #[test]
+    fn deferred_fifo_keeps_order_and_one_entry_per_generation() {
+        let mut conns = Slab::new();
+        let (a, b, c) = (
+            fake(&mut conns, 1),
+            fake(&mut conns, 2),
+            fake(&mut conns, 3),
+        );
+        let mut fifo = DeferredFifo::default();
+        for k in [b, a, c, b, a] {
+            fifo.push(k, &mut conns[k]);
+        }
+        assert_eq!(fifo.pop_live(&mut conns), Some(b));
+        assert_eq!(conns[b].mark, None, "popped: may queue again");
+        fifo.push(b, &mut conns[b]);
+        assert_eq!(fifo.pop_live(&mut conns), Some(a));
+        assert_eq!(fifo.pop_live(&mut conns), Some(c));
+        assert_eq!(fifo.pop_live(&mut conns), Some(b));
+        assert_eq!(fifo.pop_live(&mut conns), None);
+        assert!(fifo.is_empty());
+    }
+
+    #[test]
+    fn deferred_fifo_skips_stale_entries_and_requeues_a_new_generation() {
+        let mut conns = Slab::new();
+        let (a, b) = (fake(&mut conns, 1), fake(&mut conns, 2));
+        let mut fifo = DeferredFifo::default();
+        fifo.push(a, &mut conns[a]);
+        fifo.push(b, &mut conns[b]);
+        // `a` moves away and back with a new generation: its old entry is stale, and it can
+        // queue again although its mark was never cleared.
+        conns[a].gen = 7;
+        fifo.push(a, &mut conns[a]);
+        // `b` closes and its slot goes to another connection.
+        conns.remove(b);
+        let d = fake(&mut conns, 9);
+        assert_eq!(d, b);
+        assert_eq!(
+            fifo.pop_live(&mut conns),
+            Some(a),
+            "the new entry, behind the stale ones"
+        );
+        assert_eq!(fifo.pop_live(&mut conns), None);
+    }
+}

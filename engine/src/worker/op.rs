@@ -131,3 +131,43 @@ impl Ring {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for op in [OP_WAKE, OP_SEND, OP_FETCH, 0xff] {
+            for key in [0usize, 1, 4096, u32::MAX as usize] {
+                for gen in [0u32, 1, 0x12_3456, GEN_MASK] {
+                    assert_eq!(split_user_data(user_data(op, key, gen)), (op, key, gen));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn user_data_keeps_only_the_generation_bits() {
+        let ud = user_data(OP_RECV, 7, GEN_MASK + 1 + 5);
+        assert_eq!(split_user_data(ud), (OP_RECV, 7, 5));
+    }
+
+    #[test]
+    fn token_round_trips() {
+        for key in [0usize, 9, u32::MAX as usize] {
+            for gen in [1u32, GEN_MASK] {
+                assert_eq!(split_token(token(key, gen)), (key, gen));
+            }
+        }
+    }
+
+    #[test]
+    fn generations_skip_zero_when_they_wrap() {
+        let mut gens = Gens { next: GEN_MASK - 1 };
+        assert_eq!(gens.take(), GEN_MASK - 1);
+        assert_eq!(gens.take(), GEN_MASK);
+        assert_eq!(gens.take(), 1, "0 is never handed out");
+        assert_eq!(gens.take(), 2);
+    }
+}
