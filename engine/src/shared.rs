@@ -56,9 +56,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) mailbox: Mailbox<Msg>,
     pub(crate) conns: AtomicUsize,
     pub(crate) busy: LoopBusy,
-    /// Cold stretches fetched into the page cache before being sent (`Worker::start_fetch`).
+    /// Cold stretches fetched into the page cache before being sent (`worker/fetch.rs`).
     pub(crate) cold_fetches: AtomicU64,
-    /// Cold pieces sent through a pipe, the file half in io-wq (`Worker::start_splice`).
+    /// Cold pieces sent through a pipe, the file half in io-wq (`worker/splice.rs`).
     pub(crate) cold_splices: AtomicU64,
     /// Cold stretches that waited for a fetch another connection had started.
     pub(crate) cold_joins: AtomicU64,

@@ -26,6 +26,7 @@ use crate::timer::Wheel;
 /// Longest lingering close (see `Conn::lingering`).
 pub(super) const LINGER: Duration = Duration::from_secs(2);
 
+/// How the connection is receiving now.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum RecvState {
     None,
@@ -37,6 +38,7 @@ pub(super) enum RecvState {
     Multishot,
 }
 
+/// The connection's transmit in flight, holding what the kernel uses until the completion.
 pub(super) enum Out {
     Idle,
     Bytes {
@@ -80,7 +82,7 @@ pub(super) enum Out {
     Job,
     /// An OPENAT is in flight; the path it reads is held here until it completes.
     Opening(std::ffi::CString),
-    /// A hot file transmit to issue again as it is: it waits in the ready queue for the next
+    /// A hot file transmit to issue again as it is: it waits on the deferred FIFO for the next
     /// loop iteration (this one's synchronous send budget being spent), or a POLLOUT for a
     /// socket that took nothing has completed (`Out::Blocked`) and it is driven right away.
     Deferred {
@@ -152,14 +154,14 @@ pub(crate) struct Conn {
     /// TCP_CORK is set (`tcp_nopush`): from a large body's head or first `sendfile` until the
     /// connection has no transmit left (the response is done, or a paced stream waits), so the
     /// body leaves in whole segments. Without it, a client's ACK processed between two of
-    /// `sendfile`'s 64 KiB pieces sent the piece's short tail as a segment of its own (TCP_NODELAY):
-    /// at 1000 connections 0.7 client ACKs per data segment against nginx's 0.4, and about 0.8x
-    /// its throughput where the server's core was the limit.
+    /// `sendfile`'s 64 KiB pieces sent the piece's short tail as a segment of its own
+    /// (TCP_NODELAY): at 1000 connections 0.7 client ACKs per data segment against nginx's 0.4,
+    /// and about 0.8x its throughput where the server's core was the limit.
     pub(super) corked: bool,
-    /// The generation this connection had when it was last put on the deferred FIFO (`hot::DeferredFifo`), while
-    /// that entry waits there. A connection that gets a new generation (adopted from another
-    /// worker, or put back after a failed hand-off) no longer matches it, so its stale entry is
-    /// skipped and a new one can be queued.
+    /// The generation this connection had when it was last put on the deferred FIFO
+    /// (`hot::DeferredFifo`), while that entry waits there. A connection that gets a new
+    /// generation (adopted from another worker, or put back after a failed hand-off) no longer
+    /// matches it, so its stale entry is skipped and a new one can be queued.
     pub(super) deferred_gen: Option<u32>,
     _connection: Reservation,
 }
