@@ -102,13 +102,9 @@ impl Worker {
                     len,
                 } => self.transmit_file_with_head(key, head, file, offset, len, now),
                 Transmit::WaitUntil(t) => {
-                    c.wait_until = Some(t.max(now + Duration::from_micros(1)));
-                    Next::Input
+                    self.transmit_wait(key, Some(t.max(now + Duration::from_micros(1))))
                 }
-                Transmit::Idle => {
-                    c.wait_until = None;
-                    Next::Input
-                }
+                Transmit::Idle => self.transmit_wait(key, None),
                 Transmit::Open(path) => self.transmit_open(key, path),
                 Transmit::Job(job) => self.transmit_job(key, job, now),
                 Transmit::Close => return self.transmit_close(key, now),
@@ -244,6 +240,12 @@ impl Worker {
             return Next::Input;
         }
         self.start_read(key, Some(head), file, offset, len);
+        Next::Input
+    }
+
+    /// Nothing to send before `until` (pacing), or until input or a deadline (`None`).
+    fn transmit_wait(&mut self, key: usize, until: Option<Instant>) -> Next {
+        self.conns[key].wait_until = until;
         Next::Input
     }
 
