@@ -4,15 +4,25 @@
 //! engine drives ([`session`]); storage hands the engine open files and byte ranges. Every queue,
 //! pool and table here has a fixed bound set at start-up.
 //!
-//! Map: [`runtime`] starts and stops threads; `worker` is the per-core loop; [`layout`] says
-//! which roles (file, command, data) each worker serves and pins it; [`mailbox`], [`timer`] and
-//! [`pool`] are the bounded parts the loop uses; [`resource`] and [`observer`] are the Resource
-//! Manager; [`probe`] checks io_uring at start-up; [`host`] sets up the process (open-files limit,
-//! descriptor table, SIGPIPE) before any thread starts.
+//! Map: [`runtime`] starts and stops the engine; `acceptor` accepts and places connections,
+//! `jobs` is the catalog thread, `shared` is what they and the workers share and `config` the
+//! settings. `worker` is the per-core loop, in layers: `worker/mod.rs` (the loop, completion
+//! dispatch) and `worker/drive.rs` (one function per [`Transmit`] kind, closing) call the
+//! mechanisms `recv`, `send`, `hot` (`sendfile`, budget, deferred FIFO), `fetch` (cold fetch),
+//! `splice`, `read` (reads into chunks) and `migrate`, which stand on `conn` (connection
+//! state), `pipes`, `mapping` and `op` (`user_data`, submission). [`layout`] says which roles
+//! (file, command, data) each worker serves and pins it; [`mailbox`], [`timer`], [`pool`],
+//! `bufring` (provided receive buffers), `residency` and [`direct`] are the bounded parts the
+//! loop uses; [`resource`] and [`observer`] are the Resource Manager; [`probe`] checks io_uring
+//! at start-up; [`host`] sets up the process (open-files limit, descriptor table, SIGPIPE) before
+//! any thread starts.
 
+mod acceptor;
 mod bufring;
+mod config;
 pub mod direct;
 pub mod host;
+mod jobs;
 pub mod layout;
 pub mod mailbox;
 pub mod observer;
@@ -22,6 +32,7 @@ mod residency;
 pub mod resource;
 pub mod runtime;
 pub mod session;
+mod shared;
 pub mod timer;
 mod worker;
 

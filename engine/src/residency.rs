@@ -120,8 +120,8 @@ pub(crate) fn resident(fd: RawFd, offset: u64, len: u32, step: u32) -> bool {
     // page of a piece vouches for the ones before it in practice; should one of those still be
     // in flight, the worker waits for that read to land, never for a read it issued itself.
     // (Probing the first page too cost 7% of hot 64 KiB throughput in an A/B; the last alone
-    // kept workers out of D state.) The last page of every `step` is probed. `send_hot` passes
-    // the whole stretch as the step: readahead submits its windows in file order too, so a
+    // kept workers out of D state.) The last page of every `step` is probed. `HotSender::send`
+    // passes the whole stretch as the step: readahead submits its windows in file order too, so a
     // filled last page leaves a window in flight in the middle only when another reader started
     // one there (a range request) in the meantime, and the cost then is one wait for that read.
     // Should its one probe fail, it falls back to a single chunk probed on its own.
