@@ -468,11 +468,11 @@ impl Denied {
 }
 
 /// Longest lingering close.
-const LINGER_TIME: Duration = Duration::from_secs(30);
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(30);
 /// Longest wait for the next byte during a lingering close.
-const LINGER_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// Most bytes a lingering close reads and drops.
-const LINGER_BYTES_MAX: u64 = 256 << 20;
+pub(crate) const LINGER_BYTES_MAX: u64 = 256 << 20;
 
 pub struct HttpSession {
     /// The settings of the request being answered (see [`Live`]).
@@ -1796,7 +1796,10 @@ impl Session for HttpSession {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit_tests {
     use super::*;
     use proptest::prelude::*;
 
