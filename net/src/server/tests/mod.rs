@@ -1,7 +1,7 @@
 //! The session's behaviour, driven in memory: each test builds a real service over a store in a
 //! temporary directory, talks HTTP to one `HttpSession` through [`driver`], and moves a fake
-//! clock for timeouts and pacing. No socket, no thread, no sleep: the whole suite takes well
-//! under a second of wall time. The integration tests in `tests/` cover the same ground with
+//! clock for timeouts and pacing. No socket, no thread, no sleep: a timeout of a minute is
+//! tested without waiting for it. The integration tests in `tests/` cover the same ground with
 //! real peers over real sockets.
 
 mod driver;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::driver::{put_head, Env, TOKEN};
 use super::pattern;
-use crate::server::{LINGER_BYTES_MAX, LINGER_IDLE, LINGER_TIME};
+use crate::server::upload::{LINGER_BYTES_MAX, LINGER_IDLE, LINGER_TIME};
 
 #[test]
 fn an_upload_is_created_then_replaced() {
