@@ -1,0 +1,339 @@
+//! Routes and the operator's API: which handler a request's path and method reach, the bearer
+//! token check and its refusals ([`Denied`]), and the JSON of `/api/objects` and `/api/status`
+//! (plus the prefix delete's job and answer). The bodies are built from what the caller passes
+//! in; nothing here answers a request on its own, and the only storage work, the prefix delete,
+//! is returned as a job for the catalog thread.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oasis_engine::resource::Level;
+use oasis_engine::{Job, JobResult};
+use oasis_storage::{ObjectMeta, Store, StoreError};
+
+use super::media::etag_of;
+use super::reply::json_escape;
+use super::service::Inner;
+use crate::http::{self, Method, ResponseHead};
+
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route<'a> {
+    /// `GET|HEAD /media/<name>`.
+    MediaRead(&'a str),
+    MediaPut(&'a str),
+    MediaDelete(&'a str),
+    /// A CORS preflight.
+    MediaOptions,
+    Healthz,
+    Metrics,
+    ListObjects,
+    Status,
+    /// `DELETE /api/objects?prefix=P`.
+    DeletePrefix,
+    /// 405 with this `Allow`.
+    NotAllowed(&'static str),
+    NotFound,
+}
+
+pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
+    if let Some(name) = path.strip_prefix("/media/") {
+        return match method {
+            Method::Get | Method::Head => Route::MediaRead(name),
+            Method::Put => Route::MediaPut(name),
+            Method::Delete => Route::MediaDelete(name),
+            Method::Options => Route::MediaOptions,
+            _ => Route::NotAllowed("GET, HEAD, PUT, DELETE, OPTIONS"),
+        };
+    }
+    match (path, method) {
+        ("/healthz", Method::Get | Method::Head) => Route::Healthz,
+        ("/metrics", Method::Get | Method::Head) => Route::Metrics,
+        ("/api/objects", Method::Get | Method::Head) => Route::ListObjects,
+        ("/api/status", Method::Get | Method::Head) => Route::Status,
+        ("/api/objects", Method::Delete) => Route::DeletePrefix,
+        ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
+        ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
+        _ => Route::NotFound,
+    }
+}
+
+/// Why a request that needs the API token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Denied {
+    /// The server has no token: every write and `/api` request is refused (403).
+    NoTokenConfigured,
+    NoCredentials,
+    NotBearer,
+    WrongToken,
+}
+
+impl Denied {
+    pub(super) fn status(self) -> u16 {
+        match self {
+            Denied::NoTokenConfigured => 403,
+            _ => 401,
+        }
+    }
+
+    /// What the refused client is told (the `error` of the JSON body).
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Denied::NoTokenConfigured => {
+                "this server has no API token, so it refuses uploads, deletes and /api; \
+                 set [http] api_token (16 characters or more) in its configuration file and \
+                 reload it (SIGHUP), or restart it with OASIS_API_TOKEN set"
+            }
+            Denied::NoCredentials => {
+                "this request needs the server's API token: send `Authorization: Bearer <token>` \
+                 (oasis CLI: --token or OASIS_API_TOKEN)"
+            }
+            Denied::NotBearer => "only `Authorization: Bearer <token>` is accepted",
+            Denied::WrongToken => "the bearer token is not this server's API token",
+        }
+    }
+}
+
+/// Checks a request's `Authorization` against the server's token.
+pub(super) fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(), Denied> {
+    let Some(token) = token else {
+        return Err(Denied::NoTokenConfigured);
+    };
+    let Some(given) = authorization else {
+        return Err(Denied::NoCredentials);
+    };
+    let Some(given) = given.strip_prefix("Bearer ") else {
+        return Err(Denied::NotBearer);
+    };
+    // Compare in constant time with respect to the content.
+    let equal = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
+        Ok(())
+    } else {
+        Err(Denied::WrongToken)
+    }
+}
+
+/// The refusal of a request that needs the token, with a JSON body that says why and what to
+/// do; and its body length sent.
+pub(super) fn denied(why: Denied, head_only: bool, date: &str, keep_alive: bool) -> (Vec<u8>, u64) {
+    let status = why.status();
+    let msg = format!("{{\"error\":{}}}\n", json_escape(why.reason()));
+    let mut out = Vec::with_capacity(384 + msg.len());
+    let mut head = ResponseHead::new(&mut out, status, date);
+    head.content_type("application/json")
+        .content_length(msg.len() as u64);
+    if status == 401 {
+        head.header("WWW-Authenticate", "Bearer realm=\"oasis\"");
+    }
+    head.cors().connection(keep_alive);
+    head.finish();
+    if head_only {
+        return (out, 0);
+    }
+    out.extend_from_slice(msg.as_bytes());
+    (out, msg.len() as u64)
+}
+
+pub(super) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+/// The decoded `?prefix=` of `/api/objects` (empty when absent or not UTF-8).
+pub(super) fn prefix_param(query: Option<&str>) -> String {
+    query_param(query, "prefix")
+        .and_then(|p| http::percent_decode(p.as_bytes()))
+        .and_then(|p| String::from_utf8(p).ok())
+        .unwrap_or_default()
+}
+
+pub(super) fn meta_json(meta: &ObjectMeta) -> String {
+    format!(
+        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\",\"duration_ms\":{}}}",
+        json_escape(&meta.name),
+        meta.size_bytes,
+        json_escape(&meta.content_type),
+        meta.crc32c,
+        json_escape(etag_of(meta).as_str()),
+        meta.created_unix_ms,
+        meta.bitrate_bps,
+        meta.bitrate_source.as_str(),
+        meta.duration_ms
+            .map_or_else(|| "null".to_string(), |d| d.to_string())
+    )
+}
+
+/// `GET /api/objects`: at most `max` of `all`, and whether there were more.
+pub(super) fn objects_json(all: &[Arc<ObjectMeta>], max: usize) -> String {
+    let mut body = String::from("{\"objects\":[");
+    for (i, m) in all.iter().take(max).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&meta_json(m));
+    }
+    let _ = writeln!(
+        body,
+        "],\"count\":{},\"truncated\":{}}}",
+        all.len().min(max),
+        all.len() > max
+    );
+    body
+}
+
+/// What a prefix delete did: the names it deleted, and whether objects under the prefix remain
+/// (it deletes at most `list_objects_max` per request).
+pub(super) type PrefixDeleted = Result<(Vec<String>, bool), StoreError>;
+
+/// `DELETE /api/objects?prefix=P` as a job: deletes at most `max` objects whose names start
+/// with `prefix` (a whole package: `show/`).
+pub(super) fn delete_prefix_job(store: Arc<Store>, prefix: String, max: usize) -> Job {
+    Box::new(move || {
+        let all = store.list_prefix(&prefix);
+        let mut deleted = Vec::new();
+        let mut result: PrefixDeleted = Ok((Vec::new(), all.len() > max));
+        for meta in all.iter().take(max) {
+            match store.delete(&meta.name) {
+                // Deleted meanwhile by another request: nothing left to do for it.
+                Ok(()) => deleted.push(meta.name.clone()),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Ok((names, _)) = &mut result {
+            *names = deleted;
+        }
+        Box::new(result) as JobResult
+    })
+}
+
+/// The answer of a prefix delete that succeeded.
+pub(super) fn deleted_json(names: &[String], more: bool) -> String {
+    let mut body = String::from("{\"deleted\":[");
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&json_escape(n));
+    }
+    let _ = writeln!(body, "],\"count\":{},\"truncated\":{more}}}", names.len());
+    body
+}
+
+/// `GET /api/status`: the server, its resources and (while it runs) its engine.
+pub(super) fn status_json(svc: &Inner, now: Instant) -> String {
+    let mut v = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": now.saturating_duration_since(svc.started).as_secs(),
+        "level": svc.rm.level().to_string(),
+        "critical_sources": svc.rm.sources_at(Level::Critical),
+        "warning_sources": svc.rm.sources_at(Level::Warning),
+        "active_streams": svc.metrics.active_streams.get(),
+        "objects": svc.store.len(),
+        "ttfb_us_p99": svc.metrics.ttfb_us_p99(),
+        "config_generation": svc.generation,
+        "resources": svc.rm.snapshot().iter().map(|a| serde_json::json!({
+            "resource": a.resource.to_string(), "used": a.used, "limit": a.limit, "level": a.level.to_string(),
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(e) = svc.engine.read().ok().and_then(|e| e.clone()) {
+        v["layout"] = serde_json::Value::String(e.layout().to_string());
+        v["workers"] = serde_json::Value::Array(
+            e.workers()
+                .iter()
+                .map(|w| serde_json::json!({"roles": w.roles.to_string(), "cores": w.cores, "connections": w.connections}))
+                .collect(),
+        );
+        v["buffer_pool"] =
+            serde_json::json!({"chunks": e.pool_chunks(), "free": e.pool_chunks_free()});
+        let f = e.features();
+        v["io_uring"] = serde_json::json!({
+            "kernel": f.kernel_release, "defer_taskrun": f.defer_taskrun, "multishot_accept": f.multishot_accept,
+            "send_zc": f.send_zc, "splice": f.splice, "read_fixed": f.read_fixed,
+        });
+    }
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_which_side_to_fix() {
+        assert_eq!(Denied::NoTokenConfigured.status(), 403);
+        let server_side = Denied::NoTokenConfigured.reason();
+        assert!(
+            server_side.contains("[http] api_token") && server_side.contains("OASIS_API_TOKEN")
+        );
+        assert!(
+            !server_side.contains("--token"),
+            "the client is not at fault: {server_side}"
+        );
+        for client_side in [Denied::NoCredentials, Denied::NotBearer, Denied::WrongToken] {
+            assert_eq!(client_side.status(), 401);
+        }
+        assert!(Denied::NoCredentials
+            .reason()
+            .contains("Authorization: Bearer"));
+        assert!(Denied::WrongToken
+            .reason()
+            .contains("not this server's API token"));
+    }
+
+    #[test]
+    fn the_token_must_be_a_bearer_token_and_equal() {
+        let token = Some("0123456789abcdef");
+        assert_eq!(
+            authorize(None, Some("Bearer x")),
+            Err(Denied::NoTokenConfigured)
+        );
+        assert_eq!(authorize(token, None), Err(Denied::NoCredentials));
+        let basic = Some("Basic 0123456789abcdef");
+        assert_eq!(authorize(token, basic), Err(Denied::NotBearer));
+        let short = Some("Bearer 0123456789abcde");
+        assert_eq!(authorize(token, short), Err(Denied::WrongToken));
+        assert_eq!(authorize(token, Some("Bearer 0123456789abcdef")), Ok(()));
+    }
+
+    #[test]
+    fn routes_by_path_then_method() {
+        assert_eq!(
+            route("/media/a/b.ts", &Method::Head),
+            Route::MediaRead("a/b.ts")
+        );
+        assert_eq!(route("/media/a", &Method::Put), Route::MediaPut("a"));
+        assert_eq!(route("/media/a", &Method::Options), Route::MediaOptions);
+        let post = Method::from_token("POST");
+        assert!(matches!(route("/media/a", &post), Route::NotAllowed(_)));
+        assert_eq!(route("/api/objects", &Method::Delete), Route::DeletePrefix);
+        assert_eq!(
+            route("/api/status", &Method::Delete),
+            Route::NotAllowed("GET, HEAD")
+        );
+        assert_eq!(route("/media", &Method::Get), Route::NotFound);
+    }
+
+    #[test]
+    fn query_parameters_and_prefixes() {
+        assert_eq!(query_param(Some("a=1&bitrate=5"), "bitrate"), Some("5"));
+        assert_eq!(query_param(Some("flag"), "flag"), Some(""));
+        assert_eq!(query_param(None, "a"), None);
+        assert_eq!(prefix_param(Some("prefix=show%2F")), "show/");
+        assert_eq!(prefix_param(Some("prefix=%FF")), "");
+    }
+}

@@ -1,0 +1,97 @@
+//! The HTTP service's settings: what the configuration file's `[http]` section becomes, and the
+//! map from the engine's monotonic time to wall time. Plain data: nothing here reads the clock
+//! (the base instant is taken once by the binary) or knows about sessions.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::http::HttpLimits;
+
+/// Pacing of streams: after `initial_burst_secs` of media at full speed, a stream is sent at its
+/// object's bitrate times a factor.
+#[derive(Clone, Debug)]
+pub struct PacingConfig {
+    pub enabled: bool,
+    pub initial_burst_secs: f64,
+    /// Factor for progressive media (MP4, WebM, audio): players buffer ahead of the playhead.
+    pub factor_progressive: f64,
+    /// Factor for HLS/DASH segments: segment players estimate bandwidth from download speed, so a
+    /// segment paced near its bitrate would make them switch down; generous keeps estimates high.
+    pub factor_segment: f64,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        PacingConfig {
+            enabled: true,
+            initial_burst_secs: 10.0,
+            factor_progressive: 1.5,
+            factor_segment: 4.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub limits: HttpLimits,
+    /// Bearer token for writes and `/api`. `None`: writes and `/api` are refused (403).
+    pub api_token: Option<String>,
+    /// Whether `GET /media` needs the token too.
+    pub public_reads: bool,
+    /// A request head must arrive within this time from its first byte (408 after).
+    pub header_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: Duration,
+    /// A client that accepts no bytes for this long is dropped.
+    pub send_timeout: Duration,
+    /// An upload that delivers no bytes for this long gets 408.
+    pub body_timeout: Duration,
+    pub keepalive_requests_max: u32,
+    pub upload_bytes_max: u64,
+    pub pacing: PacingConfig,
+    /// Bytes one stream reserves as buffer memory (the engine's chunk size).
+    pub stream_buffer_bytes: u64,
+    pub retry_after_secs: u64,
+    /// Objects listed by `GET /api/objects` at most.
+    pub list_objects_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            limits: HttpLimits::default(),
+            api_token: None,
+            public_reads: true,
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(65),
+            send_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            keepalive_requests_max: 1000,
+            upload_bytes_max: 64 << 30,
+            pacing: PacingConfig::default(),
+            stream_buffer_bytes: 256 * 1024,
+            retry_after_secs: 2,
+            list_objects_max: 10_000,
+        }
+    }
+}
+
+/// Maps the engine's monotonic `now` to wall time, fixed at start-up, so sessions never read the
+/// clock themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    pub(super) base_instant: Instant,
+    base_system: SystemTime,
+}
+
+impl WallClock {
+    pub fn new(base_instant: Instant, base_system: SystemTime) -> Self {
+        WallClock {
+            base_instant,
+            base_system,
+        }
+    }
+
+    pub fn at(&self, now: Instant) -> SystemTime {
+        self.base_system + now.saturating_duration_since(self.base_instant)
+    }
+}

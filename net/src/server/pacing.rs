@@ -1,0 +1,196 @@
+//! Pacing of a stream by its object's bitrate: what bandwidth a stream reserves, and how many
+//! body bytes its schedule lets it send at a given instant (a burst of `initial_burst_secs` of
+//! media at once, then bitrate x factor). Pure arithmetic on the `now` it is given: it never
+//! reads the clock and never sends.
+
+use std::time::{Duration, Instant};
+
+use oasis_storage::{BitrateSource, ObjectMeta};
+
+use super::config::PacingConfig;
+
+/// A paced stream waits until it may send at least this much (or the rest of its body), so a
+/// slow stream still sends in pieces worth a system call.
+pub(super) const PACE_CHUNK_MIN_BYTES: u64 = 64 * 1024;
+
+/// Whether a name is an HLS/DASH segment or playlist (paced by `factor_segment`).
+pub(super) fn is_segment(name: &str) -> bool {
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return false;
+    };
+    ["ts", "m4s", "aac", "m3u8", "mpd", "cmfv", "cmfa"]
+        .iter()
+        .any(|segment| ext.eq_ignore_ascii_case(segment))
+}
+
+/// The bandwidth a stream reserves, and whether it is paced at that rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StreamRate {
+    pub(super) rate_bps: u64,
+    pub(super) paced: bool,
+}
+
+/// The rate of a stream of `meta` (served as `name`) under `cfg`.
+pub(super) fn stream_rate(meta: &ObjectMeta, name: &str, cfg: &PacingConfig) -> StreamRate {
+    // A playlist (bitrate 0) reserves its buffer but no bandwidth, and is not paced.
+    let known = !matches!(
+        meta.bitrate_source,
+        BitrateSource::Default | BitrateSource::Playlist
+    );
+    let factor = if is_segment(name) {
+        cfg.factor_segment
+    } else {
+        cfg.factor_progressive
+    };
+    let paced = cfg.enabled && known;
+    let rate_bps = if paced {
+        (meta.bitrate_bps as f64 * factor) as u64
+    } else {
+        meta.bitrate_bps
+    };
+    StreamRate { rate_bps, paced }
+}
+
+/// The schedule of a paced stream.
+#[derive(Debug)]
+pub(super) struct Pace {
+    start: Instant,
+    burst_bytes: u64,
+    rate_bytes_per_sec: f64,
+}
+
+impl Pace {
+    /// The schedule of a stream of an object of `bitrate_bps` starting at `now` (`None`: it is
+    /// not paced).
+    pub(super) fn start(
+        bitrate_bps: u64,
+        rate: StreamRate,
+        cfg: &PacingConfig,
+        now: Instant,
+    ) -> Option<Pace> {
+        (rate.paced && rate.rate_bps > 0).then(|| Pace {
+            start: now,
+            burst_bytes: (bitrate_bps as f64 / 8.0 * cfg.initial_burst_secs) as u64,
+            rate_bytes_per_sec: rate.rate_bps as f64 / 8.0,
+        })
+    }
+}
+
+/// How many of `want` body bytes a stream that has sent `sent_bytes` may send now, or when to
+/// ask again.
+pub(super) fn pace_allows(
+    pace: Option<&Pace>,
+    sent_bytes: u64,
+    want: u64,
+    now: Instant,
+) -> Result<u64, Instant> {
+    let Some(p) = pace else { return Ok(want) };
+    let elapsed = now.saturating_duration_since(p.start).as_secs_f64();
+    let budget = p.burst_bytes as f64 + p.rate_bytes_per_sec * elapsed;
+    let slack = budget - sent_bytes as f64;
+    let need = want.min(PACE_CHUNK_MIN_BYTES) as f64;
+    if slack >= need {
+        Ok(want.min(slack as u64))
+    } else {
+        let secs = (need - slack) / p.rate_bytes_per_sec;
+        Err(now + Duration::from_secs_f64(secs.clamp(0.001, 60.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(bitrate_bps: u64, bitrate_source: BitrateSource) -> ObjectMeta {
+        ObjectMeta {
+            id: 1,
+            name: "x".into(),
+            size_bytes: 1 << 30,
+            content_type: "video/mp4".into(),
+            crc32c: 0,
+            created_unix_ms: 0,
+            bitrate_bps,
+            bitrate_source,
+            duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn segments_by_extension_ignore_case() {
+        for (name, segment) in [
+            ("a/seg-1.ts", true),
+            ("a/seg-1.M4S", true),
+            ("index.m3u8", true),
+            ("movie.mp4", false),
+            ("ts", false),
+            ("a.ts.mp4", false),
+        ] {
+            assert_eq!(is_segment(name), segment, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_known_bitrates_are_paced_and_segments_get_their_factor() {
+        let cfg = PacingConfig::default();
+        let rate = |source, name| stream_rate(&meta(1_000_000, source), name, &cfg);
+        let paced = |rate_bps| StreamRate {
+            rate_bps,
+            paced: true,
+        };
+        assert_eq!(rate(BitrateSource::Uploader, "a.mp4"), paced(1_500_000));
+        assert_eq!(rate(BitrateSource::HlsExtinf, "a.ts"), paced(4_000_000));
+        // Unknown: reserves the default bitrate, sent at full speed.
+        let unpaced = StreamRate {
+            rate_bps: 1_000_000,
+            paced: false,
+        };
+        assert_eq!(rate(BitrateSource::Default, "a.mp4"), unpaced);
+        let off = PacingConfig {
+            enabled: false,
+            ..PacingConfig::default()
+        };
+        let m = meta(1_000_000, BitrateSource::Mp4);
+        assert_eq!(stream_rate(&m, "a.mp4", &off), unpaced);
+        let playlist = meta(0, BitrateSource::Playlist);
+        assert!(Pace::start(
+            0,
+            stream_rate(&playlist, "a.m3u8", &cfg),
+            &cfg,
+            Instant::now()
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let cfg = PacingConfig {
+            initial_burst_secs: 2.0,
+            ..PacingConfig::default()
+        };
+        let t0 = Instant::now();
+        // 8 Mbit/s x 1.5: a 2 MB burst, then 1.5 MB/s.
+        let rate = stream_rate(&meta(8_000_000, BitrateSource::Uploader), "a.mp4", &cfg);
+        let pace = Pace::start(8_000_000, rate, &cfg, t0).expect("paced");
+        let p = Some(&pace);
+        assert_eq!(pace_allows(p, 0, 1 << 30, t0), Ok(2_000_000));
+        // The burst is spent: wait until a minimum piece is due.
+        let at = pace_allows(p, 2_000_000, 1 << 30, t0).expect_err("waits");
+        let due = PACE_CHUNK_MIN_BYTES as f64 / 1_500_000.0;
+        assert!(((at - t0).as_secs_f64() - due).abs() < 1e-6);
+        assert_eq!(
+            pace_allows(p, 2_000_000, 1 << 30, at),
+            Ok(PACE_CHUNK_MIN_BYTES)
+        );
+        let later = t0 + Duration::from_secs(4);
+        assert_eq!(pace_allows(p, 2_000_000, 1 << 30, later), Ok(6_000_000));
+        // The end of a body smaller than a minimum piece goes as soon as it is due.
+        assert_eq!(
+            pace_allows(p, 2_000_000, 1000, t0 + Duration::from_millis(1)),
+            Ok(1000)
+        );
+        // Far behind schedule, a stream is asked again within a minute.
+        let far = pace_allows(p, 1 << 40, 1 << 30, t0).expect_err("waits");
+        assert_eq!(far - t0, Duration::from_secs(60));
+        assert_eq!(pace_allows(None, 1 << 40, 7, t0), Ok(7));
+    }
+}

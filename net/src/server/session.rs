@@ -1,0 +1,818 @@
+//! The HTTP/1.1 session, one per connection: the state machine the engine drives through
+//! [`Session`]. It parses request heads, routes them ([`super::api::route`]), asks the pure
+//! modules below it for decisions and bytes (media plans, replies, pacing, upload checks),
+//! reserves with the Resource Manager, looks objects up in the store's in-memory index, and
+//! turns each state into the next [`Transmit`]. It never touches a socket or reads the clock
+//! (`now` comes in), and it never waits on the disk or the database: opens and commits go to
+//! the engine (`Transmit::Open`, `Transmit::Job`).
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oasis_engine::resource::{Resource, ResourceManager};
+use oasis_engine::{
+    ConnInfo, Job, JobRejected, JobResult, Phase, ReserveError, Service, Session, Transmit,
+};
+use oasis_storage::{ObjectMeta, StoreError};
+
+use super::access_line::{access_line, ReqLog};
+use super::api::{self, route, Denied, PrefixDeleted, Route};
+use super::media::{media_response, not_modified, plan_media, MediaPlan};
+use super::pacing::{stream_rate, Pace};
+use super::reply::{self, limit_reason};
+use super::respond::{Admission, Respond};
+use super::service::{HttpService, Inner, Live};
+use super::upload::{self, BodyLeft, Discard, Fed, Receiving};
+use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
+
+impl Service for HttpService {
+    fn open(&self, info: ConnInfo, now: Instant) -> Box<dyn Session> {
+        let svc = self.current();
+        svc.metrics.connections_opened.inc();
+        Box::new(HttpSession {
+            svc,
+            live: Arc::clone(&self.live),
+            info,
+            state: State::Head { since: None },
+            pending: None,
+            keep_alive: true,
+            requests: 0,
+            shutting_down: false,
+            last_activity: now,
+            req: None,
+            unread_body: None,
+        })
+    }
+
+    fn refusal(&self) -> &[u8] {
+        self.live.refusal()
+    }
+}
+
+enum JobKind {
+    Finish {
+        replaced: bool,
+    },
+    Delete,
+    /// `DELETE /api/objects?prefix=P`: the names deleted, and whether more are left.
+    DeletePrefix,
+}
+
+/// A GET whose object file is not in the fd cache: the engine opens it (`Transmit::Open`) and
+/// the request is served again from the top with the file (`Opened::File`).
+struct Opening {
+    head: RequestHead,
+    name: String,
+    meta: Arc<ObjectMeta>,
+    /// Taken when the open is handed to the engine.
+    path: Option<std::ffi::CString>,
+}
+
+/// What [`HttpSession::serve_media`] knows of the object's file.
+enum Opened {
+    /// Nothing yet: a cache miss is opened asynchronously.
+    NotYet,
+    /// The engine opened it (version id, cached handle).
+    File(u64, Arc<File>),
+    /// The asynchronous open failed: open synchronously, which reports the error.
+    Failed,
+}
+
+enum State {
+    /// Waiting for a request head; `since` is when its first byte arrived.
+    Head {
+        since: Option<Instant>,
+    },
+    Body(Box<Receiving>),
+    Opening(Box<Opening>),
+    /// A job is queued (`Some`) or running (`None`).
+    Job(Option<Job>, JobKind),
+    Respond(Box<Respond>),
+    /// Lingering close: the answer went out before the request's body was read; what the client
+    /// still sends is read and dropped (bounded), so it reads the answer instead of a reset.
+    Discard(Discard),
+    Close,
+}
+
+pub struct HttpSession {
+    /// The settings of the request being answered (see [`Live`]).
+    svc: Arc<Inner>,
+    live: Arc<Live>,
+    info: ConnInfo,
+    state: State,
+    /// Bytes to send before anything else (`100 Continue`).
+    pending: Option<Vec<u8>>,
+    keep_alive: bool,
+    requests: u32,
+    shutting_down: bool,
+    last_activity: Instant,
+    req: Option<ReqLog>,
+    /// The current request's body bytes not read yet (`None`: no body, or all of it read).
+    unread_body: Option<BodyLeft>,
+}
+
+/// Reserves what a stream needs before its first byte: bandwidth on its listen address and
+/// from the disk, and its buffer.
+fn admit(
+    rm: &Arc<ResourceManager>,
+    listener: u16,
+    rate_bps: u64,
+    buffer_bytes: u64,
+) -> Result<Admission, ReserveError> {
+    let net = rm.reserve(Resource::NetBps(listener), rate_bps)?;
+    let disk = rm.reserve(Resource::DiskReadBps, rate_bps)?;
+    let memory = rm.reserve(Resource::MemoryBytes, buffer_bytes)?;
+    Ok(Admission {
+        _net: net,
+        _disk: disk,
+        _memory: memory,
+    })
+}
+
+impl HttpSession {
+    fn date(&self, now: Instant) -> ImfDate {
+        ImfDate::new(self.svc.clock.at(now))
+    }
+
+    /// Starts the response to the current request with an error page (and optional extra header).
+    fn error(&mut self, status: u16, extra: &[(&str, String)], head_only: bool, now: Instant) {
+        let date = self.date(now);
+        let (out, body) =
+            reply::error_page(status, extra, head_only, date.as_str(), self.keep_alive);
+        self.respond_bytes(status, out, body, now);
+    }
+
+    /// Starts a response that is all in `out` (head and body).
+    fn respond_bytes(&mut self, status: u16, out: Vec<u8>, body_bytes: u64, now: Instant) {
+        if let Some(r) = &mut self.req {
+            r.status = status;
+            r.body_bytes = body_bytes;
+        }
+        let respond = Respond::bytes(out, !self.keep_alive, now);
+        self.state = State::Respond(Box::new(respond));
+    }
+
+    /// Refuses with 503 and `Retry-After`, counted by `reason` in `oasis_admissions_refused_total`.
+    fn refuse(&mut self, reason: &str, now: Instant) {
+        self.svc.metrics.refused(reason);
+        let retry = [("Retry-After", self.svc.cfg.retry_after_secs.to_string())];
+        self.error(503, &retry, false, now);
+    }
+
+    fn respond_small(&mut self, status: u16, ct: &str, body: &[u8], head_only: bool, now: Instant) {
+        let date = self.date(now);
+        let (out, n) = reply::small(status, ct, body, head_only, date.as_str(), self.keep_alive);
+        self.respond_bytes(status, out, n, now);
+    }
+
+    fn authorized(&self, head: &RequestHead) -> Result<(), Denied> {
+        let token = self.svc.cfg.api_token.as_deref();
+        api::authorize(token, head.authorization.as_deref())
+    }
+
+    /// Refuses a request that needs the token, with a JSON body that says why and what to do.
+    fn deny(&mut self, why: Denied, head_only: bool, now: Instant) {
+        let date = self.date(now);
+        let (out, n) = api::denied(why, head_only, date.as_str(), self.keep_alive);
+        self.respond_bytes(why.status(), out, n, now);
+    }
+
+    fn store_error(&mut self, e: StoreError, now: Instant) {
+        let date = self.date(now);
+        let retry_after_secs = self.svc.cfg.retry_after_secs;
+        let (status, out, n) =
+            reply::store_error(&e, retry_after_secs, date.as_str(), self.keep_alive);
+        if status >= 500 {
+            tracing::warn!("storage error: {e}");
+        } else {
+            tracing::debug!("storage refused a request: {e}");
+        }
+        self.respond_bytes(status, out, n, now);
+    }
+
+    fn handle(&mut self, mut head: RequestHead, now: Instant) {
+        // Each request starts on the settings in force; a reload never changes them mid-request.
+        if let Some(svc) = self.live.newer_than(self.svc.generation) {
+            self.svc = svc;
+        }
+        self.requests += 1;
+        self.keep_alive = head.keep_alive
+            && !self.shutting_down
+            && self.requests < self.svc.cfg.keepalive_requests_max
+            && !(head.has_body() && head.method != Method::Put);
+        self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
+        self.unread_body = BodyLeft::of(&head, &self.svc.cfg.limits);
+        let head_only = head.method == Method::Head;
+        match route(&head.path, &head.method) {
+            Route::MediaRead(name) => self.serve_media(&head, name, Opened::NotYet, now),
+            Route::MediaPut(name) => self.start_upload(&head, name, now),
+            Route::MediaDelete(name) => match self.authorized(&head) {
+                Err(why) => self.deny(why, false, now),
+                Ok(()) => {
+                    let store = Arc::clone(&self.svc.store);
+                    let name = name.to_owned();
+                    let job: Job = Box::new(move || Box::new(store.delete(&name)) as JobResult);
+                    self.state = State::Job(Some(job), JobKind::Delete);
+                }
+            },
+            Route::MediaOptions => {
+                let date = self.date(now);
+                let mut out = Vec::with_capacity(512);
+                http::preflight_response(self.keep_alive, 86_400, date.as_str(), &mut out);
+                self.respond_bytes(204, out, 0, now);
+            }
+            Route::Healthz => self.respond_small(200, "text/plain", b"ok\n", head_only, now),
+            Route::Metrics => {
+                let workers = self
+                    .svc
+                    .engine
+                    .read()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .map(|e| e.workers())
+                    .unwrap_or_default();
+                let body = self.svc.metrics.render(&workers);
+                let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                self.respond_small(200, ct, body.as_bytes(), head_only, now)
+            }
+            Route::ListObjects => match self.authorized(&head) {
+                Err(why) => self.deny(why, head_only, now),
+                Ok(()) => {
+                    let prefix = api::prefix_param(head.query.as_deref());
+                    let all = if prefix.is_empty() {
+                        self.svc.store.list()
+                    } else {
+                        self.svc.store.list_prefix(&prefix)
+                    };
+                    let body = api::objects_json(&all, self.svc.cfg.list_objects_max);
+                    self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
+                }
+            },
+            Route::Status => match self.authorized(&head) {
+                Err(why) => self.deny(why, head_only, now),
+                Ok(()) => {
+                    let body = api::status_json(&self.svc, now);
+                    self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
+                }
+            },
+            Route::DeletePrefix => match self.authorized(&head) {
+                Err(why) => self.deny(why, false, now),
+                Ok(()) => self.delete_prefix(&head, now),
+            },
+            Route::NotAllowed(allow) => {
+                self.error(405, &[("Allow", allow.to_string())], head_only, now)
+            }
+            Route::NotFound => self.error(404, &[], head_only, now),
+        }
+    }
+
+    /// `DELETE /api/objects?prefix=P` on the catalog thread; an empty prefix is refused.
+    fn delete_prefix(&mut self, head: &RequestHead, now: Instant) {
+        let prefix = api::prefix_param(head.query.as_deref());
+        if prefix.is_empty() {
+            let msg = "{\"error\":\"DELETE /api/objects needs ?prefix=P (e.g. prefix=show/); \
+                       deleting every object at once is not offered\"}\n";
+            return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
+        }
+        let store = Arc::clone(&self.svc.store);
+        let job = api::delete_prefix_job(store, prefix, self.svc.cfg.list_objects_max);
+        self.state = State::Job(Some(job), JobKind::DeletePrefix);
+    }
+
+    /// A GET whose object's content file is gone when it is opened: deleted or replaced
+    /// between the lookup and the open, or removed behind the server's back. For this request
+    /// the object does not exist.
+    fn file_gone(&mut self, name: &str, now: Instant) {
+        tracing::warn!("{name}: its content file is gone; answering 404");
+        self.error(404, &[], false, now)
+    }
+
+    fn serve_media(&mut self, head: &RequestHead, name: &str, opened: Opened, now: Instant) {
+        let head_only = head.method == Method::Head;
+        if !self.svc.cfg.public_reads {
+            if let Err(s) = self.authorized(head) {
+                return self.deny(s, head_only, now);
+            }
+        }
+        let Some(meta) = self.svc.store.lookup(name) else {
+            return self.error(404, &[], head_only, now);
+        };
+        let size = meta.size_bytes;
+        let (status, spec) = match plan_media(&meta, head, self.svc.cfg.limits.ranges_count_max) {
+            MediaPlan::Send { status, spec } => (status, spec),
+            MediaPlan::NotModified => {
+                let date = self.date(now);
+                let out = not_modified(&meta, date.as_str(), self.keep_alive);
+                return self.respond_bytes(304, out, 0, now);
+            }
+            MediaPlan::PreconditionFailed => return self.error(412, &[], head_only, now),
+            MediaPlan::Unsatisfiable => {
+                let range = [("Content-Range", format!("bytes */{size}"))];
+                return self.error(416, &range, head_only, now);
+            }
+        };
+        // The file, before anything is reserved: a descriptor the cache does not hold is opened
+        // by the engine (a cold directory lookup must not stall the worker), then the request is
+        // served again from the top.
+        let mut file = None;
+        if !head_only && size > 0 {
+            let first_try = matches!(opened, Opened::NotYet);
+            file = match opened {
+                Opened::File(id, f) if id == meta.id => Some(f),
+                _ => self.svc.store.cached_file(&meta),
+            };
+            if file.is_none() && first_try {
+                let path = self.svc.store.content_path(&meta).and_then(|p| {
+                    std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(
+                        p.into_os_string(),
+                    ))
+                    .ok()
+                });
+                if let Some(path) = path {
+                    self.state = State::Opening(Box::new(Opening {
+                        head: head.clone(),
+                        name: name.to_owned(),
+                        meta,
+                        path: Some(path),
+                    }));
+                    return;
+                }
+            }
+        }
+
+        // Admission control: a stream with a body reserves before its first byte.
+        let mut admission = None;
+        let mut pace = None;
+        if !head_only && size > 0 {
+            if self.svc.rm.is_critical() {
+                return self.refuse("critical_event", now);
+            }
+            let pacing = &self.svc.cfg.pacing;
+            let rate = stream_rate(&meta, name, pacing);
+            let buffer_bytes = self.svc.cfg.stream_buffer_bytes;
+            match admit(
+                &self.svc.rm,
+                self.info.listener,
+                rate.rate_bps,
+                buffer_bytes,
+            ) {
+                Ok(a) => admission = Some(a),
+                Err(e) => {
+                    tracing::debug!("stream of {name} refused: {e}");
+                    return self.refuse(&e.resource.to_string(), now);
+                }
+            }
+            pace = Pace::start(meta.bitrate_bps, rate, pacing, now);
+        }
+        let file = if head_only || size == 0 {
+            None
+        } else if file.is_some() {
+            file
+        } else {
+            self.svc.metrics.file_opened(false);
+            match self.svc.store.open_file(&meta) {
+                Ok(f) => Some(f),
+                Err(StoreError::NotFound { .. }) => return self.file_gone(name, now),
+                Err(e) => {
+                    tracing::error!("cannot open {name}: {e}");
+                    let status = if matches!(e, StoreError::Reserve(_)) {
+                        503
+                    } else {
+                        500
+                    };
+                    return self.error(status, &[], false, now);
+                }
+            }
+        };
+        let boundary_seed = match spec {
+            RangeSpec::Multi(_) => {
+                meta.id ^ (now.saturating_duration_since(self.svc.started).as_nanos() as u64)
+            }
+            _ => 0,
+        };
+        let date = self.date(now);
+        let response = media_response(
+            &meta,
+            status,
+            spec,
+            file,
+            boundary_seed,
+            date.as_str(),
+            self.keep_alive,
+        );
+        if let Some(r) = &mut self.req {
+            r.status = status;
+            r.body_bytes = if head_only { 0 } else { response.body_bytes };
+        }
+        let respond = Respond {
+            head: Some(response.head),
+            body: response.body,
+            close_after: !self.keep_alive,
+            _admission: admission,
+            pace,
+            body_sent: 0,
+            last_progress: now,
+        };
+        if respond.streams() {
+            self.svc.metrics.active_streams.inc();
+        }
+        self.state = State::Respond(Box::new(respond));
+    }
+
+    fn start_upload(&mut self, head: &RequestHead, name: &str, now: Instant) {
+        if let Err(why) = self.authorized(head) {
+            self.keep_alive = false;
+            return self.deny(why, false, now);
+        }
+        let kind = match upload::body_kind(head, &self.svc.cfg) {
+            Ok(kind) => kind,
+            Err(status) => {
+                self.keep_alive = false;
+                self.svc.metrics.limit(limit_reason(status));
+                return self.error(status, &[], false, now);
+            }
+        };
+        if self.svc.rm.is_critical() {
+            self.keep_alive = false;
+            return self.refuse("critical_event", now);
+        }
+        if let Some(msg) = upload::content_type_refusal(head) {
+            self.keep_alive = false;
+            return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
+        }
+        let options = upload::upload_options(head);
+        let replaced = self.svc.store.lookup(name).is_some();
+        match self.svc.store.create_upload(name, options) {
+            Ok(upload) => {
+                if head.expect_continue {
+                    let mut out = Vec::with_capacity(32);
+                    http::continue_response(&mut out);
+                    self.pending = Some(out);
+                }
+                let receiving = Receiving::new(upload, kind, replaced, now);
+                let empty = receiving.is_empty();
+                self.state = State::Body(Box::new(receiving));
+                if empty {
+                    self.finish_body();
+                }
+            }
+            Err(e) => {
+                self.keep_alive = false;
+                self.store_error(e, now);
+            }
+        }
+    }
+
+    /// Feeds upload body bytes; returns how many were consumed.
+    fn feed_body(&mut self, input: &[u8], now: Instant) -> usize {
+        let State::Body(r) = &mut self.state else {
+            return 0;
+        };
+        let limit_bytes = self.svc.cfg.upload_bytes_max;
+        match r.feed(input, limit_bytes, now, &mut self.unread_body) {
+            Fed::More(n) => {
+                self.svc.metrics.received_bytes.inc_by(n as u64);
+                n
+            }
+            Fed::Done(n) => {
+                self.svc.metrics.received_bytes.inc_by(n as u64);
+                self.finish_body();
+                n
+            }
+            Fed::Framing(e) => {
+                // Malformed framing: where the body ends is unknown, so no lingering.
+                self.keep_alive = false;
+                self.svc.metrics.limit(limit_reason(e.status));
+                self.error(e.status, &[], false, now);
+                input.len()
+            }
+            Fed::Failed(n, e) => {
+                self.svc.metrics.received_bytes.inc_by(n as u64);
+                // Dropping the upload removes its temp file and releases its reservation.
+                self.keep_alive = false;
+                self.store_error(e, now);
+                input.len()
+            }
+        }
+    }
+
+    fn finish_body(&mut self) {
+        let State::Body(r) = std::mem::replace(&mut self.state, State::Close) else {
+            unreachable!()
+        };
+        self.unread_body = None;
+        let (job, replaced) = r.into_job();
+        self.state = State::Job(Some(job), JobKind::Finish { replaced });
+    }
+
+    fn finish_response(&mut self, now: Instant) {
+        let State::Respond(r) = std::mem::replace(&mut self.state, State::Head { since: None })
+        else {
+            return;
+        };
+        if r.streams() {
+            self.svc.metrics.active_streams.dec();
+        }
+        if let Some(req) = self.req.take() {
+            self.log(&req, now);
+        }
+        self.last_activity = now;
+        if r.close_after || self.shutting_down {
+            self.state = match self.unread_body.take() {
+                Some(left) if !self.shutting_down => State::Discard(Discard::new(left, now)),
+                _ => State::Close,
+            };
+        }
+    }
+
+    fn log(&self, req: &ReqLog, now: Instant) {
+        let elapsed = now.saturating_duration_since(req.started);
+        self.svc.metrics.status(req.status);
+        self.svc
+            .metrics
+            .record_response_us(elapsed.as_micros() as u64);
+        if !self.svc.log.is_on() {
+            return;
+        }
+        let ip = self.info.peer.map(|p| p.ip());
+        let line = access_line(ip, self.svc.clock.at(now), req, elapsed);
+        self.svc.log.write(line);
+    }
+
+    /// Answers a finished job of `kind`.
+    fn job_done(&mut self, kind: JobKind, result: JobResult, now: Instant) {
+        match kind {
+            JobKind::Finish { replaced } => {
+                match result.downcast::<Result<Arc<ObjectMeta>, StoreError>>() {
+                    Ok(r) => match *r {
+                        Ok(meta) => {
+                            let body = format!("{}\n", api::meta_json(&meta));
+                            let status = if replaced { 200 } else { 201 };
+                            let ct = "application/json";
+                            self.respond_small(status, ct, body.as_bytes(), false, now);
+                        }
+                        Err(e) => {
+                            self.keep_alive = false;
+                            self.store_error(e, now)
+                        }
+                    },
+                    Err(_) => self.error(500, &[], false, now),
+                }
+            }
+            JobKind::DeletePrefix => match result.downcast::<PrefixDeleted>() {
+                Ok(r) => match *r {
+                    Ok((names, more)) => {
+                        let body = api::deleted_json(&names, more);
+                        self.respond_small(200, "application/json", body.as_bytes(), false, now);
+                    }
+                    Err(e) => self.store_error(e, now),
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
+            JobKind::Delete => match result.downcast::<Result<(), StoreError>>() {
+                Ok(r) => match *r {
+                    Ok(()) => {
+                        let date = self.date(now);
+                        let out = reply::no_content(date.as_str(), self.keep_alive);
+                        self.respond_bytes(204, out, 0, now);
+                    }
+                    Err(e) => self.store_error(e, now),
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
+        }
+    }
+}
+
+impl Session for HttpSession {
+    fn on_input(&mut self, input: &[u8], now: Instant) -> usize {
+        self.last_activity = now;
+        match &mut self.state {
+            State::Head { since } => {
+                if since.is_none() && !input.is_empty() {
+                    *since = Some(now);
+                }
+                let parsed = match parse_request(input, &self.svc.cfg.limits) {
+                    // The engine's input buffer may be exactly the head limit: a full buffer with no
+                    // complete head is a head over the limit.
+                    Ok(Parse::Partial) if input.len() >= self.svc.cfg.limits.header_bytes_max => {
+                        Err(http::HttpError::new(
+                            431,
+                            "request head larger than header_bytes_max",
+                        ))
+                    }
+                    other => other,
+                };
+                match parsed {
+                    Ok(Parse::Partial) => 0,
+                    Ok(Parse::Complete(head, n)) => {
+                        self.handle(head, now);
+                        if matches!(self.state, State::Body(_)) {
+                            n + self.feed_body(&input[n..], now)
+                        } else {
+                            n
+                        }
+                    }
+                    Err(e) => {
+                        self.keep_alive = false;
+                        self.svc.metrics.limit(limit_reason(e.status));
+                        tracing::debug!(peer = ?self.info.peer, "bad request: {e}");
+                        self.req = Some(ReqLog::unparsed(e.status, now));
+                        self.error(e.status, &[], false, now);
+                        input.len()
+                    }
+                }
+            }
+            State::Body(_) => self.feed_body(input, now),
+            State::Discard(d) => {
+                if d.feed(input, now) {
+                    self.state = State::Close;
+                }
+                input.len()
+            }
+            _ => 0,
+        }
+    }
+
+    fn on_peer_closed(&mut self, _now: Instant) {
+        match self.state {
+            State::Head { .. } | State::Body(_) | State::Discard(_) => self.state = State::Close,
+            // Half-closed clients still get their answer.
+            _ => self.keep_alive = false,
+        }
+        if let State::Respond(r) = &mut self.state {
+            r.close_after = true;
+        }
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Transmit {
+        if let Some(p) = self.pending.take() {
+            return Transmit::Bytes(p);
+        }
+        match &mut self.state {
+            State::Close => Transmit::Close,
+            State::Head { .. } | State::Body(_) | State::Discard(_) => Transmit::Idle,
+            State::Job(job, _) => match job.take() {
+                Some(j) => Transmit::Job(j),
+                None => Transmit::Idle,
+            },
+            State::Opening(o) => match o.path.take() {
+                Some(path) => Transmit::Open(path),
+                None => Transmit::Idle,
+            },
+            State::Respond(r) => match r.poll(now) {
+                Some(t) => t,
+                None => {
+                    self.finish_response(now);
+                    self.poll_transmit(now)
+                }
+            },
+        }
+    }
+
+    fn on_sent(&mut self, result: std::io::Result<u64>, returned: Option<Vec<u8>>, now: Instant) {
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(peer = ?self.info.peer, "send failed: {e}");
+                if let State::Respond(_) = self.state {
+                    if let Some(r) = &mut self.req {
+                        r.status = if r.head_sent { r.status } else { 499 };
+                    }
+                    self.finish_response(now);
+                }
+                self.state = State::Close;
+                return;
+            }
+        };
+        self.svc.metrics.sent_bytes.inc_by(n);
+        if let Some(req) = &mut self.req {
+            if !req.head_sent {
+                req.head_sent = true;
+                self.svc
+                    .metrics
+                    .record_ttfb_us(now.saturating_duration_since(req.started).as_micros() as u64);
+            }
+        }
+        if let State::Respond(r) = &mut self.state {
+            r.on_sent(n, returned.is_none(), now);
+        }
+    }
+
+    fn on_job_done(&mut self, result: JobResult, now: Instant) {
+        let State::Job(_, kind) = std::mem::replace(&mut self.state, State::Close) else {
+            return;
+        };
+        if result.is::<JobRejected>() {
+            self.keep_alive = false;
+            return self.refuse("job_queue", now);
+        }
+        self.job_done(kind, result, now);
+    }
+
+    fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {
+        let State::Opening(o) = std::mem::replace(&mut self.state, State::Close) else {
+            return;
+        };
+        let adopted = match result {
+            Ok(f) => self
+                .svc
+                .store
+                .adopt_file(&o.meta, f)
+                .map_err(|e| e.to_string()),
+            // Answered here, without a second lookup of the path on the worker.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.file_gone(&o.name, now)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let opened = match adopted {
+            Ok(f) => {
+                self.svc.metrics.file_opened(true);
+                Opened::File(o.meta.id, f)
+            }
+            Err(e) => {
+                // The synchronous open that follows reports it (503 when no descriptor may be
+                // reserved, 500 otherwise).
+                tracing::debug!("asynchronous open of {} failed: {e}", o.name);
+                Opened::Failed
+            }
+        };
+        self.serve_media(&o.head, &o.name, opened, now);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let cfg = &self.svc.cfg;
+        match &self.state {
+            State::Head { since: Some(t) } => Some(*t + cfg.header_timeout),
+            State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
+            State::Body(r) => Some(r.last_progress + cfg.body_timeout),
+            State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
+            State::Discard(d) => Some(d.deadline()),
+            State::Job(..) | State::Opening(_) | State::Close => None,
+        }
+    }
+
+    fn wants_close(&self) -> bool {
+        matches!(self.state, State::Close)
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        match &self.state {
+            State::Head { since: Some(_) } | State::Body(_) => {
+                self.keep_alive = false;
+                self.svc.metrics.limit("timeout");
+                if self.req.is_none() {
+                    self.req = Some(ReqLog::unparsed(408, now));
+                }
+                self.error(408, &[], false, now);
+            }
+            State::Head { since: None } | State::Discard(_) => self.state = State::Close,
+            State::Respond(_) => {
+                self.svc.metrics.limit("send_timeout");
+                if let Some(r) = &mut self.req {
+                    r.status = if r.head_sent { r.status } else { 408 };
+                }
+                self.finish_response(now);
+                self.state = State::Close;
+            }
+            State::Job(..) | State::Opening(_) | State::Close => {}
+        }
+    }
+
+    fn on_shutdown(&mut self, _now: Instant) {
+        self.shutting_down = true;
+        self.keep_alive = false;
+        match &mut self.state {
+            State::Head { .. } | State::Discard(_) => self.state = State::Close,
+            State::Respond(r) => r.close_after = true,
+            _ => {}
+        }
+    }
+
+    fn wants_input(&self) -> bool {
+        matches!(
+            self.state,
+            State::Head { .. } | State::Body(_) | State::Discard(_)
+        )
+    }
+
+    fn phase(&self) -> Phase {
+        match &self.state {
+            State::Respond(r) if r.streams() && r.head.is_none() => Phase::Data,
+            _ => Phase::Command,
+        }
+    }
+
+    fn on_close(&mut self, now: Instant) {
+        if let State::Respond(_) = self.state {
+            if let Some(r) = &mut self.req {
+                if !r.head_sent {
+                    r.status = 499;
+                }
+            }
+            self.finish_response(now);
+        }
+    }
+}
