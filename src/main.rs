@@ -4,6 +4,7 @@
 
 mod client;
 mod config;
+mod library;
 mod reload;
 
 use std::path::PathBuf;
@@ -58,6 +59,44 @@ enum Command {
         /// Configuration file whose `[storage]` settings the import uses.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Check a data directory's catalog against its files; or rebuild a lost or damaged catalog
+    /// from the files' own records. Offline: stop the server first.
+    #[command(after_help = "Examples:\n  \
+        oasis fsck --data-dir ./oasis-data\n  \
+        oasis fsck --data-dir ./oasis-data --rebuild-catalog")]
+    Fsck {
+        /// The data directory to check.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Write a new catalog from the object files' own records (the old one is kept aside).
+        #[arg(long)]
+        rebuild_catalog: bool,
+        /// Skip reading every file for its checksum (structure only).
+        #[arg(long, conflicts_with = "rebuild_catalog")]
+        no_checksums: bool,
+    },
+    /// Verify every object's checksum. Offline: stop the server first (the server scrubs in the
+    /// background when `[storage] scrub_bytes_per_sec` is set).
+    #[command(after_help = "Example:\n  oasis scrub --data-dir ./oasis-data")]
+    Scrub {
+        /// Data directory (default: the configuration's `[server] data_dir`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Copy a data directory, consistently, while its server runs (hard links on the same file
+    /// system, copies elsewhere; a second run is incremental). Serve the copy with --data-dir.
+    #[command(after_help = "Example:\n  oasis backup --data-dir ./oasis-data /backups/oasis")]
+    Backup {
+        /// The data directory to back up.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Where the backup goes (a data directory of its own).
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
     },
     /// Upload a file, or a directory as a package (e.g. an HLS folder), to a running server.
     #[command(after_help = "Examples:\n  \
@@ -157,6 +196,16 @@ fn load(config: Option<&PathBuf>) -> Result<Config> {
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Import { .. }
+            | Command::Fsck { .. }
+            | Command::Scrub { .. }
+            | Command::Backup { .. }
+    ) {
+        // The offline commands print their own results; the log says only what goes wrong.
+        init_tracing("warn");
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Config {
@@ -176,7 +225,14 @@ fn main() {
             data_dir,
             prefix,
             config,
-        } => import(dir, data_dir, prefix, config),
+        } => library::import(&dir, data_dir, prefix.as_deref(), config.as_ref()),
+        Command::Fsck {
+            data_dir,
+            rebuild_catalog,
+            no_checksums,
+        } => library::fsck(&data_dir, rebuild_catalog, !no_checksums),
+        Command::Scrub { data_dir, config } => library::scrub(data_dir, config.as_ref()),
+        Command::Backup { data_dir, dest } => library::backup(&data_dir, &dest),
         Command::Put {
             path,
             name,
@@ -226,36 +282,6 @@ fn init_tracing(filter: &str) -> Option<reload::LogFilter> {
         .try_init()
         .ok()?;
     Some(reload::LogFilter { handle, from_env })
-}
-
-fn import(
-    dir: PathBuf,
-    data_dir: Option<PathBuf>,
-    prefix: Option<String>,
-    config: Option<PathBuf>,
-) -> Result<()> {
-    let mut cfg = load(config.as_ref())?;
-    init_tracing(&cfg.server.log_level);
-    if let Some(d) = data_dir {
-        cfg.server.data_dir = d;
-    }
-    let resolved = cfg.resolve(&oasis_engine::layout::available_cores())?;
-    let rm = ResourceManager::new(&resolved.limits);
-    let (store, recovery) = oasis_storage::Store::open(resolved.store, rm)?;
-    if !recovery.is_clean() {
-        eprintln!("recovery: {recovery:?}");
-    }
-    let report = oasis_storage::import_dir(&store, &dir, prefix.as_deref())?;
-    for (path, why) in &report.skipped {
-        eprintln!("skipped {}: {why}", path.display());
-    }
-    println!(
-        "imported {} objects ({} bytes) into {}",
-        report.imported.len(),
-        report.imported_bytes,
-        cfg.server.data_dir.display()
-    );
-    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

@@ -78,6 +78,24 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// The catalog is damaged; the object files still describe themselves.
+    #[error(
+        "the catalog of {dir} is damaged ({why}); every object file carries its own record, so \
+         stop the server and rebuild it with `oasis fsck --data-dir {dir} --rebuild-catalog` \
+         (the damaged file is kept aside); restarting alone does not repair it"
+    )]
+    CatalogDamaged { dir: PathBuf, why: String },
+
+    /// Object files carry ids the catalog never handed out: the catalog was deleted, replaced or
+    /// restored from an older copy. Nothing was removed.
+    #[error(
+        "the catalog of {dir} is older than {files} object files in objects/ (it was deleted, \
+         replaced or restored from an older copy), and starting would discard them; nothing was \
+         removed. Rebuild it from the files' own records with \
+         `oasis fsck --data-dir {dir} --rebuild-catalog`"
+    )]
+    CatalogLost { dir: PathBuf, files: u64 },
+
     /// The catalog (Database Manager) failed.
     #[error(transparent)]
     Catalog(CatalogError),

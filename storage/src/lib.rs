@@ -23,16 +23,21 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod bitrate;
 mod catalog;
 mod content_type;
 mod error;
 mod fd_cache;
+mod files;
+mod fsck;
 mod import;
 mod name;
+pub mod record;
 mod store;
 mod upload;
 
+pub use backup::{backup, BackupReport};
 pub use bitrate::{
     bitrate_bps, mp4_duration_ms, parse_playlist, BitrateSource, PlaylistEntry, DURATION_MS_MAX,
     PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
@@ -43,6 +48,7 @@ pub use catalog::{
 pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
 pub use error::StoreError;
 pub use fd_cache::ShrinkCounts;
+pub use fsck::{fsck, rebuild_catalog, FsckReport, RebuildReport, LOST_FOUND_DIR};
 pub use import::{import_dir, ImportReport};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
 pub use store::{

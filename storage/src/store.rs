@@ -21,6 +21,7 @@ use crate::bitrate::{self, BitrateSource};
 use crate::catalog::{BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog};
 use crate::error::StoreError;
 use crate::fd_cache::{FdCache, ShrinkCounts};
+use crate::files;
 use crate::name::{self, validate_name};
 use crate::upload::{Upload, UploadOptions};
 
@@ -219,6 +220,8 @@ pub(crate) struct Inner {
     pub(crate) fds: FdCache,
     /// How often the configured fault point was reached (test seam).
     fault_hits: std::sync::atomic::AtomicU64,
+    /// Set once an object record could not be written (no user xattrs): warned about once.
+    records_unsupported: std::sync::atomic::AtomicBool,
     /// Held for the life of the store: the flock on `LOCK`.
     _lock: File,
 }
@@ -261,6 +264,22 @@ fn push_capped<T>(v: &mut Vec<T>, item: T) {
 }
 
 impl Inner {
+    /// Notes that the data directory's file system keeps no object records (user xattrs);
+    /// warns the first time.
+    pub(crate) fn records_unsupported(&self) {
+        if !self
+            .records_unsupported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                target: "oasis::storage",
+                dir = %self.config.data_dir.display(),
+                "the data directory's file system keeps no user xattrs: objects carry no record of their own, \
+                 so `oasis fsck --rebuild-catalog` could not recover their names; use ext4, xfs or tmpfs"
+            );
+        }
+    }
+
     pub(crate) fn committer(&self) -> MutexGuard<'_, Committer> {
         // A panic mid-commit is a bug; the catalog is transactional and the index is updated by
         // single insert/remove calls, so the state behind a poisoned lock is still consistent.
@@ -451,30 +470,33 @@ impl Store {
         }
 
         // 2. The catalog.
-        let mut catalog = make_catalog(&data_dir)?;
-        let records = catalog.load_all()?;
+        let damaged = |e: CatalogError| match e {
+            CatalogError::Corrupt { source, .. } => StoreError::CatalogDamaged {
+                dir: data_dir.clone(),
+                why: source.to_string(),
+            },
+            other => other.into(),
+        };
+        let mut catalog = make_catalog(&data_dir).map_err(damaged)?;
+        let records = catalog.load_all().map_err(damaged)?;
 
         // 3. Content files on disk: id -> length.
-        let mut on_disk: HashMap<u64, (PathBuf, u64)> = HashMap::new();
-        for fan in 0..=0xffu64 {
-            let dir = objects_dir.join(format!("{fan:02x}"));
-            for entry in fs::read_dir(&dir).map_err(io("listing", &dir))? {
-                let entry = entry.map_err(io("listing", &dir))?;
-                let path = entry.path();
-                let parsed = entry
-                    .file_name()
-                    .to_str()
-                    .filter(|s| s.len() == 16)
-                    .and_then(|s| u64::from_str_radix(s, 16).ok())
-                    .filter(|id| object_path_in(&objects_dir, *id) == path);
-                let meta = entry.metadata().map_err(io("reading metadata of", &path))?;
-                match parsed {
-                    Some(id) if meta.is_file() => {
-                        on_disk.insert(id, (path, meta.len()));
-                    }
-                    _ => push_capped(&mut report.unknown_files, path),
-                }
-            }
+        let files = files::scan_objects(&objects_dir)?;
+        let mut on_disk = files.by_id;
+        for path in files.unknown {
+            push_capped(&mut report.unknown_files, path);
+        }
+
+        // A file whose id this catalog never handed out was written under another catalog: this
+        // one was lost, replaced or restored from an older copy, and removing the files as
+        // orphans would lose the library.
+        let next_id = catalog.peek_next_id().map_err(damaged)?;
+        let foreign = on_disk.keys().filter(|id| **id >= next_id).count() as u64;
+        if foreign > 0 {
+            return Err(StoreError::CatalogLost {
+                dir: data_dir.clone(),
+                files: foreign,
+            });
         }
 
         // 4. Rows whose file is missing or the wrong size are dropped; files with no row removed.
@@ -523,6 +545,7 @@ impl Store {
             index: RwLock::new(HashMap::with_capacity(kept.len())),
             fds,
             fault_hits: std::sync::atomic::AtomicU64::new(0),
+            records_unsupported: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
         {
@@ -801,22 +824,18 @@ impl Store {
     /// Reads the whole content of `meta` and checks its length and CRC-32C (for tools and tests;
     /// reads the file start to end).
     pub fn verify(&self, meta: &ObjectMeta) -> Result<(), StoreError> {
-        use std::io::Read;
+        self.verify_paced(meta, |_| {})
+    }
+
+    /// [`Store::verify`], telling `on_bytes` how many bytes each read returned (a scrub's rate
+    /// limit).
+    pub fn verify_paced(
+        &self,
+        meta: &ObjectMeta,
+        on_bytes: impl FnMut(u64),
+    ) -> Result<(), StoreError> {
         let path = self.object_path(meta);
-        let mut file = File::open(&path).map_err(io("opening object file", &path))?;
-        let mut buf = vec![0u8; 64 << 10];
-        let mut crc = 0u32;
-        let mut len = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(io("reading object file", &path))?;
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            len += n as u64;
-        }
+        let (len, crc) = files::crc32c_of(&path, on_bytes)?;
         if len != meta.size_bytes || crc != meta.crc32c {
             return Err(StoreError::Corrupted {
                 path,
@@ -830,7 +849,7 @@ impl Store {
     }
 }
 
-fn take_lock(data_dir: &Path) -> Result<File, StoreError> {
+pub(crate) fn take_lock(data_dir: &Path) -> Result<File, StoreError> {
     let path = data_dir.join(LOCK_FILE);
     let file = fs::OpenOptions::new()
         .create(true)

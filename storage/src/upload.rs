@@ -25,6 +25,7 @@ use crate::catalog::ObjectMeta;
 use crate::content_type::content_type_for;
 use crate::error::StoreError;
 use crate::name::validate_name;
+use crate::record;
 use crate::store::{sync_dir, Entry, FaultPoint, Inner, TMP_SUFFIX};
 
 /// Bytes staged before each write to the temp file, at offsets that are multiples of it. The
@@ -266,17 +267,7 @@ impl Upload {
             return Err(e);
         }
 
-        // 1. Durable content.
-        let file = self
-            .file
-            .take()
-            .expect("an upload that is not done has its file");
-        file.sync_all()
-            .map_err(|e| StoreError::io("syncing upload temp file", &self.tmp_path, e))?;
-        drop(file);
-        self.inner.fault_point(FaultPoint::UploadSynced);
-
-        // Derived metadata, from the temp file, outside every lock.
+        // Derived metadata, from the temp file (in the page cache), outside every lock.
         let content_type = self
             .options
             .content_type
@@ -287,7 +278,7 @@ impl Upload {
         } else {
             None
         };
-        let mut bitrate = match self.options.bitrate_bps {
+        let known_bitrate = match self.options.bitrate_bps {
             // A playlist has no media bitrate, whatever the uploader says.
             _ if bitrate::is_manifest_name(&self.name) => Some((0, BitrateSource::Playlist)),
             Some(bps) => Some((bps, BitrateSource::Uploader)),
@@ -295,20 +286,10 @@ impl Upload {
                 .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms))
                 .map(|bps| (bps, BitrateSource::Mp4)),
         };
-
         let inner = Arc::clone(&self.inner);
-        let final_path = inner.object_path(self.id);
-        let mut committer = inner.committer();
-        if bitrate.is_none() {
-            bitrate = committer
-                .hls
-                .duration_ms(&self.name)
-                .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms))
-                .map(|bps| (bps, BitrateSource::HlsExtinf));
-        }
         let (bitrate_bps, bitrate_source) =
-            bitrate.unwrap_or((inner.config.default_bitrate_bps, BitrateSource::Default));
-        let meta = ObjectMeta {
+            known_bitrate.unwrap_or((inner.config.default_bitrate_bps, BitrateSource::Default));
+        let mut meta = ObjectMeta {
             id: self.id,
             name: self.name.clone(),
             size_bytes: self.written_bytes,
@@ -319,6 +300,41 @@ impl Upload {
             bitrate_source,
             duration_ms,
         };
+
+        // 1. Durable content and its record: one fsync covers the bytes and the xattr. A bitrate
+        //    learnt from a playlist below is derived data and stays out of the record.
+        let file = self
+            .file
+            .take()
+            .expect("an upload that is not done has its file");
+        match record::write(&file, &meta) {
+            Ok(true) => {}
+            Ok(false) => inner.records_unsupported(),
+            Err(e) => {
+                return Err(StoreError::io(
+                    "writing the object record of",
+                    &self.tmp_path,
+                    e,
+                ))
+            }
+        }
+        file.sync_all()
+            .map_err(|e| StoreError::io("syncing upload temp file", &self.tmp_path, e))?;
+        drop(file);
+        self.inner.fault_point(FaultPoint::UploadSynced);
+
+        let final_path = inner.object_path(self.id);
+        let mut committer = inner.committer();
+        if known_bitrate.is_none() {
+            let learnt = committer
+                .hls
+                .duration_ms(&self.name)
+                .and_then(|ms| bitrate::bitrate_bps(self.written_bytes, ms));
+            if let Some(bps) = learnt {
+                meta.bitrate_bps = bps;
+                meta.bitrate_source = BitrateSource::HlsExtinf;
+            }
+        }
 
         // 2. Content in place under its id; no row names it yet.
         fs::rename(&self.tmp_path, &final_path)

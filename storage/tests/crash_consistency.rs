@@ -166,11 +166,23 @@ fn check_reopened(
         "{ctx}: files and catalog differ"
     );
     drop(store);
-    let (_store, again) = open(data);
+    let (store, again) = open(data);
     assert!(
         again.is_clean(),
         "{ctx}: second recovery had work: {again:?}"
     );
+    drop(store);
+    // Every file carries a record that agrees with its row (kill -9 during record writes too).
+    let fsck = loop {
+        match oasis_storage::fsck(data, true) {
+            // A sibling test's fork may hold the just-dropped LOCK for a moment.
+            Err(oasis_storage::StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => break other.unwrap_or_else(|e| panic!("{ctx}: fsck: {e}")),
+        }
+    };
+    assert!(fsck.is_clean(), "{ctx}: fsck after recovery: {fsck:?}");
     in_flight_visible
 }
 

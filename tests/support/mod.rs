@@ -14,6 +14,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    data: PathBuf,
 }
 
 pub fn oasis_bin() -> &'static str {
@@ -57,7 +58,28 @@ impl Server {
 
     /// A server with no API token: every write and `/api` request is refused (403).
     pub fn start_without_token() -> Server {
-        Self::start_token(tempfile::tempdir().unwrap(), "", "combined", None, None)
+        Self::start_token(
+            tempfile::tempdir().unwrap(),
+            "",
+            "combined",
+            None,
+            None,
+            None,
+        )
+    }
+
+    /// A server on an existing data directory (a backup, a rebuilt library); its config and logs
+    /// live in a directory of its own.
+    pub fn start_on(data: &Path) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_token(
+            dir,
+            "",
+            "combined",
+            None,
+            Some(TOKEN),
+            Some(data.to_path_buf()),
+        )
     }
 
     fn start_in(
@@ -66,7 +88,14 @@ impl Server {
         layout: &str,
         listen_bandwidth_bps: Option<u64>,
     ) -> Server {
-        Self::start_token(dir, extra_toml, layout, listen_bandwidth_bps, Some(TOKEN))
+        Self::start_token(
+            dir,
+            extra_toml,
+            layout,
+            listen_bandwidth_bps,
+            Some(TOKEN),
+            None,
+        )
     }
 
     fn start_token(
@@ -75,10 +104,11 @@ impl Server {
         layout: &str,
         listen_bandwidth_bps: Option<u64>,
         token: Option<&str>,
+        data: Option<PathBuf>,
     ) -> Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let data = dir.path().join("data");
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
         let config = format!(
             "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\nbandwidth_bps = {}\n\n[http]\n{}{extra_toml}\n",
             data.to_str().unwrap(),
@@ -106,6 +136,7 @@ impl Server {
             addr,
             dir,
             child: Some(child),
+            data,
         };
         server.wait_ready();
         server
@@ -137,7 +168,7 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// The config file the server was started with (tests may rewrite it and send SIGHUP).

@@ -759,9 +759,15 @@ impl Session for HttpSession {
     }
 
     fn on_deadline(&mut self, now: Instant) {
-        match &self.state {
+        match &mut self.state {
             State::Head { since: Some(_) } | State::Body(_) => {
                 self.keep_alive = false;
+                if let State::Body(r) = &mut self.state {
+                    // The rest of a chunked body is found by the decoder that read its start.
+                    if let Some(dec) = r.take_chunked() {
+                        self.unread_body = Some(BodyLeft::Chunked(Box::new(dec)));
+                    }
+                }
                 self.svc.metrics.limit("timeout");
                 if self.req.is_none() {
                     self.req = Some(ReqLog::unparsed(408, now));

@@ -90,6 +90,18 @@ pub(super) enum Fed {
 }
 
 impl Receiving {
+    /// The chunked decoder that has read the body so far (the upload ends: what is left of the
+    /// body is found by it during a lingering close).
+    pub(super) fn take_chunked(&mut self) -> Option<ChunkedDecoder> {
+        match std::mem::replace(&mut self.kind, BodyKind::Length(0)) {
+            BodyKind::Chunked(dec) => Some(dec),
+            other => {
+                self.kind = other;
+                None
+            }
+        }
+    }
+
     /// `replaced`: an object of that name existed when the upload began (200, not 201).
     pub(super) fn new(upload: Upload, kind: BodyKind, replaced: bool, now: Instant) -> Receiving {
         Receiving {
@@ -147,7 +159,7 @@ impl Receiving {
         };
         if let Some(e) = write_err {
             // The rest of a chunked body is read and dropped after the answer by this decoder.
-            if let BodyKind::Chunked(dec) = std::mem::replace(&mut self.kind, BodyKind::Length(0)) {
+            if let Some(dec) = self.take_chunked() {
                 *unread = Some(BodyLeft::Chunked(Box::new(dec)));
             }
             return Fed::Failed(consumed, e);

@@ -79,6 +79,13 @@ pub enum CatalogError {
         found: u32,
         known: u32,
     },
+    /// The backend says its own file is damaged (SQLite: "malformed", "not a database").
+    #[error("catalog ({backend}) is damaged: {source}")]
+    Corrupt {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A row breaks an invariant the schema cannot express.
     #[error(
         "catalog {location} holds an invalid row: {what}; restore a backup or delete that row"
@@ -99,6 +106,11 @@ pub trait Catalog: Send {
     fn load_all(&mut self) -> Result<Vec<ObjectMeta>, CatalogError>;
     /// A fresh version id, never handed out before (durable: a crash does not make it reusable).
     fn next_id(&mut self) -> Result<u64, CatalogError>;
+    /// The id [`Catalog::next_id`] would hand out next, without taking it. Every id below it was
+    /// handed out by this catalog.
+    fn peek_next_id(&mut self) -> Result<u64, CatalogError>;
+    /// Makes every later id at least `id` (a rebuilt catalog continues after the files it found).
+    fn advance_ids_to(&mut self, id: u64) -> Result<(), CatalogError>;
     /// Inserts `record`, replacing the record with the same name if any; returns the replaced one.
     /// Fails if `record.id` is already in use.
     fn insert_or_replace(

@@ -69,6 +69,24 @@ fn to_sql_u64(v: u64) -> i64 {
     v as i64
 }
 
+/// Inserts one object row (within the caller's transaction).
+fn insert_row(conn: &Connection, r: &ObjectMeta) -> rusqlite::Result<usize> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?
+    .execute(params![
+        to_sql_u64(r.id),
+        r.name,
+        to_sql_u64(r.size_bytes),
+        r.content_type,
+        r.crc32c as i64,
+        to_sql_u64(r.created_unix_ms),
+        to_sql_u64(r.bitrate_bps.min(i64::MAX as u64)),
+        r.bitrate_source.as_str(),
+        r.duration_ms.map(to_sql_u64),
+    ])
+}
+
 /// The SQLite implementation of [`Catalog`].
 pub struct SqliteCatalog {
     conn: Connection,
@@ -89,6 +107,14 @@ fn backend_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> CatalogError
             CatalogError::Full {
                 backend: BACKEND,
                 op,
+            }
+        } else if matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) {
+            CatalogError::Corrupt {
+                backend: BACKEND,
+                source: Box::new(e),
             }
         } else {
             CatalogError::Backend {
@@ -127,6 +153,19 @@ impl SqliteCatalog {
         };
         catalog.migrate()?;
         Ok(catalog)
+    }
+
+    /// Inserts every row in one transaction (a rebuilt catalog; names must be unique).
+    pub fn insert_all(&mut self, rows: &[ObjectMeta]) -> Result<(), CatalogError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend_err("begin a bulk insert"))?;
+        for r in rows {
+            insert_row(&tx, r).map_err(backend_err("insert an object row"))?;
+        }
+        tx.commit().map_err(backend_err("commit a bulk insert"))?;
+        Ok(())
     }
 
     fn user_version(&self) -> Result<u32, CatalogError> {
@@ -284,6 +323,31 @@ impl Catalog for SqliteCatalog {
         Ok(id as u64)
     }
 
+    fn peek_next_id(&mut self) -> Result<u64, CatalogError> {
+        let id: i64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'next_object_id'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend_err("read the id counter"))?;
+        u64::try_from(id).map_err(|_| CatalogError::InvalidRow {
+            location: self.path.display().to_string(),
+            what: format!("next_object_id {id} is negative"),
+        })
+    }
+
+    fn advance_ids_to(&mut self, id: u64) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE counters SET value = max(value, ?1) WHERE name = 'next_object_id'",
+                params![to_sql_u64(id)],
+            )
+            .map_err(backend_err("advance the id counter"))?;
+        Ok(())
+    }
+
     fn insert_or_replace(
         &mut self,
         record: &ObjectMeta,
@@ -301,21 +365,7 @@ impl Catalog for SqliteCatalog {
             )
             .map_err(backend_err("remove the replaced row"))?;
         }
-        tx.execute(
-            &format!("INSERT INTO objects ({OBJECT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
-                to_sql_u64(record.id),
-                record.name,
-                to_sql_u64(record.size_bytes),
-                record.content_type,
-                record.crc32c as i64,
-                to_sql_u64(record.created_unix_ms),
-                to_sql_u64(record.bitrate_bps.min(i64::MAX as u64)),
-                record.bitrate_source.as_str(),
-                record.duration_ms.map(to_sql_u64),
-            ],
-        )
-        .map_err(backend_err("insert an object row"))?;
+        insert_row(&tx, record).map_err(backend_err("insert an object row"))?;
         tx.commit().map_err(backend_err("commit an object row"))?;
         Ok(replaced)
     }

@@ -48,6 +48,26 @@ fn a_stalled_upload_body_is_408_then_lingers() {
 }
 
 #[test]
+fn a_stalled_chunked_upload_lingers_to_its_own_end() {
+    let env = Env::new();
+    let timeout = HttpConfig::default().body_timeout;
+    let mut c = env.connect();
+    c.send(&format!(
+        "PUT /media/c.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        super::driver::TOKEN
+    ));
+    c.advance(timeout);
+    assert_eq!(c.response().status, 408);
+    // The decoder that read the start finds the end: the rest of that chunk, then the last.
+    c.send("lo\r\n0\r\n\r");
+    assert!(!c.closed, "the last CRLF is still to come");
+    c.send("\n");
+    assert!(c.closed);
+    assert!(env.store.lookup("c.bin").is_none());
+}
+
+#[test]
 fn an_idle_keep_alive_connection_is_closed_silently() {
     let env = Env::new();
     let timeout = HttpConfig::default().keepalive_timeout;
