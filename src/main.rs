@@ -369,6 +369,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         features.clone(),
     )?;
     http.attach_engine(engine.handle());
+    // The background scrub: its own thread, paced, charged to the disk read account.
+    if let Some(scrub) = resolved.scrub.clone() {
+        let rate = scrub.bytes_per_sec;
+        let scrubber = oasis_storage::Scrubber::start(Arc::clone(&store), Arc::clone(&rm), scrub);
+        http.attach_scrubber(Arc::new(scrubber));
+        tracing::info!("background scrub: {rate} bytes/s, first pass in 5 minutes (POST /api/scrub starts one now)");
+    }
     tracing::info!("{layout}");
     tracing::info!(
         "io_uring: kernel {}, defer_taskrun {}, multishot accept {}, send_zc {}, splice {}, read_fixed {}",
@@ -403,6 +410,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     engine.shutdown(drain);
     engine.join();
     http.detach_engine();
+    http.detach_scrubber();
     drop(http);
     drop(store);
     if let Some(t) = log_thread {

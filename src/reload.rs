@@ -40,6 +40,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "pacing.initial_burst_secs",
     "pacing.factor_progressive",
     "pacing.factor_segment",
+    "storage.corrupt_policy",
     "resources.memory_available_warn_bytes",
     "resources.memory_available_critical_bytes",
     "resources.disk_free_warn_bytes",

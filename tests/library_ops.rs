@@ -171,3 +171,85 @@ fn scrub_names_an_object_whose_bytes_rotted() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn the_background_scrub_finds_rot_and_the_policy_holds() {
+    use support::{metric, wait_until};
+    let s = Server::start("[storage]\nscrub_bytes_per_sec = 100000000\n");
+    upload_all(&s);
+    let auth = format!("Authorization: Bearer {}", support::TOKEN);
+    // The movie's bytes change on disk behind the server's back (id 1: the first upload).
+    let file = s.data_dir().join("objects/01/0000000000000001");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[4321] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+
+    let (status, _, _) = s.request(
+        &format!("POST /api/scrub HTTP/1.1\r\nHost: t\r\n{auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(status, 202);
+    wait_until(&s, "a scrub pass", || {
+        metric(&s, "oasis_scrub_passes_total") >= Some(1)
+    });
+    assert_eq!(metric(&s, "oasis_corrupt_objects"), Some(1));
+    assert_eq!(metric(&s, "oasis_scrub_objects_total"), Some(3));
+    assert!(
+        s.server_log().contains("scrub: corrupted data"),
+        "{}",
+        s.server_log()
+    );
+
+    // Refused by default, never served as good; the others stream as before.
+    let get = |name: &str| {
+        s.request(
+            &format!("GET /media/{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+            b"",
+        )
+        .0
+    };
+    assert_eq!(get("movie.webm"), 500);
+    assert_eq!(get("show/seg0.ts"), 200);
+    assert_eq!(
+        metric(&s, "oasis_corrupt_requests_total{outcome=\"refused\"}"),
+        Some(1)
+    );
+    let (_, _, listing) = s.request(
+        &format!("GET /api/objects HTTP/1.1\r\nHost: t\r\n{auth}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&listing).unwrap();
+    let corrupt: Vec<&str> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["corrupt"] == true)
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(corrupt, ["movie.webm"]);
+
+    // corrupt_policy is live: "serve" sends it and counts it.
+    let config = std::fs::read_to_string(s.config_path()).unwrap();
+    std::fs::write(
+        s.config_path(),
+        config.replace("[storage]\n", "[storage]\ncorrupt_policy = \"serve\"\n"),
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(&s, "the reload", || {
+        metric(&s, "oasis_config_reloads_total{outcome=\"ok\"}") == Some(1)
+    });
+    assert_eq!(get("movie.webm"), 200);
+    assert_eq!(
+        metric(&s, "oasis_corrupt_requests_total{outcome=\"served\"}"),
+        Some(1)
+    );
+
+    // Uploading it again replaces the rotten version.
+    assert_eq!(s.put("movie.webm", &body(700_000, 1)), 200);
+    assert_eq!(metric(&s, "oasis_corrupt_objects"), Some(0));
+}

@@ -23,9 +23,9 @@ mod support;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Server, TOKEN};
+use support::{metric, wait_until, Server, TOKEN};
 
 const TOKEN_B: &str = "second-token-fedcba9876543210";
 
@@ -38,18 +38,6 @@ fn put_with(s: &Server, token: &str, name: &str, body: &[u8]) -> u16 {
 }
 
 /// The value of one sample line of `/metrics`, e.g. `oasis_config_reloads_total{outcome="ok"}`.
-fn metric(s: &Server, sample: &str) -> Option<u64> {
-    let (status, _, body) = s.request(
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        b"",
-    );
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body).lines().find_map(|l| {
-        l.strip_prefix(sample)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
 fn reloads(s: &Server, outcome: &str) -> u64 {
     metric(
         s,
@@ -62,19 +50,6 @@ fn sighup(s: &Server) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own live child.
     let rc = unsafe { libc::kill(s.pid(), libc::SIGHUP) };
     assert_eq!(rc, 0, "kill(SIGHUP): {}", std::io::Error::last_os_error());
-}
-
-/// Polls until `done` holds; the generous deadline only catches a server that never gets there.
-fn wait_until(s: &Server, what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(
-            Instant::now() < until,
-            "timed out waiting for {what}; server log:\n{}",
-            s.server_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Rewrites the config file and sends SIGHUP; returns once the `outcome` counter reached `count`.

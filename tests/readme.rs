@@ -4,9 +4,10 @@
 //! and runs it with `bash -euo pipefail` in an empty directory laid out like a checkout: its
 //! `target/release` is the directory of the `oasis` binary under test. The block starts the server
 //! on README's default address (127.0.0.1:8080), makes a video with ffmpeg, uploads it and an HLS
-//! package with the CLI, lists, stats, fetches a range with curl, plays the package with ffmpeg,
-//! deletes both and stops the server with SIGTERM. The test then checks what a reader would see:
-//! every command succeeded, the ranged bytes are the file's first KiB, the listing shows the
+//! package with the CLI, tries a 20 MB upload with a wrong token, lists, stats, fetches a range
+//! with curl, plays the package with ffmpeg, deletes both and stops the server with SIGTERM. The
+//! test then checks what a reader would see: every command succeeded, the refused upload printed
+//! the 401 and its reason, the ranged bytes are the file's first KiB, the listing shows the
 //! playlist as a playlist, `stat` shows the duration, and the package was deleted by prefix.
 //!
 //! The whole run is bounded (its process group is killed after `RUN_SECS_MAX`). Nothing here
@@ -126,6 +127,13 @@ fn readme_using_it_runs_as_written() {
         .and_then(|v| v.trim_end_matches(',').parse().ok())
         .unwrap_or_else(|| panic!("stat shows duration_ms\n{out}"));
     assert!((11_500..=12_500).contains(&duration_ms), "{duration_ms}");
+    // The wrong-token upload of 20 MB: the server's status and reason, not a broken pipe.
+    assert!(
+        err.contains("upload of big.bin refused: HTTP 401 Unauthorized: the bearer token is not this server's API token"),
+        "{err}"
+    );
+    assert!(out.contains("refused, as it should be"), "{out}");
+    assert!(!err.contains("Broken pipe"), "{err}");
     // Both deletes.
     assert!(out.contains("deleted movie.mp4\n"), "{out}");
     let package_deleted = out

@@ -113,9 +113,13 @@ pub struct Metrics {
     /// waits) or "sync" (direct reads, or the ring open failed and the error is reported).
     file_opens_ring: Counter,
     file_opens_sync: Counter,
+    /// GETs of an object a scrub found corrupt, by what the policy did: "refused" or "served".
+    corrupt_requests: Family<OutcomeLabel, Counter>,
     ttfb: Latency,
     response: Latency,
     rm: Arc<ResourceManager>,
+    /// The background scrub and the store it checks, once started.
+    scrub: OnceLock<(Arc<oasis_storage::ScrubStats>, Arc<oasis_storage::Store>)>,
 }
 
 impl Metrics {
@@ -187,8 +191,16 @@ impl Metrics {
             "Object files opened on an fd cache miss, by how: ring (io_uring OPENAT, off the worker) or sync",
             file_opens,
         );
+        let corrupt_requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "corrupt_requests",
+            "GETs of objects a scrub found corrupt, by outcome: refused (corrupt_policy = refuse) or served",
+            corrupt_requests.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            corrupt_requests,
+            scrub: OnceLock::new(),
             requests,
             requests_by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
             sent_bytes,
@@ -205,6 +217,22 @@ impl Metrics {
             response: Latency::new(),
             rm,
         })
+    }
+
+    /// Shows the background scrub in the exposition from now on.
+    pub fn attach_scrub(
+        &self,
+        stats: Arc<oasis_storage::ScrubStats>,
+        store: Arc<oasis_storage::Store>,
+    ) {
+        let _ = self.scrub.set((stats, store));
+    }
+
+    /// A GET of a corrupt object: `outcome` is "refused" or "served".
+    pub fn corrupt_request(&self, outcome: &'static str) {
+        self.corrupt_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     pub fn status(&self, status: u16) {
@@ -291,6 +319,55 @@ impl Metrics {
                 "oasis_reservation_limit{{resource=\"{}\"}} {}",
                 a.resource, a.limit
             );
+        }
+        if let Some((scrub, store)) = self.scrub.get() {
+            for (name, kind, help, value) in [
+                (
+                    "oasis_scrub_passes",
+                    "counter",
+                    "Background scrub passes completed.",
+                    scrub.passes.load(Ordering::Relaxed),
+                ),
+                (
+                    "oasis_scrub_objects",
+                    "counter",
+                    "Objects the background scrub has checked.",
+                    scrub.objects.load(Ordering::Relaxed),
+                ),
+                (
+                    "oasis_scrub_bytes",
+                    "counter",
+                    "Bytes the background scrub has read.",
+                    scrub.bytes.load(Ordering::Relaxed),
+                ),
+                (
+                    "oasis_scrub_corrupt_found",
+                    "counter",
+                    "Objects the scrub found with a checksum mismatch.",
+                    scrub.corrupt_found.load(Ordering::Relaxed),
+                ),
+                (
+                    "oasis_scrub_running",
+                    "gauge",
+                    "1 while a scrub pass runs.",
+                    scrub.running.load(Ordering::Relaxed),
+                ),
+                (
+                    "oasis_corrupt_objects",
+                    "gauge",
+                    "Stored objects whose bytes failed their checksum in a scrub.",
+                    store.corrupt_count() as u64,
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                let sample = if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                let _ = writeln!(out, "{sample} {value}");
+            }
         }
         let events = self.rm.event_counts();
         let _ = writeln!(

@@ -376,6 +376,29 @@ impl Config {
             )
             .hint("chunk_bytes = 8192, or [storage] read_mode = \"buffered\"");
         }
+        if s.scrub_interval_hours == 0 || s.scrub_interval_hours > 24 * 366 {
+            out.add(
+                "storage",
+                "scrub_interval_hours",
+                format!(
+                    "must be between 1 and 8784 (got {})",
+                    s.scrub_interval_hours
+                ),
+            )
+            .hint(
+                "scrub_interval_hours = 168 (weekly); scrub_bytes_per_sec = 0 turns the scrub off",
+            );
+        }
+        if !matches!(s.corrupt_policy.as_str(), "refuse" | "serve") {
+            out.add(
+                "storage",
+                "corrupt_policy",
+                format!(
+                    "must be \"refuse\" or \"serve\" (got {:?})",
+                    s.corrupt_policy
+                ),
+            );
+        }
     }
 
     fn check_resources(&self, out: &mut Problems) {

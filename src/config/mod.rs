@@ -112,6 +112,12 @@ pub struct StorageSection {
     pub object_bytes_max: u64,
     /// "buffered" (page cache) or "direct" (O_DIRECT into the buffer pool).
     pub read_mode: String,
+    /// Background scrub rate, bytes/s; 0: no background scrub.
+    pub scrub_bytes_per_sec: u64,
+    /// From the start of one scrub pass to the start of the next, hours.
+    pub scrub_interval_hours: u64,
+    /// An object a scrub found corrupt: "refuse" (500) or "serve" (as it is, logged).
+    pub corrupt_policy: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -270,6 +276,9 @@ impl Default for StorageSection {
             open_files_max: 4096,
             read_mode: "buffered".into(),
             object_bytes_max: 64 << 30,
+            scrub_bytes_per_sec: 16 << 20,
+            scrub_interval_hours: 168,
+            corrupt_policy: "refuse".into(),
         }
     }
 }
@@ -293,6 +302,9 @@ impl Default for ResourcesSection {
     }
 }
 
+/// How long after start-up the first background scrub pass begins.
+const SCRUB_FIRST_DELAY: Duration = Duration::from_secs(300);
+
 /// Everything the modules need, derived from a checked [`Config`].
 pub struct Resolved {
     pub engine: EngineConfig,
@@ -300,6 +312,8 @@ pub struct Resolved {
     pub http: oasis_net::HttpConfig,
     pub store: oasis_storage::StoreConfig,
     pub observer: oasis_engine::observer::ObserverConfig,
+    /// The background scrub; `None` when `scrub_bytes_per_sec` is 0.
+    pub scrub: Option<oasis_storage::ScrubConfig>,
 }
 
 impl Config {
@@ -441,6 +455,7 @@ impl Config {
             stream_buffer_bytes: self.engine.chunk_bytes as u64,
             retry_after_secs: h.retry_after_secs,
             list_objects_max: 10_000,
+            refuse_corrupt: self.storage.corrupt_policy == "refuse",
         };
         let mut store = oasis_storage::StoreConfig::new(&self.server.data_dir);
         store.default_bitrate_bps = self.storage.default_bitrate_bps;
@@ -464,6 +479,11 @@ impl Config {
             http,
             store,
             observer,
+            scrub: (self.storage.scrub_bytes_per_sec > 0).then(|| oasis_storage::ScrubConfig {
+                bytes_per_sec: self.storage.scrub_bytes_per_sec,
+                interval: Duration::from_secs(self.storage.scrub_interval_hours * 3600),
+                first_delay: SCRUB_FIRST_DELAY,
+            }),
         })
     }
 }

@@ -34,6 +34,7 @@ mod fsck;
 mod import;
 mod name;
 pub mod record;
+mod scrub;
 mod store;
 mod upload;
 
@@ -51,6 +52,7 @@ pub use fd_cache::ShrinkCounts;
 pub use fsck::{fsck, rebuild_catalog, FsckReport, RebuildReport, LOST_FOUND_DIR};
 pub use import::{import_dir, ImportReport};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
+pub use scrub::{ScrubConfig, ScrubStats, Scrubber};
 pub use store::{
     system_clock_unix_ms, FaultPoint, RecoveryReport, Store, StoreConfig, CATALOG_FILE, LOCK_FILE,
     OBJECTS_DIR, REPORT_NAMES_MAX, TMP_DIR,

@@ -222,6 +222,8 @@ pub(crate) struct Inner {
     fault_hits: std::sync::atomic::AtomicU64,
     /// Set once an object record could not be written (no user xattrs): warned about once.
     records_unsupported: std::sync::atomic::AtomicBool,
+    /// Versions a scrub found corrupt (at most one per stored object).
+    corrupt: Mutex<std::collections::HashSet<u64>>,
     /// Held for the life of the store: the flock on `LOCK`.
     _lock: File,
 }
@@ -278,6 +280,14 @@ impl Inner {
                  so `oasis fsck --rebuild-catalog` could not recover their names; use ext4, xfs or tmpfs"
             );
         }
+    }
+
+    /// A deleted or replaced version is no longer corrupt: it is gone.
+    pub(crate) fn forget_corrupt(&self, id: u64) {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     pub(crate) fn committer(&self) -> MutexGuard<'_, Committer> {
@@ -546,6 +556,7 @@ impl Store {
             fds,
             fault_hits: std::sync::atomic::AtomicU64::new(0),
             records_unsupported: std::sync::atomic::AtomicBool::new(false),
+            corrupt: Mutex::new(std::collections::HashSet::new()),
             _lock: lock,
         };
         {
@@ -813,12 +824,44 @@ impl Store {
             removed
         };
         self.inner.fds.forget(removed.id);
+        self.inner.forget_corrupt(removed.id);
         let path = self.inner.object_path(removed.id);
         if let Err(e) = fs::remove_file(&path) {
             // Committed already; the orphan is removed at the next start-up.
             tracing::warn!(target: "oasis::storage", path = %path.display(), "deleted object's file not removed: {e}");
         }
         Ok(())
+    }
+
+    /// Marks `meta` as failing its checksum (found by a scrub), while it is still the stored
+    /// version of its name. True when newly marked.
+    pub fn mark_corrupt(&self, meta: &ObjectMeta) -> bool {
+        let current = self.lookup(&meta.name).is_some_and(|m| m.id == meta.id);
+        current
+            && self
+                .inner
+                .corrupt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(meta.id)
+    }
+
+    /// Whether a scrub found this version's bytes changed on disk.
+    pub fn is_corrupt(&self, meta: &ObjectMeta) -> bool {
+        self.inner
+            .corrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&meta.id)
+    }
+
+    /// How many stored objects a scrub found corrupt.
+    pub fn corrupt_count(&self) -> usize {
+        self.inner
+            .corrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Reads the whole content of `meta` and checks its length and CRC-32C (for tools and tests;

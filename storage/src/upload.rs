@@ -398,6 +398,7 @@ impl Upload {
 
         // 5. Cleanup of the replaced version.
         if let Some(old) = replaced {
+            inner.forget_corrupt(old.id);
             inner.fds.forget(old.id);
             let old_path = inner.object_path(old.id);
             if let Err(e) = fs::remove_file(&old_path) {

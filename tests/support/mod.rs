@@ -257,6 +257,32 @@ impl Drop for Server {
     }
 }
 
+/// A sample's value from the server's `/metrics` (`sample` is the name with its labels).
+pub fn metric(s: &Server, sample: &str) -> Option<u64> {
+    let (status, _, body) = s.request(
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// Polls until `done` holds; the generous deadline only catches a server that never gets there.
+pub fn wait_until(s: &Server, what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            Instant::now() < until,
+            "timed out waiting for {what}; server log:\n{}",
+            s.server_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Splits one HTTP response into (status, head text, body bytes).
 pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
     let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {

@@ -32,6 +32,8 @@ pub(super) enum Route<'a> {
     Status,
     /// `DELETE /api/objects?prefix=P`.
     DeletePrefix,
+    /// `POST /api/scrub`: a scrub pass now.
+    Scrub,
     /// 405 with this `Allow`.
     NotAllowed(&'static str),
     NotFound,
@@ -52,6 +54,8 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/metrics", Method::Get | Method::Head) => Route::Metrics,
         ("/api/objects", Method::Get | Method::Head) => Route::ListObjects,
         ("/api/status", Method::Get | Method::Head) => Route::Status,
+        ("/api/scrub", Method::Post) => Route::Scrub,
+        ("/api/scrub", _) => Route::NotAllowed("POST"),
         ("/api/objects", Method::Delete) => Route::DeletePrefix,
         ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
         ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
@@ -156,9 +160,10 @@ pub(super) fn prefix_param(query: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn meta_json(meta: &ObjectMeta) -> String {
+/// An object as the API shows it; `corrupt`: a scrub found its bytes changed on disk.
+pub(super) fn meta_json(meta: &ObjectMeta, corrupt: bool) -> String {
     format!(
-        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\",\"duration_ms\":{}}}",
+        "{{\"name\":{},\"size_bytes\":{},\"content_type\":{},\"crc32c\":\"{:08x}\",\"etag\":{},\"created_unix_ms\":{},\"bitrate_bps\":{},\"bitrate_source\":\"{}\",\"duration_ms\":{},\"corrupt\":{corrupt}}}",
         json_escape(&meta.name),
         meta.size_bytes,
         json_escape(&meta.content_type),
@@ -173,13 +178,13 @@ pub(super) fn meta_json(meta: &ObjectMeta) -> String {
 }
 
 /// `GET /api/objects`: at most `max` of `all`, and whether there were more.
-pub(super) fn objects_json(all: &[Arc<ObjectMeta>], max: usize) -> String {
+pub(super) fn objects_json(all: &[Arc<ObjectMeta>], max: usize, store: &Store) -> String {
     let mut body = String::from("{\"objects\":[");
     for (i, m) in all.iter().take(max).enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&meta_json(m));
+        body.push_str(&meta_json(m, store.is_corrupt(m)));
     }
     let _ = writeln!(
         body,

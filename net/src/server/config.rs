@@ -53,6 +53,8 @@ pub struct HttpConfig {
     pub retry_after_secs: u64,
     /// Objects listed by `GET /api/objects` at most.
     pub list_objects_max: usize,
+    /// An object a scrub found corrupt is refused (500) rather than served.
+    pub refuse_corrupt: bool,
 }
 
 impl Default for HttpConfig {
@@ -71,6 +73,7 @@ impl Default for HttpConfig {
             stream_buffer_bytes: 256 * 1024,
             retry_after_secs: 2,
             list_objects_max: 10_000,
+            refuse_corrupt: true,
         }
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct Inner {
     /// Set while the engine runs; cleared at shutdown (the engine holds this service: no cycle).
     /// Shared by every generation.
     pub(super) engine: Arc<RwLock<Option<EngineHandle>>>,
+    /// The background scrub, when it runs (shared by every generation, like `engine`).
+    pub(super) scrubber: Arc<RwLock<Option<Arc<oasis_storage::Scrubber>>>>,
     pub(super) started: Instant,
 }
 
@@ -92,6 +94,7 @@ impl HttpService {
             log,
             clock,
             engine: Arc::new(RwLock::new(None)),
+            scrubber: Arc::new(RwLock::new(None)),
             started,
         };
         HttpService {
@@ -128,6 +131,7 @@ impl HttpService {
             log: current.log.clone(),
             clock: current.clock,
             engine: Arc::clone(&current.engine),
+            scrubber: Arc::clone(&current.scrubber),
             started: current.started,
         });
         self.live.generation.store(generation, Ordering::Release);
@@ -140,6 +144,24 @@ impl HttpService {
     }
 
     /// Gives `/api/status` a view of the running engine.
+    /// Lets `POST /api/scrub` start passes of this scrub, and `/metrics` show it.
+    pub fn attach_scrubber(&self, scrubber: Arc<oasis_storage::Scrubber>) {
+        let svc = self.current();
+        svc.metrics
+            .attach_scrub(Arc::clone(&scrubber.stats), Arc::clone(&svc.store));
+        let slot = Arc::clone(&svc.scrubber);
+        if let Ok(mut s) = slot.write() {
+            *s = Some(scrubber);
+        };
+    }
+
+    /// Drops the scrub (at shutdown, so the caller's drop stops its thread).
+    pub fn detach_scrubber(&self) {
+        if let Ok(mut s) = self.current().scrubber.write() {
+            *s = None;
+        }
+    }
+
     pub fn attach_engine(&self, engine: EngineHandle) {
         if let Ok(mut e) = self.current().engine.write() {
             *e = Some(engine);

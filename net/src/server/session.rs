@@ -245,7 +245,8 @@ impl HttpSession {
                     } else {
                         self.svc.store.list_prefix(&prefix)
                     };
-                    let body = api::objects_json(&all, self.svc.cfg.list_objects_max);
+                    let body =
+                        api::objects_json(&all, self.svc.cfg.list_objects_max, &self.svc.store);
                     self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
                 }
             },
@@ -260,11 +261,29 @@ impl HttpSession {
                 Err(why) => self.deny(why, false, now),
                 Ok(()) => self.delete_prefix(&head, now),
             },
+            Route::Scrub => match self.authorized(&head) {
+                Err(why) => self.deny(why, false, now),
+                Ok(()) => self.start_scrub(now),
+            },
             Route::NotAllowed(allow) => {
                 self.error(405, &[("Allow", allow.to_string())], head_only, now)
             }
             Route::NotFound => self.error(404, &[], head_only, now),
         }
+    }
+
+    /// `POST /api/scrub`: 202 when a pass starts, 409 when one runs or the scrub is off.
+    fn start_scrub(&mut self, now: Instant) {
+        let scrubber = self.svc.scrubber.read().ok().and_then(|s| s.clone());
+        let (status, msg) = match scrubber {
+            None => (
+                409,
+                "{\"error\":\"the background scrub is off ([storage] scrub_bytes_per_sec = 0); `oasis scrub` checks offline\"}\n",
+            ),
+            Some(s) if s.request_pass() => (202, "{\"scrub\":\"started\"}\n"),
+            Some(_) => (409, "{\"error\":\"a scrub pass is running\"}\n"),
+        };
+        self.respond_small(status, "application/json", msg.as_bytes(), false, now);
     }
 
     /// `DELETE /api/objects?prefix=P` on the catalog thread; an empty prefix is refused.
@@ -298,6 +317,18 @@ impl HttpSession {
         let Some(meta) = self.svc.store.lookup(name) else {
             return self.error(404, &[], head_only, now);
         };
+        if self.svc.store.is_corrupt(&meta) {
+            // Never served as good: refused, or served and counted, by policy.
+            if self.svc.cfg.refuse_corrupt {
+                self.svc.metrics.corrupt_request("refused");
+                tracing::warn!("{name}: refused: a scrub found its bytes changed on disk (corrupt_policy = \"refuse\")");
+                return self.error(500, &[], head_only, now);
+            }
+            if matches!(opened, Opened::NotYet) {
+                // Counted once per request (a cache miss enters here again once opened).
+                self.svc.metrics.corrupt_request("served");
+            }
+        }
         let size = meta.size_bytes;
         let (status, spec) = match plan_media(&meta, head, self.svc.cfg.limits.ranges_count_max) {
             MediaPlan::Send { status, spec } => (status, spec),
@@ -547,7 +578,7 @@ impl HttpSession {
                 match result.downcast::<Result<Arc<ObjectMeta>, StoreError>>() {
                     Ok(r) => match *r {
                         Ok(meta) => {
-                            let body = format!("{}\n", api::meta_json(&meta));
+                            let body = format!("{}\n", api::meta_json(&meta, false));
                             let status = if replaced { 200 } else { 201 };
                             let ct = "application/json";
                             self.respond_small(status, ct, body.as_bytes(), false, now);
