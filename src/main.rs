@@ -386,10 +386,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         features.splice,
         features.read_fixed
     );
-    for l in &cfg.listen {
+    // The address each listener got: a port 0 in the configuration is the one the kernel chose.
+    for (l, addr) in cfg.listen.iter().zip(engine.local_addrs()) {
         tracing::info!(
-            "listening on {} (bandwidth budget {} bit/s)",
-            l.addr,
+            "listening on {addr} (bandwidth budget {} bit/s)",
             l.bandwidth_bps
         );
     }

@@ -330,12 +330,11 @@ fn a_playlist_has_no_media_bitrate() {
 /// returns its log.
 fn serve_with_nofile(nofile: u64, extra_toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
     let config = dir.path().join("oasis.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\ndata_dir = {:?}\naccess_log = \"off\"\n[http]\napi_token = \"{TOKEN}\"\n[[listen]]\naddr = \"127.0.0.1:{port}\"\n{extra_toml}",
+            "[server]\ndata_dir = {:?}\naccess_log = \"off\"\n[http]\napi_token = \"{TOKEN}\"\n[[listen]]\naddr = \"127.0.0.1:0\"\n{extra_toml}",
             dir.path().join("data")
         ),
     )
@@ -356,7 +355,9 @@ fn serve_with_nofile(nofile: u64, extra_toml: &str) -> String {
         .spawn()
         .expect("prlimit (util-linux)");
     let until = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while support::listening_addr(&std::fs::read_to_string(&log).unwrap_or_default())
+        .is_none_or(|addr| TcpStream::connect(addr).is_err())
+    {
         assert!(
             child.try_wait().unwrap().is_none(),
             "{}",

@@ -101,7 +101,7 @@ fn sighup_puts_a_new_token_in_force_and_survives_a_bad_file() {
     // A new listen address is valid but needs a restart: said so, and the old address serves on.
     let other = support::free_port();
     let moved = text_b.replace(
-        &format!("addr = \"{}\"", s.addr),
+        "addr = \"127.0.0.1:0\"",
         &format!("addr = \"127.0.0.1:{other}\""),
     );
     assert_ne!(moved, text_b);

@@ -28,7 +28,7 @@ pub struct EngineConfig {
     pub jobs_max: usize,
     /// Register the pool with the rings (READ_FIXED).
     pub fixed_buffers: bool,
-    /// How file bytes reach the socket: [`SendPath::ReadSend`] or [`SendPath::Splice`].
+    /// How file bytes reach the socket: [`SendPath::ReadSend`] or [`SendPath::ZeroCopy`].
     pub send_path: SendPath,
     /// Object files may be opened with O_DIRECT (storage decides per file): the engine reads such
     /// files block-aligned into pool chunks and never splices. Off: no file is checked.
@@ -59,7 +59,7 @@ impl EngineConfig {
             connections_per_worker_max: 65_536,
             jobs_max: 256,
             fixed_buffers: true,
-            send_path: SendPath::Splice,
+            send_path: SendPath::ZeroCopy,
             direct_reads: false,
             listen_backlog: 4096,
             cold_fetches_max: 16,
@@ -75,12 +75,12 @@ pub enum SendPath {
     /// READ (fixed buffer) into a pool chunk, then SEND: one copy in, one copy out; works for any
     /// file and lets a response head share the send with small bodies.
     ReadSend,
-    /// Page references move, no copy in the server: `sendfile` for stretches whose pages are in
-    /// the page cache, SPLICE file -> pipe -> socket (the file half in io_uring's threads) for
-    /// the rest. Used for body pieces of at least `SPLICE_MIN_BYTES`; smaller ones take
-    /// `ReadSend`. In split layouts the data worker's splice does the disk read (file workers
-    /// idle).
-    Splice,
+    /// Page references move, no copy in the server (`[engine] send_path = "splice"`): one
+    /// `sendfile` for stretches whose pages are in the page cache, a 2 MiB cold fetch then
+    /// `sendfile` for the rest, and SPLICE file -> pipe -> socket only when fetches are off or
+    /// fetched pages were evicted. Used for body pieces of at least `SPLICE_MIN_BYTES`; smaller
+    /// ones take `ReadSend`.
+    ZeroCopy,
 }
 
 /// Body pieces smaller than this take the read-send path even when splicing.

@@ -88,6 +88,8 @@ pub struct WorkerStatus {
 pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The address each listener got, in the order given (a port 0 resolved to the real one).
+    local_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// A read-only view of a running engine for status pages (no control).
@@ -155,11 +157,17 @@ impl Engine {
             "direct reads need chunks of at least two alignment units (head + skewed data)"
         );
         let mut sockets = Vec::new();
+        let mut local_addrs = Vec::new();
         for l in &listeners {
-            sockets.push(
-                bind(l.addr, config.listen_backlog)
-                    .map_err(|err| StartError::Bind { addr: l.addr, err })?,
-            );
+            let fd = bind(l.addr, config.listen_backlog)
+                .map_err(|err| StartError::Bind { addr: l.addr, err })?;
+            let got = socket2::SockRef::from(&fd)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(l.addr);
+            local_addrs.push(got);
+            sockets.push(fd);
         }
         let pool =
             BufferPool::new(&rm, config.chunk_bytes, config.chunks).map_err(StartError::Pool)?;
@@ -246,7 +254,11 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        let mut engine = Engine { shared, threads };
+        let mut engine = Engine {
+            shared,
+            threads,
+            local_addrs,
+        };
         if let Some(e) = failure {
             engine.shutdown(Duration::ZERO);
             engine.join();
@@ -272,6 +284,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Where each listener listens, in the order given to [`Engine::start`] (port 0 resolved).
+    pub fn local_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.local_addrs
+    }
+
     pub fn handle(&self) -> EngineHandle {
         EngineHandle {
             shared: Arc::clone(&self.shared),
@@ -286,7 +303,9 @@ impl Engine {
 
     /// Waits for every engine thread to finish.
     pub fn join(self) {
-        let Engine { shared, threads } = self;
+        let Engine {
+            shared, threads, ..
+        } = self;
         drop(shared);
         for t in threads {
             let _ = t.join();

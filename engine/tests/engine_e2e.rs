@@ -132,7 +132,7 @@ fn free_port() -> SocketAddr {
 }
 
 fn start(layout: &str) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
-    start_with(layout, oasis_engine::SendPath::Splice)
+    start_with(layout, oasis_engine::SendPath::ZeroCopy)
 }
 
 fn start_with(

@@ -369,7 +369,7 @@ impl Config {
         engine.send_path = if self.engine.send_path == "read-send" {
             oasis_engine::SendPath::ReadSend
         } else {
-            oasis_engine::SendPath::Splice
+            oasis_engine::SendPath::ZeroCopy
         };
         engine.listen_backlog = self.engine.listen_backlog;
         engine.pin = self.engine.pin;

@@ -21,6 +21,16 @@ pub fn oasis_bin() -> &'static str {
     env!("CARGO_BIN_EXE_oasis")
 }
 
+/// The address from a server log's first "listening on ADDR" line.
+pub fn listening_addr(log: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|l| {
+        let rest = l.split("listening on ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// A port that was free a moment ago, for an address no server binds in the test (one bound
+/// by a server is given as port 0 and read back with [`listening_addr`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -106,11 +116,11 @@ impl Server {
         token: Option<&str>,
         data: Option<PathBuf>,
     ) -> Server {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Port 0: the server binds whatever port is free and logs it (no bind-close-rebind race).
+        let requested: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let data = data.unwrap_or_else(|| dir.path().join("data"));
         let config = format!(
-            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{addr}\"\nbandwidth_bps = {}\n\n[http]\n{}{extra_toml}\n",
+            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{requested}\"\nbandwidth_bps = {}\n\n[http]\n{}{extra_toml}\n",
             data.to_str().unwrap(),
             dir.path().join("access.log").to_str().unwrap(),
             listen_bandwidth_bps.unwrap_or(100_000_000_000),
@@ -133,7 +143,7 @@ impl Server {
             .spawn()
             .unwrap();
         let mut server = Server {
-            addr,
+            addr: requested,
             dir,
             child: Some(child),
             data,
@@ -142,11 +152,15 @@ impl Server {
         server
     }
 
+    /// Waits for the server's "listening on ADDR" line and takes the address from it.
     fn wait_ready(&mut self) {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
-            if TcpStream::connect(self.addr).is_ok() {
-                return;
+            if let Some(addr) = listening_addr(&self.server_log()) {
+                self.addr = addr;
+                if TcpStream::connect(self.addr).is_ok() {
+                    return;
+                }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(

@@ -144,7 +144,7 @@ impl Worker {
             return Next::Poll;
         }
         c.wait_until = None;
-        if splices(&self.shared.config, len) {
+        if zero_copy(&self.shared.config, len) {
             let mut started =
                 self.hot
                     .send(&mut self.ring, c, key, &file, offset, len, fetched, now);
@@ -210,7 +210,7 @@ impl Worker {
         );
         let c = &mut self.conns[key];
         c.wait_until = None;
-        if len > 0 && splices(&self.shared.config, len) {
+        if len > 0 && zero_copy(&self.shared.config, len) {
             // A body sent from the page cache does not share a buffer with its head: the head
             // leaves alone and the session then asks for the body as a plain file transmit. The
             // body usually leaves right after (a hot stretch by sendfile), so the head is sent
@@ -331,8 +331,12 @@ impl Worker {
         }
     }
 
+    /// Re-arms the connection's timer; nothing for a connection `arm_input` just closed (its
+    /// input buffer could not be reserved and it had nothing in flight).
     pub(super) fn update_timer(&mut self, key: usize) {
-        self.conns[key].update_timer(key, &mut self.wheel);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.update_timer(key, &mut self.wheel);
+        }
     }
 
     fn try_migrate(&mut self, key: usize) -> bool {
@@ -451,11 +455,11 @@ impl Worker {
     }
 }
 
-/// Whether a body piece of `len` bytes goes file -> pipe -> socket rather than through a pool
-/// chunk (a read-send copies every byte twice in the server, a splice not at all). Never with
-/// direct reads: a splice would read through the page cache they are meant to bypass.
-fn splices(config: &EngineConfig, len: u64) -> bool {
-    config.send_path == SendPath::Splice && !config.direct_reads && len >= SPLICE_MIN_BYTES
+/// Whether a body piece of `len` bytes takes the no-copy path (sendfile, cold fetch, or splice)
+/// rather than a pool chunk (a read-send copies every byte twice in the server). Never with
+/// direct reads: those paths read through the page cache direct reads are meant to bypass.
+fn zero_copy(config: &EngineConfig, len: u64) -> bool {
+    config.send_path == SendPath::ZeroCopy && !config.direct_reads && len >= SPLICE_MIN_BYTES
 }
 
 fn transmit_name(t: &Transmit) -> &'static str {
