@@ -2,6 +2,8 @@
 //! (Resource Manager, Media Object Manager, Client Manager), start the engine, and supervise:
 //! signals, the resource observer, graceful shutdown. The logic lives in the library crates.
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod config;
 mod library;
