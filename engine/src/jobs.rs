@@ -1,6 +1,6 @@
 //! The catalog thread (the Database Manager core): runs sessions' blocking jobs one at a time
-//! (upload commit: fsync, rename, SQLite transaction; delete) and mails each result back to the
-//! worker that asked.
+//! (upload commit: fsync, rename, SQLite transaction; delete; an upload that found no version id
+//! at hand: id reservation and temp file) and mails each result back to the worker that asked.
 //!
 //! It is the only engine thread allowed to block on the disk or the database; it must never touch
 //! a ring or a connection, only the job's closure and the reply mailbox.

@@ -59,6 +59,19 @@ pub enum Transmit {
     /// or inode is read in io_uring's worker threads). The result comes to
     /// [`Session::on_opened`].
     Open(std::ffi::CString),
+    /// Create this file (write-only, `O_CREAT | O_EXCL | O_CLOEXEC`, mode 0666 less the umask)
+    /// without waiting on the disk in the worker: an io_uring OPENAT, as for `Open`. The result
+    /// comes to [`Session::on_opened`].
+    Create(std::ffi::CString),
+    /// Write all of `data` to `file` at `offset` without waiting on the disk in the worker: ring
+    /// WRITEs (io_uring's threads wait for the page cache or the disk, the worker does not; a
+    /// short write is continued). The buffer and the result come back to
+    /// [`Session::on_written`]; input is still read meanwhile only if the session wants it.
+    Write {
+        file: Arc<File>,
+        offset: u64,
+        data: Vec<u8>,
+    },
     /// Run this job off the data path, then call `on_job_done`.
     Job(Job),
     /// Close the connection now (everything asked for was sent).
@@ -91,6 +104,12 @@ pub trait Session: Send {
     fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {
         let _ = (result, now);
         unreachable!("on_opened without an Open transmit");
+    }
+    /// A `Write` finished: `Ok` when every byte is written, or the error that stopped it; `data`
+    /// is the buffer, back for reuse. Only sessions that ask for writes get this.
+    fn on_written(&mut self, result: std::io::Result<()>, data: Vec<u8>, now: Instant) {
+        let _ = (result, data, now);
+        unreachable!("on_written without a Write transmit");
     }
     /// When the session next needs [`Session::on_deadline`] (timeouts).
     fn deadline(&self) -> Option<Instant>;

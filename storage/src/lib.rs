@@ -31,6 +31,7 @@ mod error;
 mod fd_cache;
 mod files;
 mod fsck;
+mod ids;
 mod import;
 mod name;
 pub mod record;
@@ -54,7 +55,7 @@ pub use import::{import_dir, ImportReport};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
 pub use scrub::{ScrubConfig, ScrubStats, Scrubber};
 pub use store::{
-    system_clock_unix_ms, FaultPoint, RecoveryReport, Store, StoreConfig, CATALOG_FILE, LOCK_FILE,
-    OBJECTS_DIR, REPORT_NAMES_MAX, TMP_DIR,
+    system_clock_unix_ms, CommitterHold, FaultPoint, RecoveryReport, Store, StoreConfig,
+    CATALOG_FILE, LOCK_FILE, OBJECTS_DIR, REPORT_NAMES_MAX, TMP_DIR,
 };
-pub use upload::{Upload, UploadOptions};
+pub use upload::{Piece, Upload, UploadOptions, UploadTicket};

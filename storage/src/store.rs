@@ -22,8 +22,9 @@ use crate::catalog::{BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCat
 use crate::error::StoreError;
 use crate::fd_cache::{FdCache, ShrinkCounts};
 use crate::files;
+use crate::ids::{IdBlock, IDS_LOW, IDS_PER_BLOCK};
 use crate::name::{self, validate_name};
-use crate::upload::{Upload, UploadOptions};
+use crate::upload::{Upload, UploadOptions, UploadTicket};
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -216,6 +217,8 @@ pub(crate) struct Inner {
     pub(crate) objects_dir: PathBuf,
     pub(crate) tmp_dir: PathBuf,
     pub(crate) committer: Mutex<Committer>,
+    /// Version ids reserved in the catalog ahead of use (see `ids.rs`).
+    pub(crate) ids: IdBlock,
     pub(crate) index: RwLock<HashMap<String, Entry>>,
     pub(crate) fds: FdCache,
     /// How often the configured fault point was reached (test seam).
@@ -226,6 +229,12 @@ pub(crate) struct Inner {
     corrupt: Mutex<std::collections::HashSet<u64>>,
     /// Held for the life of the store: the flock on `LOCK`.
     _lock: File,
+}
+
+/// The committer held by [`Store::hold_committer_for_test`].
+#[doc(hidden)]
+pub struct CommitterHold<'a> {
+    _guard: MutexGuard<'a, Committer>,
 }
 
 /// The Media Object Manager of one data directory. `Send + Sync`; share it as `Arc<Store>`.
@@ -302,6 +311,39 @@ impl Inner {
 
     pub(crate) fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves a new block of ids in the catalog (one transaction) and adds it to the block.
+    /// The caller holds the committer.
+    pub(crate) fn refill_ids(&self, committer: &mut Committer) -> Result<(), StoreError> {
+        let ids = committer.catalog.reserve_ids(IDS_PER_BLOCK)?;
+        self.ids.add(ids);
+        Ok(())
+    }
+
+    /// [`Inner::refill_ids`] when few ids are left. A failure is logged, not returned: the
+    /// caller's own change is committed, and an upload that finds no id refills it itself.
+    pub(crate) fn refill_ids_if_low(&self, committer: &mut Committer) {
+        if self.ids.left() < IDS_LOW {
+            if let Err(e) = self.refill_ids(committer) {
+                tracing::warn!(target: "oasis::storage", "version ids not reserved ahead (the next upload reserves them): {e}");
+            }
+        }
+    }
+
+    /// An id from the block, refilling it from the catalog when empty (blocking: takes the
+    /// committer and runs a transaction).
+    pub(crate) fn take_id_blocking(&self) -> Result<u64, StoreError> {
+        if let Some(id) = self.ids.take() {
+            return Ok(id);
+        }
+        let mut committer = self.committer();
+        loop {
+            if let Some(id) = self.ids.take() {
+                return Ok(id);
+            }
+            self.refill_ids(&mut committer)?;
+        }
     }
 
     /// The fault-injection seam: aborts the process if the configuration asks for it here.
@@ -552,6 +594,7 @@ impl Store {
                 catalog,
                 hls: HlsDurations::default(),
             }),
+            ids: IdBlock::new(),
             index: RwLock::new(HashMap::with_capacity(kept.len())),
             fds,
             fault_hits: std::sync::atomic::AtomicU64::new(0),
@@ -575,9 +618,11 @@ impl Store {
         }
 
         // 6. Segment durations from stored playlists (sorted, so a segment named by two playlists
-        //    gets the same answer every start), and bitrates a crash left stale.
+        //    gets the same answer every start), and bitrates a crash left stale. Then the first
+        //    block of version ids, so uploads start without a transaction.
         {
             let mut committer = inner.committer();
+            inner.refill_ids(&mut committer)?;
             let playlists: BTreeSet<(String, u64)> = inner
                 .index_read()
                 .values()
@@ -657,10 +702,43 @@ impl Store {
         &self.inner.config.data_dir
     }
 
-    /// Starts an upload of `name`: validates the name, reserves disk space, creates the temp file.
+    /// Starts an upload of `name`: validates the name, reserves disk space, takes a version id
+    /// (reserving more in the catalog if none is at hand), creates the temp file. Blocking.
     /// Nothing is visible until [`Upload::finish`].
     pub fn create_upload(&self, name: &str, options: UploadOptions) -> Result<Upload, StoreError> {
-        Upload::create(Arc::clone(&self.inner), name, options)
+        let ticket = UploadTicket::new(Arc::clone(&self.inner), name, options, |inner| {
+            inner.take_id_blocking().map(Some)
+        })?;
+        ticket.expect("a blocking id never runs out").create_file()
+    }
+
+    /// The non-blocking start of an upload, for a request path: checks the name and length,
+    /// reserves disk space and memory, and takes a version id reserved in advance, without the
+    /// disk or the database. `Ok(None)` when no id is at hand (reserving more takes a catalog
+    /// transaction): start it with [`Store::create_upload`] off the request path instead.
+    pub fn upload_ticket(
+        &self,
+        name: &str,
+        options: UploadOptions,
+    ) -> Result<Option<UploadTicket>, StoreError> {
+        UploadTicket::new(Arc::clone(&self.inner), name, options, |inner| {
+            Ok(inner.ids.take())
+        })
+    }
+
+    /// Test seam: holds the committer, as a commit does across its fsyncs and transaction,
+    /// until the guard is dropped. Commits, deletes and id reservations wait meanwhile.
+    #[doc(hidden)]
+    pub fn hold_committer_for_test(&self) -> CommitterHold<'_> {
+        CommitterHold {
+            _guard: self.inner.committer(),
+        }
+    }
+
+    /// Test seam: drops the ids at hand, so the next upload must reserve more.
+    #[doc(hidden)]
+    pub fn empty_id_block_for_test(&self) {
+        self.inner.ids.clear();
     }
 
     /// Stores `bytes` as `name` in one call (a convenience over [`Store::create_upload`]).

@@ -14,8 +14,8 @@
 //! is reserved, and never let a name choose a path.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oasis_engine::resource::{Reservation, Resource};
@@ -48,45 +48,43 @@ pub struct UploadOptions {
     pub content_type: Option<String>,
 }
 
-/// An upload in progress. Drop it without [`Upload::finish`] to abandon it: the temp file is
-/// removed and the reservation released.
-pub struct Upload {
+/// An upload that has its name checked, its reservations and its version id, but no temp file
+/// yet: made without the disk or the database ([`crate::Store::upload_ticket`]), so a request
+/// path can take one. The caller creates the file at [`UploadTicket::path_to_create`]
+/// (write-only, `O_CREAT | O_EXCL`) however it likes (the server: an io_uring OPENAT) and
+/// hands it to [`UploadTicket::into_upload`]. Dropped, it releases its reservations; its id is
+/// skipped.
+pub struct UploadTicket {
     inner: Arc<Inner>,
     name: String,
     id: u64,
     options: UploadOptions,
     tmp_path: PathBuf,
-    file: Option<File>,
-    written_bytes: u64,
-    crc32c: u32,
-    /// Disk space reserved for this upload; moved to the index entry at commit.
+    /// Taken by [`UploadTicket::into_upload`].
     disk: Option<Reservation>,
-    /// Bytes not yet written to the file, fewer than `UPLOAD_WRITE_BYTES` (see there).
-    staged: Vec<u8>,
-    /// The memory `staged` may use, reserved for the upload's lifetime.
-    _staged_memory: Reservation,
-    /// Set by a failed write: the temp file's content is unknown, so the upload cannot finish.
-    aborted: bool,
-    /// Set once the temp file is renamed away (or removed): nothing left for `Drop`.
-    done: bool,
+    staged_memory: Option<Reservation>,
+    /// The path was handed out, so a file may exist there: dropped unused, it is removed.
+    path_out: bool,
 }
 
-impl std::fmt::Debug for Upload {
+impl std::fmt::Debug for UploadTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upload")
+        f.debug_struct("UploadTicket")
             .field("name", &self.name)
             .field("id", &self.id)
-            .field("written_bytes", &self.written_bytes)
             .finish_non_exhaustive()
     }
 }
 
-impl Upload {
-    pub(crate) fn create(
+impl UploadTicket {
+    /// Checks and reserves for an upload of `name`, with `id` (taken from the block, or
+    /// `None` when it is empty: then nothing is reserved and `Ok(None)` is returned).
+    pub(crate) fn new(
         inner: Arc<Inner>,
         name: &str,
         options: UploadOptions,
-    ) -> Result<Upload, StoreError> {
+        take_id: impl FnOnce(&Inner) -> Result<Option<u64>, StoreError>,
+    ) -> Result<Option<UploadTicket>, StoreError> {
         validate_name(name).map_err(|why| StoreError::InvalidName {
             name: name.to_string(),
             why,
@@ -115,28 +113,20 @@ impl Upload {
         let staged_memory = inner
             .rm
             .reserve(Resource::MemoryBytes, UPLOAD_WRITE_BYTES as u64)?;
-        let id = inner.committer().catalog.next_id()?;
+        let Some(id) = take_id(&inner)? else {
+            return Ok(None);
+        };
         let tmp_path = inner.tmp_dir.join(format!("{id:016x}{TMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .map_err(|e| StoreError::io("creating upload temp file", &tmp_path, e))?;
-        Ok(Upload {
+        Ok(Some(UploadTicket {
             inner,
             name: name.to_string(),
             id,
             options,
             tmp_path,
-            file: Some(file),
-            written_bytes: 0,
-            crc32c: 0,
             disk: Some(disk),
-            staged: Vec::with_capacity(UPLOAD_WRITE_BYTES),
-            _staged_memory: staged_memory,
-            aborted: false,
-            done: false,
-        })
+            staged_memory: Some(staged_memory),
+            path_out: false,
+        }))
     }
 
     /// The object name being uploaded.
@@ -144,27 +134,165 @@ impl Upload {
         &self.name
     }
 
-    /// Bytes written so far.
+    /// Where the temp file is to be created: write-only, `O_CREAT | O_EXCL`.
+    pub fn path_to_create(&mut self) -> &Path {
+        self.path_out = true;
+        &self.tmp_path
+    }
+
+    /// The upload, writing to `file`, which the caller created at [`Self::path_to_create`].
+    pub fn into_upload(mut self, file: File) -> Upload {
+        self.path_out = false;
+        Upload {
+            inner: Arc::clone(&self.inner),
+            name: std::mem::take(&mut self.name),
+            id: self.id,
+            options: std::mem::take(&mut self.options),
+            tmp_path: std::mem::take(&mut self.tmp_path),
+            file: Some(Arc::new(file)),
+            written_bytes: 0,
+            file_bytes: 0,
+            crc32c: 0,
+            disk: self.disk.take(),
+            staged: Some(Vec::with_capacity(UPLOAD_WRITE_BYTES)),
+            _staged_memory: self.staged_memory.take().expect("a ticket is used once"),
+            aborted: false,
+            done: false,
+        }
+    }
+
+    /// The error to report when creating the temp file failed (the ticket is then dropped).
+    pub fn creation_failed(&self, e: std::io::Error) -> StoreError {
+        StoreError::io("creating upload temp file", &self.tmp_path, e)
+    }
+
+    /// Creates the temp file here (blocking: a metadata operation) and starts the upload.
+    pub(crate) fn create_file(mut self) -> Result<Upload, StoreError> {
+        let path = self.path_to_create().to_path_buf();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("creating upload temp file", &path, e))?;
+        Ok(self.into_upload(file))
+    }
+}
+
+impl Drop for UploadTicket {
+    fn drop(&mut self) {
+        if self.path_out {
+            remove_abandoned(&self.tmp_path);
+        }
+    }
+}
+
+/// A full staged piece of an upload, to be written to `file` at `offset` (a multiple of
+/// [`UPLOAD_WRITE_BYTES`]); the buffer goes back with [`Upload::piece_written`].
+#[derive(Debug)]
+pub struct Piece {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// An upload in progress. Drop it without [`Upload::finish`] to abandon it: the temp file is
+/// removed and the reservation released.
+///
+/// Bytes go in two steps so that a server can have them written without blocking:
+/// [`Upload::stage`] checks, reserves and checksums them into the staging buffer;
+/// [`Upload::take_piece`] gives a full buffer out to be written, and
+/// [`Upload::piece_written`] takes it back. [`Upload::write_all`] does both here (blocking).
+pub struct Upload {
+    inner: Arc<Inner>,
+    name: String,
+    id: u64,
+    options: UploadOptions,
+    tmp_path: PathBuf,
+    file: Option<Arc<File>>,
+    /// Bytes taken so far (staged or in the file): what the CRC covers.
+    written_bytes: u64,
+    /// Bytes in the file: where the next piece goes.
+    file_bytes: u64,
+    crc32c: u32,
+    /// Disk space reserved for this upload; moved to the index entry at commit.
+    disk: Option<Reservation>,
+    /// Bytes not yet written to the file, at most `UPLOAD_WRITE_BYTES` (see there); `None`
+    /// while the buffer is out being written.
+    staged: Option<Vec<u8>>,
+    /// The memory `staged` may use, reserved for the upload's lifetime.
+    _staged_memory: Reservation,
+    /// Set by a failed write: the temp file's content is unknown, so the upload cannot finish.
+    aborted: bool,
+    /// Set once the temp file is renamed away (or removed): nothing left for `Drop`.
+    done: bool,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("written_bytes", &self.written_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// The object name being uploaded.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes taken so far.
     pub fn written_bytes(&self) -> u64 {
         self.written_bytes
     }
 
-    /// Appends `bytes`: grows the disk reservation first if needed, writes, updates the CRC.
-    /// Any error aborts the upload (drop it; `finish` will refuse).
+    /// Appends `bytes`, writing full pieces here (blocking). Any error aborts the upload (drop
+    /// it; `finish` will refuse).
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = self.stage_room().min(rest.len());
+            self.stage(&rest[..take])?;
+            rest = &rest[take..];
+            if let Some(p) = self.take_piece() {
+                let result = p.file.write_all_at(&p.data, p.offset);
+                self.piece_written(result, p.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes [`Upload::stage`] takes now: 0 while a full piece waits to be taken or
+    /// is out being written.
+    pub fn stage_room(&self) -> usize {
+        self.staged
+            .as_ref()
+            .map_or(0, |s| UPLOAD_WRITE_BYTES - s.len())
+    }
+
+    /// Takes `bytes` (at most [`Upload::stage_room`]) into the staging buffer: checks the
+    /// limits, grows the disk reservation first if needed, updates the CRC. Any error aborts
+    /// the upload.
+    pub fn stage(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        assert!(
+            bytes.len() <= self.stage_room(),
+            "staged past the staging buffer"
+        );
         if self.aborted {
             return Err(StoreError::UploadAborted {
                 name: self.name.clone(),
             });
         }
-        let result = self.write_inner(bytes);
+        let result = self.stage_inner(bytes);
         if result.is_err() {
             self.aborted = true;
         }
         result
     }
 
-    fn write_inner(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    fn stage_inner(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let new_len = self.written_bytes + bytes.len() as u64;
         let limit_bytes = self.inner.config.object_bytes_max;
         if new_len > limit_bytes {
@@ -195,20 +323,10 @@ impl Upload {
                 disk.grow(needed)?;
             }
         }
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let take = (UPLOAD_WRITE_BYTES - self.staged.len()).min(rest.len());
-            if self.staged.is_empty() && take == UPLOAD_WRITE_BYTES {
-                // A whole aligned piece at hand: written as it is, no copy.
-                self.write_file(&rest[..take])?;
-            } else {
-                self.staged.extend_from_slice(&rest[..take]);
-                if self.staged.len() == UPLOAD_WRITE_BYTES {
-                    self.flush_staged()?;
-                }
-            }
-            rest = &rest[take..];
-        }
+        self.staged
+            .as_mut()
+            .expect("room was checked")
+            .extend_from_slice(bytes);
         self.crc32c = crc32c::crc32c_append(self.crc32c, bytes);
         self.written_bytes = new_len;
         debug_assert!(self
@@ -218,24 +336,62 @@ impl Upload {
         Ok(())
     }
 
-    fn write_file(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let file = self
-            .file
-            .as_mut()
-            .expect("an upload that is not done has its file");
-        file.write_all(bytes)
-            .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e))
+    /// The staging buffer, when it is full, with where it goes; staging stops until
+    /// [`Upload::piece_written`] returns the buffer.
+    pub fn take_piece(&mut self) -> Option<Piece> {
+        if self.aborted || self.staged.as_ref()?.len() < UPLOAD_WRITE_BYTES {
+            return None;
+        }
+        let file = Arc::clone(self.file.as_ref()?);
+        Some(Piece {
+            file,
+            offset: self.file_bytes,
+            data: self.staged.take()?,
+        })
     }
 
+    /// A piece from [`Upload::take_piece`] was written (all of it, or the error that stopped
+    /// it); `data` is its buffer, back for reuse. An error aborts the upload.
+    pub fn piece_written(
+        &mut self,
+        result: std::io::Result<()>,
+        mut data: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        debug_assert!(self.staged.is_none(), "a piece came back that was not out");
+        let len = data.len() as u64;
+        data.clear();
+        self.staged = Some(data);
+        match result {
+            Ok(()) => {
+                self.file_bytes += len;
+                Ok(())
+            }
+            Err(e) => {
+                self.aborted = true;
+                Err(StoreError::io(
+                    "writing upload temp file",
+                    &self.tmp_path,
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Writes what is staged (at `finish`, on the thread that commits).
     fn flush_staged(&mut self) -> Result<(), StoreError> {
+        let staged = self
+            .staged
+            .as_mut()
+            .expect("no piece is out being written at finish");
         let file = self
             .file
-            .as_mut()
+            .as_ref()
             .expect("an upload that is not done has its file");
         let result = file
-            .write_all(&self.staged)
+            .write_all_at(staged, self.file_bytes)
             .map_err(|e| StoreError::io("writing upload temp file", &self.tmp_path, e));
-        self.staged.clear();
+        self.file_bytes += staged.len() as u64;
+        staged.clear();
         result
     }
 
@@ -394,6 +550,8 @@ impl Upload {
             .map(|e| Arc::clone(&e.meta))
             .unwrap_or(meta);
         debug_assert_eq!(committed.id, self.id);
+        // Already under the committer: keep ids at hand for the uploads that start on workers.
+        inner.refill_ids_if_low(&mut committer);
         drop(committer);
 
         // 5. Cleanup of the replaced version.
@@ -416,16 +574,21 @@ fn discard(path: &std::path::Path) {
     }
 }
 
+/// Removes the temp file of an abandoned upload; failure only leaves it for recovery.
+fn remove_abandoned(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(target: "oasis::storage", path = %path.display(), "abandoned upload not removed (recovery will): {e}");
+        }
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if self.done {
             return;
         }
         drop(self.file.take());
-        if let Err(e) = fs::remove_file(&self.tmp_path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(target: "oasis::storage", path = %self.tmp_path.display(), "abandoned upload not removed (recovery will): {e}");
-            }
-        }
+        remove_abandoned(&self.tmp_path);
     }
 }

@@ -15,7 +15,7 @@ use io_uring::{opcode, types};
 use socket2::SockRef;
 
 use super::mapping::Mapping;
-use super::op::{user_data, Ring};
+use super::op::{user_data, Ring, OP_WRITE};
 use super::pipes::Pipe;
 use crate::direct::DirectRead;
 use crate::pool::Chunk;
@@ -80,8 +80,17 @@ pub(super) enum Out {
         more: bool,
     },
     Job,
-    /// An OPENAT is in flight; the path it reads is held here until it completes.
+    /// An OPENAT (`Transmit::Open` or `Create`) is in flight; the path it reads is held here
+    /// until it completes.
     Opening(std::ffi::CString),
+    /// A WRITE of `data[written..]` to `file` at `offset + written` is in flight; the buffer and
+    /// the file are held here until it completes (`Transmit::Write`).
+    Writing {
+        file: Arc<File>,
+        offset: u64,
+        data: Vec<u8>,
+        written: usize,
+    },
     /// A hot file transmit to issue again as it is: it waits on the deferred FIFO for the next
     /// loop iteration (this one's synchronous send budget being spent), or a POLLOUT for a
     /// socket that took nothing has completed (`Out::Blocked`) and it is driven right away.
@@ -222,6 +231,32 @@ impl Conn {
         self.ops += 1;
         // SAFETY: no buffers; the socket is owned by this connection, which is freed only when
         // its operations have completed.
+        unsafe { ring.push(e) };
+    }
+
+    /// Submits the WRITE of what `Out::Writing` has not written yet.
+    pub(super) fn push_write(&mut self, ring: &mut Ring, key: usize) {
+        let Out::Writing {
+            file,
+            offset,
+            data,
+            written,
+        } = &self.out
+        else {
+            unreachable!("a write without Out::Writing")
+        };
+        let rest = &data[*written..];
+        debug_assert!(!rest.is_empty());
+        // A WRITE takes at most u32::MAX bytes; a shorter write is continued like any other.
+        let len = rest.len().min(u32::MAX as usize) as u32;
+        let e = opcode::Write::new(types::Fd(file.as_raw_fd()), rest.as_ptr(), len)
+            .offset(offset + *written as u64)
+            .build()
+            .user_data(user_data(OP_WRITE, key, self.gen));
+        self.ops += 1;
+        // SAFETY: the bytes live in `data`'s heap buffer and the descriptor in `file`, both held
+        // by `self.out` (which is not replaced before the completion takes them) on a
+        // connection that is freed only with no operation in flight.
         unsafe { ring.push(e) };
     }
 

@@ -105,7 +105,17 @@ impl Worker {
                     self.transmit_wait(key, Some(t.max(now + Duration::from_micros(1))))
                 }
                 Transmit::Idle => self.transmit_wait(key, None),
-                Transmit::Open(path) => self.transmit_open(key, path),
+                Transmit::Open(path) => {
+                    self.transmit_open(key, path, libc::O_RDONLY | libc::O_CLOEXEC)
+                }
+                Transmit::Create(path) => self.transmit_open(
+                    key,
+                    path,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                ),
+                Transmit::Write { file, offset, data } => {
+                    self.transmit_write(key, file, offset, data, now)
+                }
                 Transmit::Job(job) => self.transmit_job(key, job, now),
                 Transmit::Close => return self.transmit_close(key, now),
             };
@@ -249,10 +259,12 @@ impl Worker {
         Next::Input
     }
 
-    fn transmit_open(&mut self, key: usize, path: std::ffi::CString) -> Next {
+    fn transmit_open(&mut self, key: usize, path: std::ffi::CString, flags: i32) -> Next {
         let c = &mut self.conns[key];
+        // The mode counts only with O_CREAT: 0666 less the umask, as `File::create` does.
         let e = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), path.as_ptr())
-            .flags(libc::O_RDONLY | libc::O_CLOEXEC)
+            .flags(flags)
+            .mode(0o666)
             .build()
             .user_data(user_data(OP_OPEN, key, c.gen));
         c.ops += 1;
@@ -260,6 +272,29 @@ impl Worker {
         // SAFETY: the path's bytes live in `c.out` (a CString's heap buffer does not move with
         // it) until the completion takes them.
         unsafe { self.ring.push(e) };
+        Next::Input
+    }
+
+    fn transmit_write(
+        &mut self,
+        key: usize,
+        file: Arc<File>,
+        offset: u64,
+        data: Vec<u8>,
+        now: Instant,
+    ) -> Next {
+        let c = &mut self.conns[key];
+        if data.is_empty() {
+            c.session.on_written(Ok(()), data, now);
+            return Next::Poll;
+        }
+        c.out = Out::Writing {
+            file,
+            offset,
+            data,
+            written: 0,
+        };
+        c.push_write(&mut self.ring, key);
         Next::Input
     }
 
@@ -470,6 +505,8 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::WaitUntil(_) => "wait",
         Transmit::Idle => "idle",
         Transmit::Open(_) => "open",
+        Transmit::Create(_) => "create",
+        Transmit::Write { .. } => "write",
         Transmit::Job(_) => "job",
         Transmit::Close => "close",
     }

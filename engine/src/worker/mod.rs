@@ -12,10 +12,10 @@
 //! connection and the narrow state they own, and never call back up; `conn`, `pipes`, `mapping`
 //! and `op` are the bottom (connection state, kernel objects, `user_data` and submission).
 //!
-//! Buffer ownership: a connection's input `Vec` and its outgoing `Vec` or pool chunk stay in the
-//! connection (or the remote-read slab) from submission until the completion arrives; a
-//! connection is freed only when its in-flight count is zero. Nothing here blocks except the one
-//! wait in `io_uring_enter`.
+//! Buffer ownership: a connection's input `Vec` and its outgoing `Vec`, pool chunk or write
+//! buffer stay in the connection (or the remote-read slab) from submission until the completion
+//! arrives; a connection is freed only when its in-flight count is zero. Nothing here blocks
+//! except the one wait in `io_uring_enter`.
 
 pub(crate) mod conn;
 mod drive;
@@ -45,6 +45,7 @@ use socket2::SockRef;
 use self::conn::{Conn, Out};
 use self::fetch::{block_start, Fetches, FETCH_BYTES};
 use self::hot::{DeferredFifo, HotSender};
+use self::op::OP_WRITE;
 use self::op::{split_token, split_user_data, user_data, Gens, Ring};
 use self::op::{OP_CANCEL, OP_FETCH, OP_OPEN, OP_POLL, OP_POLL_OUT, OP_READ, OP_RECV};
 use self::op::{OP_RECV_MULTI, OP_REMOTE_READ, OP_SEND, OP_SPLICE_IN, OP_WAKE, OP_WRITABLE};
@@ -510,6 +511,38 @@ impl Worker {
                 // A closing connection drops the file (closing it).
                 if !c.closing {
                     c.session.on_opened(result, now);
+                }
+            }
+            OP_WRITE => {
+                let Out::Writing {
+                    file,
+                    offset,
+                    data,
+                    written,
+                } = std::mem::replace(&mut c.out, Out::Idle)
+                else {
+                    unreachable!("write completion without a write")
+                };
+                let written = written + res.max(0) as usize;
+                let result = match res {
+                    _ if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+                    0 => Err(io::ErrorKind::WriteZero.into()),
+                    _ if written < data.len() && !c.closing => {
+                        // A short write: the rest goes on from where it stopped.
+                        c.out = Out::Writing {
+                            file,
+                            offset,
+                            data,
+                            written,
+                        };
+                        c.push_write(&mut self.ring, key);
+                        return;
+                    }
+                    _ => Ok(()),
+                };
+                // A closing connection drops the buffer (its session is closing too).
+                if !c.closing {
+                    c.session.on_written(result, data, now);
                 }
             }
             OP_READ => {

@@ -23,6 +23,7 @@ pub(super) const OP_RECV_MULTI: u64 = 11;
 pub(super) const OP_OPEN: u64 = 12;
 pub(super) const OP_WRITABLE: u64 = 13;
 pub(super) const OP_FETCH: u64 = 14;
+pub(super) const OP_WRITE: u64 = 15;
 
 /// Generations have 24 bits: `user_data` is op (8) | generation (24) | slab key (32).
 pub(super) const GEN_MASK: u32 = (1 << 24) - 1;

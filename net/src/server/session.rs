@@ -3,8 +3,9 @@
 //! modules below it for decisions and bytes (media plans, replies, pacing, upload checks),
 //! reserves with the Resource Manager, looks objects up in the store's in-memory index, and
 //! turns each state into the next [`Transmit`]. It never touches a socket or reads the clock
-//! (`now` comes in), and it never waits on the disk or the database: opens and commits go to
-//! the engine (`Transmit::Open`, `Transmit::Job`).
+//! (`now` comes in), and it never waits on the disk or the database: opens, an upload's temp
+//! file and its writes, and commits go to the engine (`Transmit::Open`, `Create`, `Write`,
+//! `Job`).
 
 use std::fs::File;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use oasis_engine::resource::{Resource, ResourceManager};
 use oasis_engine::{
     ConnInfo, Job, JobRejected, JobResult, Phase, ReserveError, Service, Session, Transmit,
 };
-use oasis_storage::{ObjectMeta, StoreError};
+use oasis_storage::{ObjectMeta, StoreError, Upload, UploadTicket};
 
 use super::access_line::{access_line, ReqLog};
 use super::api::{self, route, Denied, PrefixDeleted, Route};
@@ -23,7 +24,7 @@ use super::pacing::{stream_rate, Pace};
 use super::reply::{self, limit_reason};
 use super::respond::{Admission, Respond};
 use super::service::{HttpService, Inner, Live};
-use super::upload::{self, BodyLeft, Discard, Fed, Receiving};
+use super::upload::{self, BodyKind, BodyLeft, Discard, Fed, Receiving};
 use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
 
 impl Service for HttpService {
@@ -51,6 +52,9 @@ impl Service for HttpService {
 }
 
 enum JobKind {
+    /// An upload that found no version id at hand: reserving ids (a catalog transaction) and
+    /// creating its temp file run as a job.
+    Create(Box<BodyStart>),
     Finish {
         replaced: bool,
     },
@@ -79,11 +83,27 @@ enum Opened {
     Failed,
 }
 
+/// What an upload's body needs once its temp file exists.
+struct BodyStart {
+    kind: BodyKind,
+    replaced: bool,
+    expect_continue: bool,
+}
+
+/// An upload whose temp file the engine is creating (`Transmit::Create`).
+struct Creating {
+    ticket: UploadTicket,
+    body: BodyStart,
+    /// Taken when the create is handed to the engine.
+    path: Option<std::ffi::CString>,
+}
+
 enum State {
     /// Waiting for a request head; `since` is when its first byte arrived.
     Head {
         since: Option<Instant>,
     },
+    Creating(Box<Creating>),
     Body(Box<Receiving>),
     Opening(Box<Opening>),
     /// A job is queued (`Some`) or running (`None`).
@@ -473,25 +493,52 @@ impl HttpSession {
             return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
         }
         let options = upload::upload_options(head);
-        let replaced = self.svc.store.lookup(name).is_some();
-        match self.svc.store.create_upload(name, options) {
-            Ok(upload) => {
-                if head.expect_continue {
-                    let mut out = Vec::with_capacity(32);
-                    http::continue_response(&mut out);
-                    self.pending = Some(out);
-                }
-                let receiving = Receiving::new(upload, kind, replaced, now);
-                let empty = receiving.is_empty();
-                self.state = State::Body(Box::new(receiving));
-                if empty {
-                    self.finish_body();
-                }
+        let body = BodyStart {
+            kind,
+            replaced: self.svc.store.lookup(name).is_some(),
+            expect_continue: head.expect_continue,
+        };
+        // A version id comes from the block reserved in advance and the temp file is created
+        // by the engine, so a worker never waits for the committer another upload's fsync
+        // holds. With no id at hand (a burst used the block up), the PUT waits for a job that
+        // reserves more and creates the file rather than being refused: the catalog thread is
+        // busy, not broken, and the client's body waits in its socket meanwhile.
+        match self.svc.store.upload_ticket(name, options.clone()) {
+            Ok(Some(mut ticket)) => {
+                use std::os::unix::ffi::OsStrExt;
+                let path = std::ffi::CString::new(ticket.path_to_create().as_os_str().as_bytes())
+                    .expect("a data directory path has no NUL byte");
+                self.state = State::Creating(Box::new(Creating {
+                    ticket,
+                    body,
+                    path: Some(path),
+                }));
+            }
+            Ok(None) => {
+                let store = Arc::clone(&self.svc.store);
+                let name = name.to_string();
+                let job: Job = Box::new(move || Box::new(store.create_upload(&name, options)));
+                self.state = State::Job(Some(job), JobKind::Create(Box::new(body)));
             }
             Err(e) => {
                 self.keep_alive = false;
                 self.store_error(e, now);
             }
+        }
+    }
+
+    /// The upload's temp file exists: `100 Continue` if asked for, then the body.
+    fn start_body(&mut self, upload: Upload, body: BodyStart, now: Instant) {
+        if body.expect_continue {
+            let mut out = Vec::with_capacity(32);
+            http::continue_response(&mut out);
+            self.pending = Some(out);
+        }
+        let receiving = Receiving::new(upload, body.kind, body.replaced, now);
+        let empty = receiving.is_empty();
+        self.state = State::Body(Box::new(receiving));
+        if empty {
+            self.finish_body();
         }
     }
 
@@ -537,6 +584,18 @@ impl HttpSession {
         self.state = State::Job(Some(job), JobKind::Finish { replaced });
     }
 
+    /// The engine created (or failed to create) an upload's temp file.
+    fn created(&mut self, c: Creating, result: std::io::Result<File>, now: Instant) {
+        match result {
+            Ok(file) => self.start_body(c.ticket.into_upload(file), c.body, now),
+            Err(e) => {
+                let e = c.ticket.creation_failed(e);
+                self.keep_alive = false;
+                self.store_error(e, now);
+            }
+        }
+    }
+
     fn finish_response(&mut self, now: Instant) {
         let State::Respond(r) = std::mem::replace(&mut self.state, State::Head { since: None })
         else {
@@ -574,6 +633,16 @@ impl HttpSession {
     /// Answers a finished job of `kind`.
     fn job_done(&mut self, kind: JobKind, result: JobResult, now: Instant) {
         match kind {
+            JobKind::Create(body) => match result.downcast::<Result<Upload, StoreError>>() {
+                Ok(r) => match *r {
+                    Ok(upload) => self.start_body(upload, *body, now),
+                    Err(e) => {
+                        self.keep_alive = false;
+                        self.store_error(e, now)
+                    }
+                },
+                Err(_) => self.error(500, &[], false, now),
+            },
             JobKind::Finish { replaced } => {
                 match result.downcast::<Result<Arc<ObjectMeta>, StoreError>>() {
                     Ok(r) => match *r {
@@ -683,7 +752,12 @@ impl Session for HttpSession {
         }
         match &mut self.state {
             State::Close => Transmit::Close,
-            State::Head { .. } | State::Body(_) | State::Discard(_) => Transmit::Idle,
+            State::Head { .. } | State::Discard(_) => Transmit::Idle,
+            State::Body(r) => r.next_write().unwrap_or(Transmit::Idle),
+            State::Creating(c) => match c.path.take() {
+                Some(path) => Transmit::Create(path),
+                None => Transmit::Idle,
+            },
             State::Job(job, _) => match job.take() {
                 Some(j) => Transmit::Job(j),
                 None => Transmit::Idle,
@@ -743,8 +817,10 @@ impl Session for HttpSession {
     }
 
     fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {
-        let State::Opening(o) = std::mem::replace(&mut self.state, State::Close) else {
-            return;
+        let o = match std::mem::replace(&mut self.state, State::Close) {
+            State::Opening(o) => o,
+            State::Creating(c) => return self.created(*c, result, now),
+            _ => return,
         };
         let adopted = match result {
             Ok(f) => self
@@ -773,15 +849,30 @@ impl Session for HttpSession {
         self.serve_media(&o.head, &o.name, opened, now);
     }
 
+    fn on_written(&mut self, result: std::io::Result<()>, data: Vec<u8>, now: Instant) {
+        // Anything else: the upload was given up meanwhile (the peer left); the buffer goes.
+        let State::Body(r) = &mut self.state else {
+            return;
+        };
+        if let Err(e) = r.written(result, data, now) {
+            // Dropping the upload removes its temp file and releases its reservation.
+            r.keep_chunked_unread(&mut self.unread_body);
+            self.keep_alive = false;
+            self.store_error(e, now);
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let cfg = &self.svc.cfg;
         match &self.state {
             State::Head { since: Some(t) } => Some(*t + cfg.header_timeout),
             State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
+            // A piece being written is the server's wait, not the client's.
+            State::Body(r) if r.writing => None,
             State::Body(r) => Some(r.last_progress + cfg.body_timeout),
             State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
             State::Discard(d) => Some(d.deadline()),
-            State::Job(..) | State::Opening(_) | State::Close => None,
+            State::Job(..) | State::Opening(_) | State::Creating(_) | State::Close => None,
         }
     }
 
@@ -814,7 +905,7 @@ impl Session for HttpSession {
                 self.finish_response(now);
                 self.state = State::Close;
             }
-            State::Job(..) | State::Opening(_) | State::Close => {}
+            State::Job(..) | State::Opening(_) | State::Creating(_) | State::Close => {}
         }
     }
 
@@ -829,10 +920,11 @@ impl Session for HttpSession {
     }
 
     fn wants_input(&self) -> bool {
-        matches!(
-            self.state,
-            State::Head { .. } | State::Body(_) | State::Discard(_)
-        )
+        match &self.state {
+            State::Head { .. } | State::Discard(_) => true,
+            State::Body(r) => r.takes_input(),
+            _ => false,
+        }
     }
 
     fn phase(&self) -> Phase {

@@ -1,12 +1,14 @@
 //! `PUT /media/<name>`: the checks on an upload's head, the body as it arrives (declared length
-//! or chunked, into a storage `Upload`), the commit job, and the lingering close that reads and
-//! drops a body answered before it was read. Bounded: a chunked body stops at
-//! `upload_bytes_max`, a lingering close at [`LINGER_TIME`], [`LINGER_IDLE`] and
-//! [`LINGER_BYTES_MAX`]. It never commits on a worker: the commit is a job for the catalog thread.
+//! or chunked, staged in a storage `Upload` and written by the engine a full piece at a time),
+//! the commit job, and the lingering close that reads and drops a body answered before it was
+//! read. Bounded: a chunked body stops at `upload_bytes_max`, staging at one piece (input waits
+//! while it is written), a lingering close at [`LINGER_TIME`], [`LINGER_IDLE`] and
+//! [`LINGER_BYTES_MAX`]. It never writes or commits on a worker: pieces go out as
+//! `Transmit::Write`, the commit is a job for the catalog thread.
 
 use std::time::{Duration, Instant};
 
-use oasis_engine::{Job, JobResult};
+use oasis_engine::{Job, JobResult, Transmit};
 use oasis_storage::{StoreError, Upload, UploadOptions};
 
 use super::config::HttpConfig;
@@ -75,6 +77,8 @@ pub(super) struct Receiving {
     kind: BodyKind,
     pub(super) last_progress: Instant,
     replaced: bool,
+    /// A full piece is out being written (`Transmit::Write`): no input is taken meanwhile.
+    pub(super) writing: bool,
 }
 
 /// What one piece of body did.
@@ -109,12 +113,47 @@ impl Receiving {
             kind,
             last_progress: now,
             replaced,
+            writing: false,
         }
     }
 
-    /// Writes the body bytes in `input` (a chunked body at most `limit_bytes` long). `unread`
-    /// is kept as what is left of the body for a lingering close: the declared bytes not read
-    /// yet, the decoder of a chunked body that failed to store, nothing after bad framing.
+    /// Whether body bytes are taken now: not while the staging buffer is full or out.
+    pub(super) fn takes_input(&self) -> bool {
+        !self.writing && self.upload.stage_room() > 0
+    }
+
+    /// The write of a full staged piece, if one waits.
+    pub(super) fn next_write(&mut self) -> Option<Transmit> {
+        if self.writing {
+            return None;
+        }
+        let piece = self.upload.take_piece()?;
+        self.writing = true;
+        Some(Transmit::Write {
+            file: piece.file,
+            offset: piece.offset,
+            data: piece.data,
+        })
+    }
+
+    /// The engine wrote a piece (or failed to); staging resumes with its buffer.
+    pub(super) fn written(
+        &mut self,
+        result: std::io::Result<()>,
+        data: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        debug_assert!(self.writing);
+        self.writing = false;
+        self.last_progress = now;
+        self.upload.piece_written(result, data)
+    }
+
+    /// Stages the body bytes in `input` (a chunked body at most `limit_bytes` long), no more
+    /// than the staging buffer has room for; a full buffer is then written ([`Self::next_write`])
+    /// before more is taken. `unread` is kept as what is left of the body for a lingering close:
+    /// the declared bytes not read yet, the decoder of a chunked body that failed to store,
+    /// nothing after bad framing.
     pub(super) fn feed(
         &mut self,
         input: &[u8],
@@ -123,11 +162,12 @@ impl Receiving {
         unread: &mut Option<BodyLeft>,
     ) -> Fed {
         self.last_progress = now;
+        let room = self.upload.stage_room();
         let mut write_err = None;
         let (consumed, done) = match &mut self.kind {
             BodyKind::Length(remaining) => {
-                let n = (*remaining).min(input.len() as u64) as usize;
-                if let Err(e) = self.upload.write_all(&input[..n]) {
+                let n = (*remaining).min(input.len().min(room) as u64) as usize;
+                if let Err(e) = self.upload.stage(&input[..n]) {
                     write_err = Some(e);
                 }
                 *remaining -= n as u64;
@@ -136,14 +176,15 @@ impl Receiving {
             }
             BodyKind::Chunked(dec) => {
                 let upload = &mut self.upload;
-                let res = dec.decode_with(input, |data| {
+                // Decoded bytes never outnumber the framed bytes they came in, so they fit.
+                let res = dec.decode_with(&input[..input.len().min(room)], |data| {
                     if write_err.is_none() {
                         if upload.written_bytes() + data.len() as u64 > limit_bytes {
                             write_err = Some(StoreError::TooLarge {
                                 name: upload.name().to_string(),
                                 limit_bytes,
                             });
-                        } else if let Err(e) = upload.write_all(data) {
+                        } else if let Err(e) = upload.stage(data) {
                             write_err = Some(e);
                         }
                     }
@@ -159,9 +200,7 @@ impl Receiving {
         };
         if let Some(e) = write_err {
             // The rest of a chunked body is read and dropped after the answer by this decoder.
-            if let Some(dec) = self.take_chunked() {
-                *unread = Some(BodyLeft::Chunked(Box::new(dec)));
-            }
+            self.keep_chunked_unread(unread);
             return Fed::Failed(consumed, e);
         }
         if done {
@@ -171,13 +210,23 @@ impl Receiving {
         }
     }
 
+    /// A chunked body that stops being stored: its decoder finds the rest during a lingering
+    /// close.
+    pub(super) fn keep_chunked_unread(&mut self, unread: &mut Option<BodyLeft>) {
+        if let Some(dec) = self.take_chunked() {
+            *unread = Some(BodyLeft::Chunked(Box::new(dec)));
+        }
+    }
+
     /// Whether the body is complete before any of it arrived (`Content-Length: 0`).
     pub(super) fn is_empty(&self) -> bool {
         matches!(self.kind, BodyKind::Length(0))
     }
 
-    /// The commit (fsync, rename, catalog) as a job, and whether it replaces an object.
+    /// The commit (fsync, rename, catalog; the last staged bytes are written there too) as a
+    /// job, and whether it replaces an object.
     pub(super) fn into_job(self) -> (Job, bool) {
+        debug_assert!(!self.writing, "committing with a piece out");
         let upload = self.upload;
         let job: Job = Box::new(move || Box::new(upload.finish()) as JobResult);
         (job, self.replaced)

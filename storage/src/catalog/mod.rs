@@ -104,10 +104,15 @@ pub trait Catalog: Send {
     fn schema_version(&mut self) -> Result<u32, CatalogError>;
     /// Every record, in no particular order.
     fn load_all(&mut self) -> Result<Vec<ObjectMeta>, CatalogError>;
-    /// A fresh version id, never handed out before (durable: a crash does not make it reusable).
-    fn next_id(&mut self) -> Result<u64, CatalogError>;
-    /// The id [`Catalog::next_id`] would hand out next, without taking it. Every id below it was
-    /// handed out by this catalog.
+    /// `n` (at least 1) fresh version ids, never handed out before, in one durable transaction:
+    /// a crash does not make any of them reusable, whether they were used or not.
+    fn reserve_ids(&mut self, n: u64) -> Result<std::ops::Range<u64>, CatalogError>;
+    /// One fresh version id (see [`Catalog::reserve_ids`]).
+    fn next_id(&mut self) -> Result<u64, CatalogError> {
+        Ok(self.reserve_ids(1)?.start)
+    }
+    /// The id [`Catalog::reserve_ids`] would hand out next, without taking it. Every id below it
+    /// was handed out by this catalog.
     fn peek_next_id(&mut self) -> Result<u64, CatalogError>;
     /// Makes every later id at least `id` (a rebuilt catalog continues after the files it found).
     fn advance_ids_to(&mut self, id: u64) -> Result<(), CatalogError>;

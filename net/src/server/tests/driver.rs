@@ -1,8 +1,8 @@
 //! An in-memory driver for [`HttpSession`](crate::server::HttpSession): request bytes in, every
 //! `Transmit` carried out against a byte sink, and a fake clock, the way quinn-proto's tests drive
 //! connections. It plays the engine's part exactly as the session contract describes it (input
-//! only while the session wants it, one transmit in flight, `on_sent` with what was sent, jobs
-//! and opens completed inline, deadlines fired when the fake clock reaches them).
+//! only while the session wants it, one transmit in flight, `on_sent` with what was sent, jobs,
+//! opens, creates and writes completed inline, deadlines fired when the fake clock reaches them).
 //!
 //! The service under test is real: an `HttpService` over a `Store` in a temporary directory and
 //! a `ResourceManager`. The driver never reads the real clock after start-up and never sleeps.
@@ -113,6 +113,7 @@ impl Env {
             closed: false,
             send_bytes_max: u64::MAX,
             reject_jobs: false,
+            writes: 0,
         }
     }
 
@@ -164,6 +165,8 @@ pub struct Conn {
     pub send_bytes_max: u64,
     /// Answer every job with `JobRejected`, as the engine does when its job queue is full.
     pub reject_jobs: bool,
+    /// `Transmit::Write`s carried out.
+    pub writes: u64,
 }
 
 impl Conn {
@@ -335,6 +338,19 @@ impl Conn {
             Transmit::Open(path) => {
                 let path = std::ffi::OsStr::from_bytes(path.as_bytes());
                 self.session.on_opened(File::open(path), self.now);
+            }
+            Transmit::Create(path) => {
+                let path = std::ffi::OsStr::from_bytes(path.as_bytes());
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path);
+                self.session.on_opened(created, self.now);
+            }
+            Transmit::Write { file, offset, data } => {
+                self.writes += 1;
+                let result = file.write_all_at(&data, offset);
+                self.session.on_written(result, data, self.now);
             }
             Transmit::WaitUntil(_) | Transmit::Idle | Transmit::Close => {
                 unreachable!("not a send")

@@ -203,3 +203,59 @@ fn lingering_ends_after_its_byte_cap() {
     c.send_bytes(&[0]);
     assert!(c.closed);
 }
+
+/// A body of several staged pieces goes out as engine writes, one at a time, and arrives whole,
+/// declared or chunked.
+#[test]
+fn a_large_body_is_written_by_the_engine_a_piece_at_a_time() {
+    let env = Env::new();
+    let body = pattern(3 * (256 << 10) + 1000);
+    let mut c = env.connect();
+    c.send_bytes(&put_head("big.bin", "", body.len(), &[]));
+    c.send_bytes(&body);
+    assert_eq!(c.response().status, 201);
+    assert_eq!(
+        c.writes, 3,
+        "three full pieces; the tail is written by the commit"
+    );
+
+    let mut c = env.connect();
+    c.send(&format!(
+        "PUT /media/big.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    ));
+    for piece in body.chunks(100_000) {
+        c.send(&format!("{:x}\r\n", piece.len()));
+        c.send_bytes(piece);
+        c.send("\r\n");
+    }
+    c.send("0\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    assert_eq!(c.writes, 3);
+    c.send("GET /media/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.response().body, body);
+}
+
+/// With no version id at hand, the upload waits for a job that reserves more and creates its
+/// temp file, and the uploads after it find ids at hand again.
+#[test]
+fn an_upload_with_no_id_at_hand_starts_in_a_job() {
+    let env = Env::new();
+    env.store.empty_id_block_for_test();
+    let mut c = env.connect();
+    c.send_bytes(&put_head("a.bin", "", 5, &["Expect: 100-continue"]));
+    assert_eq!(c.out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.out.clear();
+    c.send("hello");
+    assert_eq!(c.response().status, 201);
+    assert_eq!(env.put("b.bin", "", b"world").status, 201);
+
+    // A refused job is a 503, as for every job.
+    env.store.empty_id_block_for_test();
+    let mut c = env.connect();
+    c.reject_jobs = true;
+    c.send_bytes(&put_head("c.bin", "", 5, &[]));
+    let r = c.response();
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+}
