@@ -126,11 +126,6 @@ fn content(i: u64) -> u8 {
     (i * 31 % 251) as u8
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 fn start(layout: &str) -> (Engine, SocketAddr, Arc<ResourceManager>, tempfile::TempDir) {
     start_with(layout, oasis_engine::SendPath::ZeroCopy)
 }
@@ -168,17 +163,22 @@ fn start_cfg(
     cfg.chunks = 8; // fewer chunks than clients: waiting for a chunk is exercised too
     cfg.connections_per_worker_max = 256;
     tweak(&mut cfg);
-    let addr = free_port();
+    // Port 0: the engine binds a free port and says which (no bind-close-rebind race).
+    let requested: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let service: Arc<dyn Service> = Arc::new(Lines {
         file: Arc::new(File::open(&path).unwrap()),
     });
     let engine = Engine::start(
         cfg,
-        vec![Listener { addr, service }],
+        vec![Listener {
+            addr: requested,
+            service,
+        }],
         Arc::clone(&rm),
         features,
     )
     .unwrap();
+    let addr = engine.local_addrs()[0];
     (engine, addr, rm, dir)
 }
 

@@ -63,13 +63,15 @@ fn start() -> (Engine, SocketAddr, Arc<Store>, tempfile::TempDir) {
     let features = oasis_engine::probe::probe().expect("io_uring is available");
     let mut cfg = EngineConfig::with_layout(Layout::parse("combined", &[0, 1]).expect("layout"));
     cfg.connections_per_worker_max = 64;
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("address")
-    };
+    // Port 0: the engine binds a free port and says which.
+    let requested: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let service: Arc<dyn Service> = Arc::new(http.clone());
-    let engine =
-        Engine::start(cfg, vec![Listener { addr, service }], rm, features).expect("engine starts");
+    let listener = Listener {
+        addr: requested,
+        service,
+    };
+    let engine = Engine::start(cfg, vec![listener], rm, features).expect("engine starts");
+    let addr = engine.local_addrs()[0];
     http.attach_engine(engine.handle());
     (engine, addr, store, dir)
 }
