@@ -18,9 +18,9 @@ use xattr::FileExt;
 
 use crate::catalog::{Catalog, SqliteCatalog};
 use crate::error::StoreError;
-use crate::files::scan_objects;
+use crate::files::{scan_objects, sync_dir, take_lock};
+use crate::layout::{object_path_in, CATALOG_FILE, OBJECTS_DIR, TMP_DIR};
 use crate::record::RECORD_XATTR;
-use crate::store::{object_path_in, sync_dir, take_lock, CATALOG_FILE, OBJECTS_DIR, TMP_DIR};
 
 /// What a backup did.
 #[derive(Debug, Default)]

@@ -108,7 +108,7 @@ impl From<CatalogError> for StoreError {
         match e {
             CatalogError::Full { .. } => StoreError::NoSpace {
                 op: "committing to the catalog",
-                path: PathBuf::from(crate::store::CATALOG_FILE),
+                path: PathBuf::from(crate::layout::CATALOG_FILE),
             },
             other => StoreError::Catalog(other),
         }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
-use crate::store::object_path_in;
+use crate::layout::{object_path_in, LOCK_FILE};
 
 /// What `objects/` holds: content files by id (path, length), and anything else found there.
 #[derive(Debug, Default)]
@@ -71,5 +71,37 @@ pub(crate) fn crc32c_of(
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         len += n as u64;
         on_bytes(n as u64);
+    }
+}
+
+pub(crate) fn io<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::io(op, path, e)
+}
+
+/// `fsync` of a directory, so renames and creations inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing directory", dir))
+}
+
+pub(crate) fn take_lock(data_dir: &Path) -> Result<File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: data_dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("locking", path, e)),
     }
 }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::{Catalog, ObjectMeta, SqliteCatalog};
 use crate::error::StoreError;
-use crate::files::{crc32c_of, scan_objects};
+use crate::files::{crc32c_of, scan_objects, sync_dir, take_lock};
+use crate::layout::{CATALOG_FILE, OBJECTS_DIR};
 use crate::record::{self, RecordError};
-use crate::store::{sync_dir, take_lock, CATALOG_FILE, OBJECTS_DIR};
 
 /// Where a rebuild puts files it cannot give a name (no record, or an older version).
 pub const LOST_FOUND_DIR: &str = "lost+found";

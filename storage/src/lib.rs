@@ -33,6 +33,8 @@ mod files;
 mod fsck;
 mod ids;
 mod import;
+mod inner;
+mod layout;
 mod name;
 pub mod record;
 mod scrub;
@@ -52,10 +54,9 @@ pub use error::StoreError;
 pub use fd_cache::ShrinkCounts;
 pub use fsck::{fsck, rebuild_catalog, FsckReport, RebuildReport, LOST_FOUND_DIR};
 pub use import::{import_dir, ImportReport};
+pub use inner::{system_clock_unix_ms, CommitterHold, FaultPoint, StoreConfig};
+pub use layout::{CATALOG_FILE, LOCK_FILE, OBJECTS_DIR, TMP_DIR};
 pub use name::{validate_name, NameError, NAME_BYTES_MAX, SEGMENT_BYTES_MAX};
 pub use scrub::{ScrubConfig, ScrubStats, Scrubber};
-pub use store::{
-    system_clock_unix_ms, CommitterHold, FaultPoint, RecoveryReport, Store, StoreConfig,
-    CATALOG_FILE, LOCK_FILE, OBJECTS_DIR, REPORT_NAMES_MAX, TMP_DIR,
-};
+pub use store::{RecoveryReport, Store, REPORT_NAMES_MAX};
 pub use upload::{Piece, Upload, UploadOptions, UploadTicket};

@@ -24,9 +24,11 @@ use crate::bitrate::{self, BitrateSource};
 use crate::catalog::ObjectMeta;
 use crate::content_type::content_type_for;
 use crate::error::StoreError;
+use crate::files::sync_dir;
+use crate::inner::{Entry, FaultPoint, Inner};
+use crate::layout::TMP_SUFFIX;
 use crate::name::validate_name;
 use crate::record;
-use crate::store::{sync_dir, Entry, FaultPoint, Inner, TMP_SUFFIX};
 
 /// Bytes staged before each write to the temp file, at offsets that are multiples of it. The
 /// page cache then holds the new object in 256 KiB folios (ext4 and other file systems with
