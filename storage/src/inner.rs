@@ -169,6 +169,9 @@ pub(crate) struct Inner {
     pub(crate) records_unsupported: std::sync::atomic::AtomicBool,
     /// Versions a scrub found corrupt (at most one per stored object).
     pub(crate) corrupt: Mutex<std::collections::HashSet<u64>>,
+    /// How many `corrupt` holds: every GET asks, and while it is 0 (nearly always) the answer
+    /// costs one relaxed load instead of a lock both workers would contend on.
+    pub(crate) corrupt_len: std::sync::atomic::AtomicUsize,
     /// Held for the life of the store: the flock on `LOCK`.
     pub(crate) _lock: File,
 }
@@ -198,10 +201,13 @@ impl Inner {
 
     /// A deleted or replaced version is no longer corrupt: it is gone.
     pub(crate) fn forget_corrupt(&self, id: u64) {
-        self.corrupt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        if self.corrupt_len.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut set = self.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&id);
+        self.corrupt_len
+            .store(set.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn committer(&self) -> MutexGuard<'_, Committer> {

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use oasis_engine::resource::ResourceManager;
@@ -234,6 +235,7 @@ impl Store {
             fault_hits: std::sync::atomic::AtomicU64::new(0),
             records_unsupported: std::sync::atomic::AtomicBool::new(false),
             corrupt: Mutex::new(std::collections::HashSet::new()),
+            corrupt_len: std::sync::atomic::AtomicUsize::new(0),
             _lock: lock,
         };
         {
@@ -548,32 +550,30 @@ impl Store {
     /// Marks `meta` as failing its checksum (found by a scrub), while it is still the stored
     /// version of its name. True when newly marked.
     pub fn mark_corrupt(&self, meta: &ObjectMeta) -> bool {
-        let current = self.lookup(&meta.name).is_some_and(|m| m.id == meta.id);
-        current
+        if self.lookup(&meta.name).is_none_or(|m| m.id != meta.id) {
+            return false;
+        }
+        let mut set = self.inner.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        let added = set.insert(meta.id);
+        self.inner.corrupt_len.store(set.len(), Ordering::Relaxed);
+        added
+    }
+
+    /// Whether a scrub found this version's bytes changed on disk (one atomic load while no
+    /// object is corrupt).
+    pub fn is_corrupt(&self, meta: &ObjectMeta) -> bool {
+        self.inner.corrupt_len.load(Ordering::Relaxed) > 0
             && self
                 .inner
                 .corrupt
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(meta.id)
-    }
-
-    /// Whether a scrub found this version's bytes changed on disk.
-    pub fn is_corrupt(&self, meta: &ObjectMeta) -> bool {
-        self.inner
-            .corrupt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&meta.id)
+                .contains(&meta.id)
     }
 
     /// How many stored objects a scrub found corrupt.
     pub fn corrupt_count(&self) -> usize {
-        self.inner
-            .corrupt
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.corrupt_len.load(Ordering::Relaxed)
     }
 
     /// Reads the whole content of `meta` and checks its length and CRC-32C (for tools and tests;
