@@ -37,7 +37,7 @@ pub struct StoreConfig {
     pub default_bitrate_bps: u64,
     /// Slots in the open-file cache (each holds one `OpenFiles` reservation). At least 1.
     pub open_files_max: usize,
-    /// Open content files with O_DIRECT for serving ([`Store::open_file`]); files on a file
+    /// Open content files with O_DIRECT for serving ([`crate::Store::open_file`]); files on a file
     /// system that refuses it are opened buffered (one warning). The engine must be told too
     /// (`EngineConfig::direct_reads`).
     pub direct_reads: bool,

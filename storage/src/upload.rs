@@ -189,7 +189,7 @@ impl Drop for UploadTicket {
 }
 
 /// A full staged piece of an upload, to be written to `file` at `offset` (a multiple of
-/// [`UPLOAD_WRITE_BYTES`]); the buffer goes back with [`Upload::piece_written`].
+/// the 256 KiB staging size); the buffer goes back with [`Upload::piece_written`].
 #[derive(Debug)]
 pub struct Piece {
     pub file: Arc<File>,
