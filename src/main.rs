@@ -320,6 +320,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let cores = oasis_engine::layout::available_cores();
     let resolved = cfg.resolve(&cores)?;
+    if resolved.limits.disk_space_bytes.limit == 0 {
+        tracing::warn!(
+            "disk space budget is 0: the data directory's file system has less free space than [resources] disk_free_critical_bytes ({}); uploads get 507 until space is freed and the server restarted (or set disk_space_bytes); stored objects are served",
+            cfg.resources.disk_free_critical_bytes
+        );
+    }
     let rm = ResourceManager::new(&resolved.limits);
     let (store, recovery) = oasis_storage::Store::open(resolved.store, Arc::clone(&rm))?;
     if recovery.is_clean() {

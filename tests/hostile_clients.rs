@@ -350,33 +350,55 @@ fn admission_control_refuses_streams_beyond_the_bandwidth_budget() {
 }
 
 #[test]
-fn a_critical_event_from_the_system_refuses_new_streams() {
-    // Demand more free disk than the machine has: the observer raises a critical event from a real
-    // statvfs reading within a second of start-up.
-    let server = Server::start("\n[resources]\ndisk_space_bytes = 1000000000\ndisk_free_warn_bytes = 1000000000000000000\ndisk_free_critical_bytes = 1000000000000000000\n");
-    let mut critical = false;
-    for _ in 0..100 {
-        let m = String::from_utf8(
-            raw(
-                &server,
-                b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-            )
-            .2,
-        )
+fn a_full_disk_refuses_uploads_with_507_and_keeps_streaming() {
+    // A library imported while no server runs, then served with a free-space threshold above
+    // what the machine has: the observer raises a critical disk_free event from a real statvfs
+    // reading within a second of start-up.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let body = pattern(3_000_000, 4);
+    std::fs::write(src.join("stored.ts"), &body).unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(support::oasis_bin())
+        .args([
+            "import",
+            src.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
         .unwrap();
-        if m.contains("oasis_resource_critical 1") {
-            critical = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(critical, "the observer raised a critical event");
-    let (status, head, _) = raw(
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_on_with(
+        &data,
+        "\n[resources]\ndisk_space_bytes = 1000000000\ndisk_free_warn_bytes = 1000000000000000000\ndisk_free_critical_bytes = 1000000000000000000\n",
+    );
+    support::wait_until(&server, "the disk_free critical event", || {
+        support::metric(&server, "oasis_resource_critical") == Some(1)
+    });
+    // Uploads need the resource in danger: 507 and why.
+    let (status, head, reply) = raw(
         &server,
         format!("PUT /media/x.bin HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").as_bytes(),
     );
-    assert_eq!(status, 503, "{head}");
-    assert!(header(&head, "Retry-After").is_some());
+    assert_eq!(status, 507, "{head}");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.contains("nearly full") && reply.contains("disk_free_critical_bytes"),
+        "{reply}"
+    );
+    // Streams of stored objects do not: the viewers keep watching.
+    let (status, head, got) = raw(
+        &server,
+        b"GET /media/stored.ts HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(got, body);
     assert!(
         server.server_log().contains("critical event: disk_free"),
         "the event is logged"

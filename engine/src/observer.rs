@@ -152,5 +152,19 @@ mod tests {
             rm.sources_at(Level::Critical),
             vec!["disk_free".to_string()]
         );
+        // Critical for what needs disk space, not for what does not.
+        use crate::resource::{External, Resource};
+        assert!(rm.is_critical_for(&[Resource::DiskSpaceBytes], &[External::DiskFree]));
+        assert!(rm.is_critical_for(&[], &[External::DiskFree]));
+        assert!(!rm.is_critical_for(
+            &[
+                Resource::MemoryBytes,
+                Resource::DiskReadBps,
+                Resource::OpenFiles
+            ],
+            &[External::SystemMemory, External::FileDescriptors]
+        ));
+        // A listen address the manager does not know is never critical (and never panics).
+        assert!(!rm.is_critical_for(&[Resource::NetBps(3)], &[]));
     }
 }

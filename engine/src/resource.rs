@@ -403,7 +403,25 @@ impl ResourceManager {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// True while any source is at the critical level: admit no new work.
+    /// True while any of `resources` or `externals` is at the critical level: what a request
+    /// that needs only those must not start (the design's "no further allocation of that
+    /// resource"; a full disk refuses uploads, not streams of stored objects).
+    pub fn is_critical_for(&self, resources: &[Resource], externals: &[External]) -> bool {
+        let mask = self.critical_mask.load(Ordering::Acquire);
+        if mask == 0 {
+            return false;
+        }
+        resources.iter().any(|r| match r {
+            Resource::NetBps(i) if (*i as usize) >= self.listeners => false,
+            _ => mask & (1 << self.index(*r)) != 0,
+        }) || externals.iter().any(|e| {
+            let bit =
+                EXTERNAL_BIT_BASE + External::ALL.iter().position(|s| s == e).unwrap_or(0) as u32;
+            mask & (1 << bit) != 0
+        })
+    }
+
+    /// True while any source is at the critical level.
     pub fn is_critical(&self) -> bool {
         self.critical_mask.load(Ordering::Acquire) != 0
     }

@@ -81,15 +81,14 @@ impl Server {
     /// A server on an existing data directory (a backup, a rebuilt library); its config and logs
     /// live in a directory of its own.
     pub fn start_on(data: &Path) -> Server {
+        Self::start_on_with(data, "")
+    }
+
+    /// [`Server::start_on`] with `extra_toml` appended to the configuration.
+    pub fn start_on_with(data: &Path, extra_toml: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        Self::start_token(
-            dir,
-            "",
-            "combined",
-            None,
-            Some(TOKEN),
-            Some(data.to_path_buf()),
-        )
+        let data = Some(data.to_path_buf());
+        Self::start_token(dir, extra_toml, "combined", None, Some(TOKEN), data)
     }
 
     fn start_in(

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
-use oasis_engine::resource::{Resource, ResourceManager};
+use oasis_engine::resource::{External, Resource, ResourceManager};
 use oasis_engine::{
     ConnInfo, Job, JobRejected, JobResult, Phase, ReserveError, Service, Session, Transmit,
 };
@@ -396,7 +396,15 @@ impl HttpSession {
         let mut admission = None;
         let mut pace = None;
         if !head_only && size > 0 {
-            if self.svc.rm.is_critical() {
+            // Only what a stream needs: a full disk does not stop the viewers.
+            let needs = [
+                Resource::MemoryBytes,
+                Resource::DiskReadBps,
+                Resource::OpenFiles,
+                Resource::NetBps(self.info.listener),
+            ];
+            let external = [External::SystemMemory, External::FileDescriptors];
+            if self.svc.rm.is_critical_for(&needs, &external) {
                 return self.refuse("critical_event", now);
             }
             let pacing = &self.svc.cfg.pacing;
@@ -484,7 +492,15 @@ impl HttpSession {
                 return self.error(status, &[], false, now);
             }
         };
-        if self.svc.rm.is_critical() {
+        let rm = &self.svc.rm;
+        if rm.is_critical_for(&[Resource::DiskSpaceBytes], &[External::DiskFree]) {
+            // 507 and why: the one resource an upload needs is running out.
+            self.keep_alive = false;
+            self.svc.metrics.refused("disk_space");
+            let msg = upload::disk_full_refusal(rm.is_critical_for(&[], &[External::DiskFree]));
+            return self.respond_small(507, "application/json", msg.as_bytes(), false, now);
+        }
+        if rm.is_critical_for(&[Resource::MemoryBytes], &[External::SystemMemory]) {
             self.keep_alive = false;
             return self.refuse("critical_event", now);
         }

@@ -93,6 +93,21 @@ pub(super) enum Fed {
     Failed(usize, StoreError),
 }
 
+/// The 507 body of an upload refused because disk space ran out: the file system's free space
+/// fell below `disk_free_critical_bytes`, or the disk space budget is spent.
+pub(super) fn disk_full_refusal(file_system: bool) -> String {
+    let why = if file_system {
+        "the data directory's file system is nearly full (free space below [resources] \
+         disk_free_critical_bytes): uploads are refused until space is freed there; stored \
+         objects keep streaming"
+    } else {
+        "the disk space budget for objects is spent ([resources] disk_space_bytes, or the free \
+         space at start-up less disk_free_critical_bytes): delete objects or raise the budget \
+         (a restart re-reads the free space); stored objects keep streaming"
+    };
+    format!("{{\"error\":{}}}\n", json_escape(why))
+}
+
 impl Receiving {
     /// The chunked decoder that has read the body so far (the upload ends: what is left of the
     /// body is found by it during a lingering close).
