@@ -52,30 +52,9 @@ fn a_disk_filled_from_outside_refuses_uploads_and_keeps_streaming_until_freed() 
     let _mount = Mount(mnt.clone());
 
     // A stored object, imported while no server runs.
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
     let body = pattern(3_000_000, 6);
-    std::fs::write(src.join("stored.ts"), &body).unwrap();
     let data = mnt.join("data");
-    // The default budget (free space less the default 256 MB critical) would be 0 on 64 MiB.
-    let budget = dir.path().join("import.toml");
-    std::fs::write(&budget, "[resources]\ndisk_space_bytes = 30000000\n").unwrap();
-    let out = Command::new(support::oasis_bin())
-        .args([
-            "import",
-            src.to_str().unwrap(),
-            "--config",
-            budget.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::import_one(&data, "stored.ts", &body, 30_000_000);
     let s = Server::start_on_with(
         &data,
         "\n[resources]\ndisk_space_bytes = 30000000\ndisk_free_warn_bytes = 24000000\ndisk_free_critical_bytes = 16000000\n",

@@ -355,25 +355,9 @@ fn a_full_disk_refuses_uploads_with_507_and_keeps_streaming() {
     // what the machine has: the observer raises a critical disk_free event from a real statvfs
     // reading within a second of start-up.
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).unwrap();
     let body = pattern(3_000_000, 4);
-    std::fs::write(src.join("stored.ts"), &body).unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(support::oasis_bin())
-        .args([
-            "import",
-            src.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::import_one(&data, "stored.ts", &body, 1_000_000_000);
     let server = Server::start_on_with(
         &data,
         "\n[resources]\ndisk_space_bytes = 1000000000\ndisk_free_warn_bytes = 1000000000000000000\ndisk_free_critical_bytes = 1000000000000000000\n",

@@ -270,6 +270,32 @@ impl Drop for Server {
     }
 }
 
+/// Imports `name` with `body` into a new data directory at `data` with `oasis import` (no
+/// server running), with a disk space budget of `budget_bytes` (the default budget is the free
+/// space less 256 MB, which a small test file system does not have).
+pub fn import_one(data: &Path, name: &str, body: &[u8], budget_bytes: u64) {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join(name), body).unwrap();
+    let config = work.path().join("import.toml");
+    std::fs::write(
+        &config,
+        format!("[resources]\ndisk_space_bytes = {budget_bytes}\n"),
+    )
+    .unwrap();
+    let out = Command::new(oasis_bin())
+        .args(["import", path_str(&src), "--config", path_str(&config)])
+        .args(["--data-dir", path_str(data)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A sample's value from the server's `/metrics` (`sample` is the name with its labels).
 pub fn metric(s: &Server, sample: &str) -> Option<u64> {
     let (status, _, body) = s.request(
