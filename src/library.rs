@@ -14,7 +14,7 @@ use oasis_storage::Store;
 use crate::config::Config;
 
 /// The store of `data_dir` (or the configuration's), opened as `oasis serve` would.
-fn open_store(
+pub fn open_store(
     data_dir: Option<PathBuf>,
     config: Option<&PathBuf>,
 ) -> Result<(Arc<Store>, PathBuf)> {

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod client;
 mod config;
 mod library;
@@ -144,6 +145,57 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArgs,
     },
+    /// Manage accounts: add, ls, rm, rotate, revoke --old (offline on a data directory, or with
+    /// --server against a running server).
+    User {
+        #[command(subcommand)]
+        command: accounts::UserCommand,
+    },
+    /// Print a signed link to private media (from the configuration's `[links] keys`).
+    #[command(after_help = "Examples:\n  \
+        oasis sign premium/movie.mp4 --ttl 1h --config oasis.toml\n  \
+        oasis sign show/index.m3u8 --package --ttl 6h --ip 203.0.113.7 --config oasis.toml")]
+    Sign {
+        /// The object the link opens.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// How long the link works: 90s, 30m, 12h, 7d.
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: String,
+        /// Sign NAME's whole folder (an HLS package: its playlists and segments play through the
+        /// one link).
+        #[arg(long)]
+        package: bool,
+        /// Only this client address may use the link.
+        #[arg(long, value_name = "ADDR")]
+        ip: Option<std::net::IpAddr>,
+        /// Base URL the link starts with.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", env = "OASIS_SERVER")]
+        base: String,
+        /// Configuration file holding `[links] keys`.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the audit trail: uploads, deletes, account and configuration changes, refusals.
+    #[command(after_help = "Examples:\n  \
+        oasis audit --since 1h --server http://127.0.0.1:8080\n  \
+        oasis audit --action user_add --data-dir ./oasis-data")]
+    Audit {
+        /// Only records from this long ago on: 90s, 30m, 12h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this account's records.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Only this action (upload, replace, delete, user_add, config_patch, auth_refused, ...).
+        #[arg(long, value_name = "ACTION")]
+        action: Option<String>,
+        /// At most this many records.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        target: accounts::Target,
+    },
     /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
     #[command(after_help = "Example:\n  oasis stat movie.mp4")]
     Stat {
@@ -204,6 +256,8 @@ fn main() {
             | Command::Fsck { .. }
             | Command::Scrub { .. }
             | Command::Backup { .. }
+            | Command::User { .. }
+            | Command::Audit { .. }
     ) {
         // The offline commands print their own results; the log says only what goes wrong.
         init_tracing("warn");
@@ -252,6 +306,22 @@ fn main() {
             (None, None) => unreachable!("clap requires a name or --prefix"),
         },
         Command::Stat { name, server } => client::stat(&server, &name),
+        Command::User { command } => accounts::user(command),
+        Command::Sign {
+            name,
+            ttl,
+            package,
+            ip,
+            base,
+            config,
+        } => accounts::sign(&name, &ttl, package, ip, &base, &config),
+        Command::Audit {
+            since,
+            user,
+            action,
+            limit,
+            target,
+        } => accounts::audit(since.as_deref(), user, action, limit, target),
     };
     if let Err(e) = result {
         if e.downcast_ref::<config::Diagnostics>().is_some() {
@@ -349,9 +419,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&metrics),
     )?;
     let reload_metrics = Arc::clone(&metrics);
-    if resolved.http.api_token.is_none() {
-        tracing::warn!("no [http] api_token and no OASIS_API_TOKEN: uploads, deletes and /api are refused (403)");
-    }
+    let no_api_token = resolved.http.api_token.is_none();
     let clock = oasis_net::WallClock::new(Instant::now(), SystemTime::now());
     let http = oasis_net::HttpService::new(
         resolved.http,
@@ -361,6 +429,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         log,
         clock,
     );
+    // The User Manager: accounts from the catalog, and the audit trail written behind it.
+    let accounts = oasis_net::auth::manage::load_index(&store, &http.users())?;
+    match (accounts, no_api_token) {
+        (0, true) => tracing::warn!(
+            "no accounts, no [http] api_token and no OASIS_API_TOKEN: uploads, deletes and /api are refused (403); create an admin with `oasis user add NAME --role admin`"
+        ),
+        (0, false) => tracing::info!("accounts: none; [http] api_token is the admin"),
+        (n, _) => tracing::info!("accounts: {n}"),
+    }
+    let audit = oasis_storage::AuditLog::start(
+        Arc::clone(&store),
+        oasis_storage::AuditConfig {
+            queue_max: cfg.audit.queue_max,
+            retention_days: cfg.audit.retention_days,
+            ..Default::default()
+        },
+    );
+    http.attach_audit(audit.clone());
     let listeners = cfg
         .listen
         .iter()
@@ -420,6 +506,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     http.detach_engine();
     http.detach_scrubber();
     drop(http);
+    // What the sessions recorded is in the catalog before the store closes.
+    audit.flush();
+    drop(audit);
     drop(store);
     if let Some(t) = log_thread {
         let _ = t.join();

@@ -190,7 +190,7 @@ fn smuggling_oversize_and_garbage_get_their_status_and_others_are_served() {
     );
     let metrics = raw(
         &server,
-        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .2;
     let metrics = String::from_utf8(metrics).unwrap();
@@ -338,7 +338,7 @@ fn admission_control_refuses_streams_beyond_the_bandwidth_budget() {
     let metrics = String::from_utf8(
         raw(
             &server,
-            b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .2,
     )
@@ -428,7 +428,7 @@ fn a_reader_that_stops_reading_is_closed_after_the_send_timeout() {
     }
     let (_, _, metrics) = raw(
         &server,
-        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(

@@ -494,7 +494,8 @@ fn metrics_and_access_log_record_requests() {
         curl(&[&server.url("/media/m.mp3")]);
     }
     curl(&[&server.url("/media/nope")]);
-    let (head, body) = curl(&[&server.url("/metrics")]);
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let (head, body) = curl(&["-H", &bearer, &server.url("/metrics")]);
     assert_eq!(status_of(&head), 200);
     let text = String::from_utf8(body).unwrap();
     assert!(

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod auth;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -105,6 +105,9 @@ pub struct Metrics {
     pub active_streams: Gauge,
     pub admissions_refused: Family<ReasonLabel, Counter>,
     pub limits_hit: Family<ReasonLabel, Counter>,
+    /// Requests the User Manager refused, by reason (`unknown_token`, `forbidden`, `throttled`,
+    /// `bad_signature`, `expired`, ...).
+    auth_refused: Family<ReasonLabel, Counter>,
     pub connections_opened: Counter,
     pub access_log_dropped: Counter,
     /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
@@ -183,6 +186,12 @@ impl Metrics {
             "Configuration reloads (SIGHUP) by outcome: ok or rejected",
             config_reloads.clone(),
         );
+        let auth_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Requests refused by the User Manager (401, 403, 410, 429), by reason",
+            auth_refused.clone(),
+        );
         let file_opens = Family::<HowLabel, Counter>::default();
         let file_opens_ring = file_opens.get_or_create(&HowLabel { how: "ring" }).clone();
         let file_opens_sync = file_opens.get_or_create(&HowLabel { how: "sync" }).clone();
@@ -208,6 +217,7 @@ impl Metrics {
             active_streams,
             admissions_refused,
             limits_hit,
+            auth_refused,
             connections_opened,
             access_log_dropped,
             config_reloads,
@@ -248,6 +258,15 @@ impl Metrics {
 
     pub fn refused(&self, reason: &str) {
         self.admissions_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A request the User Manager refused; `reason` is the refusal's label.
+    pub fn auth_refused(&self, reason: &str) {
+        self.auth_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

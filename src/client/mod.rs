@@ -38,7 +38,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// Percent-encodes an object name for a URL path, keeping `/` separators.
-fn encode_name(name: &str) -> String {
+pub fn encode_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
@@ -182,6 +182,35 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Calls `method path` on the server's API with the token; the JSON answer, or the server's
+/// reason as the error.
+pub fn call_api(
+    server: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    what: &str,
+) -> Result<serde_json::Value> {
+    let args = ServerArgs {
+        server: server.to_string(),
+        token: token.map(str::to_string),
+    };
+    let url = url(&args, path);
+    let agent = agent();
+    let mut req = match method {
+        "GET" => agent.get(&url).force_send_body(),
+        "POST" => agent.post(&url),
+        "DELETE" => agent.delete(&url).force_send_body(),
+        other => bail!("unsupported method {other}"),
+    };
+    if let Some(a) = auth(&args) {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send_empty().with_context(|| cannot_reach(&args))?;
+    let body = check(resp, what, &args)?;
+    serde_json::from_str(&body).with_context(|| format!("{what}: the server's answer is not JSON"))
 }
 
 fn get_api(server: &ServerArgs, path: &str, what: &str) -> Result<String> {

@@ -26,8 +26,8 @@ pub struct Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.section == "listen" {
-            write!(f, "[[listen]]")?;
+        if self.section == "listen" || self.section == "access" {
+            write!(f, "[[{}]]", self.section)?;
         } else {
             write!(f, "[{}]", self.section)?;
         }
@@ -57,16 +57,16 @@ impl Problem {
         }
     }
 
-    fn hint(&mut self, hint: impl Into<String>) {
+    pub(super) fn hint(&mut self, hint: impl Into<String>) {
         self.hint = Some(hint.into());
     }
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(
+    pub(super) fn add(
         &mut self,
         section: &'static str,
         name: &'static str,
@@ -82,7 +82,7 @@ impl Problems {
         )
     }
 
-    fn at(&mut self, key: Key, message: impl Into<String>) -> &mut Problem {
+    pub(super) fn at(&mut self, key: Key, message: impl Into<String>) -> &mut Problem {
         self.0.push(Problem {
             key,
             message: message.into(),
@@ -115,6 +115,7 @@ impl Config {
         self.check_pacing(&mut out);
         self.check_storage(&mut out);
         self.check_resources(&mut out);
+        self.check_users(&mut out);
         out.0
     }
 

@@ -16,7 +16,13 @@ use super::diagnostics::{closest, syntax, Diagnostic, Diagnostics, Position};
 use super::Config;
 
 /// Keys with no default (an `Option` that the defaults do not write), by section.
-const KEYS_WITHOUT_DEFAULT: &[(&str, &str)] = &[("http", "api_token")];
+const KEYS_WITHOUT_DEFAULT: &[(&str, &str)] = &[("http", "api_token"), ("access", "cache_control")];
+
+/// The sections that are arrays of tables, with the key each of their tables must have.
+const TABLE_ARRAYS: &[(&str, &str, &str)] = &[
+    ("listen", "addr", "addr = \"127.0.0.1:8080\" (an IP address and a port)"),
+    ("access", "prefix", "prefix = \"premium/\" (the start of the object names it rules)"),
+];
 
 /// Reads `text` (from `origin`, a file name for the messages) into a checked [`Config`].
 pub fn read(text: &str, origin: &str) -> Result<Config, Diagnostics> {
@@ -35,7 +41,7 @@ pub fn read(text: &str, origin: &str) -> Result<Config, Diagnostics> {
     let mut walk = Walk {
         defaults: defaults(),
         good: toml::Table::new(),
-        listen_in_file: Vec::new(),
+        in_file: Vec::new(),
         found: Vec::new(),
         reported: Vec::new(),
     };
@@ -121,8 +127,9 @@ struct Walk {
     defaults: toml::Table,
     /// The keys that passed, by section, as `Config` deserializes them.
     good: toml::Table,
-    /// For each `[[listen]]` table kept in `good`, its index in the file.
-    listen_in_file: Vec<usize>,
+    /// For each table of an array section (`[[listen]]`, `[[access]]`) kept in `good`, its
+    /// section and its index in the file.
+    in_file: Vec<(String, usize)>,
     /// Diagnostics with the span they point at.
     found: Vec<(Option<Range<usize>>, Diagnostic)>,
     /// The keys already diagnosed, whose value checks would only repeat it.
@@ -166,7 +173,10 @@ impl Walk {
                 let good = self.section(name, table, value, &defaults);
                 self.good.insert(name.to_string(), toml::Value::Table(good));
             }
-            Some(toml::Value::Array(defaults)) => self.listen(item, value, &defaults[0], at),
+            Some(toml::Value::Array(defaults)) => {
+                let template = table_template(name, &defaults);
+                self.tables(name, item, value, template, at)
+            }
             _ if item.is_table_like() || item.is_array_of_tables() => {
                 let hint = match closest(name, self.defaults.keys().map(String::as_str)) {
                     Some(s) => format!("did you mean [{}]?", display_section(s)),
@@ -251,7 +261,7 @@ impl Walk {
         let table = toml::Value::Table(table);
         trial.insert(
             section.to_string(),
-            if section == "listen" {
+            if TABLE_ARRAYS.iter().any(|(s, ..)| *s == section) {
                 toml::Value::Array(vec![table])
             } else {
                 table
@@ -260,50 +270,55 @@ impl Walk {
         toml::Value::Table(trial).try_into::<Config>().map(drop)
     }
 
-    /// `[[listen]]`: an array of tables, each needing an `addr`.
-    fn listen(
+    /// An array of tables (`[[listen]]`, `[[access]]`), each needing its key (`addr`, `prefix`).
+    fn tables(
         &mut self,
+        name: &str,
         item: &Item,
         value: &toml::Value,
-        defaults: &toml::Value,
+        defaults: toml::Table,
         at: Option<Range<usize>>,
     ) {
-        let Some(tables) = listen_tables(item) else {
-            self.reported.push(Reported::new("listen", None));
+        let (section, required, example) = TABLE_ARRAYS
+            .iter()
+            .copied()
+            .find(|(s, ..)| *s == name)
+            .unwrap_or((LISTEN, "addr", ""));
+        let Some(tables) = array_tables(item) else {
+            self.reported.push(Reported::new(section, None));
             let hint = if item.is_table() {
-                "one [[listen]] (two brackets) per address, e.g. [[listen]] then addr = \"127.0.0.1:8080\""
+                format!("one [[{section}]] (two brackets) per entry, e.g. [[{section}]] then {example}")
             } else {
-                "[[listen]] on a line of its own, then addr = \"127.0.0.1:8080\""
+                format!("[[{section}]] on a line of its own, then {example}")
             };
             return self.report(
                 at,
-                "[[listen]]".into(),
+                format!("[[{section}]]"),
                 format!("expected a list of tables, found {}", found(value)),
-                Some(hint.into()),
+                Some(hint),
             );
         };
-        let defaults = defaults.as_table().cloned().unwrap_or_default();
         let mut good = Vec::new();
         for (i, (table, span)) in tables.into_iter().enumerate() {
             let values = value.get(i).unwrap_or(&NONE);
-            let kept = self.section("listen", table, values, &defaults);
-            if !table.contains_key("addr") {
-                self.reported.push(Reported::new("listen", Some("addr")));
+            let kept = self.section(section, table, values, &defaults);
+            if !table.contains_key(required) {
+                self.reported.push(Reported::new(section, Some(required)));
                 self.report(
                     span,
-                    "[[listen]] addr".into(),
-                    "missing: every [[listen]] table needs one".into(),
-                    Some("addr = \"127.0.0.1:8080\" (an IP address and a port)".into()),
+                    format!("[[{section}]] {required}"),
+                    format!("missing: every [[{section}]] table needs one"),
+                    Some(example.into()),
                 );
                 continue;
             }
-            if !kept.contains_key("addr") {
-                continue; // a bad address, reported: nothing to listen on
+            if !kept.contains_key(required) {
+                continue; // a bad value, reported: nothing to keep
             }
             good.push(toml::Value::Table(kept));
-            self.listen_in_file.push(i);
+            self.in_file.push((section.to_string(), i));
         }
-        self.good.insert("listen".into(), toml::Value::Array(good));
+        self.good.insert(section.into(), toml::Value::Array(good));
     }
 
     fn unknown_key_hint(&self, section: &str, name: &str, defaults: &toml::Table) -> String {
@@ -354,8 +369,12 @@ impl Walk {
             (None, None) => return item.span().or(section_key.span()),
             (None, Some(_)) => (item.as_table_like()?, None),
             (Some(i), _) => {
-                let in_file = *self.listen_in_file.get(i)?;
-                listen_tables(item)?.into_iter().nth(in_file)?
+                let (_, in_file) = self
+                    .in_file
+                    .iter()
+                    .filter(|(s, _)| s == key.section)
+                    .nth(i)?;
+                array_tables(item)?.into_iter().nth(*in_file)?
             }
         };
         match key.name {
@@ -368,11 +387,28 @@ impl Walk {
     }
 }
 
-/// One `[[listen]]` table and where it starts.
-type ListenTable<'a> = (&'a dyn TableLike, Option<Range<usize>>);
+const LISTEN: &str = "listen";
 
-/// The tables of `[[listen]]` (or of `listen = [{ ... }]`).
-fn listen_tables(item: &Item) -> Option<Vec<ListenTable<'_>>> {
+/// What each table of an array section starts from: `[[listen]]`'s default entry, or (for a
+/// section whose default is empty, `[[access]]`) its own template.
+fn table_template(name: &str, defaults: &[toml::Value]) -> toml::Table {
+    if let Some(t) = defaults.first().and_then(toml::Value::as_table) {
+        return t.clone();
+    }
+    match name {
+        "access" => match toml::Value::try_from(super::AccessSection::default()) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        },
+        _ => toml::Table::new(),
+    }
+}
+
+/// One table of an array section and where it starts.
+type ArrayTable<'a> = (&'a dyn TableLike, Option<Range<usize>>);
+
+/// The tables of `[[listen]]` (or of `listen = [{ ... }]`), and of `[[access]]`.
+fn array_tables(item: &Item) -> Option<Vec<ArrayTable<'_>>> {
     if let Some(array) = item.as_array_of_tables() {
         return Some(
             array
@@ -389,8 +425,8 @@ fn listen_tables(item: &Item) -> Option<Vec<ListenTable<'_>>> {
 
 /// `listen` as the file spells it, `[[listen]]`'s inner name; others as they are.
 fn display_section(section: &str) -> String {
-    if section == "listen" {
-        "[listen]".into()
+    if TABLE_ARRAYS.iter().any(|(s, ..)| *s == section) {
+        format!("[{section}]")
     } else {
         section.into()
     }

@@ -7,6 +7,7 @@
 //! (engine, storage, HTTP, Resource Manager limits). Nothing here starts or binds anything.
 
 mod check;
+mod check_users;
 mod diagnostics;
 mod file;
 
@@ -32,6 +33,83 @@ pub struct Config {
     pub pacing: PacingSection,
     pub storage: StorageSection,
     pub resources: ResourcesSection,
+    pub links: LinksSection,
+    pub access: Vec<AccessSection>,
+    pub auth: AuthSection,
+    pub audit: AuditSection,
+}
+
+/// `[links]`: signed links for private media.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinksSection {
+    /// Signing keys, 32 bytes or more each; the first signs, every one verifies (two during a
+    /// rotation). Empty: signed links are off.
+    pub keys: Vec<String>,
+}
+
+/// One `[[access]]` table: who may read the media under a prefix, and its `Cache-Control`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    pub prefix: String,
+    /// "public", "token" or "signed".
+    #[serde(default = "default_read")]
+    pub read: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+}
+
+fn default_read() -> String {
+    "public".into()
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        AccessSection {
+            prefix: String::new(),
+            read: default_read(),
+            cache_control: None,
+        }
+    }
+}
+
+/// `[auth]`: failed authentications per client address.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Failures an address may make per window before its requests with credentials get 429;
+    /// 0: no limit.
+    pub failures_max: u32,
+    pub failures_window_secs: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            failures_max: 10,
+            failures_window_secs: 60,
+        }
+    }
+}
+
+/// `[audit]`: the audit trail in the catalog.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Records older than this are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Records waiting for the catalog at most; more are dropped and counted.
+    pub queue_max: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            retention_days: 90,
+            queue_max: 4096,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -82,6 +160,8 @@ pub struct EngineSection {
 pub struct HttpSection {
     pub api_token: Option<String>,
     pub public_reads: bool,
+    /// `/metrics` without a token (scrapers that cannot send one).
+    pub metrics_public: bool,
     pub header_timeout_secs: u64,
     pub keepalive_timeout_secs: u64,
     pub send_timeout_secs: u64,
@@ -201,6 +281,10 @@ impl Default for Config {
             pacing: PacingSection::default(),
             storage: StorageSection::default(),
             resources: ResourcesSection::default(),
+            links: LinksSection::default(),
+            access: Vec::new(),
+            auth: AuthSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -243,6 +327,7 @@ impl Default for HttpSection {
         HttpSection {
             api_token: None,
             public_reads: true,
+            metrics_public: false,
             header_timeout_secs: 30,
             keepalive_timeout_secs: 65,
             send_timeout_secs: 60,
@@ -338,6 +423,39 @@ impl Config {
             self.http.api_token.as_deref(),
             env.as_deref(),
         )?)
+    }
+
+    /// The read rules of `[[access]]` over the default of `[http] public_reads` (values checked).
+    pub fn access_rules(&self) -> oasis_net::auth::access::AccessRules {
+        use oasis_net::auth::access::{AccessRule, AccessRules};
+        use oasis_net::auth::policy::ReadPolicy;
+        let default = if self.http.public_reads {
+            ReadPolicy::Public
+        } else {
+            ReadPolicy::Token
+        };
+        let rules = self
+            .access
+            .iter()
+            .filter_map(|a| {
+                Some(AccessRule {
+                    prefix: a.prefix.clone(),
+                    read: a.read.parse().ok()?,
+                    cache_control: a.cache_control.clone(),
+                })
+            })
+            .collect();
+        AccessRules::new(rules, default)
+    }
+
+    /// The signing keys of `[links]`; `None` when there are none (signed links are off).
+    pub fn link_keys(&self) -> Result<Option<oasis_net::auth::link::LinkKeys>> {
+        if self.links.keys.is_empty() {
+            return Ok(None);
+        }
+        oasis_net::auth::link::LinkKeys::new(&self.links.keys)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("[links] keys: {e}"))
     }
 
     /// `[storage] read_mode = "direct"`: object files are read with O_DIRECT.
@@ -439,7 +557,13 @@ impl Config {
         let http = oasis_net::HttpConfig {
             limits: http_limits,
             api_token,
-            public_reads: h.public_reads,
+            access: self.access_rules(),
+            metrics_public: h.metrics_public,
+            auth_limits: oasis_net::auth::limiter::LimiterSettings {
+                failures_max: self.auth.failures_max,
+                window: Duration::from_secs(self.auth.failures_window_secs),
+            },
+            link_keys: self.link_keys()?.map(std::sync::Arc::new),
             header_timeout: Duration::from_secs(h.header_timeout_secs),
             keepalive_timeout: Duration::from_secs(h.keepalive_timeout_secs),
             send_timeout: Duration::from_secs(h.send_timeout_secs),

@@ -299,7 +299,7 @@ pub fn import_one(data: &Path, name: &str, body: &[u8], budget_bytes: u64) {
 /// A sample's value from the server's `/metrics` (`sample` is the name with its labels).
 pub fn metric(s: &Server, sample: &str) -> Option<u64> {
     let (status, _, body) = s.request(
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        &format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"),
         b"",
     );
     assert_eq!(status, 200);

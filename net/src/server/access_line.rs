@@ -22,6 +22,8 @@ pub(super) struct ReqLog {
     pub(super) status: u16,
     pub(super) body_bytes: u64,
     pub(super) head_sent: bool,
+    /// The account the request authenticated as (the log line's user field), once known.
+    pub(super) user: Option<String>,
 }
 
 impl ReqLog {
@@ -50,6 +52,7 @@ impl ReqLog {
             status,
             body_bytes: 0,
             head_sent: false,
+            user: None,
         }
     }
 }
@@ -72,7 +75,9 @@ pub(super) fn access_line(
         }
         None => line.push('-'),
     }
-    line.push_str(" - - [");
+    line.push_str(" - ");
+    line.push_str(req.user.as_deref().unwrap_or("-"));
+    line.push_str(" [");
     push_log_time(&mut line, time);
     line.push_str("] \"");
     match &req.method {

@@ -1,5 +1,4 @@
-//! Routes and the operator's API: which handler a request's path and method reach, the bearer
-//! token check and its refusals ([`Denied`]), and the JSON of `/api/objects` and `/api/status`
+//! Routes and the operator's API: which handler a request's path and method reach, and the JSON of `/api/objects` and `/api/status`
 //! (plus the prefix delete's job and answer). The bodies are built from what the caller passes
 //! in; nothing here answers a request on its own, and the only storage work, the prefix delete,
 //! is returned as a job for the catalog thread.
@@ -22,6 +21,8 @@ use crate::http::{self, Method, ResponseHead};
 pub(super) enum Route<'a> {
     /// `GET|HEAD /media/<name>`.
     MediaRead(&'a str),
+    /// `GET|HEAD /s/<sig>/<expires>/<scope>/<name>`: a signed link (the whole path).
+    SignedRead(&'a str),
     MediaPut(&'a str),
     MediaDelete(&'a str),
     /// A CORS preflight.
@@ -34,12 +35,41 @@ pub(super) enum Route<'a> {
     DeletePrefix,
     /// `POST /api/scrub`: a scrub pass now.
     Scrub,
+    /// `GET /api/users`.
+    ListUsers,
+    /// `POST /api/users?name=N&role=R[&prefix=P]...`.
+    AddUser,
+    /// `DELETE /api/users/<name>`.
+    RemoveUser(&'a str),
+    /// `POST /api/users/<name>/rotate`.
+    RotateUser(&'a str),
+    /// `POST /api/users/<name>/revoke-old`.
+    RevokeOld(&'a str),
+    /// `GET /api/audit?since=&user=&action=&after=&limit=`.
+    Audit,
     /// 405 with this `Allow`.
     NotAllowed(&'static str),
     NotFound,
 }
 
 pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
+    if path.starts_with("/s/") {
+        return match method {
+            Method::Get | Method::Head => Route::SignedRead(path),
+            Method::Options => Route::MediaOptions,
+            _ => Route::NotAllowed("GET, HEAD, OPTIONS"),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/api/users/") {
+        return match (rest.split_once('/'), method) {
+            (None, Method::Delete) => Route::RemoveUser(rest),
+            (None, _) => Route::NotAllowed("DELETE"),
+            (Some((name, "rotate")), Method::Post) => Route::RotateUser(name),
+            (Some((name, "revoke-old")), Method::Post) => Route::RevokeOld(name),
+            (Some((_, "rotate" | "revoke-old")), _) => Route::NotAllowed("POST"),
+            (Some(_), _) => Route::NotFound,
+        };
+    }
     if let Some(name) = path.strip_prefix("/media/") {
         return match method {
             Method::Get | Method::Head => Route::MediaRead(name),
@@ -57,92 +87,15 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/api/scrub", Method::Post) => Route::Scrub,
         ("/api/scrub", _) => Route::NotAllowed("POST"),
         ("/api/objects", Method::Delete) => Route::DeletePrefix,
+        ("/api/users", Method::Get | Method::Head) => Route::ListUsers,
+        ("/api/users", Method::Post) => Route::AddUser,
+        ("/api/users", _) => Route::NotAllowed("GET, HEAD, POST"),
+        ("/api/audit", Method::Get | Method::Head) => Route::Audit,
+        ("/api/audit", _) => Route::NotAllowed("GET, HEAD"),
         ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
         ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
         _ => Route::NotFound,
     }
-}
-
-/// Why a request that needs the API token was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Denied {
-    /// The server has no token: every write and `/api` request is refused (403).
-    NoTokenConfigured,
-    NoCredentials,
-    NotBearer,
-    WrongToken,
-}
-
-impl Denied {
-    pub(super) fn status(self) -> u16 {
-        match self {
-            Denied::NoTokenConfigured => 403,
-            _ => 401,
-        }
-    }
-
-    /// What the refused client is told (the `error` of the JSON body).
-    pub(super) fn reason(self) -> &'static str {
-        match self {
-            Denied::NoTokenConfigured => {
-                "this server has no API token, so it refuses uploads, deletes and /api; \
-                 set [http] api_token (16 characters or more) in its configuration file and \
-                 reload it (SIGHUP), or restart it with OASIS_API_TOKEN set"
-            }
-            Denied::NoCredentials => {
-                "this request needs the server's API token: send `Authorization: Bearer <token>` \
-                 (oasis CLI: --token or OASIS_API_TOKEN)"
-            }
-            Denied::NotBearer => "only `Authorization: Bearer <token>` is accepted",
-            Denied::WrongToken => "the bearer token is not this server's API token",
-        }
-    }
-}
-
-/// Checks a request's `Authorization` against the server's token.
-pub(super) fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(), Denied> {
-    let Some(token) = token else {
-        return Err(Denied::NoTokenConfigured);
-    };
-    let Some(given) = authorization else {
-        return Err(Denied::NoCredentials);
-    };
-    let Some(given) = given.strip_prefix("Bearer ") else {
-        return Err(Denied::NotBearer);
-    };
-    // Compare in constant time with respect to the content.
-    let equal = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if equal {
-        Ok(())
-    } else {
-        Err(Denied::WrongToken)
-    }
-}
-
-/// The refusal of a request that needs the token, with a JSON body that says why and what to
-/// do; and its body length sent.
-pub(super) fn denied(why: Denied, head_only: bool, date: &str, keep_alive: bool) -> (Vec<u8>, u64) {
-    let status = why.status();
-    let msg = format!("{{\"error\":{}}}\n", json_escape(why.reason()));
-    let mut out = Vec::with_capacity(384 + msg.len());
-    let mut head = ResponseHead::new(&mut out, status, date);
-    head.content_type("application/json")
-        .content_length(msg.len() as u64);
-    if status == 401 {
-        head.header("WWW-Authenticate", "Bearer realm=\"oasis\"");
-    }
-    head.cors().connection(keep_alive);
-    head.finish();
-    if head_only {
-        return (out, 0);
-    }
-    out.extend_from_slice(msg.as_bytes());
-    (out, msg.len() as u64)
 }
 
 pub(super) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
@@ -279,43 +232,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_say_which_side_to_fix() {
-        assert_eq!(Denied::NoTokenConfigured.status(), 403);
-        let server_side = Denied::NoTokenConfigured.reason();
-        assert!(
-            server_side.contains("[http] api_token") && server_side.contains("OASIS_API_TOKEN")
-        );
-        assert!(
-            !server_side.contains("--token"),
-            "the client is not at fault: {server_side}"
-        );
-        for client_side in [Denied::NoCredentials, Denied::NotBearer, Denied::WrongToken] {
-            assert_eq!(client_side.status(), 401);
-        }
-        assert!(Denied::NoCredentials
-            .reason()
-            .contains("Authorization: Bearer"));
-        assert!(Denied::WrongToken
-            .reason()
-            .contains("not this server's API token"));
-    }
-
-    #[test]
-    fn the_token_must_be_a_bearer_token_and_equal() {
-        let token = Some("0123456789abcdef");
-        assert_eq!(
-            authorize(None, Some("Bearer x")),
-            Err(Denied::NoTokenConfigured)
-        );
-        assert_eq!(authorize(token, None), Err(Denied::NoCredentials));
-        let basic = Some("Basic 0123456789abcdef");
-        assert_eq!(authorize(token, basic), Err(Denied::NotBearer));
-        let short = Some("Bearer 0123456789abcde");
-        assert_eq!(authorize(token, short), Err(Denied::WrongToken));
-        assert_eq!(authorize(token, Some("Bearer 0123456789abcdef")), Ok(()));
-    }
-
-    #[test]
     fn routes_by_path_then_method() {
         assert_eq!(
             route("/media/a/b.ts", &Method::Head),
@@ -331,6 +247,21 @@ mod tests {
             Route::NotAllowed("GET, HEAD")
         );
         assert_eq!(route("/media", &Method::Get), Route::NotFound);
+        assert_eq!(
+            route("/s/sig/1/0/a.mp4", &Method::Get),
+            Route::SignedRead("/s/sig/1/0/a.mp4")
+        );
+        assert_eq!(route("/api/users", &post), Route::AddUser);
+        assert_eq!(
+            route("/api/users/ann/rotate", &post),
+            Route::RotateUser("ann")
+        );
+        assert_eq!(
+            route("/api/users/ann", &Method::Delete),
+            Route::RemoveUser("ann")
+        );
+        assert_eq!(route("/api/users/ann/x", &post), Route::NotFound);
+        assert_eq!(route("/api/audit", &Method::Get), Route::Audit);
     }
 
     #[test]

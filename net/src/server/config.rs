@@ -2,8 +2,12 @@
 //! map from the engine's monotonic time to wall time. Plain data: nothing here reads the clock
 //! (the base instant is taken once by the binary) or knows about sessions.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::auth::access::AccessRules;
+use crate::auth::limiter::LimiterSettings;
+use crate::auth::link::LinkKeys;
 use crate::http::HttpLimits;
 
 /// Pacing of streams: after `initial_burst_secs` of media at full speed, a stream is sent at its
@@ -33,10 +37,18 @@ impl Default for PacingConfig {
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub limits: HttpLimits,
-    /// Bearer token for writes and `/api`. `None`: writes and `/api` are refused (403).
+    /// `[http] api_token`: a bearer token that acts as a built-in admin (set-ups from before
+    /// accounts). `None`: only the catalog's accounts authenticate.
     pub api_token: Option<String>,
-    /// Whether `GET /media` needs the token too.
-    pub public_reads: bool,
+    /// Who may read the media under each prefix, and its `Cache-Control` (`[[access]]`, the
+    /// default from `[http] public_reads`).
+    pub access: AccessRules,
+    /// `/metrics` for anyone, as before roles (scrapers that cannot send a token).
+    pub metrics_public: bool,
+    /// Failed authentications allowed per client address before it gets 429 (`[auth]`).
+    pub auth_limits: LimiterSettings,
+    /// `[links] keys`: what signed links are verified with; `None`: `/s/` links are refused.
+    pub link_keys: Option<Arc<LinkKeys>>,
     /// A request head must arrive within this time from its first byte (408 after).
     pub header_timeout: Duration,
     /// An idle keep-alive connection is closed after this.
@@ -62,7 +74,10 @@ impl Default for HttpConfig {
         HttpConfig {
             limits: HttpLimits::default(),
             api_token: None,
-            public_reads: true,
+            access: AccessRules::default(),
+            metrics_public: false,
+            auth_limits: LimiterSettings::default(),
+            link_keys: None,
             header_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(65),
             send_timeout: Duration::from_secs(60),

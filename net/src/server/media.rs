@@ -66,15 +66,26 @@ pub(super) fn plan_media(
 }
 
 /// The head of a 304.
-pub(super) fn not_modified(meta: &ObjectMeta, date: &str, keep_alive: bool) -> Vec<u8> {
+pub(super) fn not_modified(meta: &ObjectMeta, framing: Framing<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let mut rh = ResponseHead::new(&mut out, 304, date);
+    let mut rh = ResponseHead::new(&mut out, 304, framing.date);
     rh.etag(etag_of(meta).as_str())
-        .last_modified(last_modified_of(meta))
-        .cors()
-        .connection(keep_alive);
+        .last_modified(last_modified_of(meta));
+    if let Some(cc) = framing.cache_control {
+        rh.header("Cache-Control", cc);
+    }
+    rh.cors().connection(framing.keep_alive);
     rh.finish();
     out
+}
+
+/// What every media response head carries besides the object: the date, the connection's fate
+/// and the prefix's `Cache-Control` (`[[access]]`; a 304 repeats it, as RFC 9111 asks).
+#[derive(Clone, Copy)]
+pub(super) struct Framing<'a> {
+    pub(super) date: &'a str,
+    pub(super) keep_alive: bool,
+    pub(super) cache_control: Option<&'a str>,
 }
 
 /// A 200 or 206 ready to go: its head, the body still to send, and the body bytes to log.
@@ -92,12 +103,11 @@ pub(super) fn media_response(
     spec: RangeSpec,
     file: Option<Arc<File>>,
     boundary_seed: u64,
-    date: &str,
-    keep_alive: bool,
+    framing: Framing<'_>,
 ) -> MediaResponse {
     let size = meta.size_bytes;
     let mut out = Vec::with_capacity(512);
-    let mut rh = ResponseHead::new(&mut out, status, date);
+    let mut rh = ResponseHead::new(&mut out, status, framing.date);
     let (body, body_len) = match spec {
         RangeSpec::Multi(ranges) => {
             let boundary = crate::http::multipart::make_boundary(boundary_seed);
@@ -135,9 +145,11 @@ pub(super) fn media_response(
     };
     rh.accept_ranges()
         .etag(etag_of(meta).as_str())
-        .last_modified(last_modified_of(meta))
-        .cors()
-        .connection(keep_alive);
+        .last_modified(last_modified_of(meta));
+    if let Some(cc) = framing.cache_control {
+        rh.header("Cache-Control", cc);
+    }
+    rh.cors().connection(framing.keep_alive);
     rh.finish();
     MediaResponse {
         head: out,
@@ -251,14 +263,36 @@ mod tests {
         );
     }
 
+    const FRAMING: Framing<'static> = Framing {
+        date: "d",
+        keep_alive: true,
+        cache_control: None,
+    };
+
+    #[test]
+    fn a_prefix_cache_control_is_on_200_and_304() {
+        let m = meta();
+        let framing = Framing {
+            cache_control: Some("private, max-age=60"),
+            ..FRAMING
+        };
+        let ok = media_response(&m, 200, RangeSpec::Full, None, 1, framing);
+        let ok = String::from_utf8(ok.head).expect("ascii");
+        assert!(ok.contains("Cache-Control: private, max-age=60\r\n"), "{ok}");
+        let nm = String::from_utf8(not_modified(&m, framing)).expect("ascii");
+        assert!(nm.contains("Cache-Control: private, max-age=60\r\n"), "{nm}");
+        let plain = media_response(&m, 200, RangeSpec::Full, None, 1, FRAMING);
+        assert!(!String::from_utf8(plain.head).unwrap().contains("Cache-Control"));
+    }
+
     #[test]
     fn head_requests_and_multipart_bodies_log_what_is_sent() {
         let m = meta();
-        let head_only = media_response(&m, 200, RangeSpec::Full, None, 1, "d", true);
+        let head_only = media_response(&m, 200, RangeSpec::Full, None, 1, FRAMING);
         assert!(matches!(head_only.body, BodyOut::None));
         assert_eq!(head_only.body_bytes, 1000, "the caller logs 0 for HEAD");
         let multi = RangeSpec::Multi(vec![range(0, 0), range(9, 9)]);
-        let r = media_response(&m, 206, multi, None, 1, "d", true);
+        let r = media_response(&m, 206, multi, None, 1, FRAMING);
         assert_eq!(r.body_bytes, 0);
         let text = String::from_utf8(r.head).expect("ascii");
         assert!(text.contains("multipart/byteranges; boundary="), "{text}");

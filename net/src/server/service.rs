@@ -4,15 +4,17 @@
 //! answers a request or blocks a worker beyond a read lock held for one `Arc` clone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use oasis_engine::resource::ResourceManager;
 use oasis_engine::EngineHandle;
-use oasis_storage::Store;
+use oasis_storage::{AuditLog, Store};
 
 use super::config::{HttpConfig, WallClock};
 use crate::access_log::AccessLog;
+use crate::auth::limiter::FailureLimiter;
+use crate::auth::users::Users;
 use crate::metrics::Metrics;
 
 /// Everything a session needs, for one configuration generation. A reload builds a new `Inner`
@@ -32,6 +34,12 @@ pub(super) struct Inner {
     /// The background scrub, when it runs (shared by every generation, like `engine`).
     pub(super) scrubber: Arc<RwLock<Option<Arc<oasis_storage::Scrubber>>>>,
     pub(super) started: Instant,
+    /// The User Manager's accounts (shared by every generation; replaced whole on a change).
+    pub(super) users: Arc<Users>,
+    /// Failed authentications per client address (shared by every generation).
+    pub(super) limiter: Arc<FailureLimiter>,
+    /// The audit trail's writer, once the binary attached it (shared by every generation).
+    pub(super) audit: Arc<OnceLock<AuditLog>>,
 }
 
 /// The generation in force. Sessions compare `generation` (one load of a line written only on
@@ -96,6 +104,9 @@ impl HttpService {
             engine: Arc::new(RwLock::new(None)),
             scrubber: Arc::new(RwLock::new(None)),
             started,
+            users: Arc::new(Users::default()),
+            limiter: Arc::new(FailureLimiter::default()),
+            audit: Arc::new(OnceLock::new()),
         };
         HttpService {
             live: Arc::new(Live {
@@ -133,6 +144,9 @@ impl HttpService {
             engine: Arc::clone(&current.engine),
             scrubber: Arc::clone(&current.scrubber),
             started: current.started,
+            users: Arc::clone(&current.users),
+            limiter: Arc::clone(&current.limiter),
+            audit: Arc::clone(&current.audit),
         });
         self.live.generation.store(generation, Ordering::Release);
         generation
@@ -143,7 +157,18 @@ impl HttpService {
         self.live.generation.load(Ordering::Acquire)
     }
 
-    /// Gives `/api/status` a view of the running engine.
+    /// The User Manager's accounts this service authenticates against: the binary loads them
+    /// from the catalog at start, and every change through `/api/users` replaces them.
+    pub fn users(&self) -> Arc<Users> {
+        Arc::clone(&self.current().users)
+    }
+
+    /// Records uploads, deletes, account changes and refusals in this audit trail from now on
+    /// (once; a second call is ignored).
+    pub fn attach_audit(&self, audit: AuditLog) {
+        let _ = self.current().audit.set(audit);
+    }
+
     /// Lets `POST /api/scrub` start passes of this scrub, and `/metrics` show it.
     pub fn attach_scrubber(&self, scrubber: Arc<oasis_storage::Scrubber>) {
         let svc = self.current();
@@ -162,6 +187,7 @@ impl HttpService {
         }
     }
 
+    /// Gives `/api/status` a view of the running engine.
     pub fn attach_engine(&self, engine: EngineHandle) {
         if let Ok(mut e) = self.current().engine.write() {
             *e = Some(engine);

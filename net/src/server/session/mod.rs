@@ -18,8 +18,9 @@ use oasis_engine::{
 use oasis_storage::{ObjectMeta, StoreError, Upload, UploadTicket};
 
 use super::access_line::{access_line, ReqLog};
-use super::api::{self, route, Denied, PrefixDeleted, Route};
-use super::media::{media_response, not_modified, plan_media, MediaPlan};
+use super::api::{self, route, PrefixDeleted, Route};
+use crate::auth::policy::Action;
+use super::media::{media_response, not_modified, plan_media, Framing, MediaPlan};
 use super::pacing::{stream_rate, Pace};
 use super::reply::{self, limit_reason};
 use super::respond::{Admission, Respond};
@@ -27,6 +28,8 @@ use super::service::{HttpService, Inner, Live};
 use super::upload::{self, BodyKind, BodyLeft, Discard, Fed, Receiving};
 use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
 
+mod admin;
+mod guard;
 mod put;
 
 impl Service for HttpService {
@@ -60,9 +63,15 @@ enum JobKind {
     Finish {
         replaced: bool,
     },
-    Delete,
+    Delete(String),
     /// `DELETE /api/objects?prefix=P`: the names deleted, and whether more are left.
-    DeletePrefix,
+    DeletePrefix(String),
+    /// An API job answering JSON (`admin.rs`); account changes are audited as `action` on
+    /// `object`.
+    Json {
+        action: &'static str,
+        object: String,
+    },
 }
 
 /// A GET whose object file is not in the fd cache: the engine opens it (`Transmit::Open`) and
@@ -188,18 +197,6 @@ impl HttpSession {
         self.respond_bytes(status, out, n, now);
     }
 
-    fn authorized(&self, head: &RequestHead) -> Result<(), Denied> {
-        let token = self.svc.cfg.api_token.as_deref();
-        api::authorize(token, head.authorization.as_deref())
-    }
-
-    /// Refuses a request that needs the token, with a JSON body that says why and what to do.
-    fn deny(&mut self, why: Denied, head_only: bool, now: Instant) {
-        let date = self.date(now);
-        let (out, n) = api::denied(why, head_only, date.as_str(), self.keep_alive);
-        self.respond_bytes(why.status(), out, n, now);
-    }
-
     fn store_error(&mut self, e: StoreError, now: Instant) {
         let date = self.date(now);
         let retry_after_secs = self.svc.cfg.retry_after_secs;
@@ -227,17 +224,23 @@ impl HttpSession {
         self.unread_body = BodyLeft::of(&head, &self.svc.cfg.limits);
         let head_only = head.method == Method::Head;
         match route(&head.path, &head.method) {
-            Route::MediaRead(name) => self.serve_media(&head, name, Opened::NotYet, now),
+            Route::MediaRead(name) => {
+                let read = self.svc.cfg.access.rule_for(name).read;
+                if self.guard(&head, Action::Read(name, read), now).is_some() {
+                    self.serve_media(&head, name, Opened::NotYet, now)
+                }
+            }
+            Route::SignedRead(path) => self.serve_signed(&head, path, now),
             Route::MediaPut(name) => self.start_upload(&head, name, now),
-            Route::MediaDelete(name) => match self.authorized(&head) {
-                Err(why) => self.deny(why, false, now),
-                Ok(()) => {
+            Route::MediaDelete(name) => {
+                if self.guard(&head, Action::Write(name), now).is_some() {
                     let store = Arc::clone(&self.svc.store);
                     let name = name.to_owned();
+                    let object = name.clone();
                     let job: Job = Box::new(move || Box::new(store.delete(&name)) as JobResult);
-                    self.state = State::Job(Some(job), JobKind::Delete);
+                    self.state = State::Job(Some(job), JobKind::Delete(object));
                 }
-            },
+            }
             Route::MediaOptions => {
                 let date = self.date(now);
                 let mut out = Vec::with_capacity(512);
@@ -246,6 +249,9 @@ impl HttpSession {
             }
             Route::Healthz => self.respond_small(200, "text/plain", b"ok\n", head_only, now),
             Route::Metrics => {
+                if self.guard(&head, Action::Metrics, now).is_none() {
+                    return;
+                }
                 let workers = self
                     .svc
                     .engine
@@ -258,10 +264,9 @@ impl HttpSession {
                 let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
                 self.respond_small(200, ct, body.as_bytes(), head_only, now)
             }
-            Route::ListObjects => match self.authorized(&head) {
-                Err(why) => self.deny(why, head_only, now),
-                Ok(()) => {
-                    let prefix = api::prefix_param(head.query.as_deref());
+            Route::ListObjects => {
+                let prefix = api::prefix_param(head.query.as_deref());
+                if self.guard(&head, Action::List(&prefix), now).is_some() {
                     let all = if prefix.is_empty() {
                         self.svc.store.list()
                     } else {
@@ -271,22 +276,38 @@ impl HttpSession {
                         api::objects_json(&all, self.svc.cfg.list_objects_max, &self.svc.store);
                     self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
                 }
-            },
-            Route::Status => match self.authorized(&head) {
-                Err(why) => self.deny(why, head_only, now),
-                Ok(()) => {
+            }
+            Route::Status => {
+                if self.guard(&head, Action::Status, now).is_some() {
                     let body = api::status_json(&self.svc, now);
                     self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
                 }
-            },
-            Route::DeletePrefix => match self.authorized(&head) {
-                Err(why) => self.deny(why, false, now),
-                Ok(()) => self.delete_prefix(&head, now),
-            },
-            Route::Scrub => match self.authorized(&head) {
-                Err(why) => self.deny(why, false, now),
-                Ok(()) => self.start_scrub(now),
-            },
+            }
+            Route::DeletePrefix => {
+                let prefix = api::prefix_param(head.query.as_deref());
+                if self.guard(&head, Action::DeletePrefix(&prefix), now).is_some() {
+                    self.delete_prefix(prefix, now)
+                }
+            }
+            Route::Scrub => {
+                if self.guard(&head, Action::Scrub, now).is_some() {
+                    self.start_scrub(now)
+                }
+            }
+            route @ (Route::ListUsers
+            | Route::AddUser
+            | Route::RemoveUser(_)
+            | Route::RotateUser(_)
+            | Route::RevokeOld(_)) => {
+                if self.guard(&head, Action::Users, now).is_some() {
+                    self.users_api(&head, route, now)
+                }
+            }
+            Route::Audit => {
+                if self.guard(&head, Action::Audit, now).is_some() {
+                    self.audit_api(&head, now)
+                }
+            }
             Route::NotAllowed(allow) => {
                 self.error(405, &[("Allow", allow.to_string())], head_only, now)
             }
@@ -309,16 +330,15 @@ impl HttpSession {
     }
 
     /// `DELETE /api/objects?prefix=P` on the catalog thread; an empty prefix is refused.
-    fn delete_prefix(&mut self, head: &RequestHead, now: Instant) {
-        let prefix = api::prefix_param(head.query.as_deref());
+    fn delete_prefix(&mut self, prefix: String, now: Instant) {
         if prefix.is_empty() {
             let msg = "{\"error\":\"DELETE /api/objects needs ?prefix=P (e.g. prefix=show/); \
                        deleting every object at once is not offered\"}\n";
             return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
         }
         let store = Arc::clone(&self.svc.store);
-        let job = api::delete_prefix_job(store, prefix, self.svc.cfg.list_objects_max);
-        self.state = State::Job(Some(job), JobKind::DeletePrefix);
+        let job = api::delete_prefix_job(store, prefix.clone(), self.svc.cfg.list_objects_max);
+        self.state = State::Job(Some(job), JobKind::DeletePrefix(prefix));
     }
 
     /// A GET whose object's content file is gone when it is opened: deleted or replaced
@@ -331,11 +351,6 @@ impl HttpSession {
 
     fn serve_media(&mut self, head: &RequestHead, name: &str, opened: Opened, now: Instant) {
         let head_only = head.method == Method::Head;
-        if !self.svc.cfg.public_reads {
-            if let Err(s) = self.authorized(head) {
-                return self.deny(s, head_only, now);
-            }
-        }
         let Some(meta) = self.svc.store.lookup(name) else {
             return self.error(404, &[], head_only, now);
         };
@@ -356,7 +371,12 @@ impl HttpSession {
             MediaPlan::Send { status, spec } => (status, spec),
             MediaPlan::NotModified => {
                 let date = self.date(now);
-                let out = not_modified(&meta, date.as_str(), self.keep_alive);
+                let framing = Framing {
+                    date: date.as_str(),
+                    keep_alive: self.keep_alive,
+                    cache_control: self.svc.cfg.access.rule_for(name).cache_control(),
+                };
+                let out = not_modified(&meta, framing);
                 return self.respond_bytes(304, out, 0, now);
             }
             MediaPlan::PreconditionFailed => return self.error(412, &[], head_only, now),
@@ -459,8 +479,11 @@ impl HttpSession {
             spec,
             file,
             boundary_seed,
-            date.as_str(),
-            self.keep_alive,
+            Framing {
+                date: date.as_str(),
+                keep_alive: self.keep_alive,
+                cache_control: self.svc.cfg.access.rule_for(name).cache_control(),
+            },
         );
         if let Some(r) = &mut self.req {
             r.status = status;
@@ -534,6 +557,9 @@ impl HttpSession {
                         Ok(meta) => {
                             let body = format!("{}\n", api::meta_json(&meta, false));
                             let status = if replaced { 200 } else { 201 };
+                            let action = if replaced { "replace" } else { "upload" };
+                            let detail = format!("{} bytes", meta.size_bytes);
+                            self.audit(action, &meta.name, "ok", detail, now);
                             let ct = "application/json";
                             self.respond_small(status, ct, body.as_bytes(), false, now);
                         }
@@ -545,9 +571,11 @@ impl HttpSession {
                     Err(_) => self.error(500, &[], false, now),
                 }
             }
-            JobKind::DeletePrefix => match result.downcast::<PrefixDeleted>() {
+            JobKind::DeletePrefix(prefix) => match result.downcast::<PrefixDeleted>() {
                 Ok(r) => match *r {
                     Ok((names, more)) => {
+                        let detail = format!("{} objects", names.len());
+                        self.audit("delete_prefix", &prefix, "ok", detail, now);
                         let body = api::deleted_json(&names, more);
                         self.respond_small(200, "application/json", body.as_bytes(), false, now);
                     }
@@ -555,9 +583,10 @@ impl HttpSession {
                 },
                 Err(_) => self.error(500, &[], false, now),
             },
-            JobKind::Delete => match result.downcast::<Result<(), StoreError>>() {
+            JobKind::Delete(name) => match result.downcast::<Result<(), StoreError>>() {
                 Ok(r) => match *r {
                     Ok(()) => {
+                        self.audit("delete", &name, "ok", String::new(), now);
                         let date = self.date(now);
                         let out = reply::no_content(date.as_str(), self.keep_alive);
                         self.respond_bytes(204, out, 0, now);
@@ -566,6 +595,7 @@ impl HttpSession {
                 },
                 Err(_) => self.error(500, &[], false, now),
             },
+            JobKind::Json { action, object } => self.json_done(action, object, result, now),
         }
     }
 }

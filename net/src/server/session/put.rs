@@ -7,9 +7,9 @@ use super::*;
 
 impl HttpSession {
     pub(super) fn start_upload(&mut self, head: &RequestHead, name: &str, now: Instant) {
-        if let Err(why) = self.authorized(head) {
+        if self.guard(head, Action::Write(name), now).is_none() {
             self.keep_alive = false;
-            return self.deny(why, false, now);
+            return;
         }
         let kind = match upload::body_kind(head, &self.svc.cfg) {
             Ok(kind) => kind,
