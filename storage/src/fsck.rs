@@ -3,14 +3,15 @@
 //!
 //! Both run offline (they take the data directory's lock, so never beside a server) and never
 //! delete: a check only reports; a rebuild keeps the old catalog aside and moves files it cannot
-//! place into `lost+found/`. Start-up recovery, not this module, repairs a healthy catalog after a
-//! crash.
+//! place into `lost+found/`. Files carry no users and no audit trail: a rebuild copies those from
+//! the old catalog when it can still read them, and says so when it cannot. Start-up recovery,
+//! not this module, repairs a healthy catalog after a crash.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{Catalog, ObjectMeta, SqliteCatalog};
+use crate::catalog::{AccountsKept, Catalog, ObjectMeta, SqliteCatalog};
 use crate::error::StoreError;
 use crate::files::{crc32c_of, scan_objects, sync_dir, take_lock};
 use crate::layout::{CATALOG_FILE, OBJECTS_DIR};
@@ -148,12 +149,17 @@ pub struct RebuildReport {
     pub unplaced: Vec<String>,
     /// Where the old catalog's files went.
     pub kept_aside: Vec<PathBuf>,
+    /// The user accounts and audit records carried over from the old catalog, and what could not
+    /// be (users named there must be added again).
+    pub accounts: AccountsKept,
 }
 
 /// Writes a new catalog for `data_dir` from the files' own records, keeping the old catalog
 /// files aside with the suffix `.damaged-<now_unix_secs>`. Of several versions of one name, the
 /// newest (by commit time, then id) is kept; the others, and files without a usable record,
 /// move to `lost+found/`. Bitrates learnt from playlists are derived again at the next start.
+/// User accounts and the audit trail exist only in the catalog: they are copied from the old
+/// catalog when it can be read ([`RebuildReport::accounts`]), and lost otherwise.
 pub fn rebuild_catalog(data_dir: &Path, now_unix_secs: u64) -> Result<RebuildReport, StoreError> {
     let _lock = take_lock(data_dir)?;
     let mut report = RebuildReport::default();
@@ -204,7 +210,10 @@ pub fn rebuild_catalog(data_dir: &Path, now_unix_secs: u64) -> Result<RebuildRep
         }
     }
 
-    // The old catalog aside (never deleted), then a new one.
+    // The old catalog aside (never deleted), then a new one. The `-wal` keeps its place beside
+    // the main file's new name, so the old catalog can still be read whole.
+    let old_catalog = data_dir.join(format!("{CATALOG_FILE}.damaged-{now_unix_secs}"));
+    let had_catalog = data_dir.join(CATALOG_FILE).exists();
     for suffix in ["", "-wal", "-shm"] {
         let from = data_dir.join(format!("{CATALOG_FILE}{suffix}"));
         if from.exists() {
@@ -220,6 +229,22 @@ pub fn rebuild_catalog(data_dir: &Path, now_unix_secs: u64) -> Result<RebuildRep
     let next = files.by_id.keys().max().map_or(1, |max| max + 1);
     catalog.advance_ids_to(next)?;
     report.restored = rows.len() as u64;
+    report.accounts = if had_catalog {
+        catalog.keep_accounts_from(&old_catalog)
+    } else {
+        AccountsKept {
+            lost: vec!["the user accounts and the audit trail (there was no old catalog)".into()],
+            ..AccountsKept::default()
+        }
+    };
+    if !report.accounts.lost.is_empty() {
+        tracing::warn!(
+            target: "oasis::storage",
+            lost = ?report.accounts.lost,
+            "the rebuilt catalog lacks what the objects' records cannot give: if users were \
+             defined, add every account again through the User Manager"
+        );
+    }
 
     // Files the catalog cannot name go to lost+found (recovery would remove them as orphans).
     if !displaced.is_empty() {

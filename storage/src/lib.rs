@@ -8,7 +8,9 @@
 //! - [`Store`] (module `store`): one data directory; content in flat files named by version id,
 //!   an in-memory index for lookups, crash recovery at [`Store::open`];
 //! - [`Upload`] (module `upload`): atomic, reserved, streaming ingest;
-//! - [`Catalog`] / [`SqliteCatalog`] (module `catalog`): the Database Manager;
+//! - [`Catalog`] / [`SqliteCatalog`] (module `catalog`): the Database Manager, which also keeps
+//!   the User Manager's accounts ([`UserRecord`]) and the audit trail ([`AuditRecord`]);
+//! - [`AuditLog`] (module `audit`): the audit trail's writer thread behind a bounded queue;
 //! - [`validate_name`], [`content_type_for`], bitrate derivation (MP4 `mvhd`, HLS `#EXTINF`);
 //! - [`import_dir`]: bulk import for the `oasis import` command.
 //!
@@ -23,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod backup;
 mod bitrate;
 mod catalog;
@@ -41,13 +44,15 @@ mod scrub;
 mod store;
 mod upload;
 
+pub use audit::{AuditConfig, AuditLog, AuditPause};
 pub use backup::{backup, BackupReport};
 pub use bitrate::{
     bitrate_bps, mp4_duration_ms, parse_playlist, BitrateSource, PlaylistEntry, DURATION_MS_MAX,
     PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
 };
 pub use catalog::{
-    BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog, SCHEMA_VERSION,
+    AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta,
+    SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX, AUDIT_TEXT_BYTES_MAX, SCHEMA_VERSION,
 };
 pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
 pub use error::StoreError;

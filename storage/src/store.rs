@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use oasis_engine::resource::ResourceManager;
 
 use crate::bitrate::{self, BitrateSource};
-use crate::catalog::{BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog};
+use crate::catalog::{
+    AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog,
+    UserRecord,
+};
 use crate::error::StoreError;
 use crate::fd_cache::{FdCache, ShrinkCounts};
 use crate::files;
@@ -601,6 +604,51 @@ impl Store {
             });
         }
         Ok(())
+    }
+}
+
+/// The User Manager's accounts and the Log Manager's audit trail, kept in the catalog.
+///
+/// Every method here is blocking: it takes the committer (waiting for any commit in progress) and
+/// runs a catalog transaction or query. Call them from job threads or tools, never on a worker
+/// or anywhere a request waits.
+impl Store {
+    /// Every user account, sorted by name. Blocking.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self.inner.committer().catalog.load_users()?)
+    }
+
+    /// Inserts or replaces the user named `user.name` (one durable transaction); returns the
+    /// replaced one. Blocking.
+    pub fn put_user(&self, user: &UserRecord) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.inner.committer().catalog.put_user(user)?)
+    }
+
+    /// Removes the user named `name` (one durable transaction); returns it, or `None` if there
+    /// was none. Blocking.
+    pub fn remove_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.inner.committer().catalog.remove_user(name)?)
+    }
+
+    /// The audit records `query` selects, oldest first (see [`AuditQuery`]). Blocking.
+    pub fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self.inner.committer().catalog.query_audit(query)?)
+    }
+
+    /// Appends `records` in one durable transaction; returns the first one's seq (0 when
+    /// empty). Blocking; the audit writer's thread calls it.
+    pub(crate) fn append_audit(&self, records: &[AuditRecord]) -> Result<u64, StoreError> {
+        Ok(self.inner.committer().catalog.append_audit(records)?)
+    }
+
+    /// Deletes audit records older than `before_unix_ms`; returns how many. Blocking.
+    pub(crate) fn prune_audit(&self, before_unix_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.inner.committer().catalog.prune_audit(before_unix_ms)?)
+    }
+
+    /// The store's configured clock, milliseconds since the Unix epoch.
+    pub(crate) fn now_unix_ms(&self) -> u64 {
+        (self.inner.config.clock_unix_ms)()
     }
 }
 

@@ -1,17 +1,25 @@
-//! The Database Manager: the catalog of media objects behind one standard interface.
+//! The Database Manager: the catalog of media objects, user accounts and the audit trail behind
+//! one standard interface.
 //!
 //! [`Catalog`] is the contract every backend meets (the embedded [`SqliteCatalog`] today; a
 //! PostgreSQL one can be added beside it without touching callers). The Media Object Manager calls
 //! it only on the control plane: at start-up to load everything, and on ingest, replace and delete
-//! to commit. Each mutating call is one durable transaction: when it returns `Ok`, the change
-//! survives a crash; when it returns `Err`, nothing changed.
+//! to commit. The User Manager and the Log Manager keep their records here too ([`UserRecord`],
+//! [`AuditRecord`]), through the store, from threads that may block. Each mutating call is one
+//! durable transaction: when it returns `Ok`, the change survives a crash; when it returns `Err`,
+//! nothing changed.
 //!
 //! This module must never be called on the request path (lookups are served from the in-memory
 //! index), never touch object content files, and never read the clock (times come in the records).
 
+mod records;
 mod sqlite;
 
-pub use sqlite::{SqliteCatalog, SCHEMA_VERSION};
+pub(crate) use records::audit_text;
+pub use records::{
+    AuditQuery, AuditRecord, UserRecord, AUDIT_QUERY_LIMIT_MAX, AUDIT_TEXT_BYTES_MAX,
+};
+pub use sqlite::{AccountsKept, SqliteCatalog, SCHEMA_VERSION};
 
 use crate::bitrate::BitrateSource;
 
@@ -93,7 +101,7 @@ pub enum CatalogError {
     InvalidRow { location: String, what: String },
 }
 
-/// The standard interface of the Database Manager for media objects.
+/// The standard interface of the Database Manager: media objects, user accounts, audit trail.
 ///
 /// Methods take `&mut self`: the store serialises calls (a backend need not be `Sync`). Every
 /// mutating method is atomic and durable on `Ok`.
@@ -128,4 +136,20 @@ pub trait Catalog: Send {
     fn remove_id(&mut self, id: u64) -> Result<bool, CatalogError>;
     /// Applies bitrate changes to existing versions, all or none. Unknown ids are ignored.
     fn update_bitrates(&mut self, updates: &[BitrateUpdate]) -> Result<(), CatalogError>;
+
+    /// Every user account, sorted by name.
+    fn load_users(&mut self) -> Result<Vec<UserRecord>, CatalogError>;
+    /// Inserts or replaces the user with this name; returns the replaced one.
+    fn put_user(&mut self, user: &UserRecord) -> Result<Option<UserRecord>, CatalogError>;
+    /// Removes the user named `name`; returns it, or `None` if there was none.
+    fn remove_user(&mut self, name: &str) -> Result<Option<UserRecord>, CatalogError>;
+    /// Appends all records in one transaction; returns the seq assigned to the first (the rest
+    /// follow consecutively), or 0 when `records` is empty. The records' own `seq` is ignored,
+    /// and text fields longer than [`AUDIT_TEXT_BYTES_MAX`] bytes are cut to it.
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<u64, CatalogError>;
+    /// The records `query` selects, ascending by seq, at most
+    /// `min(query.limit, AUDIT_QUERY_LIMIT_MAX)` of them.
+    fn query_audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, CatalogError>;
+    /// Deletes records older than `before_unix_ms`; returns how many. Their seqs are not reused.
+    fn prune_audit(&mut self, before_unix_ms: u64) -> Result<u64, CatalogError>;
 }

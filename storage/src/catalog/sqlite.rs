@@ -2,15 +2,22 @@
 //! `synchronous=FULL`, so a committed transaction is on disk before the call returns.
 //!
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] brings an older file up to
-//! date, each step in its own transaction, and a file newer than this code is refused. This module
-//! must never be used from the request path and never hold a transaction open across calls.
+//! date, each step in its own transaction, and a file newer than this code is refused. Objects
+//! and the id counter live here; users and the audit trail in the child module `accounts`. This
+//! module must never be used from the request path and never hold a transaction open across calls.
+
+mod accounts;
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{BitrateUpdate, Catalog, CatalogError, ObjectMeta};
+use super::{
+    AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta, UserRecord,
+};
 use crate::bitrate::BitrateSource;
+
+pub use accounts::AccountsKept;
 
 const BACKEND: &str = "sqlite";
 
@@ -51,6 +58,31 @@ const MIGRATIONS: &[&str] = &[
         SELECT id, name, size_bytes, content_type, crc32c, created_unix_ms, bitrate_bps, bitrate_source FROM objects;
     DROP TABLE objects;
     ALTER TABLE objects_v2 RENAME TO objects;",
+    // 2 -> 3: the User Manager's accounts and the Log Manager's audit trail. AUTOINCREMENT keeps
+    // the largest seq ever handed out in `sqlite_sequence`, so a seq is never reused, even after
+    // the newest records are pruned.
+    "CREATE TABLE users (
+        name            TEXT    PRIMARY KEY CHECK (length(name) > 0),
+        role            TEXT    NOT NULL,
+        prefixes        TEXT    NOT NULL,
+        token_hash      BLOB    NOT NULL CHECK (length(token_hash) = 32),
+        old_token_hash  BLOB    CHECK (old_token_hash IS NULL OR length(old_token_hash) = 32),
+        created_unix_ms INTEGER NOT NULL CHECK (created_unix_ms >= 0),
+        updated_unix_ms INTEGER NOT NULL CHECK (updated_unix_ms >= 0)
+    ) STRICT;
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_unix_ms INTEGER NOT NULL CHECK (at_unix_ms >= 0),
+        user       TEXT    NOT NULL,
+        client     TEXT    NOT NULL,
+        action     TEXT    NOT NULL,
+        object     TEXT    NOT NULL,
+        outcome    TEXT    NOT NULL,
+        detail     TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_at ON audit (at_unix_ms);
+    CREATE INDEX audit_user_seq ON audit (user, seq);
+    CREATE INDEX audit_action_seq ON audit (action, seq);",
 ];
 
 /// The columns of an object row, in the order [`SqliteCatalog::row_to_meta`] reads them.
@@ -425,6 +457,30 @@ impl Catalog for SqliteCatalog {
             .map_err(backend_err("commit a bitrate update"))?;
         Ok(())
     }
+
+    fn load_users(&mut self) -> Result<Vec<UserRecord>, CatalogError> {
+        accounts::load_users(&self.conn, &self.path)
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<Option<UserRecord>, CatalogError> {
+        accounts::put_user(&mut self.conn, &self.path, user)
+    }
+
+    fn remove_user(&mut self, name: &str) -> Result<Option<UserRecord>, CatalogError> {
+        accounts::remove_user(&mut self.conn, &self.path, name)
+    }
+
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<u64, CatalogError> {
+        accounts::append_audit(&mut self.conn, records)
+    }
+
+    fn query_audit(&mut self, query: &AuditQuery) -> Result<Vec<AuditRecord>, CatalogError> {
+        accounts::query_audit(&self.conn, &self.path, query)
+    }
+
+    fn prune_audit(&mut self, before_unix_ms: u64) -> Result<u64, CatalogError> {
+        accounts::prune_audit(&self.conn, before_unix_ms)
+    }
 }
 
 #[cfg(test)]
@@ -483,6 +539,69 @@ mod tests {
             .find(|o| o.id == 9)
             .unwrap();
         assert_eq!(back, m);
+    }
+
+    /// A catalog file of schema version 2 (before users and the audit trail) opens, migrates,
+    /// keeps its objects and id counter, and then keeps users and audit records like a new one.
+    #[test]
+    fn a_version_2_catalog_migrates_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut m = meta(7, "show/seg1.ts");
+        m.duration_ms = Some(4_000);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            insert_row(&conn, &m).unwrap();
+            conn.execute("UPDATE counters SET value = 300", []).unwrap();
+        }
+        let mut c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(c.load_all().unwrap(), vec![m]);
+        assert_eq!(c.peek_next_id().unwrap(), 300, "the id counter survives");
+        assert_eq!(c.load_users().unwrap(), vec![]);
+        assert_eq!(
+            c.query_audit(&AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .unwrap(),
+            vec![]
+        );
+        let user = UserRecord {
+            name: "alice".into(),
+            role: "admin".into(),
+            prefixes: vec![],
+            token_hash: [9; 32],
+            old_token_hash: Some([8; 32]),
+            created_unix_ms: 5,
+            updated_unix_ms: 6,
+        };
+        c.put_user(&user).unwrap();
+        let rec = AuditRecord {
+            seq: 0,
+            at_unix_ms: 7,
+            user: "api_token".into(),
+            client: "-".into(),
+            action: "user_add".into(),
+            object: "alice".into(),
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        assert_eq!(c.append_audit(std::slice::from_ref(&rec)).unwrap(), 1);
+        drop(c);
+        let mut c = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(c.load_users().unwrap(), vec![user]);
+        let back = c
+            .query_audit(&AuditQuery {
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(back, vec![AuditRecord { seq: 1, ..rec }]);
     }
 
     #[test]
