@@ -123,6 +123,20 @@ pub struct Metrics {
     rm: Arc<ResourceManager>,
     /// The background scrub and the store it checks, once started.
     scrub: OnceLock<(Arc<oasis_storage::ScrubStats>, Arc<oasis_storage::Store>)>,
+    /// The audit trail's writer, once started.
+    audit: OnceLock<oasis_storage::AuditLog>,
+}
+
+/// One sample with its HELP and TYPE lines; a counter's sample name ends in `_total`.
+fn write_sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let sample = if kind == "counter" {
+        format!("{name}_total")
+    } else {
+        name.to_string()
+    };
+    let _ = writeln!(out, "{sample} {value}");
 }
 
 impl Metrics {
@@ -210,6 +224,7 @@ impl Metrics {
             registry,
             corrupt_requests,
             scrub: OnceLock::new(),
+            audit: OnceLock::new(),
             requests,
             requests_by_status: (0..STATUS_COUNT).map(|_| OnceLock::new()).collect(),
             sent_bytes,
@@ -227,6 +242,11 @@ impl Metrics {
             response: Latency::new(),
             rm,
         })
+    }
+
+    /// Shows the audit writer's counts in the exposition from now on.
+    pub fn attach_audit(&self, audit: oasis_storage::AuditLog) {
+        let _ = self.audit.set(audit);
     }
 
     /// Shows the background scrub in the exposition from now on.
@@ -378,14 +398,28 @@ impl Metrics {
                     store.corrupt_count() as u64,
                 ),
             ] {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                let sample = if kind == "counter" {
-                    format!("{name}_total")
-                } else {
-                    name.to_string()
-                };
-                let _ = writeln!(out, "{sample} {value}");
+                write_sample(&mut out, name, kind, help, value);
+            }
+        }
+        if let Some(audit) = self.audit.get() {
+            for (name, help, value) in [
+                (
+                    "oasis_audit_records_written",
+                    "Audit records written to the catalog.",
+                    audit.written(),
+                ),
+                (
+                    "oasis_audit_records_dropped",
+                    "Audit records dropped because the writer's queue was full.",
+                    audit.dropped(),
+                ),
+                (
+                    "oasis_audit_records_lost",
+                    "Audit records lost to failed catalog writes.",
+                    audit.write_errors(),
+                ),
+            ] {
+                write_sample(&mut out, name, "counter", help, value);
             }
         }
         let events = self.rm.event_counts();

@@ -166,7 +166,9 @@ impl HttpService {
     /// Records uploads, deletes, account changes and refusals in this audit trail from now on
     /// (once; a second call is ignored).
     pub fn attach_audit(&self, audit: AuditLog) {
-        let _ = self.current().audit.set(audit);
+        let svc = self.current();
+        svc.metrics.attach_audit(audit.clone());
+        let _ = svc.audit.set(audit);
     }
 
     /// Lets `POST /api/scrub` start passes of this scrub, and `/metrics` show it.
