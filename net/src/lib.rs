@@ -3,6 +3,7 @@
 //! `http` holds the sans-IO protocol pieces (parsing, range arithmetic, conditional requests,
 //! response framing). `server` is the per-connection session the engine drives: routes,
 //! admission control, pacing, uploads. `metrics` and `access_log` are what operators read.
+//! `auth` holds the User Manager's pure cores: API tokens and signed links.
 //! Nothing in this crate submits io_uring operations or reads the clock: the engine moves the
 //! bytes and passes the time in.
 #![forbid(unsafe_code)]
