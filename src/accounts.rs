@@ -140,11 +140,8 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             let r = role(&r)?;
             let (v, token) = match &target.server {
                 Some(server) => {
-                    let mut path = format!(
-                        "/api/users?name={}&role={}",
-                        encode_name(&name),
-                        r.as_str()
-                    );
+                    let mut path =
+                        format!("/api/users?name={}&role={}", encode_name(&name), r.as_str());
                     for p in &prefix {
                         path.push_str(&format!("&prefix={}", encode_name(p)));
                     }
@@ -164,12 +161,21 @@ pub fn user(cmd: UserCommand) -> Result<()> {
         UserCommand::Ls { target } => {
             let all: Vec<serde_json::Value> = match &target.server {
                 Some(server) => {
-                    let v = call_api(server, target.token.as_deref(), "GET", "/api/users", "user ls")?;
+                    let v = call_api(
+                        server,
+                        target.token.as_deref(),
+                        "GET",
+                        "/api/users",
+                        "user ls",
+                    )?;
                     v["users"].as_array().cloned().unwrap_or_default()
                 }
                 None => {
                     let (store, _) = open_store(target.data_dir, target.config.as_ref())?;
-                    manage::list(&store)?.iter().map(manage::user_json).collect()
+                    manage::list(&store)?
+                        .iter()
+                        .map(manage::user_json)
+                        .collect()
                 }
             };
             for v in &all {
@@ -193,7 +199,13 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             let token = match &target.server {
                 Some(server) => {
                     let path = format!("/api/users/{}/rotate", encode_name(&name));
-                    let v = call_api(server, target.token.as_deref(), "POST", &path, "user rotate")?;
+                    let v = call_api(
+                        server,
+                        target.token.as_deref(),
+                        "POST",
+                        &path,
+                        "user rotate",
+                    )?;
                     v["token"].as_str().unwrap_or_default().to_string()
                 }
                 None => {
@@ -202,16 +214,20 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                 }
             };
             print_token(&name, &token);
-            eprintln!(
-                "the old token keeps working until `oasis user revoke {name} --old`"
-            );
+            eprintln!("the old token keeps working until `oasis user revoke {name} --old`");
         }
         UserCommand::Revoke { name, old, target } => {
             debug_assert!(old, "clap requires --old");
             match &target.server {
                 Some(server) => {
                     let path = format!("/api/users/{}/revoke-old", encode_name(&name));
-                    call_api(server, target.token.as_deref(), "POST", &path, "user revoke")?;
+                    call_api(
+                        server,
+                        target.token.as_deref(),
+                        "POST",
+                        &path,
+                        "user revoke",
+                    )?;
                 }
                 None => {
                     let (store, _) = open_store(target.data_dir, target.config.as_ref())?;
@@ -252,7 +268,7 @@ pub fn sign(
     package: bool,
     ip: Option<IpAddr>,
     base: &str,
-    config: &PathBuf,
+    config: &std::path::Path,
 ) -> Result<()> {
     let cfg = crate::config::Config::load(config)?;
     let Some(keys): Option<LinkKeys> = cfg.link_keys()? else {
@@ -270,7 +286,9 @@ pub fn sign(
     let prefix;
     let scope = if package {
         let Some(end) = name.rfind('/') else {
-            bail!("--package signs the folder of NAME, but {name:?} has none (e.g. show/index.m3u8)");
+            bail!(
+                "--package signs the folder of NAME, but {name:?} has none (e.g. show/index.m3u8)"
+            );
         };
         prefix = name[..=end].to_string();
         Scope::Prefix(&prefix)
@@ -292,9 +310,7 @@ pub fn audit(
 ) -> Result<()> {
     let since_ms = match since {
         None => None,
-        Some(s) => Some(
-            now_ms().saturating_sub(parse_duration(s)?.as_millis() as u64),
-        ),
+        Some(s) => Some(now_ms().saturating_sub(parse_duration(s)?.as_millis() as u64)),
     };
     let records: Vec<serde_json::Value> = match &target.server {
         Some(server) => {

@@ -170,7 +170,12 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         ip: Option<std::net::IpAddr>,
         /// Base URL the link starts with.
-        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", env = "OASIS_SERVER")]
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "http://127.0.0.1:8080",
+            env = "OASIS_SERVER"
+        )]
         base: String,
         /// Configuration file holding `[links] keys`.
         #[arg(long, value_name = "FILE")]

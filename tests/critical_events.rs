@@ -58,7 +58,8 @@ fn a_critical_event_closes_idle_cached_files() {
     watch
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let get_metrics = &format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let get_metrics =
+        &format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
     let used_files = "oasis_reservation_used{resource=\"open_files\"}";
     let (_, m) = exchange(&mut watch, get_metrics);
     let m = String::from_utf8(m).unwrap();

@@ -187,7 +187,10 @@ fn a_server_without_a_token_says_why_it_refuses() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("HTTP 403 Forbidden"), "{err}");
-    assert!(err.contains("this server has no accounts and no API token"), "{err}");
+    assert!(
+        err.contains("this server has no accounts and no API token"),
+        "{err}"
+    );
     assert!(err.contains("oasis user add"), "{err}");
     assert!(
         err.contains("[http] api_token") && err.contains("OASIS_API_TOKEN"),

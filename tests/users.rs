@@ -59,23 +59,69 @@ fn every_route_answers_every_role_as_the_table_says() {
     let revoked = add_user(&s, "rotated", "admin", &[]);
     let (status, body) = call(&s, "POST", "/api/users/rotated/rotate", Some(&admin), b"");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&s, "POST", "/api/users/rotated/revoke-old", Some(&admin), b"");
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/api/users/rotated/revoke-old",
+        Some(&admin),
+        b"",
+    );
     assert_eq!(status, 200, "{body}");
 
     for name in ["pub.txt", "members/m.txt", "premium/p.txt"] {
         assert_eq!(s.put(name, &pattern(100, 1)), 201, "{name}");
     }
     let whos = [
-        Who { label: "none", token: None, in_query: false },
-        Who { label: "wrong", token: Some("oasis_wrongwrongwrongwrongwrongwrongwrongwrongwro".into()), in_query: false },
-        Who { label: "revoked", token: Some(revoked), in_query: false },
-        Who { label: "query", token: Some(admin.clone()), in_query: true },
-        Who { label: "guest", token: Some(guest), in_query: false },
-        Who { label: "auditor", token: Some(auditor), in_query: false },
-        Who { label: "provider", token: Some(provider), in_query: false },
-        Who { label: "monitor", token: Some(monitor), in_query: false },
-        Who { label: "admin", token: Some(admin.clone()), in_query: false },
-        Who { label: "api_token", token: Some(TOKEN.into()), in_query: false },
+        Who {
+            label: "none",
+            token: None,
+            in_query: false,
+        },
+        Who {
+            label: "wrong",
+            token: Some("oasis_wrongwrongwrongwrongwrongwrongwrongwrongwro".into()),
+            in_query: false,
+        },
+        Who {
+            label: "revoked",
+            token: Some(revoked),
+            in_query: false,
+        },
+        Who {
+            label: "query",
+            token: Some(admin.clone()),
+            in_query: true,
+        },
+        Who {
+            label: "guest",
+            token: Some(guest),
+            in_query: false,
+        },
+        Who {
+            label: "auditor",
+            token: Some(auditor),
+            in_query: false,
+        },
+        Who {
+            label: "provider",
+            token: Some(provider),
+            in_query: false,
+        },
+        Who {
+            label: "monitor",
+            token: Some(monitor),
+            in_query: false,
+        },
+        Who {
+            label: "admin",
+            token: Some(admin.clone()),
+            in_query: false,
+        },
+        Who {
+            label: "api_token",
+            token: Some(TOKEN.into()),
+            in_query: false,
+        },
     ];
     // Objects each client may try to delete, made by the admin first.
     for w in &whos {
@@ -88,20 +134,56 @@ fn every_route_answers_every_role_as_the_table_says() {
     let rows: [Row; 17] = [
         ("GET", "/media/pub.txt", [200; 10]),
         ("HEAD", "/media/pub.txt", [200; 10]),
-        ("GET", "/media/members/m.txt", [U, U, U, U, 200, 200, 200, 200, 200, 200]),
-        ("GET", "/media/premium/p.txt", [U, U, U, U, F, F, F, F, 200, 200]),
-        ("PUT", "/media/news/{who}.txt", [U, U, U, U, F, F, 201, F, 201, 201]),
-        ("PUT", "/media/other/{who}.txt", [U, U, U, U, F, F, F, F, 201, 201]),
-        ("DELETE", "/media/news/del-{who}.txt", [U, U, U, U, F, F, 204, F, 204, 204]),
+        (
+            "GET",
+            "/media/members/m.txt",
+            [U, U, U, U, 200, 200, 200, 200, 200, 200],
+        ),
+        (
+            "GET",
+            "/media/premium/p.txt",
+            [U, U, U, U, F, F, F, F, 200, 200],
+        ),
+        (
+            "PUT",
+            "/media/news/{who}.txt",
+            [U, U, U, U, F, F, 201, F, 201, 201],
+        ),
+        (
+            "PUT",
+            "/media/other/{who}.txt",
+            [U, U, U, U, F, F, F, F, 201, 201],
+        ),
+        (
+            "DELETE",
+            "/media/news/del-{who}.txt",
+            [U, U, U, U, F, F, 204, F, 204, 204],
+        ),
         ("GET", "/api/objects", [U, U, U, U, F, 200, F, F, 200, 200]),
-        ("GET", "/api/objects?prefix=news/", [U, U, U, U, F, 200, 200, F, 200, 200]),
-        ("DELETE", "/api/objects?prefix=news/none-{who}/", [U, U, U, U, F, F, 200, F, 200, 200]),
-        ("DELETE", "/api/objects?prefix=other/none-{who}/", [U, U, U, U, F, F, F, F, 200, 200]),
+        (
+            "GET",
+            "/api/objects?prefix=news/",
+            [U, U, U, U, F, 200, 200, F, 200, 200],
+        ),
+        (
+            "DELETE",
+            "/api/objects?prefix=news/none-{who}/",
+            [U, U, U, U, F, F, 200, F, 200, 200],
+        ),
+        (
+            "DELETE",
+            "/api/objects?prefix=other/none-{who}/",
+            [U, U, U, U, F, F, F, F, 200, 200],
+        ),
         ("GET", "/api/status", [U, U, U, U, F, 200, F, 200, 200, 200]),
         ("GET", "/metrics", [U, U, U, U, F, F, F, 200, 200, 200]),
         ("GET", "/api/audit", [U, U, U, U, F, 200, F, F, 200, 200]),
         ("GET", "/api/users", [U, U, U, U, F, F, F, F, 200, 200]),
-        ("POST", "/api/users?name=made-by-{who}&role=guest", [U, U, U, U, F, F, F, F, 201, 201]),
+        (
+            "POST",
+            "/api/users?name=made-by-{who}&role=guest",
+            [U, U, U, U, F, F, F, F, 201, 201],
+        ),
         ("POST", "/api/scrub", [U, U, U, U, F, F, F, F, 409, 409]),
     ];
     let mut wrong = Vec::new();
@@ -119,7 +201,10 @@ fn every_route_answers_every_role_as_the_table_says() {
             let body: &[u8] = if method == "PUT" { b"payload" } else { b"" };
             let (got, text) = call(&s, method, &path, auth, body);
             if got != want {
-                wrong.push(format!("{method} {path} as {}: {got}, expected {want}: {text}", w.label));
+                wrong.push(format!(
+                    "{method} {path} as {}: {got}, expected {want}: {text}",
+                    w.label
+                ));
             }
             if got >= 400 {
                 // A refusal is JSON that says why, never a 500, and never names the object.
@@ -132,7 +217,12 @@ fn every_route_answers_every_role_as_the_table_says() {
             }
         }
     }
-    assert!(wrong.is_empty(), "{} cells differ:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 
     // Zero unauthorized writes: exactly the allowed uploads and deletes happened.
     let (status, body) = call(&s, "GET", "/api/objects", Some(&admin), b"");
@@ -177,10 +267,23 @@ fn every_route_answers_every_role_as_the_table_says() {
     assert!(metric(&s, "oasis_auth_refused_total{reason=\"unknown_token\"}").unwrap() > 0);
     assert!(metric(&s, "oasis_auth_refused_total{reason=\"forbidden\"}").unwrap() > 0);
     let audit = wait_for_audit(&s, &admin, "action=auth_refused");
-    assert!(audit.iter().any(|r| r["outcome"] == "unknown_token"), "{audit:?}");
-    assert!(audit.iter().any(|r| r["outcome"] == "forbidden" && r["user"] == "guest1"), "{audit:?}");
+    assert!(
+        audit.iter().any(|r| r["outcome"] == "unknown_token"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["outcome"] == "forbidden" && r["user"] == "guest1"),
+        "{audit:?}"
+    );
     let uploads = wait_for_audit(&s, &admin, "action=upload&user=news");
-    assert!(uploads.iter().any(|r| r["object"] == "news/provider.txt" && r["client"] == "127.0.0.1"), "{uploads:?}");
+    assert!(
+        uploads
+            .iter()
+            .any(|r| r["object"] == "news/provider.txt" && r["client"] == "127.0.0.1"),
+        "{uploads:?}"
+    );
     assert!(s.access_log().contains(" - news ["), "{}", s.access_log());
 }
 
@@ -188,13 +291,30 @@ fn every_route_answers_every_role_as_the_table_says() {
 fn wait_for_audit(s: &Server, token: &str, query: &str) -> Vec<serde_json::Value> {
     let mut found = Vec::new();
     support::wait_until(s, &format!("audit records for {query}"), || {
-        let (status, body) = call(s, "GET", &format!("/api/audit?{query}&limit=1000"), Some(token), b"");
+        let (status, body) = call(
+            s,
+            "GET",
+            &format!("/api/audit?{query}&limit=1000"),
+            Some(token),
+            b"",
+        );
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         found = v["records"].as_array().cloned().unwrap_or_default();
         !found.is_empty()
     });
     found
+}
+
+/// The token `oasis user add` printed (its last line of standard output).
+fn printed_token(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().trim().to_string()
 }
 
 #[test]
@@ -204,24 +324,57 @@ fn a_provider_uploads_into_its_prefix_and_nowhere_else_with_the_cli() {
     // The account is made offline? No: the server holds the data directory; over HTTP.
     let out = support::run(
         bin,
-        &["user", "add", "newsroom", "--role", "provider", "--prefix", "news/", "--server", &s.url(""), "--token", TOKEN],
+        &[
+            "user",
+            "add",
+            "newsroom",
+            "--role",
+            "provider",
+            "--prefix",
+            "news/",
+            "--server",
+            &s.url(""),
+            "--token",
+            TOKEN,
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
+    let token = printed_token(out);
     assert!(token.starts_with("oasis_"), "{token}");
     let file = s.dir.path().join("clip.bin");
     std::fs::write(&file, pattern(10_000, 3)).unwrap();
     let put = |name: &str| {
-        support::run(bin, &["put", file.to_str().unwrap(), "--name", name, "--server", &s.url(""), "--token", &token])
+        support::run(
+            bin,
+            &[
+                "put",
+                file.to_str().unwrap(),
+                "--name",
+                name,
+                "--server",
+                &s.url(""),
+                "--token",
+                &token,
+            ],
+        )
     };
     let ok = put("news/clip.bin");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let refused = put("sport/clip.bin");
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("403") && err.contains("outside the prefixes"), "{err}");
+    assert!(
+        err.contains("403") && err.contains("outside the prefixes"),
+        "{err}"
+    );
     // Listed by the CLI, without the token.
-    let ls = support::run(bin, &["user", "ls", "--server", &s.url(""), "--token", TOKEN]);
+    let ls = support::run(
+        bin,
+        &["user", "ls", "--server", &s.url(""), "--token", TOKEN],
+    );
     let text = String::from_utf8_lossy(&ls.stdout);
     assert!(text.contains("newsroom\tprovider\tnews/"), "{text}");
     assert!(!text.contains(&token));
@@ -245,10 +398,19 @@ fn rotation_keeps_both_tokens_until_the_old_one_is_revoked() {
     assert_eq!(code, 200);
     assert_eq!((status(&first), status(&second)), (401, 200));
     // Nothing left to revoke; a removed account's token stops at once.
-    assert_eq!(call(&s, "POST", "/api/users/ops/revoke-old", Some(TOKEN), b"").0, 409);
-    assert_eq!(call(&s, "DELETE", "/api/users/ops", Some(TOKEN), b"").0, 200);
+    assert_eq!(
+        call(&s, "POST", "/api/users/ops/revoke-old", Some(TOKEN), b"").0,
+        409
+    );
+    assert_eq!(
+        call(&s, "DELETE", "/api/users/ops", Some(TOKEN), b"").0,
+        200
+    );
     assert_eq!(status(&second), 401);
-    assert_eq!(call(&s, "DELETE", "/api/users/ops", Some(TOKEN), b"").0, 404);
+    assert_eq!(
+        call(&s, "DELETE", "/api/users/ops", Some(TOKEN), b"").0,
+        404
+    );
 }
 
 #[test]
@@ -256,10 +418,31 @@ fn accounts_made_offline_work_once_the_server_starts_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let bin = support::oasis_bin();
-    let out = support::run(bin, &["user", "add", "root", "--role", "admin", "--data-dir", data.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string();
-    let bad = support::run(bin, &["user", "add", "root", "--role", "admin", "--data-dir", data.to_str().unwrap()]);
+    let out = support::run(
+        bin,
+        &[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let token = printed_token(out);
+    let bad = support::run(
+        bin,
+        &[
+            "user",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("exists"));
     let mut s = Server::start_on(&data);
     assert!(s.server_log().contains("accounts: 1"), "{}", s.server_log());
@@ -272,7 +455,11 @@ fn accounts_made_offline_work_once_the_server_starts_and_survive_restarts() {
     assert!(String::from_utf8_lossy(&ls.stdout).contains("root\tadmin"));
     // The audit trail of the offline store holds what the server did.
     let audit = support::run(bin, &["audit", "--data-dir", data.to_str().unwrap()]);
-    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
 }
 
 #[test]
@@ -290,5 +477,7 @@ fn failed_authentications_past_the_limit_get_429_until_the_window_ends() {
     assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
     // Requests without credentials are not slowed.
     assert_eq!(call(&s, "GET", "/media/none", None, b"").0, 404);
-    assert!(s.server_log().contains("failed authentications within 3600 s"));
+    assert!(s
+        .server_log()
+        .contains("failed authentications within 3600 s"));
 }

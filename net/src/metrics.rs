@@ -129,6 +129,7 @@ pub struct Metrics {
 
 /// One sample with its HELP and TYPE lines; a counter's sample name ends in `_total`.
 fn write_sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write;
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     let sample = if kind == "counter" {

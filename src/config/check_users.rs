@@ -36,11 +36,16 @@ impl Config {
             if self.access[..i].iter().any(|b| b.prefix == a.prefix) {
                 out.at(
                     key(i, "prefix"),
-                    format!("prefix {:?} has an [[access]] table above already", a.prefix),
+                    format!(
+                        "prefix {:?} has an [[access]] table above already",
+                        a.prefix
+                    ),
                 )
                 .hint("one [[access]] table per prefix; merge the two");
             }
-            if !a.prefix.is_empty() && oasis_storage::validate_name(&format!("{}x", a.prefix)).is_err() {
+            if !a.prefix.is_empty()
+                && oasis_storage::validate_name(&format!("{}x", a.prefix)).is_err()
+            {
                 out.at(
                     key(i, "prefix"),
                     format!("{:?} is not the start of a valid object name", a.prefix),

@@ -20,8 +20,16 @@ const KEYS_WITHOUT_DEFAULT: &[(&str, &str)] = &[("http", "api_token"), ("access"
 
 /// The sections that are arrays of tables, with the key each of their tables must have.
 const TABLE_ARRAYS: &[(&str, &str, &str)] = &[
-    ("listen", "addr", "addr = \"127.0.0.1:8080\" (an IP address and a port)"),
-    ("access", "prefix", "prefix = \"premium/\" (the start of the object names it rules)"),
+    (
+        "listen",
+        "addr",
+        "addr = \"127.0.0.1:8080\" (an IP address and a port)",
+    ),
+    (
+        "access",
+        "prefix",
+        "prefix = \"premium/\" (the start of the object names it rules)",
+    ),
 ];
 
 /// Reads `text` (from `origin`, a file name for the messages) into a checked [`Config`].
@@ -287,7 +295,9 @@ impl Walk {
         let Some(tables) = array_tables(item) else {
             self.reported.push(Reported::new(section, None));
             let hint = if item.is_table() {
-                format!("one [[{section}]] (two brackets) per entry, e.g. [[{section}]] then {example}")
+                format!(
+                    "one [[{section}]] (two brackets) per entry, e.g. [[{section}]] then {example}"
+                )
             } else {
                 format!("[[{section}]] on a line of its own, then {example}")
             };

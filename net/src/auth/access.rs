@@ -41,7 +41,7 @@ impl AccessRules {
     /// `rules` in any order (prefixes must be distinct: the configuration check says so);
     /// `default_read` applies where no rule matches.
     pub fn new(mut rules: Vec<AccessRule>, default_read: ReadPolicy) -> AccessRules {
-        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         AccessRules {
             rules,
             default: AccessRule {
@@ -116,6 +116,9 @@ mod tests {
             rule("a/", ReadPolicy::Signed, Some("private, max-age=60")).cache_control(),
             Some("private, max-age=60")
         );
-        assert_eq!(rule("a/", ReadPolicy::Signed, Some("")).cache_control(), None);
+        assert_eq!(
+            rule("a/", ReadPolicy::Signed, Some("")).cache_control(),
+            None
+        );
     }
 }

@@ -76,7 +76,9 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}; the roles are guest, auditor, provider, monitor, admin")
+                format!(
+                    "unknown role {s:?}; the roles are guest, auditor, provider, monitor, admin"
+                )
             })
     }
 }
@@ -296,7 +298,10 @@ mod tests {
             (token, [true; 5]),
             (signed, [false, false, true, false, true]),
             (Action::Write("x"), [false, false, true, false, true]),
-            (Action::DeletePrefix("x/"), [false, false, true, false, true]),
+            (
+                Action::DeletePrefix("x/"),
+                [false, false, true, false, true],
+            ),
             (Action::List(""), [false, true, true, false, true]),
             (Action::Status, [false, true, false, true, true]),
             (Action::Metrics, [false, false, false, true, true]),
@@ -360,8 +365,7 @@ mod tests {
             &news,
             Action::Read("premium/a.mp4", ReadPolicy::Signed)
         ));
-        let Decision::Forbidden(why) =
-            decide(&news, &Action::List(""), PolicySettings::default())
+        let Decision::Forbidden(why) = decide(&news, &Action::List(""), PolicySettings::default())
         else {
             panic!("a provider listing everything is refused");
         };
@@ -373,7 +377,10 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
         }
-        assert!("root".parse::<Role>().unwrap_err().contains("guest, auditor"));
+        assert!("root"
+            .parse::<Role>()
+            .unwrap_err()
+            .contains("guest, auditor"));
         assert_eq!("signed".parse::<ReadPolicy>(), Ok(ReadPolicy::Signed));
         assert!("private".parse::<ReadPolicy>().is_err());
     }

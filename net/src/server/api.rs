@@ -14,7 +14,7 @@ use oasis_storage::{ObjectMeta, Store, StoreError};
 use super::media::etag_of;
 use super::reply::json_escape;
 use super::service::Inner;
-use crate::http::{self, Method, ResponseHead};
+use crate::http::{self, Method};
 
 /// Where a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use super::reply::json_escape;
-use crate::auth::policy::Principal;
 use crate::auth::link::LinkError;
+use crate::auth::policy::Principal;
 use crate::auth::token;
 use crate::auth::users::Users;
 use crate::http::ResponseHead;
@@ -109,6 +109,10 @@ pub(super) fn principal(
     let Some(given) = authorization else {
         return Ok(Principal::Anonymous);
     };
+    if api_token.is_none() && users.is_empty() {
+        // Nothing could match: the server is the side to fix, not the client's token.
+        return Err(Denied::NoAccounts);
+    }
     let Some(given) = given.strip_prefix("Bearer ") else {
         return Err(Denied::NotBearer);
     };
@@ -160,11 +164,17 @@ mod tests {
         let server_side = Denied::NoAccounts.reason();
         assert!(server_side.contains("oasis user add") && server_side.contains("OASIS_API_TOKEN"));
         assert!(!server_side.contains("--token"), "{server_side}");
-        for client_side in [Denied::NoCredentials, Denied::NotBearer, Denied::UnknownToken] {
+        for client_side in [
+            Denied::NoCredentials,
+            Denied::NotBearer,
+            Denied::UnknownToken,
+        ] {
             assert_eq!(client_side.status(), 401);
             assert!(client_side.is_failure() || client_side == Denied::NoCredentials);
         }
-        assert!(Denied::NoCredentials.reason().contains("Authorization: Bearer"));
+        assert!(Denied::NoCredentials
+            .reason()
+            .contains("Authorization: Bearer"));
         assert_eq!(Denied::Throttled(7).status(), 429);
         let (out, _) = denied(Denied::Throttled(7), false, "d", true);
         let text = String::from_utf8(out).unwrap();
@@ -202,6 +212,11 @@ mod tests {
         assert_eq!(
             principal(None, &users, Some("Bearer 0123456789abcdef")).unwrap_err(),
             Denied::UnknownToken
+        );
+        let nobody = Users::default();
+        assert_eq!(
+            principal(None, &nobody, Some("Bearer 0123456789abcdef")).unwrap_err(),
+            Denied::NoAccounts
         );
     }
 }

@@ -278,11 +278,19 @@ mod tests {
         };
         let ok = media_response(&m, 200, RangeSpec::Full, None, 1, framing);
         let ok = String::from_utf8(ok.head).expect("ascii");
-        assert!(ok.contains("Cache-Control: private, max-age=60\r\n"), "{ok}");
+        assert!(
+            ok.contains("Cache-Control: private, max-age=60\r\n"),
+            "{ok}"
+        );
         let nm = String::from_utf8(not_modified(&m, framing)).expect("ascii");
-        assert!(nm.contains("Cache-Control: private, max-age=60\r\n"), "{nm}");
+        assert!(
+            nm.contains("Cache-Control: private, max-age=60\r\n"),
+            "{nm}"
+        );
         let plain = media_response(&m, 200, RangeSpec::Full, None, 1, FRAMING);
-        assert!(!String::from_utf8(plain.head).unwrap().contains("Cache-Control"));
+        assert!(!String::from_utf8(plain.head)
+            .unwrap()
+            .contains("Cache-Control"));
     }
 
     #[test]

@@ -26,6 +26,7 @@
 mod access_line;
 mod api;
 mod config;
+mod guard;
 mod media;
 mod pacing;
 mod reply;

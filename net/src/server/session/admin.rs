@@ -59,7 +59,14 @@ fn param(query: Option<&str>, key: &str) -> Option<String> {
 
 impl HttpSession {
     /// Records an action in the audit trail, as the current request's principal.
-    pub(super) fn audit(&self, action: &str, object: &str, outcome: &str, detail: String, now: Instant) {
+    pub(super) fn audit(
+        &self,
+        action: &str,
+        object: &str,
+        outcome: &str,
+        detail: String,
+        now: Instant,
+    ) {
         let Some(audit) = self.svc.audit.get() else {
             return;
         };
@@ -67,7 +74,9 @@ impl HttpSession {
         let user = self.req.as_ref().and_then(|r| r.user.clone());
         audit.record(AuditRecord {
             seq: 0,
-            at_unix_ms: at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            at_unix_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             user: user.unwrap_or_else(|| "-".to_string()),
             client: self
                 .info
@@ -93,7 +102,10 @@ impl HttpSession {
         let now_ms = self.unix_ms(now);
         let query = head.query.clone();
         let (action, object): (&'static str, String) = match route {
-            Route::AddUser => ("user_add", param(query.as_deref(), "name").unwrap_or_default()),
+            Route::AddUser => (
+                "user_add",
+                param(query.as_deref(), "name").unwrap_or_default(),
+            ),
             Route::RemoveUser(n) => ("user_rm", n.to_string()),
             Route::RotateUser(n) => ("user_rotate", n.to_string()),
             Route::RevokeOld(n) => ("user_revoke_old", n.to_string()),
@@ -136,10 +148,9 @@ impl HttpSession {
                     Err(e) => JsonReply::of_user_error(&e),
                 },
                 _ => match manage::revoke_old(&store, &name, now_ms) {
-                    Ok(()) => JsonReply::ok(
-                        200,
-                        serde_json::json!({ "name": name, "rotating": false }),
-                    ),
+                    Ok(()) => {
+                        JsonReply::ok(200, serde_json::json!({ "name": name, "rotating": false }))
+                    }
                     Err(e) => JsonReply::of_user_error(&e),
                 },
             };
@@ -158,7 +169,10 @@ impl HttpSession {
         let q = head.query.as_deref();
         let number = |key: &str| -> Result<Option<u64>, String> {
             param(q, key)
-                .map(|v| v.parse::<u64>().map_err(|_| format!("?{key}= takes a whole number, not {v:?}")))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| format!("?{key}= takes a whole number, not {v:?}"))
+                })
                 .transpose()
         };
         let parsed = (|| {
@@ -167,7 +181,9 @@ impl HttpSession {
                 user: param(q, "user"),
                 action: param(q, "action"),
                 after_seq: number("after")?,
-                limit: number("limit")?.map_or(100, |l| l as usize).clamp(1, AUDIT_PAGE_MAX),
+                limit: number("limit")?
+                    .map_or(100, |l| l as usize)
+                    .clamp(1, AUDIT_PAGE_MAX),
             })
         })();
         let query = match parsed {
@@ -195,11 +211,23 @@ impl HttpSession {
             };
             Box::new(reply) as JobResult
         });
-        self.state = State::Job(Some(job), JobKind::Json { action: "audit_query", object: String::new() });
+        self.state = State::Job(
+            Some(job),
+            JobKind::Json {
+                action: "audit_query",
+                object: String::new(),
+            },
+        );
     }
 
     /// The answer of an API job; account changes are recorded in the audit trail.
-    pub(super) fn json_done(&mut self, action: &'static str, object: String, result: JobResult, now: Instant) {
+    pub(super) fn json_done(
+        &mut self,
+        action: &'static str,
+        object: String,
+        result: JobResult,
+        now: Instant,
+    ) {
         let Ok(reply) = result.downcast::<JsonReply>() else {
             return self.error(500, &[], false, now);
         };
@@ -207,7 +235,13 @@ impl HttpSession {
             let outcome = if reply.status < 300 { "ok" } else { "error" };
             self.audit(action, &object, outcome, reply.status.to_string(), now);
         }
-        self.respond_small(reply.status, "application/json", reply.body.as_bytes(), false, now);
+        self.respond_small(
+            reply.status,
+            "application/json",
+            reply.body.as_bytes(),
+            false,
+            now,
+        );
     }
 }
 

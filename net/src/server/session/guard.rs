@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{HttpSession, Opened};
-use crate::auth::link;
 use crate::auth::limiter::Counted;
+use crate::auth::link;
 use crate::auth::policy::{decide, Action, Decision, PolicySettings, Principal, ReadPolicy};
 use crate::http::{Method, RequestHead};
 use crate::server::guard::{self, Denied};

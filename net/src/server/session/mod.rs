@@ -19,13 +19,13 @@ use oasis_storage::{ObjectMeta, StoreError, Upload, UploadTicket};
 
 use super::access_line::{access_line, ReqLog};
 use super::api::{self, route, PrefixDeleted, Route};
-use crate::auth::policy::Action;
 use super::media::{media_response, not_modified, plan_media, Framing, MediaPlan};
 use super::pacing::{stream_rate, Pace};
 use super::reply::{self, limit_reason};
 use super::respond::{Admission, Respond};
 use super::service::{HttpService, Inner, Live};
 use super::upload::{self, BodyKind, BodyLeft, Discard, Fed, Receiving};
+use crate::auth::policy::Action;
 use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
 
 mod admin;
@@ -285,7 +285,10 @@ impl HttpSession {
             }
             Route::DeletePrefix => {
                 let prefix = api::prefix_param(head.query.as_deref());
-                if self.guard(&head, Action::DeletePrefix(&prefix), now).is_some() {
+                if self
+                    .guard(&head, Action::DeletePrefix(&prefix), now)
+                    .is_some()
+                {
                     self.delete_prefix(prefix, now)
                 }
             }

@@ -7,10 +7,12 @@ use super::*;
 
 impl HttpSession {
     pub(super) fn start_upload(&mut self, head: &RequestHead, name: &str, now: Instant) {
+        // A refusal closes the connection after its lingering read of the body.
+        let keep_alive = std::mem::replace(&mut self.keep_alive, false);
         if self.guard(head, Action::Write(name), now).is_none() {
-            self.keep_alive = false;
             return;
         }
+        self.keep_alive = keep_alive;
         let kind = match upload::body_kind(head, &self.svc.cfg) {
             Ok(kind) => kind,
             Err(status) => {

@@ -101,7 +101,7 @@ fn a_wrong_token_is_401_and_says_so() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(
         v["error"],
-        "the bearer token is not this server's API token"
+        "the bearer token is not known to this server (mistyped, revoked or rotated out)"
     );
 
     let mut c = env.connect();
