@@ -418,31 +418,17 @@ fn accounts_made_offline_work_once_the_server_starts_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let bin = support::oasis_bin();
-    let out = support::run(
-        bin,
-        &[
-            "user",
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
-    let token = printed_token(out);
-    let bad = support::run(
-        bin,
-        &[
-            "user",
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let add_root = [
+        "user",
+        "add",
+        "root",
+        "--role",
+        "admin",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let token = printed_token(support::run(bin, &add_root));
+    let bad = support::run(bin, &add_root);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("exists"));
     let mut s = Server::start_on(&data);
     assert!(s.server_log().contains("accounts: 1"), "{}", s.server_log());
