@@ -74,7 +74,7 @@ fn a_wrong_token_upload_of_20_mb_reports_401_with_the_reason() {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("HTTP 401 Unauthorized"), "{err}");
-        assert!(err.contains("not this server's API token"), "{err}");
+        assert!(err.contains("is not known to this server"), "{err}");
         assert!(
             !err.contains("Broken pipe") && !err.contains("reset"),
             "{err}"
@@ -147,7 +147,7 @@ fn a_client_that_sends_the_whole_body_still_reads_the_401() {
     assert_eq!(status, 401, "{head}");
     assert_eq!(header(&head, "Connection"), Some("close"));
     assert!(
-        text(&reply).contains("not this server's API token"),
+        text(&reply).contains("is not known to this server"),
         "{}",
         text(&reply)
     );

@@ -129,7 +129,7 @@ fn readme_using_it_runs_as_written() {
     assert!((11_500..=12_500).contains(&duration_ms), "{duration_ms}");
     // The wrong-token upload of 20 MB: the server's status and reason, not a broken pipe.
     assert!(
-        err.contains("upload of big.bin refused: HTTP 401 Unauthorized: the bearer token is not this server's API token"),
+        err.contains("upload of big.bin refused: HTTP 401 Unauthorized: the bearer token is not known to this server (mistyped, revoked or rotated out)"),
         "{err}"
     );
     assert!(out.contains("refused, as it should be"), "{out}");
