@@ -73,6 +73,16 @@ pub fn fsck(data_dir: &Path, rebuild: bool, checksums: bool) -> Result<()> {
         print_all("superseded (moved to lost+found)", &r.superseded);
         print_all("unplaced (moved to lost+found)", &r.unplaced);
         println!(
+            "accounts kept: {} users, {} audit records",
+            r.accounts.users, r.accounts.audit_records
+        );
+        for lost in &r.accounts.lost {
+            println!(
+                "not kept: {lost}; add the users again with `oasis user add NAME --role ROLE --data-dir {}`",
+                data_dir.display()
+            );
+        }
+        println!(
             "rebuilt the catalog of {} from the objects' own records: {} objects; start the server \
              as before (playlist-derived bitrates are learnt again at start-up)",
             data_dir.display(),

@@ -63,7 +63,8 @@ fn reload_with(s: &Server, text: &str, outcome: &str, count: u64) {
 
 #[test]
 fn sighup_puts_a_new_token_in_force_and_survives_a_bad_file() {
-    let s = Server::start("");
+    // /metrics for anyone: the reload counters are read while the token changes.
+    let s = Server::start("metrics_public = true\n");
     assert_eq!((reloads(&s, "ok"), reloads(&s, "rejected")), (0, 0));
     assert_eq!(put_with(&s, TOKEN, "before.bin", b"old token"), 201);
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{HttpSession, Opened};
 use crate::auth::limiter::Counted;
 use crate::auth::link;
-use crate::auth::policy::{decide, Action, Decision, PolicySettings, Principal, ReadPolicy};
+use crate::auth::policy::{decide, Action, Decision, PolicySettings, Principal};
 use crate::http::{Method, RequestHead};
 use crate::server::guard::{self, Denied};
 
@@ -24,11 +24,15 @@ impl HttpSession {
         action: Action<'_>,
         now: Instant,
     ) -> Option<Principal> {
-        if let Action::Read(_, ReadPolicy::Public) = action {
+        let cfg = &self.svc.cfg;
+        let settings = PolicySettings {
+            metrics_public: cfg.metrics_public,
+        };
+        // What anyone may do (public reads, public metrics) ignores credentials, right or wrong.
+        if decide(&Principal::Anonymous, &action, settings) == Decision::Allow {
             return Some(Principal::Anonymous);
         }
         let ip = self.info.peer.map(|p| p.ip());
-        let cfg = &self.svc.cfg;
         if let (Some(ip), Some(_)) = (ip, &head.authorization) {
             if let Some(wait) = self.svc.limiter.check(ip, now, cfg.auth_limits) {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -46,9 +50,6 @@ impl HttpSession {
                 self.refused(why, ip, head, now);
                 return None;
             }
-        };
-        let settings = PolicySettings {
-            metrics_public: cfg.metrics_public,
         };
         let why = match decide(&who, &action, settings) {
             Decision::Allow => {
