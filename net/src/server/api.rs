@@ -34,9 +34,20 @@ pub(super) enum Route<'a> {
     DeletePrefix,
     /// `POST /api/scrub`: a scrub pass now.
     Scrub,
+    /// `GET|HEAD /api/config`: the configuration in force.
+    ConfigGet,
+    /// `PATCH /api/config`: a change to the configuration, in the request body.
+    ConfigPatch,
     /// 405 with this `Allow`.
     NotAllowed(&'static str),
     NotFound,
+}
+
+impl Route<'_> {
+    /// Whether the route reads a request body (so the connection may stay open after one).
+    pub(super) fn reads_body(self) -> bool {
+        matches!(self, Route::MediaPut(_) | Route::ConfigPatch)
+    }
 }
 
 pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
@@ -56,6 +67,9 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/api/status", Method::Get | Method::Head) => Route::Status,
         ("/api/scrub", Method::Post) => Route::Scrub,
         ("/api/scrub", _) => Route::NotAllowed("POST"),
+        ("/api/config", Method::Get | Method::Head) => Route::ConfigGet,
+        ("/api/config", Method::Patch) => Route::ConfigPatch,
+        ("/api/config", _) => Route::NotAllowed("GET, HEAD, PATCH"),
         ("/api/objects", Method::Delete) => Route::DeletePrefix,
         ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
         ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
@@ -331,6 +345,14 @@ mod tests {
             Route::NotAllowed("GET, HEAD")
         );
         assert_eq!(route("/media", &Method::Get), Route::NotFound);
+        assert_eq!(route("/api/config", &Method::Patch), Route::ConfigPatch);
+        assert_eq!(route("/api/config", &Method::Head), Route::ConfigGet);
+        assert_eq!(
+            route("/api/config", &post),
+            Route::NotAllowed("GET, HEAD, PATCH")
+        );
+        assert!(Route::ConfigPatch.reads_body() && Route::MediaPut("a").reads_body());
+        assert!(!Route::Scrub.reads_body());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use oasis_engine::EngineHandle;
 use oasis_storage::Store;
 
 use super::config::{HttpConfig, WallClock};
+use super::control::{ConfigControl, ControlSlot};
 use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 
@@ -31,6 +32,8 @@ pub(super) struct Inner {
     pub(super) engine: Arc<RwLock<Option<EngineHandle>>>,
     /// The background scrub, when it runs (shared by every generation, like `engine`).
     pub(super) scrubber: Arc<RwLock<Option<Arc<oasis_storage::Scrubber>>>>,
+    /// The Configuration Manager behind `/api/config`, once attached (shared like `engine`).
+    pub(super) control: ControlSlot,
     pub(super) started: Instant,
 }
 
@@ -95,6 +98,7 @@ impl HttpService {
             clock,
             engine: Arc::new(RwLock::new(None)),
             scrubber: Arc::new(RwLock::new(None)),
+            control: Arc::new(RwLock::new(None)),
             started,
         };
         HttpService {
@@ -132,6 +136,7 @@ impl HttpService {
             clock: current.clock,
             engine: Arc::clone(&current.engine),
             scrubber: Arc::clone(&current.scrubber),
+            control: Arc::clone(&current.control),
             started: current.started,
         });
         self.live.generation.store(generation, Ordering::Release);
@@ -159,6 +164,20 @@ impl HttpService {
     pub fn detach_scrubber(&self) {
         if let Ok(mut s) = self.current().scrubber.write() {
             *s = None;
+        }
+    }
+
+    /// Lets `GET|PATCH /api/config` reach the Configuration Manager. Every generation shares it.
+    pub fn attach_config_control(&self, control: Arc<dyn ConfigControl>) {
+        if let Ok(mut c) = self.current().control.write() {
+            *c = Some(control);
+        }
+    }
+
+    /// Drops the Configuration Manager (at shutdown: it holds this service, a cycle otherwise).
+    pub fn detach_config_control(&self) {
+        if let Ok(mut c) = self.current().control.write() {
+            *c = None;
         }
     }
 
