@@ -1,9 +1,11 @@
-//! `oasis put|ls|rm|stat`: a small client of a running server's HTTP API.
+//! `oasis put|ls|rm|stat` and `oasis config get|set` (`config`): a small client of a running
+//! server's HTTP API.
 //!
 //! Reads go through ureq; uploads through [`upload`], which sends `Expect: 100-continue` and
 //! reads the server's answer even when the server stops reading the body. Every refusal is
 //! reported with the server's own reason, and a not-found names the command that helps.
 
+pub mod config;
 mod upload;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +22,13 @@ pub struct ServerArgs {
         env = "OASIS_SERVER"
     )]
     server: String,
+    #[command(flatten)]
+    token: TokenArg,
+}
+
+/// `--token`, for every command that talks to a server.
+#[derive(clap::Args)]
+pub struct TokenArg {
     /// Bearer token: the server's `[http] api_token` (or its OASIS_API_TOKEN).
     #[arg(
         long,
@@ -55,7 +64,7 @@ fn url(server: &ServerArgs, path: &str) -> String {
 }
 
 fn auth(server: &ServerArgs) -> Option<String> {
-    server.token.as_ref().map(|t| format!("Bearer {t}"))
+    server.token.token.as_ref().map(|t| format!("Bearer {t}"))
 }
 
 /// What went wrong, in words: the server's JSON `error`, else its status line.
@@ -74,7 +83,7 @@ fn refusal(status: u16, body: &str, server: &ServerArgs) -> String {
             msg.push_str(&r);
         }
         // A server (or a proxy in front of it) that gives no reason of its own.
-        None if status == 401 && server.token.is_none() => {
+        None if status == 401 && server.token.token.is_none() => {
             msg.push_str(": no token was given (pass --token TOKEN or set OASIS_API_TOKEN)")
         }
         None => {}
@@ -333,7 +342,9 @@ mod tests {
     fn args(token: Option<&str>) -> ServerArgs {
         ServerArgs {
             server: "http://127.0.0.1:8080".into(),
-            token: token.map(str::to_string),
+            token: TokenArg {
+                token: token.map(str::to_string),
+            },
         }
     }
 

@@ -10,7 +10,7 @@ mod check;
 mod diagnostics;
 mod file;
 
-pub use diagnostics::Diagnostics;
+pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -75,7 +75,8 @@ pub(super) fn fragment_is_json(content_type: Option<&str>) -> Result<bool, Strin
     } else {
         Err(format!(
             "Content-Type {ct:?} is not a configuration fragment: send application/toml (or \
-             text/plain) for TOML, application/json for JSON"
+             text/plain) for TOML, application/json for JSON (curl: -H 'Content-Type: \
+             application/toml')"
         ))
     }
 }
