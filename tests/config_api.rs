@@ -10,7 +10,8 @@
 //! - A wrong type, an unknown key, a value out of range, a JSON null: 400 naming the key (and the
 //!   hint), the file byte for byte as it was. A body over 64 KiB is 413, no token 401.
 //! - Eight patches at once from eight threads: each answered, each its own generation, and the
-//!   file and the value in force agree afterwards.
+//!   file and the value in force agree afterwards; likewise patches while SIGHUPs arrive, no
+//!   reload ever reading a half-written file.
 //! - A server started without `--config` refuses (409) rather than pretend.
 //! - The file on a tmpfs that is full: 500 naming the cause, nothing written or put in force;
 //!   once space is freed the same patch goes through. Needs root (the tmpfs); without it the test
@@ -324,6 +325,40 @@ fn concurrent_patches_leave_the_file_and_the_value_in_force_agreeing() {
     assert_eq!(in_file, in_force);
     assert!(values.contains(&in_force), "{in_force}");
     assert_eq!(config_generation(&s), 8);
+}
+
+#[test]
+fn patches_and_sighup_reloads_take_turns() {
+    let s = Server::start(PACING);
+    let pid = s.pid().to_string();
+    std::thread::scope(|scope| {
+        let patcher = scope.spawn(|| {
+            for i in 1..=8 {
+                let v = 1.0 + f64::from(i) / 10.0;
+                let (status, body) =
+                    patch_toml(&s, "", &format!("[pacing]\nfactor_progressive = {v:?}\n"));
+                assert_eq!(status, 200, "{body}");
+            }
+        });
+        for _ in 0..8 {
+            let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+            assert!(hup.success());
+        }
+        patcher.join().unwrap();
+    });
+    support::wait_until(&s, "a SIGHUP reload", || {
+        metric(&s, "oasis_config_reloads_total{outcome=\"ok\"}").unwrap_or(0) >= 1
+    });
+    // No reload ever read a half-written file, and the file is what is in force.
+    assert_eq!(
+        metric(&s, "oasis_config_reloads_total{outcome=\"rejected\"}"),
+        Some(0),
+        "{}",
+        s.server_log()
+    );
+    let in_force = get(&s)["config"]["pacing"]["factor_progressive"].as_f64();
+    assert_eq!(in_force, Some(factor_in_file(&s.config_path())));
+    assert_eq!(in_force, Some(1.8));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use toml_edit::{DocumentMut, Item};
 
 use super::{agent, auth, cannot_reach, get_api, refusal, url, ServerArgs, TokenArg};
 
+/// `oasis config get`'s arguments.
 #[derive(clap::Args)]
 pub struct GetArgs {
     /// `section.key` (e.g. pacing.factor_progressive) or a section (e.g. pacing); all of it when
@@ -28,6 +29,7 @@ pub struct GetArgs {
     config: Option<PathBuf>,
 }
 
+/// `oasis config set`'s arguments.
 #[derive(clap::Args)]
 pub struct SetArgs {
     /// `section.key`, e.g. pacing.factor_progressive (`listen` for the listen addresses).
