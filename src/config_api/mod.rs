@@ -18,7 +18,7 @@
 mod fragment;
 mod write;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use oasis_net::{ConfigControl, ControlReply};
@@ -139,80 +139,51 @@ fn problems(e: &anyhow::Error) -> Value {
     }
 }
 
-fn invalid(message: &str, problems: Value) -> (&'static str, ControlReply) {
+/// The outcome counted in `oasis_config_patches_total`, and the answer.
+type Answer = (&'static str, ControlReply);
+
+fn invalid(message: &str, problems: Value) -> Answer {
     let body = json!({"error": message, "problems": problems});
     ("invalid", reply(400, &body, Vec::new()))
 }
 
-/// One patch, under the reloader's lock: (the outcome counted, the answer).
-fn patch(
+/// One patch, under the reloader's lock.
+fn patch(r: &mut Reloader, bytes: &[u8], json: bool, restart_pending: bool) -> Answer {
+    match try_patch(r, bytes, json, restart_pending) {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// The file as it is and as the patch makes it.
+struct Merged {
+    /// The file as the server was started with it (`--config`), for the messages.
+    origin: String,
+    /// The file replaced: the one a symbolic link points at (the link stays).
+    target: PathBuf,
+    current: String,
+    text: String,
+    /// `text`, read and checked.
+    next: Config,
+}
+
+fn try_patch(
     r: &mut Reloader,
     bytes: &[u8],
     json: bool,
     restart_pending: bool,
-) -> (&'static str, ControlReply) {
-    let Some(path) = r.path.clone() else {
-        let msg = "started without --config; nothing to write to: start the server with \
-                   --config FILE to change its configuration over HTTP";
-        return ("conflict", error(409, msg));
-    };
-    let fragment = match fragment::parse(bytes, json) {
-        Ok(f) => f,
-        Err(d) => {
-            return invalid(
-                "the fragment cannot be read; nothing was changed",
-                json!([problem(&d)]),
-            )
-        }
-    };
-    // The file a symbolic link points at is the one replaced (the link stays).
-    let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    let current = match std::fs::read_to_string(&target) {
-        Ok(t) => t,
-        Err(e) => {
-            return (
-                "failed",
-                error(500, &format!("cannot read {}: {e}", path.display())),
-            )
-        }
-    };
-    let origin = path.display().to_string();
-    let mut doc = match current.parse::<DocumentMut>() {
-        Ok(doc) => doc,
-        Err(_) => {
-            let why = r.check_text(&current, &origin).err().map(|e| problems(&e));
-            let body = json!({
-                "error": format!("{origin} is not valid TOML as it stands; fix it by hand (`oasis config check {origin}`) before changing it over HTTP"),
-                "problems": why.unwrap_or_else(|| json!([])),
-            });
-            return ("conflict", reply(409, &body, Vec::new()));
-        }
-    };
-    fragment::merge(&mut doc, &fragment);
-    let text = doc.to_string();
-    let next = match r.check_text(&text, &origin) {
-        Ok(next) => next,
-        Err(e) => {
-            let msg = "the configuration with this change does not pass `oasis config check`; nothing was changed";
-            return invalid(msg, problems(&e));
-        }
-    };
-    let prepared = match r.prepare(&next) {
-        Ok(p) => p,
-        Err(e) => {
-            return invalid(
-                "this change cannot be put in force; nothing was changed",
-                problems(&e),
-            )
-        }
-    };
-    // The keys this patch changes in the file (all that differ from what is in force, when the
-    // file as it stands does not pass, so nothing pending is taken for the patch's).
-    let changed = match r.check_text(&current, &origin) {
-        Ok(before) => match split_changes(&before, &next) {
-            Ok((live, restart)) => sorted([live, restart].concat()),
-            Err(e) => return ("failed", error(500, &format!("{e:#}"))),
-        },
+) -> Result<Answer, Answer> {
+    let m = merged(r, bytes, json)?;
+    let prepared = r.prepare(&m.next).map_err(|e| {
+        let msg = "this change cannot be put in force; nothing was changed";
+        invalid(msg, problems(&e))
+    })?;
+    // The keys this patch changes in the file: what differs from the file as it stands (or,
+    // when that does not pass, from what is in force), so a key left pending earlier is not
+    // taken for this patch's.
+    let changed = match r.check_text(&m.current, &m.origin) {
+        Ok(before) => split_changes(&before, &m.next)
+            .map(|(live, restart)| sorted([live, restart].concat()))
+            .map_err(|e| ("failed", error(500, &format!("{e:#}"))))?,
         Err(_) => sorted([prepared.live.clone(), prepared.restart.clone()].concat()),
     };
     let needs_restart: Vec<&String> = prepared
@@ -229,15 +200,15 @@ fn patch(
             ),
             "restart_keys": needs_restart,
         });
-        return ("conflict", reply(409, &body, Vec::new()));
+        return Err(("conflict", reply(409, &body, Vec::new())));
     }
-    if text != current {
-        if let Err(e) = write::replace_file(&target, &text) {
+    if m.text != m.current {
+        write::replace_file(&m.target, &m.text).map_err(|e| {
             let msg =
                 format!("the configuration file was not changed: {e}; nothing was put in force");
             tracing::error!("PATCH /api/config: {msg}");
-            return ("failed", error(500, &msg));
-        }
+            ("failed", error(500, &msg))
+        })?;
     }
     let pending_now = !needs_restart.is_empty();
     let (live, pending) = (prepared.live.clone(), prepared.restart.clone());
@@ -246,29 +217,63 @@ fn patch(
     } else {
         r.apply(prepared, "PATCH /api/config")
     };
-    log_written(&path, &changed);
+    if !changed.is_empty() {
+        tracing::info!(
+            "PATCH /api/config: {} written to {}",
+            changed.join(", "),
+            m.origin
+        );
+    }
     let body = json!({
         "changed": changed,
         "in_force": live,
         "restart_pending": pending,
         "generation": generation,
-        "file": origin,
+        "file": m.origin,
     });
-    if pending_now {
+    Ok(if pending_now {
         ("pending", reply(202, &body, changed))
     } else {
         ("applied", reply(200, &body, changed))
-    }
+    })
 }
 
-fn log_written(path: &Path, changed: &[String]) {
-    if !changed.is_empty() {
-        tracing::info!(
-            "PATCH /api/config: {} written to {}",
-            changed.join(", "),
-            path.display()
-        );
-    }
+/// Reads the fragment and the file, merges them and checks the result; changes nothing.
+fn merged(r: &Reloader, bytes: &[u8], json: bool) -> Result<Merged, Answer> {
+    let Some(path) = &r.path else {
+        let msg = "started without --config; nothing to write to: start the server with \
+                   --config FILE to change its configuration over HTTP";
+        return Err(("conflict", error(409, msg)));
+    };
+    let origin = path.display().to_string();
+    let fragment = fragment::parse(bytes, json).map_err(|d| {
+        let msg = "the fragment cannot be read; nothing was changed";
+        invalid(msg, json!([problem(&d)]))
+    })?;
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+    let current = std::fs::read_to_string(&target)
+        .map_err(|e| ("failed", error(500, &format!("cannot read {origin}: {e}"))))?;
+    let Ok(mut doc) = current.parse::<DocumentMut>() else {
+        let why = r.check_text(&current, &origin).err().map(|e| problems(&e));
+        let body = json!({
+            "error": format!("{origin} is not valid TOML as it stands; fix it by hand (`oasis config check {origin}`) before changing it over HTTP"),
+            "problems": why.unwrap_or_else(|| json!([])),
+        });
+        return Err(("conflict", reply(409, &body, Vec::new())));
+    };
+    fragment::merge(&mut doc, &fragment);
+    let text = doc.to_string();
+    let next = r.check_text(&text, &origin).map_err(|e| {
+        let msg = "the configuration with this change does not pass `oasis config check`; nothing was changed";
+        invalid(msg, problems(&e))
+    })?;
+    Ok(Merged {
+        origin,
+        target,
+        current,
+        text,
+        next,
+    })
 }
 
 fn sorted(mut keys: Vec<String>) -> Vec<String> {
