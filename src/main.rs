@@ -7,11 +7,12 @@
 mod accounts;
 mod client;
 mod config;
+mod config_api;
 mod library;
 mod reload;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -40,7 +41,7 @@ enum Command {
         OASIS_API_TOKEN=$(head -c 24 /dev/urandom | base64) oasis serve\n  \
         oasis serve --config /etc/oasis/oasis.toml --listen 0.0.0.0:8080 --data-dir /srv/oasis")]
     Serve(ServeArgs),
-    /// Check or print configuration.
+    /// Check, print or change configuration (a file, or a running server's).
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -244,6 +245,19 @@ enum ConfigCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print a key (or all) of a running server's configuration in force, or of a file
+    /// offline; secrets are redacted.
+    #[command(after_help = "Examples:\n  \
+        oasis config get pacing.factor_progressive --server http://127.0.0.1:8080\n  \
+        oasis config get pacing --config oasis.toml")]
+    Get(client::config::GetArgs),
+    /// Change a key of a running server: checked as `oasis config check` does, written to its
+    /// configuration file (comments kept) and put in force.
+    #[command(after_help = "Examples:\n  \
+        oasis config set pacing.factor_progressive 2.0\n  \
+        oasis config set server.log_level oasis=debug --server http://10.0.0.5:8080\n  \
+        oasis config set http.header_bytes_max 32768 --restart-pending")]
+    Set(client::config::SetArgs),
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config> {
@@ -281,6 +295,12 @@ fn main() {
             );
             Ok(())
         }),
+        Command::Config {
+            command: ConfigCommand::Get(args),
+        } => client::config::get(&args),
+        Command::Config {
+            command: ConfigCommand::Set(args),
+        } => client::config::set(&args),
         Command::Import {
             dir,
             data_dir,
@@ -493,7 +513,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
 
-    let mut reloader = reload::Reloader {
+    // SIGHUP and `PATCH /api/config` change the configuration through this one reloader.
+    let observer = Arc::new(RwLock::new(resolved.observer));
+    let reloader = Arc::new(Mutex::new(reload::Reloader {
         path: args.config,
         overrides,
         in_force: cfg.clone(),
@@ -501,9 +523,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         http: http.clone(),
         metrics: reload_metrics,
         log: log_filter,
-    };
-    supervise(&mut signals, &rm, &store, resolved.observer, &mut reloader);
-    let drain = Duration::from_secs(reloader.in_force.server.drain_timeout_secs);
+        observer: Arc::clone(&observer),
+    }));
+    http.attach_config_control(Arc::new(config_api::ConfigApi::new(Arc::clone(&reloader))));
+    supervise(&mut signals, &rm, &store, &observer, &reloader);
+    let drain = Duration::from_secs(lock(&reloader).in_force.server.drain_timeout_secs);
+    // The control holds the reloader, which holds the service: the cycle is cut here.
+    http.detach_config_control();
     drop(reloader);
     tracing::info!("shutting down: draining for up to {drain:?}");
     engine.shutdown(drain);
@@ -560,14 +586,19 @@ const FD_SLACK: u64 = 1024;
 /// Fewest connections a host-fitted default leaves.
 const CONNECTIONS_FLOOR: u64 = 64;
 
+fn lock(reloader: &Mutex<reload::Reloader>) -> std::sync::MutexGuard<'_, reload::Reloader> {
+    reloader.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
-/// a second meanwhile, and reloads the configuration on SIGHUP.
+/// a second meanwhile (with the observer thresholds in force), and reloads the configuration on
+/// SIGHUP (waiting for a `PATCH /api/config` being written, if one is).
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
     store: &oasis_storage::Store,
-    mut observer: oasis_engine::observer::ObserverConfig,
-    reloader: &mut reload::Reloader,
+    observer: &RwLock<oasis_engine::observer::ObserverConfig>,
+    reloader: &Mutex<reload::Reloader>,
 ) {
     use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
@@ -575,7 +606,7 @@ fn supervise(
     loop {
         for sig in signals.pending() {
             match sig {
-                SIGHUP => reloader.reload(&mut observer),
+                SIGHUP => lock(reloader).reload(),
                 _ => {
                     tracing::info!(
                         "received {}",
@@ -588,7 +619,8 @@ fn supervise(
         // Critical events shrink caches within one tick (the fd cache closes idle files).
         store.shrink_caches_if_critical();
         if last_sample.elapsed() >= Duration::from_secs(1) {
-            oasis_engine::observer::sample(rm, &observer);
+            let thresholds = observer.read().unwrap_or_else(|e| e.into_inner()).clone();
+            oasis_engine::observer::sample(rm, &thresholds);
             last_sample = Instant::now();
             let now_level = rm.level();
             if now_level != level {

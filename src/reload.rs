@@ -11,17 +11,23 @@
 //! their start-up values, so the module settings are derived by the one [`Config::resolve`], and a
 //! key that still waits for a restart is named again at every reload until it gets one.
 //!
+//! A reload is three steps, which `PATCH /api/config` (`config_api`) takes too:
+//! [`Reloader::check_text`] (read and check, as `oasis config check`), [`Reloader::prepare`]
+//! (split the changes, derive the settings; nothing changes yet) and [`Reloader::apply`] (put the
+//! live keys in force). A patch writes its file between the last two, so a file that cannot be
+//! written puts nothing in force.
+//!
 //! This module never touches a socket or a ring: sessions pick the new HTTP settings up at their
 //! next request ([`oasis_net::HttpService::reload`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 use oasis_engine::observer::ObserverConfig;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Resolved};
 
 /// Keys that take effect without a restart, as `section.key`. Everything else needs a restart.
 pub const LIVE_KEYS: &[&str] = &[
@@ -61,6 +67,10 @@ pub struct LogFilter {
     pub from_env: bool,
 }
 
+/// The Configuration Manager's state while the server runs: the file, the configuration in
+/// force and what a change is put in force through. SIGHUP reloads and `PATCH /api/config`
+/// both go through one `Mutex<Reloader>`, so they happen one at a time and the file and the
+/// settings in force agree after each.
 pub struct Reloader {
     /// The file given with `--config`; `None`: defaults and command-line options only.
     pub path: Option<PathBuf>,
@@ -71,11 +81,26 @@ pub struct Reloader {
     pub http: oasis_net::HttpService,
     pub metrics: Arc<oasis_net::Metrics>,
     pub log: Option<LogFilter>,
+    /// The system observer's thresholds, which the supervisor reads at each sample.
+    pub observer: Arc<RwLock<ObserverConfig>>,
+}
+
+/// A checked configuration, ready to be put in force by [`Reloader::apply`].
+pub struct Prepared {
+    /// The configuration in force with the live keys of the new one.
+    merged: Config,
+    resolved: Resolved,
+    /// The new log filter, when `[server] log_level` changes and `RUST_LOG` does not win.
+    log_filter: Option<EnvFilter>,
+    /// The live keys that change (`section.key`), put in force by `apply`.
+    pub live: Vec<String>,
+    /// The keys that differ from the configuration in force and wait for a restart.
+    pub restart: Vec<String>,
 }
 
 impl Reloader {
-    /// Handles one SIGHUP. `observer` is the system observer's settings, replaced when they change.
-    pub fn reload(&mut self, observer: &mut ObserverConfig) {
+    /// Handles one SIGHUP: the file is read, checked and its live keys put in force.
+    pub fn reload(&mut self) {
         let Some(path) = self.path.clone() else {
             tracing::info!(
                 "SIGHUP: started without --config, so the defaults and command-line options stay in force; nothing to reload"
@@ -83,9 +108,14 @@ impl Reloader {
             self.metrics.reload("ok");
             return;
         };
-        match self.try_reload(&path, observer) {
+        let prepared = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))
+            .and_then(|text| self.check_text(&text, &path.display().to_string()))
+            .and_then(|next| self.prepare(&next));
+        match prepared {
             // Logged before counted: whoever watches the counter finds the line already written.
-            Ok(generation) => {
+            Ok(p) => {
+                let generation = self.apply(p, "SIGHUP");
                 tracing::info!(
                     "SIGHUP: configuration {} reloaded (generation {generation})",
                     path.display()
@@ -101,63 +131,81 @@ impl Reloader {
         }
     }
 
-    fn try_reload(&mut self, path: &std::path::Path, observer: &mut ObserverConfig) -> Result<u64> {
-        let mut next = Config::load(path)?;
+    /// Reads configuration text (`origin` names it in the messages) exactly as `oasis config
+    /// check` and start-up do: every problem located, then the command-line overrides, the
+    /// checks again, and what start-up would derive from it, so a text that could not start
+    /// is refused.
+    pub fn check_text(&self, text: &str, origin: &str) -> Result<Config> {
+        let mut next = Config::parse(text, origin)?;
         self.overrides.apply(&mut next);
         next.check()?;
-        // Also what start-up would derive from it, so a file that could not start is refused now.
         next.resolve(&self.cores)?;
+        Ok(next)
+    }
 
-        let (live, restart) = split_changes(&self.in_force, &next)?;
-        let merged = with_keys(&self.in_force, &next, &live)?;
+    /// What putting `next` in force would do: its live keys over the configuration in force,
+    /// checked and derived. Changes nothing.
+    pub fn prepare(&self, next: &Config) -> Result<Prepared> {
+        let (live, restart) = split_changes(&self.in_force, next)?;
+        let merged = with_keys(&self.in_force, next, &live)?;
         merged
             .check()
             .context("the reloaded keys do not fit the keys that wait for a restart")?;
         let resolved = merged.resolve(&self.cores)?;
-        if live.iter().any(|k| k == "server.log_level") {
-            self.set_log_level(&merged.server.log_level)?;
+        let log_filter = match &self.log {
+            Some(log) if !log.from_env && live.iter().any(|k| k == "server.log_level") => {
+                Some(EnvFilter::try_new(&merged.server.log_level).context("[server] log_level")?)
+            }
+            _ => None,
+        };
+        Ok(Prepared {
+            merged,
+            resolved,
+            log_filter,
+            live,
+            restart,
+        })
+    }
+
+    /// Puts a prepared configuration in force; returns its generation. `source` names the
+    /// change in the log (`SIGHUP`, `PATCH /api/config`).
+    pub fn apply(&mut self, p: Prepared, source: &str) -> u64 {
+        if let (Some(filter), Some(log)) = (p.log_filter, &self.log) {
+            if let Err(e) = log.handle.reload(filter) {
+                tracing::warn!("{source}: the log filter could not be replaced: {e}");
+            }
+        } else if p.live.iter().any(|k| k == "server.log_level")
+            && self.log.as_ref().is_some_and(|l| l.from_env)
+        {
+            tracing::info!("{source}: RUST_LOG is set and overrides [server] log_level; the log filter is unchanged");
         }
-        if resolved.http.api_token.is_none() && live.iter().any(|k| k == "http.api_token") {
+        if p.resolved.http.api_token.is_none() && p.live.iter().any(|k| k == "http.api_token") {
             tracing::warn!(
-                "SIGHUP: no [http] api_token any more: uploads, deletes and /api are refused (403)"
+                "{source}: no [http] api_token any more: uploads, deletes and /api are refused (403)"
             );
         }
-        let generation = self.http.reload(resolved.http);
-        *observer = resolved.observer;
-        self.in_force = merged;
-        for key in &live {
-            tracing::info!("SIGHUP: {} is in force", display_key(key));
+        let generation = self.http.reload(p.resolved.http);
+        *self.observer.write().unwrap_or_else(|e| e.into_inner()) = p.resolved.observer;
+        self.in_force = p.merged;
+        for key in &p.live {
+            tracing::info!("{source}: {} is in force", display_key(key));
         }
-        if !restart.is_empty() {
+        if !p.restart.is_empty() {
             tracing::warn!(
-                "SIGHUP: changed keys that need a restart to take effect (the running values stay until then): {}",
-                restart
+                "{source}: changed keys that need a restart to take effect (the running values stay until then): {}",
+                p.restart
                     .iter()
                     .map(|k| display_key(k))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
         }
-        Ok(generation)
-    }
-
-    fn set_log_level(&self, level: &str) -> Result<()> {
-        let Some(log) = &self.log else {
-            return Ok(());
-        };
-        if log.from_env {
-            tracing::info!("SIGHUP: RUST_LOG is set and overrides [server] log_level; the log filter is unchanged");
-            return Ok(());
-        }
-        let filter = EnvFilter::try_new(level).context("[server] log_level")?;
-        log.handle
-            .reload(filter)
-            .context("replacing the log filter")
+        generation
     }
 }
 
 /// `server.log_level` as the operator reads it in the file: `[server] log_level`.
-fn display_key(key: &str) -> String {
+pub fn display_key(key: &str) -> String {
     match key.split_once('.') {
         Some((section, name)) => format!("[{section}] {name}"),
         None => format!("[[{key}]]"),

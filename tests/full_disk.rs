@@ -9,15 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{metric, pattern, wait_until, Server, TOKEN};
-
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use support::{metric, pattern, wait_until, Server, Tmpfs, TOKEN};
 
 fn free_bytes(path: &Path) -> u64 {
     let out = Command::new("df")
@@ -36,20 +28,9 @@ fn free_bytes(path: &Path) -> u64 {
 fn a_disk_filled_from_outside_refuses_uploads_and_keeps_streaming_until_freed() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        if std::env::var_os("OASIS_ALLOW_SKIP").is_some() && std::env::var_os("CI").is_none() {
-            eprintln!("skipped (OASIS_ALLOW_SKIP is set): needs root to mount a tmpfs");
-            return;
-        }
-        panic!("this test cannot run here: it needs root to mount a tmpfs (set OASIS_ALLOW_SKIP=1 to skip it outside CI)");
-    }
-    let _mount = Mount(mnt.clone());
+    let Some(_mount) = Tmpfs::mount(&mnt, "64m") else {
+        return;
+    };
 
     // A stored object, imported while no server runs.
     let body = pattern(3_000_000, 6);

@@ -16,4 +16,7 @@ pub mod server;
 
 pub use access_log::{AccessLog, LogTarget};
 pub use metrics::Metrics;
-pub use server::{HttpConfig, HttpService, PacingConfig, WallClock};
+pub use server::{
+    ConfigControl, ControlReply, HttpConfig, HttpService, PacingConfig, WallClock,
+    API_BODY_BYTES_MAX,
+};

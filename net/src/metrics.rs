@@ -40,6 +40,10 @@ pub struct HowLabel {
     pub how: &'static str,
 }
 
+/// The outcomes of `oasis_config_patches_total`, each shown from the start (at 0).
+pub const CONFIG_PATCH_OUTCOMES: [&str; 5] =
+    ["applied", "pending", "invalid", "conflict", "failed"];
+
 const SHARDS: usize = 16;
 /// Latencies above this are clamped (microseconds): one hour.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -112,6 +116,9 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
     pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// `PATCH /api/config` requests the Configuration Manager answered, by outcome (see
+    /// [`CONFIG_PATCH_OUTCOMES`]).
+    pub config_patches: Family<OutcomeLabel, Counter>,
     /// Object files opened on a cache miss, by how: "ring" (io_uring OPENAT, the worker never
     /// waits) or "sync" (direct reads, or the ring open failed and the error is reported).
     file_opens_ring: Counter,
@@ -207,6 +214,15 @@ impl Metrics {
             "Requests refused by the User Manager (401, 403, 410, 429), by reason",
             auth_refused.clone(),
         );
+        let config_patches = Family::<OutcomeLabel, Counter>::default();
+        for outcome in CONFIG_PATCH_OUTCOMES {
+            let _ = config_patches.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "config_patches",
+            "PATCH /api/config by outcome: applied (in force), pending (written, waits for a restart), invalid, conflict (needs a restart, or no file) or failed (the file could not be written)",
+            config_patches.clone(),
+        );
         let file_opens = Family::<HowLabel, Counter>::default();
         let file_opens_ring = file_opens.get_or_create(&HowLabel { how: "ring" }).clone();
         let file_opens_sync = file_opens.get_or_create(&HowLabel { how: "sync" }).clone();
@@ -237,6 +253,7 @@ impl Metrics {
             connections_opened,
             access_log_dropped,
             config_reloads,
+            config_patches,
             file_opens_ring,
             file_opens_sync,
             ttfb: Latency::new(),
@@ -305,6 +322,14 @@ impl Metrics {
     /// Counts one configuration reload; `outcome` is "ok" or "rejected".
     pub fn reload(&self, outcome: &'static str) {
         self.config_reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// Counts one configuration patch; `outcome` is one of [`CONFIG_PATCH_OUTCOMES`].
+    pub fn config_patch(&self, outcome: &'static str) {
+        debug_assert!(CONFIG_PATCH_OUTCOMES.contains(&outcome), "{outcome}");
+        self.config_patches
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }

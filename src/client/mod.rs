@@ -1,9 +1,11 @@
-//! `oasis put|ls|rm|stat`: a small client of a running server's HTTP API.
+//! `oasis put|ls|rm|stat` and `oasis config get|set` (`config`): a small client of a running
+//! server's HTTP API.
 //!
 //! Reads go through ureq; uploads through [`upload`], which sends `Expect: 100-continue` and
 //! reads the server's answer even when the server stops reading the body. Every refusal is
 //! reported with the server's own reason, and a not-found names the command that helps.
 
+pub mod config;
 mod upload;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,15 @@ pub struct ServerArgs {
         env = "OASIS_SERVER"
     )]
     server: String,
-    /// Bearer token: the server's `[http] api_token` (or its OASIS_API_TOKEN).
+    #[command(flatten)]
+    token: TokenArg,
+}
+
+/// `--token`, for every command that talks to a server.
+#[derive(clap::Args)]
+pub struct TokenArg {
+    /// Bearer token: an account's token (`oasis user add`), or the server's `[http] api_token`
+    /// (or its OASIS_API_TOKEN).
     #[arg(
         long,
         value_name = "TOKEN",
@@ -55,7 +65,7 @@ fn url(server: &ServerArgs, path: &str) -> String {
 }
 
 fn auth(server: &ServerArgs) -> Option<String> {
-    server.token.as_ref().map(|t| format!("Bearer {t}"))
+    server.token.token.as_ref().map(|t| format!("Bearer {t}"))
 }
 
 /// What went wrong, in words: the server's JSON `error`, else its status line.
@@ -74,7 +84,7 @@ fn refusal(status: u16, body: &str, server: &ServerArgs) -> String {
             msg.push_str(&r);
         }
         // A server (or a proxy in front of it) that gives no reason of its own.
-        None if status == 401 && server.token.is_none() => {
+        None if status == 401 && server.token.token.is_none() => {
             msg.push_str(": no token was given (pass --token TOKEN or set OASIS_API_TOKEN)")
         }
         None => {}
@@ -195,7 +205,9 @@ pub fn call_api(
 ) -> Result<serde_json::Value> {
     let args = ServerArgs {
         server: server.to_string(),
-        token: token.map(str::to_string),
+        token: TokenArg {
+            token: token.map(str::to_string),
+        },
     };
     let url = url(&args, path);
     let agent = agent();
@@ -362,7 +374,9 @@ mod tests {
     fn args(token: Option<&str>) -> ServerArgs {
         ServerArgs {
             server: "http://127.0.0.1:8080".into(),
-            token: token.map(str::to_string),
+            token: TokenArg {
+                token: token.map(str::to_string),
+            },
         }
     }
 

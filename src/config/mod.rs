@@ -11,7 +11,7 @@ mod check_users;
 mod diagnostics;
 mod file;
 
-pub use diagnostics::Diagnostics;
+pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

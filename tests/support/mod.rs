@@ -127,22 +127,32 @@ impl Server {
         );
         let config_path = dir.path().join("oasis.toml");
         std::fs::write(&config_path, config).unwrap();
+        let args = ["--config", path_str(&config_path), "--layout", layout];
+        Self::spawn(dir, &args, None, data)
+    }
+
+    /// `oasis serve ARGS` as given (say `--listen 127.0.0.1:0`; no config file unless the
+    /// arguments name one), with `OASIS_API_TOKEN` set to [`TOKEN`] and the logs in `dir`.
+    pub fn start_args(dir: tempfile::TempDir, args: &[&str]) -> Server {
+        let data = dir.path().join("data");
+        Self::spawn(dir, args, Some(TOKEN), data)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env_token: Option<&str>,
+        data: PathBuf,
+    ) -> Server {
         let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(oasis_bin())
-            .args([
-                "serve",
-                "--config",
-                config_path.to_str().unwrap(),
-                "--layout",
-                layout,
-            ])
-            .env_remove("OASIS_API_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(oasis_bin());
+        cmd.arg("serve").args(args).env_remove("OASIS_API_TOKEN");
+        if let Some(token) = env_token {
+            cmd.env("OASIS_API_TOKEN", token);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
         let mut server = Server {
-            addr: requested,
+            addr: "127.0.0.1:0".parse().unwrap(),
             dir,
             child: Some(child),
             data,
@@ -289,11 +299,47 @@ pub fn import_one(data: &Path, name: &str, body: &[u8], budget_bytes: u64) {
         .args(["--data-dir", path_str(data)])
         .output()
         .unwrap();
+    assert_success(&out);
+}
+
+/// Asserts that a command exited 0, showing its stderr if not.
+pub fn assert_success(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A tmpfs mounted for a test, unmounted (lazily) when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. "64m") on the new directory `at`. Needs root: without it
+    /// the test fails saying so, unless `OASIS_ALLOW_SKIP=1` outside CI, where `None` tells the
+    /// test to return (skipped, and said so).
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Tmpfs(at.to_path_buf()));
+        }
+        if std::env::var_os("OASIS_ALLOW_SKIP").is_some() && std::env::var_os("CI").is_none() {
+            eprintln!("skipped (OASIS_ALLOW_SKIP is set): needs root to mount a tmpfs");
+            return None;
+        }
+        panic!("this test cannot run here: it needs root to mount a tmpfs (set OASIS_ALLOW_SKIP=1 to skip it outside CI)");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 /// A sample's value from the server's `/metrics` (`sample` is the name with its labels).

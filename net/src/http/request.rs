@@ -21,6 +21,7 @@ pub enum Method {
     Delete,
     Options,
     Post,
+    Patch,
     /// Any other syntactically valid method token, case preserved.
     Other(String),
 }
@@ -35,6 +36,7 @@ impl Method {
             "DELETE" => Self::Delete,
             "OPTIONS" => Self::Options,
             "POST" => Self::Post,
+            "PATCH" => Self::Patch,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -48,6 +50,7 @@ impl Method {
             Self::Delete => "DELETE",
             Self::Options => "OPTIONS",
             Self::Post => "POST",
+            Self::Patch => "PATCH",
             Self::Other(token) => token,
         }
     }
@@ -632,7 +635,8 @@ mod tests {
             ("PUT", Method::Put),
             ("DELETE", Method::Delete),
             ("POST", Method::Post),
-            ("PATCH", Method::Other("PATCH".into())),
+            ("PATCH", Method::Patch),
+            ("PROPFIND", Method::Other("PROPFIND".into())),
             ("get", Method::Other("get".into())),
         ] {
             let (head, _) = complete(&format!("{token} / HTTP/1.1\r\nHost: h\r\n\r\n"));

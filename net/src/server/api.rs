@@ -47,9 +47,20 @@ pub(super) enum Route<'a> {
     RevokeOld(&'a str),
     /// `GET /api/audit?since=&user=&action=&after=&limit=`.
     Audit,
+    /// `GET|HEAD /api/config`: the configuration in force.
+    ConfigGet,
+    /// `PATCH /api/config`: a change to the configuration, in the request body.
+    ConfigPatch,
     /// 405 with this `Allow`.
     NotAllowed(&'static str),
     NotFound,
+}
+
+impl Route<'_> {
+    /// Whether the route reads a request body (so the connection may stay open after one).
+    pub(super) fn reads_body(self) -> bool {
+        matches!(self, Route::MediaPut(_) | Route::ConfigPatch)
+    }
 }
 
 pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
@@ -86,6 +97,9 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/api/status", Method::Get | Method::Head) => Route::Status,
         ("/api/scrub", Method::Post) => Route::Scrub,
         ("/api/scrub", _) => Route::NotAllowed("POST"),
+        ("/api/config", Method::Get | Method::Head) => Route::ConfigGet,
+        ("/api/config", Method::Patch) => Route::ConfigPatch,
+        ("/api/config", _) => Route::NotAllowed("GET, HEAD, PATCH"),
         ("/api/objects", Method::Delete) => Route::DeletePrefix,
         ("/api/users", Method::Get | Method::Head) => Route::ListUsers,
         ("/api/users", Method::Post) => Route::AddUser,
@@ -262,6 +276,14 @@ mod tests {
         );
         assert_eq!(route("/api/users/ann/x", &post), Route::NotFound);
         assert_eq!(route("/api/audit", &Method::Get), Route::Audit);
+        assert_eq!(route("/api/config", &Method::Patch), Route::ConfigPatch);
+        assert_eq!(route("/api/config", &Method::Head), Route::ConfigGet);
+        assert_eq!(
+            route("/api/config", &post),
+            Route::NotAllowed("GET, HEAD, PATCH")
+        );
+        assert!(Route::ConfigPatch.reads_body() && Route::MediaPut("a").reads_body());
+        assert!(!Route::Scrub.reads_body());
     }
 
     #[test]

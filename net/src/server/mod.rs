@@ -7,8 +7,8 @@
 //! the engine passes `now`; wall time for `Date` and logs is derived from it ([`WallClock`]).
 //!
 //! Routes: `GET|HEAD /media/<name>` (public unless configured), `PUT|DELETE /media/<name>`,
-//! `GET|DELETE /api/objects?prefix=` and `GET /api/status` (bearer token), `GET /metrics`,
-//! `GET /healthz`.
+//! `GET|DELETE /api/objects?prefix=`, `GET /api/status` and `GET|PATCH /api/config` (bearer
+//! token), `GET /metrics`, `GET /healthz`.
 //! Blocking storage work (commit of an upload, delete) runs as an engine job on the catalog thread.
 //!
 //! Layers, each file using only those above it in this list (no cycles):
@@ -21,11 +21,14 @@
 //! - `media`: the status and ranges of a `GET|HEAD /media` request (`plan_media`), its head;
 //! - `api`: routes, the token check and its refusals, the `/api` JSON;
 //! - `upload`: upload checks, the body as it arrives, the lingering close;
+//! - `small_body`: an API request's body read whole into memory, capped;
+//! - `control`: the Configuration Manager's hook (`ConfigControl`) and the `/api/config` jobs;
 //! - `session`: `HttpSession`, the state machine that drives them all.
 
 mod access_line;
 mod api;
 mod config;
+mod control;
 mod guard;
 mod media;
 mod pacing;
@@ -33,11 +36,14 @@ mod reply;
 mod respond;
 mod service;
 mod session;
+mod small_body;
 mod upload;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{HttpConfig, PacingConfig, WallClock};
+pub use control::{ConfigControl, ControlReply};
 pub use service::HttpService;
 pub use session::HttpSession;
+pub use small_body::API_BODY_BYTES_MAX;

@@ -12,6 +12,7 @@ use oasis_engine::EngineHandle;
 use oasis_storage::{AuditLog, Store};
 
 use super::config::{HttpConfig, WallClock};
+use super::control::{ConfigControl, ControlSlot};
 use crate::access_log::AccessLog;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::users::Users;
@@ -33,6 +34,8 @@ pub(super) struct Inner {
     pub(super) engine: Arc<RwLock<Option<EngineHandle>>>,
     /// The background scrub, when it runs (shared by every generation, like `engine`).
     pub(super) scrubber: Arc<RwLock<Option<Arc<oasis_storage::Scrubber>>>>,
+    /// The Configuration Manager behind `/api/config`, once attached (shared like `engine`).
+    pub(super) control: ControlSlot,
     pub(super) started: Instant,
     /// The User Manager's accounts (shared by every generation; replaced whole on a change).
     pub(super) users: Arc<Users>,
@@ -103,6 +106,7 @@ impl HttpService {
             clock,
             engine: Arc::new(RwLock::new(None)),
             scrubber: Arc::new(RwLock::new(None)),
+            control: Arc::new(RwLock::new(None)),
             started,
             users: Arc::new(Users::default()),
             limiter: Arc::new(FailureLimiter::default()),
@@ -143,6 +147,7 @@ impl HttpService {
             clock: current.clock,
             engine: Arc::clone(&current.engine),
             scrubber: Arc::clone(&current.scrubber),
+            control: Arc::clone(&current.control),
             started: current.started,
             users: Arc::clone(&current.users),
             limiter: Arc::clone(&current.limiter),
@@ -186,6 +191,20 @@ impl HttpService {
     pub fn detach_scrubber(&self) {
         if let Ok(mut s) = self.current().scrubber.write() {
             *s = None;
+        }
+    }
+
+    /// Lets `GET|PATCH /api/config` reach the Configuration Manager. Every generation shares it.
+    pub fn attach_config_control(&self, control: Arc<dyn ConfigControl>) {
+        if let Ok(mut c) = self.current().control.write() {
+            *c = Some(control);
+        }
+    }
+
+    /// Drops the Configuration Manager (at shutdown: it holds this service, a cycle otherwise).
+    pub fn detach_config_control(&self) {
+        if let Ok(mut c) = self.current().control.write() {
+            *c = None;
         }
     }
 

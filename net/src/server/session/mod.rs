@@ -29,6 +29,8 @@ use crate::auth::policy::Action;
 use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
 
 mod admin;
+mod api_body;
+mod control;
 mod guard;
 mod put;
 
@@ -71,6 +73,12 @@ enum JobKind {
     Json {
         action: &'static str,
         object: String,
+    },
+    /// A Configuration Manager call (`/api/config`): its `ControlReply` is the answer.
+    Control {
+        head_only: bool,
+        /// A `PATCH` (audited), not a `GET`.
+        patch: bool,
     },
 }
 
@@ -116,6 +124,8 @@ enum State {
     },
     Creating(Box<Creating>),
     Body(Box<Receiving>),
+    /// An API request's body being read into memory (`api_body`).
+    ApiBody(Box<api_body::ApiBody>),
     Opening(Box<Opening>),
     /// A job is queued (`Some`) or running (`None`).
     Job(Option<Job>, JobKind),
@@ -219,7 +229,7 @@ impl HttpSession {
         self.keep_alive = head.keep_alive
             && !self.shutting_down
             && self.requests < self.svc.cfg.keepalive_requests_max
-            && !(head.has_body() && head.method != Method::Put);
+            && (!head.has_body() || route(&head.path, &head.method).reads_body());
         self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
         self.unread_body = BodyLeft::of(&head, &self.svc.cfg.limits);
         let head_only = head.method == Method::Head;
@@ -309,6 +319,19 @@ impl HttpSession {
             Route::Audit => {
                 if self.guard(&head, Action::Audit, now).is_some() {
                     self.audit_api(&head, now)
+                }
+            }
+            Route::ConfigGet => {
+                if self.guard(&head, Action::Config, now).is_some() {
+                    self.config_get(head_only, now)
+                }
+            }
+            Route::ConfigPatch => {
+                // A refusal does not read the body: the connection closes after it.
+                let keep_alive = std::mem::replace(&mut self.keep_alive, false);
+                if self.guard(&head, Action::Config, now).is_some() {
+                    self.keep_alive = keep_alive;
+                    self.config_patch(&head, now)
                 }
             }
             Route::NotAllowed(allow) => {
@@ -599,6 +622,9 @@ impl HttpSession {
                 Err(_) => self.error(500, &[], false, now),
             },
             JobKind::Json { action, object } => self.json_done(action, object, result, now),
+            JobKind::Control { head_only, patch } => {
+                self.control_done(result, head_only, patch, now)
+            }
         }
     }
 }
@@ -626,10 +652,10 @@ impl Session for HttpSession {
                     Ok(Parse::Partial) => 0,
                     Ok(Parse::Complete(head, n)) => {
                         self.handle(head, now);
-                        if matches!(self.state, State::Body(_)) {
-                            n + self.feed_body(&input[n..], now)
-                        } else {
-                            n
+                        match self.state {
+                            State::Body(_) => n + self.feed_body(&input[n..], now),
+                            State::ApiBody(_) => n + self.feed_api_body(&input[n..], now),
+                            _ => n,
                         }
                     }
                     Err(e) => {
@@ -643,6 +669,7 @@ impl Session for HttpSession {
                 }
             }
             State::Body(_) => self.feed_body(input, now),
+            State::ApiBody(_) => self.feed_api_body(input, now),
             State::Discard(d) => {
                 if d.feed(input, now) {
                     self.state = State::Close;
@@ -655,7 +682,9 @@ impl Session for HttpSession {
 
     fn on_peer_closed(&mut self, _now: Instant) {
         match self.state {
-            State::Head { .. } | State::Body(_) | State::Discard(_) => self.state = State::Close,
+            State::Head { .. } | State::Body(_) | State::ApiBody(_) | State::Discard(_) => {
+                self.state = State::Close
+            }
             // Half-closed clients still get their answer.
             _ => self.keep_alive = false,
         }
@@ -670,7 +699,7 @@ impl Session for HttpSession {
         }
         match &mut self.state {
             State::Close => Transmit::Close,
-            State::Head { .. } | State::Discard(_) => Transmit::Idle,
+            State::Head { .. } | State::ApiBody(_) | State::Discard(_) => Transmit::Idle,
             State::Body(r) => r.next_write().unwrap_or(Transmit::Idle),
             State::Creating(c) => match c.path.take() {
                 Some(path) => Transmit::Create(path),
@@ -788,6 +817,7 @@ impl Session for HttpSession {
             // A piece being written is the server's wait, not the client's.
             State::Body(r) if r.writing => None,
             State::Body(r) => Some(r.last_progress + cfg.body_timeout),
+            State::ApiBody(b) => Some(b.last_progress() + cfg.body_timeout),
             State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
             State::Discard(d) => Some(d.deadline()),
             State::Job(..) | State::Opening(_) | State::Creating(_) | State::Close => None,
@@ -800,12 +830,17 @@ impl Session for HttpSession {
 
     fn on_deadline(&mut self, now: Instant) {
         match &mut self.state {
-            State::Head { since: Some(_) } | State::Body(_) => {
+            State::Head { since: Some(_) } | State::Body(_) | State::ApiBody(_) => {
                 self.keep_alive = false;
                 if let State::Body(r) = &mut self.state {
                     // The rest of a chunked body is found by the decoder that read its start.
                     if let Some(dec) = r.take_chunked() {
                         self.unread_body = Some(BodyLeft::Chunked(Box::new(dec)));
+                    }
+                }
+                if let State::ApiBody(b) = &mut self.state {
+                    if let Some(left) = b.take_unread() {
+                        self.unread_body = Some(left);
                     }
                 }
                 self.svc.metrics.limit("timeout");
@@ -839,7 +874,7 @@ impl Session for HttpSession {
 
     fn wants_input(&self) -> bool {
         match &self.state {
-            State::Head { .. } | State::Discard(_) => true,
+            State::Head { .. } | State::ApiBody(_) | State::Discard(_) => true,
             State::Body(r) => r.takes_input(),
             _ => false,
         }
