@@ -131,7 +131,7 @@ fn every_route_answers_every_role_as_the_table_says() {
     const U: u16 = 401;
     const F: u16 = 403;
     type Row = (&'static str, &'static str, [u16; 10]);
-    let rows: [Row; 17] = [
+    let rows: [Row; 18] = [
         ("GET", "/media/pub.txt", [200; 10]),
         ("HEAD", "/media/pub.txt", [200; 10]),
         (
@@ -185,6 +185,7 @@ fn every_route_answers_every_role_as_the_table_says() {
             [U, U, U, U, F, F, F, F, 201, 201],
         ),
         ("POST", "/api/scrub", [U, U, U, U, F, F, F, F, 409, 409]),
+        ("GET", "/api/config", [U, U, U, U, F, F, F, F, 200, 200]),
     ];
     let mut wrong = Vec::new();
     for (method, path, expected) in rows {
@@ -466,4 +467,75 @@ fn failed_authentications_past_the_limit_get_429_until_the_window_ends() {
     assert!(s
         .server_log()
         .contains("failed authentications within 3600 s"));
+}
+
+#[test]
+fn an_admin_changes_pacing_and_a_prefix_policy_over_http_and_finds_both_in_the_file_and_the_audit_trail(
+) {
+    let s = Server::start("");
+    let admin = add_user(&s, "ops-admin", "admin", &[]);
+    assert_eq!(s.put("premium/a.txt", b"secret"), 201);
+    assert_eq!(call(&s, "GET", "/media/premium/a.txt", None, b"").0, 200);
+    let patch = |body: &str, token: &str| {
+        let (status, _, reply) = s.request(
+            &format!(
+                "PATCH /api/config HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/toml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            body.as_bytes(),
+        );
+        (status, String::from_utf8_lossy(&reply).into_owned())
+    };
+    let change = "[pacing]\nfactor_progressive = 2.5\n\n[[access]]\nprefix = \"premium/\"\nread = \"token\"\ncache_control = \"private, max-age=60\"\n";
+    // Not an admin: refused, and the file is untouched.
+    let before = std::fs::read_to_string(s.config_path()).unwrap();
+    let auditor = add_user(&s, "ops-auditor", "auditor", &[]);
+    assert_eq!(patch(change, &auditor).0, 403);
+    assert_eq!(std::fs::read_to_string(s.config_path()).unwrap(), before);
+    let (status, reply) = patch(change, &admin);
+    assert_eq!(status, 200, "{reply}");
+    // In force: the prefix now needs a token and carries its Cache-Control.
+    assert_eq!(call(&s, "GET", "/media/premium/a.txt", None, b"").0, 401);
+    let (code, head, _) = s.request(
+        &format!("GET /media/premium/a.txt HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auditor}\r\nConnection: close\r\n\r\n"),
+        b"",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        support::header(&head, "Cache-Control"),
+        Some("private, max-age=60")
+    );
+    // In the file, which still checks.
+    let file = std::fs::read_to_string(s.config_path()).unwrap();
+    assert!(file.contains("factor_progressive = 2.5"), "{file}");
+    assert!(
+        file.contains("[[access]]") && file.contains("prefix = \"premium/\""),
+        "{file}"
+    );
+    let check = support::run(
+        support::oasis_bin(),
+        &["config", "check", s.config_path().to_str().unwrap()],
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // And in the audit trail, as the admin, with the keys, the refusal too.
+    let records = wait_for_audit(&s, &admin, "action=config_patch");
+    let applied = records
+        .iter()
+        .find(|r| r["outcome"] == "applied")
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(applied["user"], "ops-admin");
+    let keys = applied["object"].as_str().unwrap();
+    assert!(
+        keys.contains("pacing.factor_progressive") && keys.contains("access"),
+        "{keys}"
+    );
+    let refused = wait_for_audit(&s, &admin, "action=auth_refused&user=ops-auditor");
+    assert!(
+        refused.iter().any(|r| r["object"] == "/api/config"),
+        "{refused:?}"
+    );
 }
