@@ -1,0 +1,5 @@
+//! Oasis Log Manager: a log server on the Oasis engine (`logd`), the protocol it speaks
+//! (`PROTOCOL.md`), and the shipper that sends it a byte stream and resumes by byte offset.
+//!
+//! - `proto`: the frames of `PROTOCOL.md`, encoded and decoded without I/O.
+#![forbid(unsafe_code)]
