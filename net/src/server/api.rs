@@ -216,6 +216,8 @@ pub(super) fn status_json(svc: &Inner, now: Instant) -> String {
         "objects": svc.store.len(),
         "ttfb_us_p99": svc.metrics.ttfb_us_p99(),
         "config_generation": svc.generation,
+        "accounts": svc.users.len(),
+        "auth_addresses_tracked": svc.limiter.tracked(),
         "resources": svc.rm.snapshot().iter().map(|a| serde_json::json!({
             "resource": a.resource.to_string(), "used": a.used, "limit": a.limit, "level": a.level.to_string(),
         })).collect::<Vec<_>>(),
