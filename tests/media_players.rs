@@ -19,27 +19,23 @@
 //!
 //! How: each test starts its own `oasis serve` (see `support`), makes its media with ffmpeg's
 //! synthetic sources (`testsrc`, `sine`) in a temporary directory, and runs the real tools as
-//! child processes. Every child runs in its own process group and is killed after a bound
-//! (`CHILD_SECS_MAX`), so a hung player fails the test instead of hanging it. Nothing here
-//! asserts on timing. The tools are not installed by the tests: a missing `ffmpeg`, `ffprobe` or
-//! `chromium` fails the test with the Debian package to install (CI installs them with apt-get).
+//! child processes (`support::players`). Every child runs in its own process group and is killed
+//! after a bound (`CHILD_SECS_MAX`), so a hung player fails the test instead of hanging it.
+//! Nothing here asserts on timing. The tools are not installed by the tests: a missing `ffmpeg`,
+//! `ffprobe` or `chromium` fails the test with the Debian package to install (CI installs them
+//! with apt-get).
 
 mod support;
 
-use std::fs::File;
-use std::io::{Read, Seek};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::players::{
+    assert_near, beacon_number, browse_until_beacon, encode_synthetic, ffmpeg_decoded_frames,
+    ffprobe_json, need, parse_access_log, probed_duration_secs, run_ok, segments_of, upload,
+    wait_for_log, Finished, Logged, BROWSER_WAIT_SECS_MAX,
+};
 use support::Server;
-
-/// Longest any child process (ffmpeg, ffprobe, chromium) may run before it is killed.
-const CHILD_SECS_MAX: u64 = 60;
-/// How long the browser test waits for the page's beacon.
-const BROWSER_WAIT_SECS_MAX: u64 = 45;
 
 /// The synthetic clip every test encodes: 6 s of 320x240 at 25 fps with a sine tone. The noise
 /// makes it big (about 0.7 MB) so that seeking to 4 s cannot be served from what a player has
@@ -49,140 +45,6 @@ const CLIP_FPS: f64 = 25.0;
 const CLIP_VIDEO_SOURCE: &str = "testsrc=duration=6:size=320x240:rate=25,noise=alls=30:allf=t";
 const CLIP_AUDIO_SOURCE: &str = "sine=duration=6";
 
-/// Fails (never skips) when a tool is missing, naming the Debian package that provides it.
-fn need(cmd: &str, package: &str) {
-    assert!(
-        support::have(cmd),
-        "`{cmd}` is not on PATH: install the Debian package `{package}` \
-         (apt-get install -y {package}); these tests need real players and must not skip"
-    );
-}
-
-/// What a bounded child process did.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "exit: {}\n--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
-            self.status,
-            tail(&self.stdout, 3000),
-            tail(&self.stderr, 3000)
-        )
-    }
-}
-
-fn tail(s: &str, max_chars: usize) -> &str {
-    let skip = s.len().saturating_sub(max_chars);
-    let start = (skip..=s.len())
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(s.len());
-    &s[start..]
-}
-
-/// A child in its own process group, with stdout and stderr going to unnamed temporary files
-/// (no pipe can fill up and stall it). Dropping it kills the whole group.
-struct Bounded {
-    what: String,
-    child: std::process::Child,
-    stdout: File,
-    stderr: File,
-}
-
-impl Bounded {
-    fn spawn(cmd: &str, args: &[&str]) -> Bounded {
-        let stdout = tempfile::tempfile().unwrap();
-        let stderr = tempfile::tempfile().unwrap();
-        let child = Command::new(cmd)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout.try_clone().unwrap())
-            .stderr(stderr.try_clone().unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd}: {e}"));
-        Bounded {
-            what: format!("{cmd} {}", args.join(" ")),
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn read_all(f: &mut File) -> String {
-        let mut bytes = Vec::new();
-        f.rewind().unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    fn stderr_so_far(&mut self) -> String {
-        Self::read_all(&mut self.stderr)
-    }
-
-    /// Kills the process group (the child and anything it started) and reaps the child.
-    fn kill_group(&mut self) {
-        let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits up to `CHILD_SECS_MAX` for the child to exit; kills it and panics if it does not.
-    fn finish(mut self) -> Finished {
-        let until = Instant::now() + Duration::from_secs(CHILD_SECS_MAX);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > until {
-                self.kill_group();
-                let stderr = self.stderr_so_far();
-                panic!(
-                    "`{}` still running after {CHILD_SECS_MAX} s; killed it\n--- stderr (tail) ---\n{}",
-                    self.what,
-                    tail(&stderr, 3000)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        // Grandchildren may still hold the group; they are not wanted past this point.
-        self.kill_group();
-        Finished {
-            status,
-            stdout: Self::read_all(&mut self.stdout),
-            stderr: Self::read_all(&mut self.stderr),
-        }
-    }
-}
-
-impl Drop for Bounded {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.kill_group();
-        }
-    }
-}
-
-/// Runs a command to completion (bounded) and asserts it exited 0.
-fn run_ok(cmd: &str, args: &[&str]) -> Finished {
-    let what = format!("{cmd} {}", args.join(" "));
-    let done = Bounded::spawn(cmd, args).finish();
-    assert!(
-        done.status.success(),
-        "`{what}` failed\n{}",
-        done.describe()
-    );
-    done
-}
-
 fn s(p: &Path) -> &str {
     support::path_str(p)
 }
@@ -190,49 +52,12 @@ fn s(p: &Path) -> &str {
 /// Encodes the synthetic clip as a faststart H.264/AAC MP4 with a keyframe every second (so a
 /// seek to 4 s starts decoding at 4 s, far into the file).
 fn make_mp4(out: &Path) {
-    need("ffmpeg", "ffmpeg");
-    run_ok(
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            CLIP_VIDEO_SOURCE,
-            "-f",
-            "lavfi",
-            "-i",
-            CLIP_AUDIO_SOURCE,
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-c:a",
-            "aac",
-            "-movflags",
-            "+faststart",
-            s(out),
-        ],
+    encode_synthetic(
+        CLIP_VIDEO_SOURCE,
+        CLIP_AUDIO_SOURCE,
+        25,
+        &["-movflags", "+faststart", s(out)],
     );
-}
-
-/// Uploads a file and asserts the server accepted it.
-fn upload(server: &Server, name: &str, path: &Path) -> u64 {
-    let bytes = std::fs::read(path).unwrap();
-    let status = server.put(name, &bytes);
-    assert!(
-        (200..300).contains(&status),
-        "PUT /media/{name} ({} bytes) answered {status}\n{}",
-        bytes.len(),
-        server.server_log()
-    );
-    bytes.len() as u64
 }
 
 /// `GET /api/objects[?prefix=...]` with the token, parsed.
@@ -266,65 +91,6 @@ fn object<'a>(listing: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{name} missing from the listing: {listing:#}"))
 }
 
-/// One access log line's request and outcome.
-#[derive(Debug)]
-struct Logged {
-    method: String,
-    target: String,
-    status: u16,
-    body_bytes: u64,
-}
-
-/// Parses the combined-format access log: `ip - - [time] "METHOD target HTTP/1.x" status bytes ...`.
-fn parse_access_log(text: &str) -> Vec<Logged> {
-    text.lines()
-        .filter_map(|line| {
-            let mut quoted = line.split('"');
-            let request = quoted.nth(1)?;
-            let mut outcome = quoted.next()?.split_whitespace();
-            let mut request = request.split(' ');
-            Some(Logged {
-                method: request.next()?.to_string(),
-                target: request.next()?.to_string(),
-                status: outcome.next()?.parse().ok()?,
-                body_bytes: outcome.next()?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// Polls the access log (it is written by a background thread) until `done` holds, for at most
-/// `secs`; returns the last parse either way so the caller's assertion shows what was there.
-fn wait_for_log(server: &Server, secs: u64, done: impl Fn(&[Logged]) -> bool) -> Vec<Logged> {
-    let until = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let lines = parse_access_log(&server.access_log());
-        if done(&lines) || Instant::now() > until {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The number after the last `frame=` in ffmpeg's progress output.
-fn last_frame_count(stderr: &str) -> Option<u64> {
-    let at = stderr.rfind("frame=")?;
-    stderr[at + "frame=".len()..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn assert_near(what: &str, actual: f64, expected: f64, tolerance_fraction: f64) {
-    assert!(
-        (actual - expected).abs() <= expected * tolerance_fraction,
-        "{what}: {actual} is not within {:.1}% of {expected}",
-        tolerance_fraction * 100.0
-    );
-}
-
 #[test]
 fn ffprobe_and_ffmpeg_seek_play_an_uploaded_mp4() {
     need("ffmpeg", "ffmpeg");
@@ -337,24 +103,11 @@ fn ffprobe_and_ffmpeg_seek_play_an_uploaded_mp4() {
     let url = server.url("/media/clip.mp4");
 
     // ffprobe over HTTP: duration and streams as encoded.
-    let probe = run_ok(
-        "ffprobe",
-        &[
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration,size:stream=codec_type,codec_name,width,height",
-            "-of",
-            "json",
-            &url,
-        ],
+    let probed = ffprobe_json(
+        &url,
+        "format=duration,size:stream=codec_type,codec_name,width,height",
     );
-    let probed: Value = serde_json::from_str(&probe.stdout)
-        .unwrap_or_else(|e| panic!("ffprobe output is not JSON ({e}):\n{}", probe.describe()));
-    let duration_secs: f64 = probed["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("no duration in {probed:#}"));
+    let duration_secs = probed_duration_secs(&probed);
     assert_near("ffprobe duration (s)", duration_secs, CLIP_SECS, 0.05);
     assert_eq!(
         probed["format"]["size"],
@@ -454,33 +207,6 @@ fn ffprobe_and_ffmpeg_seek_play_an_uploaded_mp4() {
     );
 }
 
-/// One `#EXTINF` entry of a media playlist.
-struct Segment {
-    uri: String,
-    duration_ms: u64,
-}
-
-/// The segments of the playlist ffmpeg wrote (parsed here, independently of the server's parser).
-fn segments_of(playlist: &str) -> Vec<Segment> {
-    let mut out = Vec::new();
-    let mut duration_ms = None;
-    for line in playlist.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("#EXTINF:") {
-            let secs: f64 = rest.split(',').next().unwrap().parse().unwrap();
-            duration_ms = Some((secs * 1000.0).round() as u64);
-        } else if !line.is_empty() && !line.starts_with('#') {
-            let duration_ms = duration_ms
-                .take()
-                .expect("a URI line follows an #EXTINF line");
-            out.push(Segment {
-                uri: line.to_string(),
-                duration_ms,
-            });
-        }
-    }
-    out
-}
-
 /// The first video frame ffmpeg decodes after `-ss 4`, as `showinfo` describes it.
 #[derive(Debug, PartialEq)]
 struct ShownFrame {
@@ -550,34 +276,13 @@ fn hls_package_plays_and_segments_get_extinf_bitrates(order: UploadOrder) {
     let pkg = work.path().join("show");
     std::fs::create_dir(&pkg).unwrap();
     // Keyframes every 2 s (50 frames) so the muxer can cut 2 s segments.
-    run_ok(
-        "ffmpeg",
+    let segment_files = pkg.join("seg%03d.ts");
+    let playlist = pkg.join("index.m3u8");
+    encode_synthetic(
+        CLIP_VIDEO_SOURCE,
+        CLIP_AUDIO_SOURCE,
+        50,
         &[
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            CLIP_VIDEO_SOURCE,
-            "-f",
-            "lavfi",
-            "-i",
-            CLIP_AUDIO_SOURCE,
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "50",
-            "-keyint_min",
-            "50",
-            "-sc_threshold",
-            "0",
-            "-c:a",
-            "aac",
             "-f",
             "hls",
             "-hls_time",
@@ -585,8 +290,8 @@ fn hls_package_plays_and_segments_get_extinf_bitrates(order: UploadOrder) {
             "-hls_playlist_type",
             "vod",
             "-hls_segment_filename",
-            s(&pkg.join("seg%03d.ts")),
-            s(&pkg.join("index.m3u8")),
+            s(&segment_files),
+            s(&playlist),
         ],
     );
     let playlist_text = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
@@ -616,23 +321,7 @@ fn hls_package_plays_and_segments_get_extinf_bitrates(order: UploadOrder) {
     }
 
     // Play it through over HTTP; every frame must be decoded.
-    let played = run_ok(
-        "ffmpeg",
-        &[
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "info",
-            "-stats",
-            "-i",
-            &server.url("/media/show/index.m3u8"),
-            "-f",
-            "null",
-            "-",
-        ],
-    );
-    let frames = last_frame_count(&played.stderr)
-        .unwrap_or_else(|| panic!("no frame= count\n{}", played.describe()));
+    let frames = ffmpeg_decoded_frames(&server.url("/media/show/index.m3u8"));
     let expected_frames = CLIP_SECS * CLIP_FPS;
     assert_near("frames decoded", frames as f64, expected_frames, 0.04);
     let lines = wait_for_log(&server, 10, |lines| {
@@ -711,14 +400,6 @@ v.play().catch((e) => beacon('/media/__error?code=play&msg=' + encodeURIComponen
 </body></html>
 "#;
 
-/// A query parameter of a logged target.
-fn param<'a>(target: &'a str, key: &str) -> Option<&'a str> {
-    target.split_once('?')?.1.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == key).then_some(v)
-    })
-}
-
 #[test]
 fn headless_chromium_plays_an_uploaded_mp4() {
     need("ffmpeg", "ffmpeg");
@@ -732,51 +413,14 @@ fn headless_chromium_plays_an_uploaded_mp4() {
     upload(&server, "clip.mp4", &mp4);
     upload(&server, "player.html", &page);
 
-    let profile = tempfile::tempdir().unwrap();
-    let page_url = server.url("/media/player.html");
-    let mut browser = Bounded::spawn(
-        "chromium",
-        &[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            &format!("--user-data-dir={}", s(profile.path())),
-            &page_url,
-        ],
-    );
     let is_beacon = |l: &Logged| {
         l.target.starts_with("/media/__played?") || l.target.starts_with("/media/__error?")
     };
-    let lines = wait_for_log(&server, BROWSER_WAIT_SECS_MAX, |lines| {
-        lines.iter().any(is_beacon)
-    });
-    // Chromium's complaints about the missing D-Bus in a container are noise here.
-    let browser_stderr: String = browser
-        .stderr_so_far()
-        .lines()
-        .filter(|l| !l.contains("dbus/"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    browser.kill_group();
-    drop(browser);
-
-    let context = || {
-        format!(
-            "--- access log ---\n{}\n--- chromium stderr (tail) ---\n{}",
-            server.access_log(),
-            tail(&browser_stderr, 4000)
-        )
-    };
-    let beacon = lines
-        .iter()
-        .find(|l| is_beacon(l))
+    let browsed = browse_until_beacon(&server, &server.url("/media/player.html"), is_beacon);
+    let lines = &browsed.lines;
+    let context = || browsed.context(&server);
+    let beacon = browsed
+        .beacon(is_beacon)
         .unwrap_or_else(|| panic!("no beacon within {BROWSER_WAIT_SECS_MAX} s\n{}", context()));
     assert!(
         beacon.target.starts_with("/media/__played?"),
@@ -784,11 +428,7 @@ fn headless_chromium_plays_an_uploaded_mp4() {
         beacon.target,
         context()
     );
-    let number = |key: &str| -> f64 {
-        param(&beacon.target, key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("beacon {} lacks {key}", beacon.target))
-    };
+    let number = |key: &str| beacon_number(beacon, key);
     assert!(number("t") > 1.5, "{}", beacon.target);
     assert_eq!(
         (number("w"), number("h")),

@@ -2,6 +2,8 @@
 //! with its own data directory and API token, and stops it (SIGTERM) when dropped.
 #![allow(dead_code)]
 
+pub mod players;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -282,6 +282,25 @@ fn finish_split(origin_form: &str, head: &mut RequestHead) -> Result<(), HttpErr
     Ok(())
 }
 
+/// The path of a request target as it was sent, still percent-encoded: without the scheme and
+/// authority of an absolute-form target, the query and the fragment ("/" when an absolute-form
+/// target has none). For routes that decode the path themselves, such as signed links, where
+/// [`RequestHead::path`] has already been decoded once.
+pub fn raw_path(target: &str) -> &str {
+    let origin_form = match strip_scheme(target) {
+        Some(rest) => {
+            let path = &rest[rest.find(['/', '?', '#']).unwrap_or(rest.len())..];
+            if !path.starts_with('/') {
+                return "/";
+            }
+            path
+        }
+        None => target,
+    };
+    let end = origin_form.find(['?', '#']).unwrap_or(origin_form.len());
+    &origin_form[..end]
+}
+
 fn strip_scheme(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
@@ -879,6 +898,29 @@ mod tests {
         assert_eq!(head.query.as_deref(), Some("a=%20&b=/../"));
         let (head, _) = complete("GET /q? HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(head.query.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn the_raw_path_is_the_target_as_sent_without_query_or_fragment() {
+        let cases = [
+            ("/s/sig/1/0/my%20clip.ts", "/s/sig/1/0/my%20clip.ts"),
+            ("/s/a%2Fb?x=%2F#f", "/s/a%2Fb"),
+            ("/a/../b#x?y", "/a/../b"),
+            ("http://h:8080/s/x?q", "/s/x"),
+            ("HTTPS://h/p%2e%2e", "/p%2e%2e"),
+            ("http://h?x", "/"),
+            ("http://h", "/"),
+        ];
+        for (target, raw) in cases {
+            assert_eq!(raw_path(target), raw, "target {target}");
+            // Parsing takes the same path apart: decoding the raw one gives the decoded path.
+            let (head, _) = complete(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            assert_eq!(
+                decode_and_normalize(raw.as_bytes()).unwrap(),
+                head.path,
+                "target {target}"
+            );
+        }
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl HttpSession {
     }
 
     /// `GET|HEAD /s/<sig>/<expires>/<scope>/<name>`: a signed link opens the object it covers,
-    /// whatever its prefix's read policy; a wrong one is 403, an expired one 410.
+    /// whatever its prefix's read policy; a wrong one is 403, an expired one 410. `path` is the
+    /// request's path as sent, still percent-encoded ([`link::verify`] decodes the name once).
     pub(super) fn serve_signed(&mut self, head: &RequestHead, path: &str, now: Instant) {
         let Some(keys) = self.svc.cfg.link_keys.clone() else {
             self.svc.metrics.auth_refused("links_off");

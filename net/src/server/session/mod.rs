@@ -25,6 +25,7 @@ use super::reply::{self, limit_reason};
 use super::respond::{Admission, Respond};
 use super::service::{HttpService, Inner, Live};
 use super::upload::{self, BodyKind, BodyLeft, Discard, Fed, Receiving};
+use crate::auth::link::LINK_PREFIX;
 use crate::auth::policy::Action;
 use crate::http::{self, parse_request, ImfDate, Method, Parse, RangeSpec, RequestHead};
 
@@ -213,6 +214,12 @@ impl HttpSession {
             && !self.shutting_down
             && self.requests < self.svc.cfg.keepalive_requests_max
             && (!head.has_body() || route(&head.path, &head.method).reads_body());
+        // A signed link is checked on its path as sent: the link format decodes the name itself,
+        // so decoding it here first would let `%2F` through and refuse escaped names.
+        let signed_path = head
+            .path
+            .starts_with(LINK_PREFIX)
+            .then(|| http::request::raw_path(&head.target).to_owned());
         self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
         self.unread_body = BodyLeft::of(&head, &self.svc.cfg.limits);
         let head_only = head.method == Method::Head;
@@ -223,7 +230,9 @@ impl HttpSession {
                     self.serve_media(&head, name, Opened::NotYet, now)
                 }
             }
-            Route::SignedRead(path) => self.serve_signed(&head, path, now),
+            Route::SignedRead => {
+                self.serve_signed(&head, signed_path.as_deref().unwrap_or_default(), now)
+            }
             Route::MediaPut(name) => self.start_upload(&head, name, now),
             Route::MediaDelete(name) => {
                 if self.guard(&head, Action::Write(name), now).is_some() {
