@@ -3,3 +3,5 @@
 //!
 //! - `proto`: the frames of `PROTOCOL.md`, encoded and decoded without I/O.
 #![forbid(unsafe_code)]
+
+pub mod proto;
