@@ -2,6 +2,9 @@
 //! (`PROTOCOL.md`), and the shipper that sends it a byte stream and resumes by byte offset.
 //!
 //! - `proto`: the frames of `PROTOCOL.md`, encoded and decoded without I/O.
+//! - `store`: a server's data directory: streams in segment files (`FORMAT.md`), start-up
+//!   recovery, the writer thread and its group commits, reads.
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod store;
