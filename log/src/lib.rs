@@ -4,7 +4,9 @@
 //! - `proto`: the frames of `PROTOCOL.md`, encoded and decoded without I/O.
 //! - `store`: a server's data directory: streams in segment files (`FORMAT.md`), start-up
 //!   recovery, the writer thread and its group commits, reads.
+//! - `server`: the log server's engine service: one sans-IO session per connection.
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod server;
 pub mod store;
