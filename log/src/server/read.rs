@@ -53,10 +53,8 @@ pub(super) struct Reader {
     ended_at: Option<u64>,
     /// The answer is complete (no `follow`): close once it is sent.
     pub done: bool,
-    /// Not before this instant (following, nothing new yet).
+    /// Not before this instant (following and nothing new yet, or a plan to try again).
     pub wait_until: Option<Instant>,
-    /// A plan was refused (job queue full): plan again after a wait.
-    retry: bool,
 }
 
 /// Why a reader stops: logged, then the connection closes.
@@ -81,7 +79,6 @@ impl Reader {
             ended_at: None,
             done: false,
             wait_until: None,
-            retry: false,
         }
     }
 
@@ -115,9 +112,6 @@ impl Reader {
             }
             if self.planning || self.done {
                 return None;
-            }
-            if std::mem::take(&mut self.retry) {
-                self.wait_until = Some(now + FOLLOW_POLL);
             }
             if let Some(until) = self.wait_until {
                 if now < until {
@@ -202,17 +196,17 @@ impl Reader {
         end
     }
 
-    /// A plan came back from its job.
-    pub fn planned(&mut self, result: JobResult) -> Result<(), ReadFailure> {
+    /// A plan came back from its job (at `now`).
+    pub fn planned(&mut self, result: JobResult, now: Instant) -> Result<(), ReadFailure> {
         self.planning = false;
         let (cursor, plan) = match result.downcast::<Planned>() {
             Ok(p) => *p,
             Err(_) => {
                 // The job queue was full and the cursor went with the job: a new one starts
-                // where it was, a little later.
+                // where it was, a little later (the session's deadline wakes it).
                 self.cursor = None;
                 self.need_plan = true;
-                self.retry = true;
+                self.wait_until = Some(now + FOLLOW_POLL);
                 return Ok(());
             }
         };

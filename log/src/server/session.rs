@@ -22,6 +22,9 @@ use super::write::{self, Refusal, Writer};
 use super::{Shared, CONN_MEMORY_BYTES, IDLE_TIMEOUT, SEND_TIMEOUT};
 use crate::proto::{encode, refuse, validate_stream, Decoder, Message};
 
+/// Frames queued for the peer past which input is not read.
+const OUT_BYTES_MAX: usize = 64 * 1024;
+
 /// What the connection is, once its first frame said so.
 enum Role {
     New,
@@ -159,6 +162,19 @@ impl LogSession {
         }
     }
 
+    /// When the connection times out: a send the peer does not take, or silence from a
+    /// connection that has not said what it is or from a writer with no batch at the store.
+    fn timeout(&self) -> Option<Instant> {
+        let send = self.send_started.map(|t| t + SEND_TIMEOUT);
+        let silent = match &self.role {
+            Role::New => true,
+            Role::Writer(w) => !w.in_flight(),
+            Role::Reader(_) | Role::Lister => false,
+        };
+        let idle = silent.then(|| self.last_input + IDLE_TIMEOUT);
+        [send, idle].into_iter().flatten().min()
+    }
+
     fn is_writer_busy(&self) -> bool {
         matches!(&self.role, Role::Writer(w) if w.in_flight() || w.has_pending())
     }
@@ -255,7 +271,9 @@ impl Session for LogSession {
         }
     }
 
-    fn on_job_done(&mut self, result: JobResult, _now: Instant) {
+    fn on_job_done(&mut self, result: JobResult, now: Instant) {
+        // A commit that took long is not the shipper's silence.
+        self.last_input = now;
         match &mut self.role {
             Role::Writer(w) => match w.batch_done(result) {
                 Ok(ack) => encode(&ack, &mut self.out),
@@ -267,7 +285,7 @@ impl Session for LogSession {
                 }
             },
             Role::Reader(r) => {
-                if let Err(why) = r.planned(result) {
+                if let Err(why) = r.planned(result, now) {
                     tracing::warn!(peer = ?self.peer, "read stopped: {why}");
                     self.closing = Closing::Now;
                 }
@@ -277,17 +295,17 @@ impl Session for LogSession {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let send = self.send_started.map(|t| t + SEND_TIMEOUT);
-        let idle = matches!(self.role, Role::New | Role::Writer(_))
-            .then(|| self.last_input + IDLE_TIMEOUT);
-        match (send, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A reader's wake-up (a plan to try again) comes through here too: only the timeouts
+        // close the connection.
+        let wake = match &self.role {
+            Role::Reader(r) => r.wait_until,
+            _ => None,
+        };
+        [self.timeout(), wake].into_iter().flatten().min()
     }
 
     fn on_deadline(&mut self, now: Instant) {
-        if self.deadline().is_some_and(|d| d <= now) {
+        if self.timeout().is_some_and(|d| d <= now) {
             tracing::debug!(peer = ?self.peer, "timed out (silent peer or a send not taken)");
             self.closing = Closing::Now;
         }
@@ -302,7 +320,8 @@ impl Session for LogSession {
     }
 
     fn wants_input(&self) -> bool {
-        if self.closing != Closing::No || self.draining {
+        // Answers the peer does not read stop its input too (each wrong DATA adds a REFUSE).
+        if self.closing != Closing::No || self.draining || self.out.len() >= OUT_BYTES_MAX {
             return false;
         }
         match &self.role {

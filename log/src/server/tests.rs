@@ -25,6 +25,8 @@ struct Driver {
     /// Completers not yet delivered (`hold`): the store's answers wait here.
     held: usize,
     hold: bool,
+    /// The next job is refused as a full job queue would (`JobRejected`, at once).
+    reject_next_job: bool,
 }
 
 impl Driver {
@@ -42,6 +44,7 @@ impl Driver {
             done_rx,
             held: 0,
             hold: false,
+            reject_next_job: false,
         }
     }
 
@@ -102,6 +105,13 @@ impl Driver {
                         return;
                     }
                     self.deliver();
+                }
+                Transmit::Job(job) if std::mem::take(&mut self.reject_next_job) => {
+                    drop(job);
+                    let rejected = Box::new(oasis_engine::JobRejected);
+                    self.session.on_job_done(rejected, self.now);
+                    // As the engine: nothing drives the session again before its deadline.
+                    return;
                 }
                 Transmit::Job(job) => self.session.on_job_done(job(), self.now),
                 Transmit::Close => self.closed = true,
@@ -436,4 +446,24 @@ fn a_silent_writer_times_out() {
     assert!(!d.closed);
     d.advance(Duration::from_secs(1));
     assert!(d.closed);
+}
+
+#[test]
+fn a_plan_refused_by_a_full_job_queue_is_tried_again_at_the_deadline() {
+    let (svc, _dir) = service();
+    let end = write(&svc, "q", 0, &[300]);
+    let mut r = Driver::new(&svc);
+    r.reject_next_job = true;
+    r.send(&Message::Read {
+        stream: "q".into(),
+        from: 0,
+        follow: false,
+    });
+    assert_eq!(r.received(), vec![]);
+    let wake = r.session.deadline().expect("a deadline to try again");
+    assert!(!r.closed);
+    r.advance(wake - r.now);
+    let (got, _, ends) = answer(&r.received());
+    assert_eq!(got, bytes(0, end as usize));
+    assert_eq!(ends, vec![end]);
 }
