@@ -84,9 +84,13 @@ impl Connection {
 /// One stream a server holds (a `STREAM` frame).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
+    /// Its name.
     pub stream: String,
+    /// The first offset the server holds.
     pub first: u64,
+    /// The end of what it durably holds.
     pub durable_end: u64,
+    /// Bytes it holds (`durable_end - first` less its holes).
     pub held: u64,
 }
 

@@ -23,6 +23,7 @@ const LOGD_POOL_BYTES_MAX: usize = 16 << 20;
 /// Each connection's input buffer in the engine (frames are decoded as they arrive).
 const LOGD_INPUT_BYTES: usize = 64 * 1024;
 
+/// `[logd]`: the log server's own settings.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogdSection {
@@ -56,11 +57,14 @@ impl Default for LogdSection {
 /// What `oasis logd` options replace in the file.
 #[derive(Clone, Debug, Default)]
 pub struct LogdOverrides {
+    /// `--listen`, repeated (none: the file's).
     pub listen: Vec<SocketAddr>,
+    /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
 }
 
 impl LogdOverrides {
+    /// Puts the options over the file's values.
     pub fn apply(&self, cfg: &mut Config) {
         if !self.listen.is_empty() {
             cfg.logd.listen = self.listen.clone();
@@ -73,8 +77,11 @@ impl LogdOverrides {
 
 /// Everything a logd needs, derived from a checked [`Config`].
 pub struct ResolvedLogd {
+    /// The engine's settings (a small buffer pool: bodies leave by `sendfile`).
     pub engine: EngineConfig,
+    /// The Resource Manager's accounts (memory, connections).
     pub limits: ResourceLimits,
+    /// The data directory and its group commits.
     pub store: oasis_log::store::StoreConfig,
 }
 

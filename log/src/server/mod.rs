@@ -45,6 +45,7 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
 /// What every session of a server shares.
 pub(crate) struct Shared {
+    /// The data directory every session reads and appends to.
     pub store: Arc<Store>,
     /// Each connection reserves [`CONN_MEMORY_BYTES`] from it (`None` in tests).
     pub rm: Option<Arc<ResourceManager>>,

@@ -21,8 +21,11 @@ use crate::store::{Append, AppendError, AppendResult, StoreError, WriterClaim};
 /// A refusal to send, and whether the connection closes after it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Refusal {
+    /// A `refuse::*` code.
     pub code: u8,
+    /// Where to resume (code 1).
     pub expect: u64,
+    /// What to tell the peer.
     pub reason: String,
 }
 
@@ -35,6 +38,7 @@ impl Refusal {
         }
     }
 
+    /// As the `REFUSE` frame's message.
     pub fn message(self) -> Message {
         Message::Refuse {
             code: self.code,

@@ -43,7 +43,9 @@ pub fn segment_head_len(stream: &str) -> usize {
 /// A segment header that was read back.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SegmentHead {
+    /// The stream it belongs to.
     pub stream: String,
+    /// Stream offset of its first byte.
     pub start: u64,
     /// Its length in the file: records start here.
     pub len: usize,

@@ -45,7 +45,9 @@ pub const LOCK_FILE: &str = "LOCK";
 /// How a store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    /// The data directory.
     pub dir: PathBuf,
+    /// When the writer thread syncs.
     pub commit: CommitPolicy,
     /// Streams held at most (those found at start-up are all loaded; new ones past it are
     /// refused).
@@ -72,7 +74,9 @@ impl StoreConfig {
 /// What start-up found.
 #[derive(Debug, Default)]
 pub struct Recovery {
+    /// Streams found.
     pub streams: usize,
+    /// Segment files kept.
     pub segments: usize,
     /// Durable bytes held, over every stream.
     pub bytes: u64,

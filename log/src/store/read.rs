@@ -19,9 +19,11 @@ use crate::proto::{chunk_frame_parts, encode, encode_chunk, Message};
 pub struct RecordRef {
     /// Stream offset of the payload's first byte.
     pub offset: u64,
+    /// Payload bytes.
     pub len: u32,
     /// CRC-32C of the payload.
     pub crc: u32,
+    /// The segment file holding it.
     pub file: Arc<File>,
     /// File position of the payload.
     pub pos: u64,
@@ -180,6 +182,7 @@ pub enum Piece {
 /// The next stretch of a reader's answer.
 #[derive(Debug)]
 pub struct Plan {
+    /// What to send, in order.
     pub pieces: Vec<Piece>,
     /// Where the next plan starts.
     pub next: u64,

@@ -36,7 +36,9 @@ pub enum Mode {
 /// Bytes recovery took away from (or, in an older segment, stopped short of) a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cut {
+    /// The stream whose segment it was.
     pub stream: String,
+    /// The segment file.
     pub segment: PathBuf,
     /// Stream offset where the good records end.
     pub offset: u64,

@@ -21,6 +21,7 @@ pub(crate) struct Segment {
     pub start: u64,
     /// Stream offset just past its last durable record.
     pub end: u64,
+    /// The segment file (opened for writing too when it is a stream's last, in a server).
     pub file: Arc<File>,
     /// (stream offset, file position) of record headers, in order: the first record's, then one
     /// at least every [`MARK_EVERY_BYTES`]. May name records past `end` not yet durable.
@@ -53,9 +54,11 @@ pub struct Located {
     pub start: u64,
     /// Its durable end: read no record past it.
     pub end: u64,
+    /// The segment file.
     pub file: Arc<File>,
-    /// A record at or before the wanted offset: its stream offset and file position.
+    /// A record at or before the wanted offset: its stream offset...
     pub record_offset: u64,
+    /// ... and the file position of its header.
     pub record_pos: u64,
 }
 

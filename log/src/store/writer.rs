@@ -34,8 +34,11 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 
 /// Bytes of a stream to append at `offset`, and who hears how it went.
 pub struct Append {
+    /// The stream appended to.
     pub stream: Arc<Stream>,
+    /// The stream offset of the first byte (the stream's end, or past it to start a segment).
     pub offset: u64,
+    /// The bytes (split into records of at most 1 MiB).
     pub bytes: Vec<u8>,
     /// Called once with the outcome: `Ok(durable end)` once the bytes are durable.
     pub done: AppendDone,
@@ -90,9 +93,13 @@ pub struct CommitPolicy {
 /// Counts since start-up, for logs and tests.
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Appends written.
     pub appends: AtomicU64,
+    /// Their bytes.
     pub bytes: AtomicU64,
+    /// `fdatasync`s (one per file written in a commit).
     pub syncs: AtomicU64,
+    /// Appends that failed (not counted above).
     pub failed: AtomicU64,
 }
 
@@ -106,10 +113,12 @@ pub(crate) struct WriterShared {
     inbox: Mutex<Inbox>,
     wake: Condvar,
     queue_max: usize,
+    /// Counts since start-up.
     pub stats: WriterStats,
 }
 
 impl WriterShared {
+    /// An empty queue of at most `queue_max` appends.
     pub fn new(queue_max: usize) -> WriterShared {
         WriterShared {
             inbox: Mutex::new(Inbox {
@@ -176,6 +185,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The thread's state, before [`Writer::run`].
     pub fn new(shared: Arc<WriterShared>, data_dir: PathBuf, policy: CommitPolicy) -> Writer {
         Writer {
             shared,
