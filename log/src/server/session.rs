@@ -158,6 +158,11 @@ impl LogSession {
                     self.refuse(r);
                 }
             }
+            (Role::Reader(_) | Role::Lister, _) => {
+                // A reader's answer may be part way through a frame: no REFUSE in between.
+                tracing::debug!(peer = ?self.peer, "a reader sent message kind {kind}; closing");
+                self.closing = Closing::Now;
+            }
             _ => self.unexpected(&format!("message kind {kind}")),
         }
     }
@@ -224,9 +229,10 @@ impl Session for LogSession {
             }
             Role::Reader(r) if open && !self.draining => {
                 if let Some(t) = r.poll(&self.shared, now) {
-                    if matches!(t, Transmit::Bytes(_) | Transmit::File { .. })
-                        || matches!(t, Transmit::FileWithHead { .. })
-                    {
+                    if matches!(
+                        t,
+                        Transmit::Bytes(_) | Transmit::File { .. } | Transmit::FileWithHead { .. }
+                    ) {
                         self.send_started = Some(now);
                     }
                     return t;

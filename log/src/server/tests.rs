@@ -467,3 +467,18 @@ fn a_plan_refused_by_a_full_job_queue_is_tried_again_at_the_deadline() {
     assert_eq!(got, bytes(0, end as usize));
     assert_eq!(ends, vec![end]);
 }
+
+#[test]
+fn a_reader_that_sends_more_is_closed_without_a_refusal() {
+    let (svc, _dir) = service();
+    let mut r = Driver::new(&svc);
+    r.send(&Message::Read {
+        stream: "x".into(),
+        from: 0,
+        follow: true,
+    });
+    assert_eq!(r.received(), vec![Message::End { offset: 0 }]);
+    r.send(&hello("x", 0));
+    assert!(r.closed);
+    assert_eq!(r.received(), vec![]);
+}
