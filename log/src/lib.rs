@@ -2,4 +2,15 @@
 //! (`PROTOCOL.md`), and the shipper that sends it a byte stream and resumes by byte offset.
 //!
 //! - `proto`: the frames of `PROTOCOL.md`, encoded and decoded without I/O.
+//! - `store`: a server's data directory: streams in segment files (`FORMAT.md`), start-up
+//!   recovery, the writer thread and its group commits, reads.
+//! - `server`: the log server's engine service: one sans-IO session per connection.
+//! - `assemble`: one stream put together from several sources, each byte once, overlaps checked.
+//! - `client`: the reading side for tools: a server's `READ` and `LIST`, a data directory in place.
 #![forbid(unsafe_code)]
+
+pub mod assemble;
+pub mod client;
+pub mod proto;
+pub mod server;
+pub mod store;
