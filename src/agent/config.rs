@@ -303,6 +303,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let cfg = AgentConfig::parse(include_str!("../../dist/agent.toml")).unwrap();
+        assert_eq!(cfg.processes.len(), 2);
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_place() {
         let err = AgentConfig::parse(&format!("{MINIMAL}restart_delay_ms = 5\n"))
             .unwrap_err()
