@@ -354,7 +354,7 @@ fn the_agent_speaks_sd_notify_and_stops_its_children_on_sigterm() {
         notify
             .seen
             .iter()
-            .any(|l| l.starts_with("STATUS=1 processes")),
+            .any(|l| l.starts_with("STATUS=supervising 1: ")),
         "{:?}",
         notify.seen
     );
@@ -420,7 +420,9 @@ fn the_agent_brings_a_killed_server_back_every_time() {
     let log = agent.log();
     let killed = log
         .lines()
-        .filter(|l| l.contains("media (pid") && l.contains("killed by signal 9 (SIGKILL)"))
+        .filter(|l| {
+            l.contains("media (pid") && l.contains("): killed by signal 9 (SIGKILL); restart")
+        })
         .count();
     assert_eq!(killed, kills, "each kill logged with its signal:\n{log}");
     let (status, got) = get(addr, "/media/kept.bin").unwrap();

@@ -64,7 +64,13 @@ impl Running {
         }
         oasis_engine::host::die_with_parent(&mut cmd);
         let started = Instant::now();
-        let mut child = cmd.spawn()?;
+        let mut child = cmd.spawn().map_err(|e| match &spec.cwd {
+            Some(dir) if !dir.is_dir() => io::Error::new(
+                e.kind(),
+                format!("its working directory {} is missing ({e})", dir.display()),
+            ),
+            _ => e,
+        })?;
         let pid = Pid::from_child(&child);
         // The child cannot be reaped by anyone else, so its pid names it until we wait for it.
         let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
@@ -249,6 +255,17 @@ mod tests {
         assert_eq!(
             describe(ExitStatus::from_raw(libc::SIGSEGV | 0x80)),
             "killed by signal 11 (SIGSEGV, core dumped)"
+        );
+    }
+
+    #[test]
+    fn a_missing_working_directory_is_named() {
+        let mut s = spec("true", &[]);
+        s.cwd = Some("/nonexistent/oasis-agent-cwd".into());
+        let err = Running::spawn(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("working directory /nonexistent/oasis-agent-cwd is missing"),
+            "{err}"
         );
     }
 

@@ -136,7 +136,7 @@ impl Table {
         let entries = self.snapshot();
         let count = |s: RunState| entries.iter().filter(|p| p.state == s).count();
         let mut line = format!(
-            "{} processes: {} running, {} starting, {} in backoff",
+            "supervising {}: {} running, {} starting, {} in backoff",
             entries.len(),
             count(RunState::Running),
             count(RunState::Starting),
@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(json["processes"][1]["restarts"], 7);
         assert_eq!(
             t.summary(),
-            "2 processes: 1 running, 0 starting, 1 in backoff; flapping: logd"
+            "supervising 2: 1 running, 0 starting, 1 in backoff; flapping: logd"
         );
     }
 }
