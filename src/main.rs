@@ -48,7 +48,7 @@ enum Command {
     #[command(after_help = "Example:\n  \
         oasis agent --config /etc/oasis/agent.toml     # see dist/agent.toml")]
     Agent {
-        /// The agent's configuration file (TOML: [[process]] tables).
+        /// The agent's configuration file (TOML: one `[[process]]` table per process).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
