@@ -5,12 +5,14 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod agent;
 mod client;
 mod config;
 mod config_api;
 mod library;
 mod logd;
 mod logs;
+mod notify;
 mod reload;
 
 use std::path::PathBuf;
@@ -43,6 +45,15 @@ enum Command {
         OASIS_API_TOKEN=$(head -c 24 /dev/urandom | base64) oasis serve\n  \
         oasis serve --config /etc/oasis/oasis.toml --listen 0.0.0.0:8080 --data-dir /srv/oasis")]
     Serve(ServeArgs),
+    /// Supervise processes (media servers, log servers): restart each at once when it dies, kill
+    /// and restart it when its health URL stops answering. For hosts without systemd.
+    #[command(after_help = "Example:\n  \
+        oasis agent --config /etc/oasis/agent.toml     # see dist/agent.toml")]
+    Agent {
+        /// The agent's configuration file (TOML: one `[[process]]` table per process).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check, print or change configuration (a file, or a running server's).
     Config {
         #[command(subcommand)]
@@ -298,6 +309,10 @@ fn main() {
         Command::Serve(args) => serve(args),
         Command::Logd(args) => logd::run(args),
         Command::Logs { command } => logs::run(command),
+        Command::Agent { config } => {
+            init_tracing("info");
+            agent::run(&config)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file).map(|_| println!("{}: ok", file.display())),
@@ -541,12 +556,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         observer: Arc::clone(&observer),
     }));
     http.attach_config_control(Arc::new(config_api::ConfigApi::new(Arc::clone(&reloader))));
-    supervise(&mut signals, &rm, &store, &observer, &reloader);
+    let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
+    let serving = format!("serving on {}", addrs.join(", "));
+    notify::ready();
+    notify::status(&serving);
+    supervise(&mut signals, &rm, &store, &observer, &reloader, &serving);
+    notify::stopping();
     let drain = Duration::from_secs(lock(&reloader).in_force.server.drain_timeout_secs);
     // The control holds the reloader, which holds the service: the cycle is cut here.
     http.detach_config_control();
     drop(reloader);
     tracing::info!("shutting down: draining for up to {drain:?}");
+    notify::status(&format!("draining for up to {} s", drain.as_secs()));
     engine.shutdown(drain);
     engine.join();
     http.detach_engine();
@@ -607,18 +628,23 @@ fn lock(reloader: &Mutex<reload::Reloader>) -> std::sync::MutexGuard<'_, reload:
 
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
 /// a second meanwhile (with the observer thresholds in force), and reloads the configuration on
-/// SIGHUP (waiting for a `PATCH /api/config` being written, if one is).
+/// SIGHUP (waiting for a `PATCH /api/config` being written, if one is). Under systemd it feeds
+/// the watchdog (every 50 ms tick checks whether half of `WatchdogSec=` has passed) and keeps
+/// `STATUS=` current: `serving`, plus the resource level when it is not normal.
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
     store: &oasis_storage::Store,
     observer: &RwLock<oasis_engine::observer::ObserverConfig>,
     reloader: &Mutex<reload::Reloader>,
+    serving: &str,
 ) {
     use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let mut level = rm.level();
+    let mut watchdog = notify::Watchdog::from_env();
     loop {
+        watchdog.tick();
         for sig in signals.pending() {
             match sig {
                 SIGHUP => lock(reloader).reload(),
@@ -644,6 +670,11 @@ fn supervise(
                     rm.sources_at(oasis_engine::resource::Level::Warning)
                 );
                 level = now_level;
+                if level == oasis_engine::resource::Level::Normal {
+                    notify::status(serving);
+                } else {
+                    notify::status(&format!("{serving}; resource level {level}"));
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(50));
