@@ -7,10 +7,12 @@
 //! (engine, storage, HTTP, Resource Manager limits). Nothing here starts or binds anything.
 
 mod check;
+mod check_log;
 mod check_users;
 mod diagnostics;
 mod file;
 
+pub use check_log::{node_problem, NODE_BYTES_MAX};
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 
 use std::net::SocketAddr;
@@ -37,6 +39,30 @@ pub struct Config {
     pub access: Vec<AccessSection>,
     pub auth: AuthSection,
     pub audit: AuditSection,
+    pub log: LogSection,
+}
+
+/// `[log]`: this server's own logs shipped to log servers (`oasis logd`), as the streams
+/// `<node>/events` (diagnostic events at `level`) and `<node>/access` (the access log).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Log servers, `host:port` each; empty: nothing is shipped.
+    pub ship_to: Vec<String>,
+    /// This server's name in its streams' names; empty: the host name.
+    pub node: String,
+    /// Which events are shipped (tracing filter syntax).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            ship_to: Vec::new(),
+            node: String::new(),
+            level: "info".into(),
+        }
+    }
 }
 
 /// `[links]`: signed links for private media.
@@ -285,6 +311,7 @@ impl Default for Config {
             access: Vec::new(),
             auth: AuthSection::default(),
             audit: AuditSection::default(),
+            log: LogSection::default(),
         }
     }
 }
