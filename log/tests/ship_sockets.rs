@@ -12,16 +12,13 @@
 mod mini_server;
 
 use std::io::Read;
-use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::Duration;
 
-use mini_server::{union, MiniServer};
+use mini_server::{append, lines as input, union, wait_for, MiniServer, WAIT};
 use oasis_log::ship::{ShipConfig, Shipper};
 
 const STREAM: &str = "test/stream";
-/// A bound on every wait, so a broken shipper fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(60);
 
 fn config(servers: &[&MiniServer]) -> ShipConfig {
     let mut c = ShipConfig::new(servers.iter().map(|s| s.name()).collect(), STREAM);
@@ -31,17 +28,6 @@ fn config(servers: &[&MiniServer]) -> ShipConfig {
     c.frame_bytes_max = 16 * 1024;
     c.poll_interval = Duration::from_millis(5);
     c
-}
-
-/// Input in distinct lines, so a lost, repeated or misplaced byte shows.
-fn input(tag: &str, bytes: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while out.len() < bytes {
-        out.extend_from_slice(format!("{tag} {i:08}\n").as_bytes());
-        i += 1;
-    }
-    out
 }
 
 /// A `Read` the test feeds piece by piece; it ends when the sender is dropped.
@@ -74,14 +60,6 @@ fn feed() -> (Sender<Vec<u8>>, Feed) {
             pending: Vec::new(),
         },
     )
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !done() {
-        assert!(start.elapsed() < WAIT, "waited {WAIT:?} for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -185,17 +163,6 @@ fn a_refusing_server_is_left_for_another() {
     assert!(shipper.wait(WAIT));
     assert!(full.held(STREAM).segments.is_empty());
     assert_eq!(union(&[&good], STREAM), data);
-}
-
-fn append(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
 }
 
 #[test]

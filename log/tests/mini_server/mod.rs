@@ -2,7 +2,9 @@
 //! codec (`oasis_log::proto`) over real sockets: it keeps each stream's bytes in memory at their
 //! offsets (segments, as the protocol describes), acknowledges every `DATA` at once, and can be
 //! told to misbehave: stop acknowledging (a hung server), refuse every `HELLO` with a code, or
-//! die (listener and connections closed; what it held stays readable for the test).
+//! die (listener and connections closed; what it held stays readable for the test). One writer
+//! per stream, as the protocol says: a `HELLO` for a stream another connection writes gets
+//! `REFUSE` 5 (a killed shipper's connection may still be read for a moment after its death).
 //!
 //! It exists to test the shipper without `oasis logd`; it is not a model of the real server's
 //! durability (nothing is written to disk).
@@ -37,6 +39,8 @@ impl Held {
 #[derive(Default)]
 struct State {
     streams: BTreeMap<String, Held>,
+    /// The streams being written, each by one connection.
+    writers: std::collections::BTreeSet<String>,
     conns: Vec<TcpStream>,
 }
 
@@ -165,10 +169,21 @@ fn send(sock: &mut TcpStream, m: &Message) -> bool {
 }
 
 impl Conn {
-    fn serve(self, mut sock: TcpStream) {
+    fn serve(self, sock: TcpStream) {
+        let mut stream = None;
+        self.serve_frames(sock, &mut stream);
+        if let Some(name) = stream {
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .writers
+                .remove(&name);
+        }
+    }
+
+    fn serve_frames(&self, mut sock: TcpStream, stream: &mut Option<String>) {
         let mut decoder = Decoder::new();
         let mut buf = vec![0u8; 64 * 1024];
-        let mut stream: Option<String> = None;
         let mut expect = 0u64;
         loop {
             let n = match sock.read(&mut buf) {
@@ -206,6 +221,17 @@ impl Conn {
                             return;
                         }
                         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                        if stream.is_some() || !st.writers.insert(name.clone()) {
+                            drop(st);
+                            let reason = "the stream is being written by another connection";
+                            let m = Message::Refuse {
+                                code: 5,
+                                expect: 0,
+                                reason: reason.into(),
+                            };
+                            send(&mut sock, &m);
+                            return;
+                        }
                         let held = st.streams.entry(name.clone()).or_default();
                         let end = held.end();
                         expect = if end >= oldest_unacked && !held.segments.is_empty() {
@@ -215,7 +241,7 @@ impl Conn {
                             oldest_unacked
                         };
                         drop(st);
-                        stream = Some(name);
+                        *stream = Some(name);
                         let welcome = Message::Welcome {
                             expect,
                             durable_end: end,
@@ -226,7 +252,7 @@ impl Conn {
                     }
                     Message::Data { offset, bytes } => {
                         self.frames.fetch_add(1, Ordering::SeqCst);
-                        let Some(name) = &stream else { return };
+                        let Some(name) = stream.as_ref() else { return };
                         if offset != expect {
                             let m = Message::Refuse {
                                 code: 1,
@@ -288,4 +314,57 @@ pub fn union(servers: &[&MiniServer], stream: &str) -> Vec<u8> {
         out.extend_from_slice(&bytes[overlap..]);
     }
     out
+}
+
+/// How far from 0 the servers together hold `stream` without a gap (no check of equality:
+/// for waiting; [`union`] checks).
+pub fn covered(servers: &[&MiniServer], stream: &str) -> u64 {
+    let mut pieces: Vec<(u64, u64)> = servers
+        .iter()
+        .flat_map(|s| s.held(stream).segments.into_iter())
+        .map(|(start, b)| (start, start + b.len() as u64))
+        .collect();
+    pieces.sort();
+    let mut end = 0;
+    for (start, stop) in pieces {
+        if start > end {
+            break;
+        }
+        end = end.max(stop);
+    }
+    end
+}
+
+/// A bound on every wait of the tests, so a broken shipper fails a test instead of hanging it.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls until `done` holds, failing the test after [`WAIT`].
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT, "waited {WAIT:?} for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// At least `bytes` of input in distinct lines, so a lost, repeated or misplaced byte shows.
+pub fn lines(tag: &str, bytes: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while out.len() < bytes {
+        out.extend_from_slice(format!("{tag} {i:08}\n").as_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// Appends `bytes` to the file at `path` (created if missing), as a logging program does.
+pub fn append(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
