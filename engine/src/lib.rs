@@ -41,4 +41,6 @@ pub use resource::{Reservation, ReserveError, Resource, ResourceLimits, Resource
 pub use runtime::{
     Engine, EngineConfig, EngineHandle, JobRejected, Listener, SendPath, StartError,
 };
-pub use session::{ConnInfo, Job, JobResult, Phase, Service, Session, Transmit};
+pub use session::{
+    Completer, ConnInfo, Deferred, Job, JobResult, Phase, Service, Session, Transmit,
+};

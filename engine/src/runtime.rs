@@ -136,7 +136,9 @@ impl EngineHandle {
 }
 
 fn mailbox_capacity(config: &EngineConfig) -> usize {
-    // New and adopted connections, one read request or reply per pool chunk, one job reply each.
+    // One message per connection: its arrival (new or adopted) or, once it is here, the
+    // completion of its one deferred transmit; one read request or reply per pool chunk; one
+    // job reply each.
     config.connections_per_worker_max + 2 * config.chunks + config.jobs_max + 64
 }
 

@@ -1,6 +1,6 @@
 //! The contract between the engine and a protocol: a sans-IO [`Session`] per connection.
 //!
-//! A protocol (HTTP in `oasis-net`, the log server later) never touches a socket, a ring or the
+//! A protocol (HTTP in `oasis-net`, the log server in `oasis-log`) never touches a socket, a ring or the
 //! clock. The engine feeds it bytes and the time, and asks it what to do next ([`Transmit`]); the
 //! engine moves the bytes. Because a session is plain state (`Send`), the engine can move it
 //! between workers: from a command worker (parsing, decisions) to a data worker (streaming) and
@@ -12,6 +12,8 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use crate::shared::{Msg, Shared};
 
 /// What a connection is known by when it opens.
 #[derive(Clone, Debug)]
@@ -25,7 +27,90 @@ pub struct ConnInfo {
 /// It runs on the engine's catalog thread (the Database Manager core); the result comes back to
 /// [`Session::on_job_done`] on whatever worker then holds the session.
 pub type Job = Box<dyn FnOnce() -> JobResult + Send>;
+/// What a [`Job`] or a [`Completer`] hands back to [`Session::on_job_done`].
 pub type JobResult = Box<dyn Any + Send>;
+
+/// Work whose result another thread delivers ([`Transmit::Defer`]): called on the worker, at
+/// once, with the [`Completer`] that result goes through. It must not block: it hands the
+/// completer to whoever finishes the work (a protocol's own thread, a queue that thread drains)
+/// and returns.
+pub type Deferred = Box<dyn FnOnce(Completer) + Send>;
+
+/// Delivers the result of a [`Transmit::Defer`] to [`Session::on_job_done`], from any thread,
+/// by the path job results take (the mailbox of the worker that holds the session).
+///
+/// Exactly one result per defer: [`Completer::complete`] consumes it, and a completer dropped
+/// without completing (its work abandoned, the thread that held it gone) delivers
+/// [`JobRejected`](crate::JobRejected) instead, so the session always hears back and its
+/// connection can close. Bounded by construction: a session has one transmit in flight, so a
+/// worker's mailbox holds at most one completion per connection.
+pub struct Completer {
+    to: Option<Deliver>,
+}
+
+/// Where a completer's result goes.
+enum Deliver {
+    /// The mailbox of the worker holding the session, with the connection's token.
+    Worker {
+        shared: Arc<Shared>,
+        worker: usize,
+        token: u64,
+    },
+    /// A driver's own function ([`Completer::from_fn`]).
+    Fn(Box<dyn FnOnce(JobResult) + Send>),
+}
+
+impl Completer {
+    pub(crate) fn new(shared: Arc<Shared>, worker: usize, token: u64) -> Completer {
+        Completer {
+            to: Some(Deliver::Worker {
+                shared,
+                worker,
+                token,
+            }),
+        }
+    }
+
+    /// A completer that hands its result to `f` instead of a worker: for drivers that run
+    /// sessions without an engine (a protocol's in-memory tests).
+    pub fn from_fn(f: impl FnOnce(JobResult) + Send + 'static) -> Completer {
+        Completer {
+            to: Some(Deliver::Fn(Box::new(f))),
+        }
+    }
+
+    /// Hands `result` to the session's [`Session::on_job_done`]. Never blocks for long: the
+    /// worker's mailbox is sized for it.
+    pub fn complete(mut self, result: JobResult) {
+        self.deliver(result);
+    }
+
+    fn deliver(&mut self, result: JobResult) {
+        match self.to.take() {
+            Some(Deliver::Worker {
+                shared,
+                worker,
+                token,
+            }) => shared.send_must(worker, Msg::JobDone { token, result }),
+            Some(Deliver::Fn(f)) => f(result),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Completer {
+    fn drop(&mut self) {
+        self.deliver(Box::new(crate::JobRejected));
+    }
+}
+
+impl std::fmt::Debug for Completer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completer")
+            .field("pending", &self.to.is_some())
+            .finish()
+    }
+}
 
 /// What the session wants next.
 pub enum Transmit {
@@ -74,6 +159,14 @@ pub enum Transmit {
     },
     /// Run this job off the data path, then call `on_job_done`.
     Job(Job),
+    /// Call this closure now, on the worker, with a [`Completer`] that any thread later completes
+    /// with the result for `on_job_done` (a [`JobRejected`](crate::JobRejected) if the completer
+    /// is dropped uncompleted). Like a job it is the connection's transmit in flight: nothing is
+    /// sent until the result is in, but input is still read if the session wants it, and the
+    /// connection closes only after the result. For work a protocol finishes on its own thread
+    /// (the log server's group commit acknowledges appends this way); blocking work that has no
+    /// thread of its own is a [`Transmit::Job`].
+    Defer(Deferred),
     /// Close the connection now (everything asked for was sent).
     Close,
 }
@@ -98,7 +191,7 @@ pub trait Session: Send {
     /// A `Bytes` or `File` transmit finished: `Ok(bytes sent)` or the error that ended it. For
     /// `Bytes`, the buffer comes back.
     fn on_sent(&mut self, result: std::io::Result<u64>, returned: Option<Vec<u8>>, now: Instant);
-    /// A `Job` finished.
+    /// A `Job` finished, or a `Defer`'s completer delivered its result.
     fn on_job_done(&mut self, result: JobResult, now: Instant);
     /// An `Open` finished. Only sessions that ask for opens get this.
     fn on_opened(&mut self, result: std::io::Result<File>, now: Instant) {

@@ -79,6 +79,8 @@ pub(super) enum Out {
         /// More pieces of this transmit follow (SPLICE_F_MORE on the socket half).
         more: bool,
     },
+    /// Waiting for a result for `Session::on_job_done` (`Msg::JobDone`): a job on the catalog
+    /// thread, or a deferred transmit's completer held by another thread.
     Job,
     /// An OPENAT (`Transmit::Open` or `Create`) is in flight; the path it reads is held here
     /// until it completes.

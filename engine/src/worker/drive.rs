@@ -21,7 +21,7 @@ use super::send::{self, SendStart};
 use super::splice;
 use super::Worker;
 use crate::config::{EngineConfig, SendPath, SPLICE_MIN_BYTES};
-use crate::session::{Job, Transmit};
+use crate::session::{Completer, Deferred, Job, Transmit};
 use crate::shared::{JobMsg, JobRejected};
 
 /// What the driver does after a transmit was started or answered.
@@ -117,6 +117,7 @@ impl Worker {
                     self.transmit_write(key, file, offset, data, now)
                 }
                 Transmit::Job(job) => self.transmit_job(key, job, now),
+                Transmit::Defer(work) => self.transmit_defer(key, work),
                 Transmit::Close => return self.transmit_close(key, now),
             };
             match next {
@@ -315,6 +316,20 @@ impl Worker {
         Next::Input
     }
 
+    /// Hands the session's deferred work its completer; the result comes back as a job's does
+    /// (`Msg::JobDone`). A closure that panics drops the completer, which delivers a rejection.
+    fn transmit_defer(&mut self, key: usize, work: Deferred) -> Next {
+        let c = &mut self.conns[key];
+        c.ops += 1;
+        c.out = Out::Job;
+        let completer = Completer::new(Arc::clone(&self.shared), self.index, token(key, c.gen));
+        let run = std::panic::AssertUnwindSafe(move || work(completer));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("a deferred transmit panicked; the session gets a rejection");
+        }
+        Next::Input
+    }
+
     /// The session is done with the connection: a lingering close when nothing else is going on
     /// (true: drive again, to arm the receive that discards input), otherwise a close at once.
     /// Known gap: a multishot receive in flight counts in `ops`, so such a connection skips the
@@ -508,6 +523,7 @@ fn transmit_name(t: &Transmit) -> &'static str {
         Transmit::Create(_) => "create",
         Transmit::Write { .. } => "write",
         Transmit::Job(_) => "job",
+        Transmit::Defer(_) => "defer",
         Transmit::Close => "close",
     }
 }

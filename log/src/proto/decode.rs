@@ -220,6 +220,8 @@ fn limits(k: u8) -> Option<(usize, usize)> {
         kind::HELLO => (1 + 2 + 8, 1 + string + 8),
         kind::DATA | kind::CHUNK => (8 + 1, 8 + DATA_BYTES_MAX),
         kind::READ => (2 + 8 + 1, string + 8 + 1),
+        kind::LIST => (2, string),
+        kind::STREAM => (2 + 24, string + 24),
         kind::WELCOME | kind::GAP => (16, 16),
         kind::ACK | kind::END => (8, 8),
         kind::REFUSE => (1 + 8 + 2, 1 + 8 + string),
@@ -232,6 +234,8 @@ fn name(k: u8) -> &'static str {
         kind::HELLO => "HELLO",
         kind::DATA => "DATA",
         kind::READ => "READ",
+        kind::LIST => "LIST",
+        kind::STREAM => "STREAM",
         kind::WELCOME => "WELCOME",
         kind::ACK => "ACK",
         kind::REFUSE => "REFUSE",
@@ -259,6 +263,15 @@ fn parse_fields(k: u8, body: &[u8]) -> Result<Message, Corrupt> {
                 1 => true,
                 f => return Err(Corrupt(format!("READ with follow = {f} (0 or 1)"))),
             },
+        },
+        kind::LIST => Message::List {
+            prefix: r.string()?,
+        },
+        kind::STREAM => Message::Stream {
+            stream: r.string()?,
+            first: r.u64()?,
+            durable_end: r.u64()?,
+            held: r.u64()?,
         },
         kind::WELCOME => Message::Welcome {
             expect: r.u64()?,

@@ -11,7 +11,7 @@ use super::{kind, Message, DATA_BYTES_MAX, STRING_BYTES_MAX};
 ///
 /// # Panics
 /// If a `DATA` or `CHUNK` holds no byte or more than [`DATA_BYTES_MAX`], or a stream name is
-/// longer than [`STRING_BYTES_MAX`]: the peer would take such a frame for corrupt, so sending
+/// longer than [`STRING_BYTES_MAX`] (also a `LIST` prefix): the peer would take such a frame for corrupt, so sending
 /// it is a bug of the caller.
 pub fn encode(msg: &Message, out: &mut Vec<u8>) {
     match msg {
@@ -34,6 +34,18 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
             put_str(b, stream, false);
             b.extend_from_slice(&from.to_be_bytes());
             b.push(u8::from(*follow));
+        }),
+        Message::List { prefix } => frame(out, kind::LIST, |b| put_str(b, prefix, false)),
+        Message::Stream {
+            stream,
+            first,
+            durable_end,
+            held,
+        } => frame(out, kind::STREAM, |b| {
+            put_str(b, stream, false);
+            for n in [first, durable_end, held] {
+                b.extend_from_slice(&n.to_be_bytes());
+            }
         }),
         Message::Welcome {
             expect,
@@ -73,6 +85,23 @@ pub fn encode_data(offset: u64, bytes: &[u8], out: &mut Vec<u8>) {
 /// Appends a `CHUNK` frame of `bytes` at `offset` to `out`. Panics as [`encode`] does.
 pub fn encode_chunk(offset: u64, bytes: &[u8], out: &mut Vec<u8>) {
     payload_frame(kind::CHUNK, offset, bytes, out);
+}
+
+/// A `CHUNK` frame's first 13 bytes (`kind`, `len`, `offset`) and its 4-byte CRC, for a payload
+/// of `len` bytes whose own CRC-32C is `payload_crc`, sent by the caller in between (from a file,
+/// without reading it here). The frame's CRC is combined from the head's and the payload's.
+/// Panics as [`encode`] does for a `len` out of bounds.
+pub fn chunk_frame_parts(offset: u64, len: usize, payload_crc: u32) -> ([u8; 13], [u8; 4]) {
+    assert!(
+        len > 0 && len <= DATA_BYTES_MAX,
+        "a CHUNK carries 1 to {DATA_BYTES_MAX} bytes, not {len}"
+    );
+    let mut head = [0u8; 13];
+    head[0] = kind::CHUNK;
+    head[1..5].copy_from_slice(&((8 + len) as u32).to_be_bytes());
+    head[5..].copy_from_slice(&offset.to_be_bytes());
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&head), payload_crc, len);
+    (head, crc.to_be_bytes())
 }
 
 fn payload_frame(kind: u8, offset: u64, bytes: &[u8], out: &mut Vec<u8>) {

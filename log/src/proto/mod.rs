@@ -16,7 +16,7 @@ mod name;
 mod tests;
 
 pub use decode::Decoder;
-pub use encode::{encode, encode_chunk, encode_data};
+pub use encode::{chunk_frame_parts, encode, encode_chunk, encode_data};
 pub use name::{validate_stream, BadStreamName, STREAM_NAME_BYTES_MAX};
 
 /// The protocol version a `HELLO` carries (and the only one this crate speaks).
@@ -48,6 +48,8 @@ pub mod kind {
     pub const DATA: u8 = 2;
     /// Reader: asks for a stream's bytes.
     pub const READ: u8 = 3;
+    /// Reader: asks which streams the server holds.
+    pub const LIST: u8 = 4;
     /// Server: where to send from.
     pub const WELCOME: u8 = 16;
     /// Server: what is durable.
@@ -58,8 +60,10 @@ pub mod kind {
     pub const CHUNK: u8 = 19;
     /// Server: a range it does not hold.
     pub const GAP: u8 = 20;
-    /// Server: no more bytes now.
+    /// Server: no more bytes now (or the end of a `LIST`'s answer).
     pub const END: u8 = 21;
+    /// Server: one stream it holds (a `LIST`'s answer).
+    pub const STREAM: u8 = 22;
 }
 
 /// `REFUSE` codes (`PROTOCOL.md`). After codes 2-5 the server closes the connection.
@@ -95,6 +99,8 @@ pub enum Message {
         from: u64,
         follow: bool,
     },
+    /// A reader's request for the streams whose names start with `prefix` (every one when empty).
+    List { prefix: String },
     /// The answer to `HELLO`: append from `expect`; the server durably holds up to
     /// `durable_end`.
     Welcome { expect: u64, durable_end: u64 },
@@ -110,8 +116,17 @@ pub enum Message {
     Chunk { offset: u64, bytes: Vec<u8> },
     /// The server holds nothing of the stream in `[from, to)` (`from < to`).
     Gap { from: u64, to: u64 },
-    /// Nothing more now; for a `READ` without `follow` the reply is complete.
+    /// Nothing more now; for a `READ` without `follow` the reply is complete. After a `LIST`'s
+    /// `STREAM`s, `offset` is how many there were.
     End { offset: u64 },
+    /// One stream a server holds (a `LIST`'s answer): from `first` to `durable_end`, `held`
+    /// bytes of it (less where it has holes).
+    Stream {
+        stream: String,
+        first: u64,
+        durable_end: u64,
+        held: u64,
+    },
 }
 
 impl Message {
@@ -121,12 +136,14 @@ impl Message {
             Message::Hello { .. } => kind::HELLO,
             Message::Data { .. } => kind::DATA,
             Message::Read { .. } => kind::READ,
+            Message::List { .. } => kind::LIST,
             Message::Welcome { .. } => kind::WELCOME,
             Message::Ack { .. } => kind::ACK,
             Message::Refuse { .. } => kind::REFUSE,
             Message::Chunk { .. } => kind::CHUNK,
             Message::Gap { .. } => kind::GAP,
             Message::End { .. } => kind::END,
+            Message::Stream { .. } => kind::STREAM,
         }
     }
 }

@@ -172,6 +172,18 @@ fn a_long_reason_is_cut_at_a_character() {
 }
 
 #[test]
+fn a_chunk_in_parts_is_the_chunk_whole() {
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+    let (head, crc) = chunk_frame_parts(99, bytes.len(), crc32c::crc32c(&bytes));
+    let mut parts = head.to_vec();
+    parts.extend_from_slice(&bytes);
+    parts.extend_from_slice(&crc);
+    let mut whole = Vec::new();
+    encode_chunk(99, &bytes, &mut whole);
+    assert_eq!(parts, whole);
+}
+
+#[test]
 #[should_panic(expected = "1 to 1048576 bytes")]
 fn an_empty_data_is_a_bug_of_the_sender() {
     encode_data(0, &[], &mut Vec::new());
@@ -217,6 +229,15 @@ fn any_message() -> impl Strategy<Value = Message> {
             to: from.min(u64::MAX - n) + n
         }),
         any::<u64>().prop_map(|offset| Message::End { offset }),
+        any_string().prop_map(|prefix| Message::List { prefix }),
+        (any_string(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(stream, first, durable_end, held)| Message::Stream {
+                stream,
+                first,
+                durable_end,
+                held
+            }
+        ),
     ]
 }
 

@@ -352,6 +352,7 @@ impl Conn {
                 let result = file.write_all_at(&data, offset);
                 self.session.on_written(result, data, self.now);
             }
+            Transmit::Defer(_) => unreachable!("HTTP sessions never defer"),
             Transmit::WaitUntil(_) | Transmit::Idle | Transmit::Close => {
                 unreachable!("not a send")
             }
