@@ -64,15 +64,16 @@ fn summary(stream: &str, s: &ShipStats) -> String {
 /// or a file until SIGTERM/SIGINT (then a bounded last try for acknowledgements, exit 0: what
 /// is not acknowledged is shipped by the next run, from the state file).
 pub fn log_ship(args: LogShipArgs) -> Result<()> {
+    // First: a SIGTERM from here on is a request to stop cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
     crate::init_tracing("info", None);
     let mut cfg = ShipConfig::new(args.servers, args.stream.clone());
     cfg.ack_timeout = Duration::from_secs(args.ack_timeout_secs.max(1));
     cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let grace = Duration::from_secs(args.stop_timeout_secs);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
     let stdin = args.input.as_os_str() == "-";
     let shipper = if stdin {
         if args.state_file.is_some() {
