@@ -332,6 +332,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_level_is_live_the_servers_are_not() {
+        let old = Config::default();
+        let new = parse("[log]\nship_to = [\"127.0.0.1:7000\"]\nlevel = \"warn\"\nnode = \"n\"\n");
+        let (live, restart) = split_changes(&old, &new).unwrap();
+        assert_eq!(live, ["log.level"]);
+        assert_eq!(restart, ["log.node", "log.ship_to"]);
+    }
+
+    #[test]
     fn merged_keeps_restart_keys() {
         let old = Config::default();
         let new = parse("[http]\nheader_bytes_max = 32768\nkeepalive_requests_max = 5\n");

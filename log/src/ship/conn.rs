@@ -22,6 +22,8 @@ use super::{Counters, Shared};
 
 /// The longest one wait for news lasts (the loop then looks at its deadlines again).
 const WAIT_SLICE: Duration = Duration::from_millis(200);
+/// Of failures in a row, every this many is logged as a warning (the others at debug level).
+const FAILURES_PER_WARNING: u32 = 10;
 /// Bytes read from the socket at a time by the frame reader.
 const READ_BYTES: usize = 16 * 1024;
 
@@ -87,12 +89,20 @@ pub(crate) fn run(shared: &Shared) {
                 if let Failure::Refused(..) = failure {
                     Counters::add(&shared.counters.refusals, 1);
                 }
+                // The first failure in a row is a warning, then every tenth: servers down for
+                // an hour do not fill the log.
+                let loud = backoff.failures().is_multiple_of(FAILURES_PER_WARNING);
                 let delay = backoff.next_delay();
-                tracing::warn!(
-                    "shipping {} to {server}: {failure}; connecting again in {} ms",
-                    cfg.stream,
-                    delay.as_millis()
-                );
+                if loud {
+                    tracing::warn!(
+                        "shipping {} to {server}: {failure}; connecting again in {} ms ({} failures in a row)",
+                        cfg.stream,
+                        delay.as_millis(),
+                        backoff.failures()
+                    );
+                } else {
+                    tracing::debug!("shipping {} to {server}: {failure}", cfg.stream);
+                }
                 pause(shared, delay);
             }
         }
