@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,15 +284,15 @@ fn probe_end(shared: &Shared) -> Option<u64> {
     end
 }
 
-/// Starts the thread that reads the server's frames into `tx` until the socket is shut down.
+/// Starts the thread that reads the server's frames onto the returned channel (waking the loop
+/// through the window) until the socket is shut down or breaks.
 fn spawn_reader(
     mut sock: TcpStream,
     mut decoder: Decoder,
     window: Arc<Window>,
     ack_timeout: Duration,
-) -> std::io::Result<(Sender<Event>, Receiver<Event>, std::thread::JoinHandle<()>)> {
+) -> std::io::Result<(Receiver<Event>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = channel();
-    let events = tx.clone();
     sock.set_read_timeout(Some(ack_timeout))?;
     let handle = std::thread::Builder::new()
         .name("oasis-ship-ack".into())
@@ -330,7 +330,7 @@ fn spawn_reader(
                 return;
             }
         })?;
-    Ok((events, rx, handle))
+    Ok((rx, handle))
 }
 
 /// One connection: `HELLO`, then bytes out and acknowledgements in until the stream is done
@@ -360,9 +360,8 @@ fn session(
     let reader_sock = sock
         .try_clone()
         .map_err(|e| Failure::Io(format!("socket: {e}")))?;
-    let (_keep, events, reader) =
-        spawn_reader(reader_sock, decoder, Arc::clone(window), cfg.ack_timeout)
-            .map_err(|e| Failure::Io(format!("cannot start the acknowledgement reader: {e}")))?;
+    let (events, reader) = spawn_reader(reader_sock, decoder, Arc::clone(window), cfg.ack_timeout)
+        .map_err(|e| Failure::Io(format!("cannot start the acknowledgement reader: {e}")))?;
     let mut link = Link {
         shared,
         sock,
@@ -432,6 +431,8 @@ impl Link<'_> {
             .shared
             .window
             .copy_from(self.next, cfg.frame_bytes_max, &mut self.bytes);
+        // `next` lies in [acked, read_end): the window holds it.
+        debug_assert!(n > 0, "nothing to send at {}", self.next);
         if n == 0 {
             return Ok(());
         }
