@@ -67,7 +67,8 @@ pub(crate) fn run(shared: &Shared) {
     let mut sent_high = 0u64;
     while !shared.should_end() {
         if !shared.window.snapshot().anchored {
-            match probe_end(shared) {
+            let loud = backoff.failures().is_multiple_of(FAILURES_PER_WARNING);
+            match probe_end(shared, loud) {
                 Some(end) => shared.window.anchor(end),
                 None => {
                     pause(shared, backoff.next_delay());
@@ -249,8 +250,9 @@ fn hello(
 }
 
 /// Asks every server where the stream ends and returns the largest end (`None`: no server
-/// answered). A source without offsets of its own starts there.
-fn probe_end(shared: &Shared) -> Option<u64> {
+/// answered). A source without offsets of its own starts there. `loud`: when no server
+/// answers, say so as a warning (else at debug level).
+fn probe_end(shared: &Shared, loud: bool) -> Option<u64> {
     let mut order: Vec<usize> = (0..shared.config.servers.len()).collect();
     fastrand::shuffle(&mut order);
     let mut end = None;
@@ -274,11 +276,12 @@ fn probe_end(shared: &Shared) -> Option<u64> {
             shared.config.stream,
             silent.join(", ")
         ),
-        None => tracing::warn!(
+        None if loud => tracing::warn!(
             "stream {}: no server answered ({}); trying again",
             shared.config.stream,
             silent.join(", ")
         ),
+        None => tracing::debug!("stream {}: no server answered", shared.config.stream),
         Some(_) => {}
     }
     end
