@@ -9,6 +9,8 @@ mod client;
 mod config;
 mod config_api;
 mod library;
+mod logd;
+mod logs;
 mod reload;
 mod ship;
 
@@ -203,11 +205,21 @@ enum Command {
         #[command(flatten)]
         target: accounts::Target,
     },
+    /// Run a log server: shippers send it append-only streams, acknowledged once durable.
+    #[command(after_help = "Examples:\n  \
+        oasis logd --listen 127.0.0.1:7420 --data-dir ./logd-a\n  \
+        oasis logd --config /etc/oasis/logd.toml")]
+    Logd(logd::LogdArgs),
+    /// Read what log servers hold: ls, cat STREAM, tail -f STREAM.
+    Logs {
+        #[command(subcommand)]
+        command: logs::LogsCommand,
+    },
     /// Ship a log file (followed across rotations) or standard input to log servers, resuming
     /// after dropped connections, dead servers and restarts without loss or repeat.
     #[command(after_help = "Examples:\n  \
-        oasis log-ship --servers 10.0.0.5:7000,10.0.0.6:7000 --stream web-1/access /var/log/nginx/access.log\n  \
-        myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7000 --stream web-1/myapp -")]
+        oasis log-ship --servers 10.0.0.5:7420,10.0.0.6:7420 --stream web-1/access /var/log/nginx/access.log\n  \
+        myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7420 --stream web-1/myapp -")]
     LogShip(ship::LogShipArgs),
     /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
     #[command(after_help = "Example:\n  oasis stat movie.mp4")]
@@ -284,12 +296,15 @@ fn main() {
             | Command::Backup { .. }
             | Command::User { .. }
             | Command::Audit { .. }
+            | Command::Logs { .. }
     ) {
         // The offline commands print their own results; the log says only what goes wrong.
         init_tracing("warn", None);
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Logd(args) => logd::run(args),
+        Command::Logs { command } => logs::run(command),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file).map(|_| println!("{}: ok", file.display())),

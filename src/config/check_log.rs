@@ -50,7 +50,7 @@ impl Config {
         for (i, server) in log.ship_to.iter().enumerate() {
             if let Some(why) = server_problem(server) {
                 out.add("log", "ship_to", why)
-                    .hint("ship_to = [\"10.0.0.5:7000\", \"logs-2.example.net:7000\"]");
+                    .hint("ship_to = [\"10.0.0.5:7420\", \"logs-2.example.net:7420\"]");
             } else if log.ship_to[..i].contains(server) {
                 out.add("log", "ship_to", format!("{server} is listed twice"));
             }

@@ -11,9 +11,11 @@ mod check_log;
 mod check_users;
 mod diagnostics;
 mod file;
+mod logd;
 
 pub use check_log::{node_problem, NODE_BYTES_MAX};
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
+pub use logd::{LogdOverrides, LogdSection};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ pub struct Config {
     pub access: Vec<AccessSection>,
     pub auth: AuthSection,
     pub audit: AuditSection,
+    pub logd: LogdSection,
     pub log: LogSection,
 }
 
@@ -311,6 +314,7 @@ impl Default for Config {
             access: Vec::new(),
             auth: AuthSection::default(),
             audit: AuditSection::default(),
+            logd: LogdSection::default(),
             log: LogSection::default(),
         }
     }
@@ -492,35 +496,8 @@ impl Config {
 
     /// Derives the module settings. `cores` are the cores this process may use.
     pub fn resolve(&self, cores: &[usize]) -> Result<Resolved> {
-        let cores: Vec<usize> = if self.engine.cores.is_empty() {
-            cores.to_vec()
-        } else {
-            for c in &self.engine.cores {
-                if !cores.contains(c) {
-                    bail!("[engine] cores lists core {c}, which this process may not use (allowed: {cores:?})");
-                }
-            }
-            self.engine.cores.clone()
-        };
-        let layout = Layout::parse(&self.engine.layout, &cores)?;
-        let mut engine = EngineConfig::with_layout(layout);
-        engine.chunk_bytes = self.engine.chunk_bytes;
+        let mut engine = self.resolve_engine(cores)?;
         engine.chunks = self.engine.buffer_pool_bytes / self.engine.chunk_bytes;
-        engine.ring_entries = self.engine.ring_entries;
-        engine.fixed_buffers = self.engine.fixed_buffers;
-        engine.recv_buffers = self.engine.recv_buffers;
-        engine.recv_buffer_bytes = self.engine.recv_buffer_bytes;
-        engine.direct_reads = self.direct_reads();
-        engine.send_path = if self.engine.send_path == "read-send" {
-            oasis_engine::SendPath::ReadSend
-        } else {
-            oasis_engine::SendPath::ZeroCopy
-        };
-        engine.listen_backlog = self.engine.listen_backlog;
-        engine.pin = self.engine.pin;
-        engine.jobs_max = self.engine.jobs_max;
-        engine.cold_fetches_max = self.engine.cold_fetches_max;
-        engine.tcp_nopush = self.engine.tcp_nopush;
         // Room for a whole head plus pipelined bytes behind it.
         engine.input_bytes_max = self.http.header_bytes_max + 4096;
         engine.connections_per_worker_max = self.resources.connections_max as usize;
@@ -636,6 +613,41 @@ impl Config {
                 first_delay: SCRUB_FIRST_DELAY,
             }),
         })
+    }
+
+    /// The engine settings of `[engine]` (shared by `oasis serve` and `oasis logd`; each then
+    /// sizes the buffer pool, input buffers and connections for itself). `cores` are the cores
+    /// this process may use.
+    pub fn resolve_engine(&self, cores: &[usize]) -> Result<EngineConfig> {
+        let cores: Vec<usize> = if self.engine.cores.is_empty() {
+            cores.to_vec()
+        } else {
+            for c in &self.engine.cores {
+                if !cores.contains(c) {
+                    bail!("[engine] cores lists core {c}, which this process may not use (allowed: {cores:?})");
+                }
+            }
+            self.engine.cores.clone()
+        };
+        let layout = Layout::parse(&self.engine.layout, &cores)?;
+        let mut engine = EngineConfig::with_layout(layout);
+        engine.chunk_bytes = self.engine.chunk_bytes;
+        engine.ring_entries = self.engine.ring_entries;
+        engine.fixed_buffers = self.engine.fixed_buffers;
+        engine.recv_buffers = self.engine.recv_buffers;
+        engine.recv_buffer_bytes = self.engine.recv_buffer_bytes;
+        engine.direct_reads = self.direct_reads();
+        engine.send_path = if self.engine.send_path == "read-send" {
+            oasis_engine::SendPath::ReadSend
+        } else {
+            oasis_engine::SendPath::ZeroCopy
+        };
+        engine.listen_backlog = self.engine.listen_backlog;
+        engine.pin = self.engine.pin;
+        engine.jobs_max = self.engine.jobs_max;
+        engine.cold_fetches_max = self.engine.cold_fetches_max;
+        engine.tcp_nopush = self.engine.tcp_nopush;
+        Ok(engine)
     }
 }
 

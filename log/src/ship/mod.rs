@@ -108,7 +108,7 @@ impl ShipConfig {
         }
         if let Some(s) = self.servers.iter().find(|s| s.rsplit_once(':').is_none()) {
             return bad(format!(
-                "server {s:?} is not host:port (e.g. 10.0.0.5:7000)"
+                "server {s:?} is not host:port (e.g. 10.0.0.5:7420)"
             ));
         }
         if let Err(e) = crate::proto::validate_stream(&self.stream) {

@@ -1,0 +1,342 @@
+//! [`LogSession`]: one connection of the log server, as the engine drives it.
+//!
+//! The dispatcher: decodes frames as input arrives (a corrupt one closes the connection at once,
+//! nothing of it kept), gives each to its role (`write`, `read`), queues the frames they answer
+//! and hands the engine one transmit at a time: queued frames first, then the role's own (a
+//! writer's batch for the store, a reader's plan or record). It keeps the timeouts (a silent
+//! writer, a send the peer does not take) and decides when to close: after a refusal that ends
+//! the connection is sent, when the peer has gone, or, on shutdown, once a writer's last batch
+//! is answered.
+//!
+//! Never blocks, never reads the clock or a file; `now` comes from the engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oasis_engine::resource::Resource;
+use oasis_engine::{JobResult, Reservation, Session, Transmit};
+
+use super::read::{self, Reader};
+use super::write::{self, Refusal, Writer};
+use super::{Shared, CONN_MEMORY_BYTES, IDLE_TIMEOUT, SEND_TIMEOUT};
+use crate::proto::{encode, refuse, validate_stream, Decoder, Message};
+
+/// Frames queued for the peer past which input is not read.
+const OUT_BYTES_MAX: usize = 64 * 1024;
+
+/// What the connection is, once its first frame said so.
+enum Role {
+    New,
+    Writer(Writer),
+    Reader(Reader),
+    /// Answered a `LIST`; closes once the answer is sent.
+    Lister,
+}
+
+/// When the connection closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// Once the frames queued are sent (a refusal, a list).
+    AfterOut,
+    /// Now (a corrupt frame, a failed send, a timeout).
+    Now,
+}
+
+/// One connection of the log server.
+pub struct LogSession {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    decoder: Decoder,
+    /// Frames to send before anything else.
+    out: Vec<u8>,
+    /// The transmit in flight is `out`'s bytes (not the reader's).
+    sending_out: bool,
+    role: Role,
+    closing: Closing,
+    peer_closed: bool,
+    draining: bool,
+    last_input: Instant,
+    /// When the send in flight began.
+    send_started: Option<Instant>,
+    _memory: Option<Reservation>,
+}
+
+impl LogSession {
+    pub(super) fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, now: Instant) -> LogSession {
+        let memory = shared
+            .rm
+            .as_ref()
+            .map(|rm| rm.reserve(Resource::MemoryBytes, CONN_MEMORY_BYTES));
+        let mut s = LogSession {
+            shared,
+            peer,
+            decoder: Decoder::new(),
+            out: Vec::new(),
+            sending_out: false,
+            role: Role::New,
+            closing: Closing::No,
+            peer_closed: false,
+            draining: false,
+            last_input: now,
+            send_started: None,
+            _memory: None,
+        };
+        match memory {
+            Some(Err(e)) => s.refuse(Refusal {
+                code: refuse::AT_LIMIT,
+                expect: 0,
+                reason: format!("the log server is at its memory limit ({e}); try another server"),
+            }),
+            Some(Ok(r)) => s._memory = Some(r),
+            None => {}
+        }
+        s
+    }
+
+    /// Queues a refusal; codes 2-5 close the connection once it is sent.
+    fn refuse(&mut self, r: Refusal) {
+        if r.code != refuse::UNEXPECTED_OFFSET {
+            tracing::debug!(peer = ?self.peer, code = r.code, "refused: {}", r.reason);
+        }
+        if r.closes() {
+            self.closing = Closing::AfterOut;
+        }
+        encode(&r.message(), &mut self.out);
+    }
+
+    fn unexpected(&mut self, what: &str) {
+        self.refuse(Refusal {
+            code: refuse::BAD_HELLO,
+            expect: 0,
+            reason: format!("unexpected {what}: a connection starts with HELLO, READ or LIST, and only a writer sends DATA"),
+        });
+    }
+
+    /// One decoded frame.
+    fn handle(&mut self, msg: Message) {
+        let kind = msg.kind();
+        match (&mut self.role, msg) {
+            (
+                Role::New,
+                Message::Hello {
+                    version,
+                    stream,
+                    oldest_unacked,
+                },
+            ) => match write::hello(&self.shared, version, &stream, oldest_unacked) {
+                Ok((w, welcome)) => {
+                    tracing::debug!(peer = ?self.peer, "writing stream {stream}: {welcome:?}");
+                    encode(&welcome, &mut self.out);
+                    self.role = Role::Writer(w);
+                }
+                Err(r) => self.refuse(r),
+            },
+            (
+                Role::New,
+                Message::Read {
+                    stream,
+                    from,
+                    follow,
+                },
+            ) => match validate_stream(&stream) {
+                Ok(()) => self.role = Role::Reader(Reader::new(&self.shared, stream, from, follow)),
+                Err(e) => self.refuse(Refusal {
+                    code: refuse::BAD_HELLO,
+                    expect: 0,
+                    reason: e.to_string(),
+                }),
+            },
+            (Role::New, Message::List { prefix }) => {
+                read::list(&self.shared, &prefix, &mut self.out);
+                self.role = Role::Lister;
+                self.closing = Closing::AfterOut;
+            }
+            (Role::Writer(w), Message::Data { offset, bytes }) => {
+                if let Err(r) = w.data(offset, bytes) {
+                    self.refuse(r);
+                }
+            }
+            (Role::Reader(_) | Role::Lister, _) => {
+                // A reader's answer may be part way through a frame: no REFUSE in between.
+                tracing::debug!(peer = ?self.peer, "a reader sent message kind {kind}; closing");
+                self.closing = Closing::Now;
+            }
+            _ => self.unexpected(&format!("message kind {kind}")),
+        }
+    }
+
+    /// When the connection times out: a send the peer does not take, or silence from a
+    /// connection that has not said what it is or from a writer with no batch at the store.
+    fn timeout(&self) -> Option<Instant> {
+        let send = self.send_started.map(|t| t + SEND_TIMEOUT);
+        let silent = match &self.role {
+            Role::New => true,
+            Role::Writer(w) => !w.in_flight(),
+            Role::Reader(_) | Role::Lister => false,
+        };
+        let idle = silent.then(|| self.last_input + IDLE_TIMEOUT);
+        [send, idle].into_iter().flatten().min()
+    }
+
+    fn is_writer_busy(&self) -> bool {
+        matches!(&self.role, Role::Writer(w) if w.in_flight() || w.has_pending())
+    }
+}
+
+impl Session for LogSession {
+    fn on_input(&mut self, input: &[u8], now: Instant) -> usize {
+        self.last_input = now;
+        let mut used = 0;
+        while used < input.len() && self.wants_input() {
+            match self.decoder.decode(&input[used..]) {
+                Ok((n, msg)) => {
+                    used += n;
+                    if let Some(m) = msg {
+                        self.handle(m);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = ?self.peer, "{e}; closing the connection");
+                    self.closing = Closing::Now;
+                    return input.len();
+                }
+            }
+        }
+        used
+    }
+
+    fn on_peer_closed(&mut self, _now: Instant) {
+        self.peer_closed = true;
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Transmit {
+        if self.closing == Closing::Now {
+            return Transmit::Close;
+        }
+        if !self.out.is_empty() {
+            self.sending_out = true;
+            self.send_started = Some(now);
+            return Transmit::Bytes(std::mem::take(&mut self.out));
+        }
+        let open = self.closing == Closing::No && !self.peer_closed;
+        match &mut self.role {
+            Role::Writer(w) if open => {
+                if let Some(t) = w.next_batch(&self.shared) {
+                    return t;
+                }
+            }
+            Role::Reader(r) if open && !self.draining => {
+                if let Some(t) = r.poll(&self.shared, now) {
+                    if matches!(
+                        t,
+                        Transmit::Bytes(_) | Transmit::File { .. } | Transmit::FileWithHead { .. }
+                    ) {
+                        self.send_started = Some(now);
+                    }
+                    return t;
+                }
+                if r.done {
+                    return Transmit::Close;
+                }
+            }
+            _ => {}
+        }
+        if self.closing == Closing::AfterOut || self.peer_closed {
+            return Transmit::Close;
+        }
+        if self.draining && !self.is_writer_busy() {
+            return Transmit::Close;
+        }
+        Transmit::Idle
+    }
+
+    fn on_sent(&mut self, result: std::io::Result<u64>, returned: Option<Vec<u8>>, _now: Instant) {
+        self.send_started = None;
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(peer = ?self.peer, "send failed: {e}");
+                self.closing = Closing::Now;
+                return;
+            }
+        };
+        if std::mem::take(&mut self.sending_out) {
+            // Reuse a small buffer for the next frames.
+            if let Some(mut b) = returned.filter(|b| b.capacity() <= 64 * 1024) {
+                if self.out.is_empty() {
+                    b.clear();
+                    self.out = b;
+                }
+            }
+            return;
+        }
+        if let Role::Reader(r) = &mut self.role {
+            r.sent(n, returned.is_some());
+        }
+    }
+
+    fn on_job_done(&mut self, result: JobResult, now: Instant) {
+        // A commit that took long is not the shipper's silence.
+        self.last_input = now;
+        match &mut self.role {
+            Role::Writer(w) => match w.batch_done(result) {
+                Ok(ack) => encode(&ack, &mut self.out),
+                Err(r) => {
+                    if r.code == refuse::DISK_FULL {
+                        tracing::warn!(peer = ?self.peer, "append refused: {}", r.reason);
+                    }
+                    self.refuse(r);
+                }
+            },
+            Role::Reader(r) => {
+                if let Err(why) = r.planned(result, now) {
+                    tracing::warn!(peer = ?self.peer, "read stopped: {why}");
+                    self.closing = Closing::Now;
+                }
+            }
+            Role::New | Role::Lister => {}
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        // A reader's wake-up (a plan to try again) comes through here too: only the timeouts
+        // close the connection.
+        let wake = match &self.role {
+            Role::Reader(r) => r.wait_until,
+            _ => None,
+        };
+        [self.timeout(), wake].into_iter().flatten().min()
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        if self.timeout().is_some_and(|d| d <= now) {
+            tracing::debug!(peer = ?self.peer, "timed out (silent peer or a send not taken)");
+            self.closing = Closing::Now;
+        }
+    }
+
+    fn wants_close(&self) -> bool {
+        self.closing == Closing::Now
+    }
+
+    fn on_shutdown(&mut self, _now: Instant) {
+        self.draining = true;
+    }
+
+    fn wants_input(&self) -> bool {
+        // Answers the peer does not read stop its input too (each wrong DATA adds a REFUSE).
+        if self.closing != Closing::No || self.draining || self.out.len() >= OUT_BYTES_MAX {
+            return false;
+        }
+        match &self.role {
+            Role::Writer(w) => w.wants_input(),
+            _ => true,
+        }
+    }
+
+    fn on_close(&mut self, _now: Instant) {
+        tracing::debug!(peer = ?self.peer, "connection closed");
+    }
+}

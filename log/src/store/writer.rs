@@ -1,0 +1,454 @@
+//! The writer thread: the one thread of a `logd` that writes segment files. It appends for every
+//! stream and makes them durable in group commits.
+//!
+//! Sessions never touch a file: they queue an [`Append`] (bounded: `queue_max` appends; a server
+//! has at most one in flight per connection, see `server/`) and get its outcome through the
+//! append's `done` callback, called exactly once, from this thread (or at once, from the caller's,
+//! when the queue is full or the store is stopping). An append's records go into the stream's
+//! last segment file (a new one when its offset jumps past the stream's end, when the stream has
+//! none, or when the last passed [`SEGMENT_BYTES_MAX`]). Every `commit_interval` after the first
+//! write not yet synced, or as soon as `commit_bytes` are unsynced, each written file gets an
+//! `fdatasync`, then each stream's new durable end is published, then the appends' callbacks
+//! run with it.
+//!
+//! A failed write (ENOSPC above all) cuts the file back to where that append began, so nothing
+//! partial stays, and the append alone fails; a failed sync cuts the stream back to its last
+//! durable end and fails every append of the stream waiting for it. Either way the thread goes on
+//! serving other streams and later appends.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::format::{segment_file_name, segment_head, RecordHead, RECORD_BYTES_MAX};
+use super::format::{RECORD_HEAD_BYTES, STREAMS_DIR};
+use super::stream::{mark, Segment, Stream};
+
+/// A segment this long gets no more records: the next append starts a new one.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
+/// Bytes of a stream to append at `offset`, and who hears how it went.
+pub struct Append {
+    /// The stream appended to.
+    pub stream: Arc<Stream>,
+    /// The stream offset of the first byte (the stream's end, or past it to start a segment).
+    pub offset: u64,
+    /// The bytes (split into records of at most 1 MiB).
+    pub bytes: Vec<u8>,
+    /// Called once with the outcome: `Ok(durable end)` once the bytes are durable.
+    pub done: AppendDone,
+}
+
+/// The outcome of an [`Append`]: the stream's durable end once its bytes are durable.
+pub type AppendResult = Result<u64, AppendError>;
+
+/// Who hears an append's outcome.
+pub type AppendDone = Box<dyn FnOnce(AppendResult) + Send>;
+
+/// Why an append was not made durable. Nothing of it is kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The stream's next offset is `expect`, not the append's (nothing was written).
+    #[error("offset {offset} is not the stream's next ({expect})")]
+    Unexpected { offset: u64, expect: u64 },
+    /// The file system is full (or over quota).
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    /// Another write or sync error.
+    #[error("cannot write the stream: {0}")]
+    Io(String),
+    /// The queue of appends is at its bound.
+    #[error("the log server has {0} appends queued, its limit")]
+    Busy(usize),
+    /// The store is stopping (or was opened read-only).
+    #[error("the log store takes no appends (stopping or read-only)")]
+    Stopped,
+}
+
+impl AppendError {
+    fn from_io(e: &io::Error) -> AppendError {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                AppendError::DiskFull(e.to_string())
+            }
+            _ => AppendError::Io(e.to_string()),
+        }
+    }
+}
+
+/// When the writer syncs.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitPolicy {
+    /// At most this long from a write to its sync.
+    pub interval: Duration,
+    /// Sync as soon as this many bytes are unsynced.
+    pub bytes: u64,
+}
+
+/// Counts since start-up, for logs and tests.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Appends written.
+    pub appends: AtomicU64,
+    /// Their bytes.
+    pub bytes: AtomicU64,
+    /// `fdatasync`s (one per file written in a commit).
+    pub syncs: AtomicU64,
+    /// Appends that failed (not counted above).
+    pub failed: AtomicU64,
+}
+
+struct Inbox {
+    queue: VecDeque<Append>,
+    stopping: bool,
+}
+
+/// What the store and the writer thread share.
+pub(crate) struct WriterShared {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+    queue_max: usize,
+    /// Counts since start-up.
+    pub stats: WriterStats,
+}
+
+impl WriterShared {
+    /// An empty queue of at most `queue_max` appends.
+    pub fn new(queue_max: usize) -> WriterShared {
+        WriterShared {
+            inbox: Mutex::new(Inbox {
+                queue: VecDeque::new(),
+                stopping: false,
+            }),
+            wake: Condvar::new(),
+            queue_max,
+            stats: WriterStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an append, or fails it at once (queue full, stopping). Never blocks on the disk.
+    pub fn push(&self, a: Append) {
+        let mut inbox = self.lock();
+        let refused = if inbox.stopping {
+            AppendError::Stopped
+        } else if inbox.queue.len() >= self.queue_max {
+            AppendError::Busy(self.queue_max)
+        } else {
+            inbox.queue.push_back(a);
+            drop(inbox);
+            self.wake.notify_one();
+            return;
+        };
+        drop(inbox);
+        (a.done)(Err(refused));
+    }
+
+    /// Tells the thread to finish what is queued, sync and return.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The last segment of a stream as the writer appends to it.
+struct Tail {
+    stream: Arc<Stream>,
+    file: Arc<File>,
+    /// Where the next record goes in the file, and its stream offset.
+    len: u64,
+    end: u64,
+    /// The same at the last sync.
+    durable_len: u64,
+    durable_end: u64,
+    dirty: bool,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<WriterShared>,
+    data_dir: PathBuf,
+    policy: CommitPolicy,
+    tails: HashMap<String, Tail>,
+    /// Appends written and waiting for the next sync.
+    waiting: Vec<(Arc<Stream>, AppendDone)>,
+    unsynced_bytes: u64,
+    first_unsynced: Option<Instant>,
+}
+
+impl Writer {
+    /// The thread's state, before [`Writer::run`].
+    pub fn new(shared: Arc<WriterShared>, data_dir: PathBuf, policy: CommitPolicy) -> Writer {
+        Writer {
+            shared,
+            data_dir,
+            policy,
+            tails: HashMap::new(),
+            waiting: Vec::new(),
+            unsynced_bytes: 0,
+            first_unsynced: None,
+        }
+    }
+
+    /// The thread's loop: take what is queued, write it, sync when due; on stop, finish the queue.
+    pub fn run(mut self) {
+        loop {
+            let (batch, stopping) = self.wait_for_work();
+            for a in batch {
+                self.write(a);
+                if self.unsynced_bytes >= self.policy.bytes {
+                    self.commit();
+                }
+            }
+            let due = self
+                .first_unsynced
+                .is_some_and(|t| t.elapsed() >= self.policy.interval);
+            if due || stopping {
+                self.commit();
+            }
+            if stopping && self.shared.lock().queue.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until something is queued, the store stops, or a sync is due.
+    fn wait_for_work(&self) -> (Vec<Append>, bool) {
+        let mut inbox = self.shared.lock();
+        loop {
+            if !inbox.queue.is_empty() || inbox.stopping {
+                return (inbox.queue.drain(..).collect(), inbox.stopping);
+            }
+            let wait = match self.first_unsynced {
+                Some(t) => match self.policy.interval.checked_sub(t.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return (Vec::new(), false),
+                },
+                None => Duration::from_secs(1),
+            };
+            inbox = self
+                .shared
+                .wake
+                .wait_timeout(inbox, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn write(&mut self, a: Append) {
+        let Append {
+            stream,
+            offset,
+            bytes,
+            done,
+        } = a;
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.stats;
+        match self.write_records(&stream, offset, &bytes) {
+            Ok(()) => {
+                stats.appends.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.unsynced_bytes += bytes.len() as u64;
+                self.first_unsynced.get_or_insert_with(Instant::now);
+                self.waiting.push((stream, done));
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                done(Err(e));
+            }
+        }
+    }
+
+    /// Writes `bytes` at `offset` as records of the stream's tail (a new segment when needed);
+    /// on failure nothing of them stays in the file.
+    fn write_records(
+        &mut self,
+        stream: &Arc<Stream>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), AppendError> {
+        let name = stream.name().to_string();
+        if !self.tails.contains_key(&name) {
+            if let Some(tail) = tail_of(stream) {
+                self.tails.insert(name.clone(), tail);
+            }
+        }
+        let (end, len) = match self.tails.get(&name) {
+            Some(t) => (Some(t.end), t.len),
+            None => (None, 0),
+        };
+        match end {
+            Some(end) if offset < end => {
+                return Err(AppendError::Unexpected {
+                    offset,
+                    expect: end,
+                })
+            }
+            Some(end) if offset == end && len < SEGMENT_BYTES_MAX => {}
+            _ => {
+                // The previous segment is durable before the next begins, so only a stream's
+                // last segment can ever have a torn tail.
+                self.commit();
+                let tail = self
+                    .start_segment(stream, offset)
+                    .map_err(|e| AppendError::from_io(&e))?;
+                self.tails.insert(name.clone(), tail);
+            }
+        }
+        let tail = self.tails.get_mut(&name).expect("a tail was just made");
+        let before = (tail.len, tail.end);
+        let result = append_records(tail, bytes);
+        if let Err(e) = &result {
+            tracing::warn!(
+                "stream {name}: append of {} bytes at offset {offset} failed ({e}); the file is cut back to its last good record",
+                bytes.len()
+            );
+            cut_back(tail, before.0, before.1);
+        }
+        result.map_err(|e| AppendError::from_io(&e))
+    }
+
+    /// Creates the segment file starting at `offset`: header written and synced, directory
+    /// entry synced, before any record goes in.
+    fn start_segment(&self, stream: &Arc<Stream>, offset: u64) -> io::Result<Tail> {
+        let dir = stream.dir();
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            File::open(self.data_dir.join(STREAMS_DIR))?.sync_all()?;
+        }
+        let path = dir.join(segment_file_name(offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let head = segment_head(stream.name(), offset);
+        let written = file
+            .write_all_at(&head, 0)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| File::open(dir)?.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let file = Arc::new(file);
+        let head_len = head.len() as u64;
+        stream.write_segments().push(Segment {
+            start: offset,
+            end: offset,
+            file: Arc::clone(&file),
+            marks: vec![(offset, head_len)],
+        });
+        tracing::debug!("stream {}: new segment at offset {offset}", stream.name());
+        Ok(Tail {
+            stream: Arc::clone(stream),
+            file,
+            len: head_len,
+            end: offset,
+            durable_len: head_len,
+            durable_end: offset,
+            dirty: false,
+        })
+    }
+
+    /// Syncs every written file, publishes the streams' durable ends, then tells the appends.
+    fn commit(&mut self) {
+        if self.waiting.is_empty() && self.tails.values().all(|t| !t.dirty) {
+            return;
+        }
+        let mut failed: HashMap<String, AppendError> = HashMap::new();
+        for (name, tail) in self.tails.iter_mut().filter(|(_, t)| t.dirty) {
+            tail.dirty = false;
+            self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+            match tail.file.sync_data() {
+                Ok(()) => {
+                    tail.durable_len = tail.len;
+                    tail.durable_end = tail.end;
+                    tail.stream.publish(tail.end);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "stream {name}: sync failed ({e}); the bytes after offset {} are cut and their appends fail",
+                        tail.durable_end
+                    );
+                    let (len, end) = (tail.durable_len, tail.durable_end);
+                    cut_back(tail, len, end);
+                    failed.insert(name.clone(), AppendError::from_io(&e));
+                }
+            }
+        }
+        for (stream, done) in self.waiting.drain(..) {
+            match failed.get(stream.name()) {
+                Some(e) => {
+                    self.shared.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    done(Err(e.clone()));
+                }
+                None => done(Ok(stream.durable_end())),
+            }
+        }
+        self.unsynced_bytes = 0;
+        self.first_unsynced = None;
+    }
+}
+
+/// The tail of a stream's last segment as recovery left it (`None`: the stream has none).
+fn tail_of(stream: &Arc<Stream>) -> Option<Tail> {
+    let segments = stream.read_segments();
+    let last = segments.last()?;
+    let len = last.file.metadata().ok()?.len();
+    Some(Tail {
+        stream: Arc::clone(stream),
+        file: Arc::clone(&last.file),
+        len,
+        end: last.end,
+        durable_len: len,
+        durable_end: last.end,
+        dirty: false,
+    })
+}
+
+/// Writes `bytes` as records at the tail's end, marking them; moves the tail on.
+fn append_records(tail: &mut Tail, bytes: &[u8]) -> io::Result<()> {
+    for piece in bytes.chunks(RECORD_BYTES_MAX) {
+        let head = RecordHead {
+            offset: tail.end,
+            len: piece.len() as u32,
+            crc: crc32c::crc32c(piece),
+        };
+        tail.file.write_all_at(&head.encode(), tail.len)?;
+        tail.file
+            .write_all_at(piece, tail.len + RECORD_HEAD_BYTES as u64)?;
+        if let Some(last) = tail.stream.write_segments().last_mut() {
+            mark(&mut last.marks, tail.end, tail.len);
+        }
+        tail.len += (RECORD_HEAD_BYTES + piece.len()) as u64;
+        tail.end += piece.len() as u64;
+        tail.dirty = true;
+    }
+    Ok(())
+}
+
+/// Cuts the tail's file back to `len` (stream offset `end`), dropping marks past it.
+fn cut_back(tail: &mut Tail, len: u64, end: u64) {
+    if let Err(e) = tail.file.set_len(len) {
+        // The bytes past `len` stay in the file, unacknowledged; start-up recovery or the
+        // next append (which overwrites them) deals with them.
+        tracing::error!(
+            "stream {}: cannot cut the segment back to {len} bytes: {e}",
+            tail.stream.name()
+        );
+    }
+    tail.len = len;
+    tail.end = end;
+    if let Some(last) = tail.stream.write_segments().last_mut() {
+        last.marks.retain(|&(_, p)| p < len);
+    }
+}

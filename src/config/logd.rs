@@ -1,0 +1,210 @@
+//! `[logd]`: the log server (`oasis logd`), its checks and the settings derived from it.
+//!
+//! A logd shares the file's `[server] log_level`, `[engine]` and `[resources] memory_bytes`
+//! with `oasis serve`; everything of its own is here. Several logds on one machine take
+//! different `listen` addresses and `data_dir`s (a file each, or `--listen`/`--data-dir`).
+//! Pure: nothing is opened or bound here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use oasis_engine::resource::{AccountLimits, ResourceLimits};
+use oasis_engine::EngineConfig;
+
+use super::check::Problems;
+use super::Config;
+
+/// The buffer pool a logd takes at most: record bodies leave by `sendfile`, so it needs few.
+const LOGD_POOL_BYTES_MAX: usize = 16 << 20;
+/// Each connection's input buffer in the engine (frames are decoded as they arrive).
+const LOGD_INPUT_BYTES: usize = 64 * 1024;
+
+/// `[logd]`: the log server's own settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogdSection {
+    /// Addresses to listen on (`--listen` replaces them).
+    pub listen: Vec<SocketAddr>,
+    /// The streams' segment files (`--data-dir` replaces it); one logd per directory.
+    pub data_dir: PathBuf,
+    /// At most this long from an append's write to its `fdatasync`.
+    pub commit_interval_ms: u64,
+    /// Sync as soon as this many bytes are unsynced.
+    pub commit_bytes: u64,
+    /// Connections at once (shippers and readers); more are refused with `REFUSE` 4.
+    pub connections_max: u64,
+    /// Streams held at most; a `HELLO` for a new one past it is refused with `REFUSE` 4.
+    pub streams_max: usize,
+}
+
+impl Default for LogdSection {
+    fn default() -> Self {
+        LogdSection {
+            listen: vec!["127.0.0.1:7420".parse().expect("literal")],
+            data_dir: PathBuf::from("./oasis-logd"),
+            commit_interval_ms: 5,
+            commit_bytes: 1 << 20,
+            connections_max: 256,
+            streams_max: 1024,
+        }
+    }
+}
+
+/// What `oasis logd` options replace in the file.
+#[derive(Clone, Debug, Default)]
+pub struct LogdOverrides {
+    /// `--listen`, repeated (none: the file's).
+    pub listen: Vec<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl LogdOverrides {
+    /// Puts the options over the file's values.
+    pub fn apply(&self, cfg: &mut Config) {
+        if !self.listen.is_empty() {
+            cfg.logd.listen = self.listen.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.logd.data_dir = d.clone();
+        }
+    }
+}
+
+/// Everything a logd needs, derived from a checked [`Config`].
+pub struct ResolvedLogd {
+    /// The engine's settings (a small buffer pool: bodies leave by `sendfile`).
+    pub engine: EngineConfig,
+    /// The Resource Manager's accounts (memory, connections).
+    pub limits: ResourceLimits,
+    /// The data directory and its group commits.
+    pub store: oasis_log::store::StoreConfig,
+}
+
+impl Config {
+    pub(super) fn check_logd(&self, out: &mut Problems) {
+        let l = &self.logd;
+        if l.listen.is_empty() {
+            out.add("logd", "listen", "needs at least one address")
+                .hint("listen = [\"127.0.0.1:7420\"]");
+        }
+        for (i, a) in l.listen.iter().enumerate() {
+            if l.listen[..i].contains(a) {
+                out.add("logd", "listen", format!("{a} is listed twice"));
+            }
+        }
+        if !(1..=10_000).contains(&l.commit_interval_ms) {
+            out.add(
+                "logd",
+                "commit_interval_ms",
+                format!("must be between 1 and 10000 (got {})", l.commit_interval_ms),
+            )
+            .hint("commit_interval_ms = 5");
+        }
+        if !(4096..=1 << 30).contains(&l.commit_bytes) {
+            out.add(
+                "logd",
+                "commit_bytes",
+                format!(
+                    "must be between 4096 and 1073741824 (got {})",
+                    l.commit_bytes
+                ),
+            )
+            .hint("commit_bytes = 1048576");
+        }
+        if !(1..=65_536).contains(&l.connections_max) {
+            out.add(
+                "logd",
+                "connections_max",
+                format!("must be between 1 and 65536 (got {})", l.connections_max),
+            )
+            .hint("for more, run another logd on another port (each connection reserves about 3.3 MB)");
+        }
+        if !(1..=1_000_000).contains(&l.streams_max) {
+            out.add(
+                "logd",
+                "streams_max",
+                format!("must be between 1 and 1000000 (got {})", l.streams_max),
+            );
+        }
+    }
+
+    /// Derives a logd's engine, Resource Manager and store settings. `cores` are the cores this
+    /// process may use.
+    pub fn resolve_logd(&self, cores: &[usize]) -> Result<ResolvedLogd> {
+        let l = &self.logd;
+        let mut engine = self.resolve_engine(cores)?;
+        let pool_bytes = self.engine.buffer_pool_bytes.min(LOGD_POOL_BYTES_MAX);
+        engine.chunks = (pool_bytes / self.engine.chunk_bytes).max(4);
+        // Segment files are read through the page cache, whatever [storage] read_mode says.
+        engine.direct_reads = false;
+        engine.input_bytes_max = LOGD_INPUT_BYTES;
+        engine.connections_per_worker_max = l.connections_max as usize;
+        let memory = match self.resources.memory_bytes {
+            0 => super::host_memory_bytes() / 4,
+            m => m,
+        };
+        let unlimited = AccountLimits::new(u64::MAX);
+        let limits = ResourceLimits {
+            memory_bytes: AccountLimits::new(memory),
+            net_bps: l.listen.iter().map(|_| unlimited).collect(),
+            disk_read_bps: unlimited,
+            disk_space_bytes: unlimited,
+            connections: AccountLimits::new(l.connections_max),
+            open_files: unlimited,
+        };
+        let mut store = oasis_log::store::StoreConfig::new(&l.data_dir);
+        store.commit.interval = Duration::from_millis(l.commit_interval_ms);
+        store.commit.bytes = l.commit_bytes;
+        store.streams_max = l.streams_max;
+        // One batch in flight per connection: the queue never refuses one.
+        store.queue_max = l.connections_max as usize;
+        Ok(ResolvedLogd {
+            engine,
+            limits,
+            store,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logd_values_are_checked_and_located() {
+        let err = Config::parse(
+            "[logd]\ncommit_interval_ms = 0\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("t:2:22: [logd] commit_interval_ms: must be between 1 and 10000 (got 0)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("[logd] listen: 127.0.0.1:1 is listed twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn logd_settings_reach_the_store_and_engine() {
+        let cfg = Config::parse(
+            "[logd]\ncommit_interval_ms = 7\ncommit_bytes = 65536\nconnections_max = 10\nstreams_max = 3\n",
+            "t",
+        )
+        .unwrap();
+        let r = cfg.resolve_logd(&[0]).unwrap();
+        assert_eq!(r.store.commit.interval, Duration::from_millis(7));
+        assert_eq!(r.store.commit.bytes, 65536);
+        assert_eq!(r.store.streams_max, 3);
+        assert_eq!(r.engine.connections_per_worker_max, 10);
+        assert_eq!(r.limits.connections.limit, 10);
+    }
+}
