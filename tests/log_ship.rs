@@ -1,39 +1,106 @@
-//! `oasis log-ship` and `oasis serve`'s `[log] ship_to`, as real processes against log servers
-//! over real sockets. The servers are the in-test ones of `log/tests/mini_server` (the protocol
-//! spoken with the shared codec, bytes kept in memory at their offsets, killable); `union` reads
-//! what they hold together and fails on a gap or on two servers holding different bytes at one
-//! offset, so a lost byte, a repeated one (the stream would be longer) or a misplaced one shows.
+//! `oasis log-ship` and `oasis serve`'s `[log] ship_to`, as real processes against real log
+//! servers (`oasis logd`, each with its own port and data directory) over real sockets. What the
+//! servers hold is read from their data directories in place and put together with
+//! `oasis_log::assemble` (each byte once, overlaps compared: two servers holding different bytes
+//! at one offset fail the test), so a lost byte, a repeated one (the stream would be longer) or a
+//! misplaced one shows.
 //!
 //! - A followed file, rotated by rename mid-way (with a late write to the old file), reaches two
 //!   servers exactly once; SIGTERM exits 0 and the state file is next to the file.
 //! - `kill -9` of the shipper, several times, with a rotation while it is down: each restart
 //!   resumes from its state file; the servers end up with every byte once.
-//! - Standard input with the server in use killed mid-stream: the shipper goes to the other
-//!   one, exits 0 at the end of input, and the union has everything.
+//! - Standard input with the server in use killed (`kill -9`) mid-stream: the shipper goes to
+//!   the other one, exits 0 at the end of input, and the two together hold everything.
 //! - `oasis serve` ships its access log and its events; `[log] level` is live: an info line is
 //!   shipped only after a reload lowers the level from warn.
 //!
 //! Waits are for conditions, bounded so a broken shipper fails instead of hanging; nothing
-//! asserts on timing.
+//! asserts on timing. (The shipper against servers that hang or refuse is tested in
+//! `log/tests/ship_sockets.rs`, with in-test servers that can be told to.)
 
 mod support;
 
+/// The shared test helpers (`wait_for`, `lines`, `append`); its server is not used here.
 #[path = "../log/tests/mini_server/mod.rs"]
 mod mini_server;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mini_server::{append, covered, lines, union, wait_for, MiniServer, WAIT};
+use mini_server::{append, lines, wait_for, WAIT};
+use oasis_log::assemble::{assemble, AssembleError, PieceSource};
+use oasis_log::client::DirSource;
 
-fn servers(list: &[&MiniServer]) -> String {
-    list.iter().map(|s| s.name()).collect::<Vec<_>>().join(",")
+/// A running `oasis logd` on a port of its own; killed when dropped.
+struct Logd {
+    child: Child,
+    addr: SocketAddr,
+    data: PathBuf,
+}
+
+/// Starts `oasis logd` with its data directory and log under `dir`, named `name`.
+fn logd(dir: &Path, name: &str) -> Logd {
+    let (data, log) = (dir.join(name), dir.join(format!("{name}.log")));
+    let child = Command::new(support::oasis_bin())
+        .args(["logd", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    wait_for("logd to listen", || {
+        addr = support::listening_addr(&std::fs::read_to_string(&log).unwrap_or_default());
+        addr.is_some()
+    });
+    Logd {
+        child,
+        addr: addr.unwrap(),
+        data,
+    }
+}
+
+impl Logd {
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Logd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn servers(list: &[&Logd]) -> String {
+    list.iter()
+        .map(|s| s.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What the servers hold of `stream` together, from offset 0 up to the first offset none holds
+/// (read from their data directories in place, durable bytes only). Two servers holding
+/// different bytes at one offset fail the test.
+fn held(list: &[&Logd], stream: &str) -> Vec<u8> {
+    let mut sources: Vec<Box<dyn PieceSource>> = list
+        .iter()
+        .filter_map(|s| DirSource::open(&s.data, stream, 0).unwrap())
+        .map(|d| Box::new(d) as Box<dyn PieceSource>)
+        .collect();
+    let mut out = Vec::new();
+    match assemble(&mut sources, 0, &mut out) {
+        Ok(_) | Err(AssembleError::Gap { .. }) => out,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// `oasis log-ship` with its stderr in `log` (appended, kept for failure messages).
-fn ship(list: &[&MiniServer], stream: &str, input: &str, log: &Path) -> Child {
+fn ship(list: &[&Logd], stream: &str, input: &str, log: &Path) -> Child {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -61,11 +128,12 @@ fn wait_started(log: &Path) {
     });
 }
 
-/// Two log servers, and a directory with the followed file's and the shipper's log's paths.
-fn rig() -> (MiniServer, MiniServer, tempfile::TempDir, PathBuf, PathBuf) {
+/// Two log servers, and a directory with their data, the followed file and the shipper's log.
+fn rig() -> (Logd, Logd, tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (logd(dir.path(), "logd-a"), logd(dir.path(), "logd-b"));
     let (file, log) = (dir.path().join("app.log"), dir.path().join("ship.log"));
-    (MiniServer::start(), MiniServer::start(), dir, file, log)
+    (a, b, dir, file, log)
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -111,7 +179,7 @@ fn a_followed_file_with_a_rotation_reaches_two_servers_exactly_once() {
     append(&file, &first);
     let mut shipper = ship(&[&a, &b], stream, support::path_str(&file), &log);
     wait_for("the first file", || {
-        covered(&[&a, &b], stream) == first.len() as u64
+        held(&[&a, &b], stream).len() == first.len()
     });
     // Rotation by rename; the writer adds a last line to the old file before it reopens.
     std::fs::rename(&file, dir.path().join("app.log.1")).unwrap();
@@ -125,10 +193,10 @@ fn a_followed_file_with_a_rotation_reaches_two_servers_exactly_once() {
     want.extend_from_slice(b"late line to the old file\n");
     want.extend_from_slice(&second);
     wait_for("the second file", || {
-        covered(&[&a, &b], stream) == want.len() as u64
+        held(&[&a, &b], stream).len() == want.len()
     });
     stop_cleanly(&mut shipper, &log);
-    assert_eq!(union(&[&a, &b], stream), want);
+    assert!(held(&[&a, &b], stream) == want, "exactly the file's bytes");
     let state = std::fs::read_to_string(dir.path().join("app.log.oasis-ship")).unwrap();
     assert!(
         state.contains(&format!("acked {}\n", want.len())),
@@ -142,7 +210,7 @@ fn kill_9_and_restart_neither_loses_nor_repeats() {
     let stream = "web-1/app";
     let mut want = Vec::new();
     for round in 0..4 {
-        let before = want.len() as u64;
+        let before = want.len();
         let chunk = lines(&format!("round{round}"), 2 << 20);
         append(&file, &chunk);
         want.extend_from_slice(&chunk);
@@ -155,33 +223,36 @@ fn kill_9_and_restart_neither_loses_nor_repeats() {
         }
         let mut shipper = ship(&[&a, &b], stream, support::path_str(&file), &log);
         // Killed once it made some progress, most likely with bytes in flight.
-        wait_for("progress", || covered(&[&a, &b], stream) > before);
+        wait_for("progress", || held(&[&a, &b], stream).len() > before);
         signal(shipper.id(), "-KILL");
         let _ = exit_status(&mut shipper, &log);
     }
     let log = dir.path().join("ship-final.log");
     let mut shipper = ship(&[&a, &b], stream, support::path_str(&file), &log);
-    wait_for("everything", || {
-        covered(&[&a, &b], stream) >= want.len() as u64
-    });
+    wait_for("everything", || held(&[&a, &b], stream).len() >= want.len());
     stop_cleanly(&mut shipper, &log);
-    let got = union(&[&a, &b], stream);
+    let got = held(&[&a, &b], stream);
     assert_eq!(got.len(), want.len(), "no byte lost, none repeated");
     assert!(got == want, "the bytes are the file's, in order");
 }
 
 #[test]
 fn standard_input_moves_to_the_other_server_when_one_dies() {
-    let (a, b, _dir, _, log) = rig();
+    let (mut a, mut b, _dir, _, log) = rig();
     let stream = "batch/import";
     let data = lines("stdin", 4 << 20);
     let half = data.len() / 2;
     let mut shipper = ship(&[&a, &b], stream, "-", &log);
     let mut stdin = shipper.stdin.take().unwrap();
     stdin.write_all(&data[..half]).unwrap();
-    wait_for("half shipped", || covered(&[&a, &b], stream) >= half as u64);
-    let used = if a.held(stream).end() > 0 { &a } else { &b };
-    used.kill();
+    wait_for("half shipped", || held(&[&a, &b], stream).len() >= half);
+    // Only the server in use holds the stream so far.
+    let a_holds = DirSource::open(&a.data, stream, 0).unwrap().is_some();
+    if a_holds {
+        a.kill9()
+    } else {
+        b.kill9()
+    }
     stdin.write_all(&data[half..]).unwrap();
     drop(stdin);
     let status = exit_status(&mut shipper, &log);
@@ -191,33 +262,23 @@ fn standard_input_moves_to_the_other_server_when_one_dies() {
         text.contains(&format!("acknowledged up to offset {}", data.len())),
         "{text}"
     );
-    assert_eq!(union(&[&a, &b], stream), data);
+    assert!(held(&[&a, &b], stream) == data, "everything, once");
 }
 
 #[test]
 fn serve_ships_its_access_log_and_events_with_a_live_level() {
-    let m = MiniServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = logd(dir.path(), "logd");
     let mut s = support::Server::start(&format!(
         "\n[log]\nship_to = [\"{}\"]\nnode = \"n1\"\nlevel = \"warn\"\n",
-        m.name()
+        m.addr
     ));
     let (status, _, _) = s.request(
         "GET /media/no-such-object HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         b"",
     );
     assert_eq!(status, 404);
-    let text = |stream: &str| {
-        let held = m.held(stream);
-        String::from_utf8_lossy(
-            &held
-                .segments
-                .values()
-                .flatten()
-                .copied()
-                .collect::<Vec<u8>>(),
-        )
-        .into_owned()
-    };
+    let text = |stream: &str| String::from_utf8_lossy(&held(&[&m], stream)).into_owned();
     support::wait_until(&s, "the access line at the log server", || {
         text("n1/access").contains("GET /media/no-such-object")
     });

@@ -51,6 +51,16 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// How a connection ended without failing.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The stream is done, or a shutdown's deadline passed.
+    Done,
+    /// The server closed the connection with nothing outstanding (a server closes writers that
+    /// stay silent): connect again when there is something to send.
+    Idle,
+}
+
 /// What the frame reader hands to the loop.
 enum Event {
     Frame(Message),
@@ -83,8 +93,17 @@ pub(crate) fn run(shared: &Shared) {
         }
         attempts += 1;
         let server = &cfg.servers[idx];
-        match session(shared, server, &mut backoff, &mut sent_high) {
-            Ok(()) => {}
+        let ended = session(shared, server, &mut backoff, &mut sent_high);
+        shared.set_server(None);
+        match ended {
+            Ok(Ended::Done) => {}
+            Ok(Ended::Idle) => {
+                tracing::debug!(
+                    "shipping {}: {server} closed the idle connection",
+                    cfg.stream
+                );
+                wait_for_bytes(shared);
+            }
             Err(failure) => {
                 Counters::add(&shared.counters.failures, 1);
                 if let Failure::Refused(..) = failure {
@@ -107,7 +126,18 @@ pub(crate) fn run(shared: &Shared) {
                 pause(shared, delay);
             }
         }
-        shared.set_server(None);
+    }
+}
+
+/// Waits until the window holds bytes to send, the stream is done or a shutdown's deadline
+/// passes.
+fn wait_for_bytes(shared: &Shared) {
+    loop {
+        let s = shared.window.snapshot();
+        if s.read_end > s.acked || shared.should_end() {
+            return;
+        }
+        shared.window.wait_change(s.generation, WAIT_SLICE);
     }
 }
 
@@ -337,13 +367,14 @@ fn spawn_reader(
 }
 
 /// One connection: `HELLO`, then bytes out and acknowledgements in until the stream is done
-/// (`Ok`), a shutdown's deadline passes (`Ok`), or the connection fails.
+/// or a shutdown's deadline passes (`Done`), the server closes it with nothing outstanding
+/// (`Idle`), or the connection fails.
 fn session(
     shared: &Shared,
     server: &str,
     backoff: &mut Backoff,
     sent_high: &mut u64,
-) -> Result<(), Failure> {
+) -> Result<Ended, Failure> {
     let window = &shared.window;
     let cfg = &shared.config;
     let oldest = window.snapshot().acked;
@@ -395,19 +426,25 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    fn pump(&mut self, events: &Receiver<Event>, sent_high: &mut u64) -> Result<(), Failure> {
+    fn pump(&mut self, events: &Receiver<Event>, sent_high: &mut u64) -> Result<Ended, Failure> {
         let window = &self.shared.window;
         loop {
             while let Ok(event) = events.try_recv() {
+                if let Event::Closed(why) = &event {
+                    if window.snapshot().acked >= self.next {
+                        return Ok(Ended::Idle);
+                    }
+                    return Err(Failure::Io(why.clone()));
+                }
                 self.on_event(event)?;
             }
             let s = window.snapshot();
             if s.all_acked() {
-                return Ok(());
+                return Ok(Ended::Done);
             }
             let now = Instant::now();
             if self.shared.deadline().is_some_and(|d| now >= d) {
-                return Ok(());
+                return Ok(Ended::Done);
             }
             self.next = self.next.max(s.acked);
             if self.next < s.read_end {

@@ -122,6 +122,15 @@ impl MiniServer {
             .unwrap_or_default()
     }
 
+    /// Whether a connection writes `stream` now.
+    pub fn writing(&self, stream: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .writers
+            .contains(stream)
+    }
+
     /// Stops acknowledging (and keeps reading): a hung server.
     pub fn hang(&self, on: bool) {
         self.hung.store(on, Ordering::SeqCst);
@@ -132,9 +141,8 @@ impl MiniServer {
         self.refuse.store(code, Ordering::SeqCst);
     }
 
-    /// Dies: stops listening and closes every connection.
-    pub fn kill(&self) {
-        self.dead.store(true, Ordering::SeqCst);
+    /// Closes every connection open now, as a server closes silent writers; keeps listening.
+    pub fn drop_connections(&self) {
         for c in self
             .state
             .lock()
@@ -144,6 +152,12 @@ impl MiniServer {
         {
             let _ = c.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Dies: stops listening and closes every connection.
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.drop_connections();
     }
 }
 
