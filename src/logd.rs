@@ -43,7 +43,7 @@ pub fn run(args: LogdArgs) -> Result<()> {
     }
     .apply(&mut cfg);
     cfg.check()?;
-    crate::init_tracing(&cfg.server.log_level);
+    crate::init_tracing(&cfg.server.log_level, None);
     let features = oasis_engine::probe::probe()?;
     oasis_engine::host::ignore_sigpipe();
     let mut signals = signal_hook::iterator::Signals::new([

@@ -14,6 +14,7 @@ mod logd;
 mod logs;
 mod notify;
 mod reload;
+mod ship;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -225,6 +226,12 @@ enum Command {
         #[command(subcommand)]
         command: logs::LogsCommand,
     },
+    /// Ship a log file (followed across rotations) or standard input to log servers, resuming
+    /// after dropped connections, dead servers and restarts without loss or repeat.
+    #[command(after_help = "Examples:\n  \
+        oasis log-ship --servers 10.0.0.5:7420,10.0.0.6:7420 --stream web-1/access /var/log/nginx/access.log\n  \
+        myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7420 --stream web-1/myapp -")]
+    LogShip(ship::LogShipArgs),
     /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
     #[command(after_help = "Example:\n  oasis stat movie.mp4")]
     Stat {
@@ -303,14 +310,14 @@ fn main() {
             | Command::Logs { .. }
     ) {
         // The offline commands print their own results; the log says only what goes wrong.
-        init_tracing("warn");
+        init_tracing("warn", None);
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Logd(args) => logd::run(args),
         Command::Logs { command } => logs::run(command),
         Command::Agent { config } => {
-            init_tracing("info");
+            init_tracing("info", None);
             agent::run(&config)
         }
         Command::Config {
@@ -361,6 +368,7 @@ fn main() {
             (None, None) => unreachable!("clap requires a name or --prefix"),
         },
         Command::Stat { name, server } => client::stat(&server, &name),
+        Command::LogShip(args) => ship::log_ship(args),
         Command::User { command } => accounts::user(command),
         Command::Sign {
             name,
@@ -390,25 +398,48 @@ fn main() {
 }
 
 /// Installs the diagnostic log (stderr). `RUST_LOG`, when set, wins over `filter`. The returned
-/// handle replaces the filter later (configuration reload).
-fn init_tracing(filter: &str) -> Option<reload::LogFilter> {
+/// handle replaces the filter later (configuration reload). With `ship`, events that pass its
+/// filter (`[log] level`, replaceable too) also go to the log servers; each layer has its own
+/// filter, so neither level limits the other.
+fn init_tracing(
+    filter: &str,
+    ship: Option<(oasis_log::ship::layer::ShipLayer, &str)>,
+) -> Option<reload::LogFilter> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let env = std::env::var("RUST_LOG").ok();
     let from_env = env.is_some();
     let filter = tracing_subscriber::EnvFilter::new(env.as_deref().unwrap_or(filter));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (shipped, ship_handle) = match ship {
+        Some((layer, level)) => {
+            let (f, h) =
+                tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(level));
+            (Some(layer.with_filter(f)), Some(h))
+        }
+        None => (None, None),
+    };
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 // Colours only for a terminal: a log file or journald gets plain text.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
         )
+        .with(shipped)
         .try_init()
         .ok()?;
-    Some(reload::LogFilter { handle, from_env })
+    let ship = ship_handle.map(|h| {
+        Box::new(move |f: tracing_subscriber::EnvFilter| h.reload(f).map_err(|e| e.to_string()))
+            as reload::ShipFilter
+    });
+    Some(reload::LogFilter {
+        handle,
+        from_env,
+        ship,
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -423,7 +454,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     cfg.check()?;
     // The token from OASIS_API_TOKEN is held to the file's rule before anything starts.
     cfg.api_token()?;
-    let log_filter = init_tracing(&cfg.server.log_level);
+    // Shipped logs start first, so the start-up's own events are shipped too.
+    let own_logs = ship::OwnLogs::start(&cfg)?;
+    let log_filter = init_tracing(
+        &cfg.server.log_level,
+        own_logs.events_layer().map(|l| (l, cfg.log.level.as_str())),
+    );
 
     // Nothing starts before io_uring is known to work.
     let features = oasis_engine::probe::probe()?;
@@ -468,8 +504,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         "stdout" => oasis_net::LogTarget::Stdout,
         path => oasis_net::LogTarget::File(PathBuf::from(path)),
     };
-    let (log, log_thread) = oasis_net::AccessLog::start(
+    let (log, log_thread) = oasis_net::AccessLog::start_teed(
         target,
+        own_logs.access_tee(),
         cfg.server.access_log_queue_lines,
         Arc::clone(&metrics),
     )?;
@@ -581,6 +618,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let _ = t.join();
     }
     tracing::info!("stopped");
+    own_logs.stop();
     Ok(())
 }
 
