@@ -545,6 +545,8 @@ scenario_8() { # signed links against public reads, Oasis only: hot 2 MiB and 64
       for kind in $(alternate "$r" public signed); do
         file="$WORK/$set.urls"
         [[ $kind == signed ]] && file="$OUT/$set-signed.urls"
+        # Other work on the box takes CPU from both sides of a pair unevenly: log how much.
+        log "load average before $set $kind$r: $(cut -d' ' -f1-3 /proc/loadavg)"
         run_lg "$tag-s8-$set-c100-$kind$r" oasis get --url-file "$file" --connections 100 --duration-s "$d"
       done
     done

@@ -52,6 +52,10 @@ def parse_json(path):
         gb = run.get("bytes_received", 0) / 1e9
         if gb > 0:
             run["server_cpu_s_per_gb"] = cpu / gb
+        # Cores the server and the client had between them: on a shared box, what other work
+        # left this run (2.0 = both cores of a 2-core machine).
+        if is_num(run.get("client_cpu_s")) and run.get("elapsed_s"):
+            run["cores_used"] = (cpu + run["client_cpu_s"]) / run["elapsed_s"]
     return run
 
 
@@ -118,6 +122,8 @@ def fmt(v, unit=""):
         return f"{v / 1024:.1f} KiB" if v >= 1024 else f"{v:.0f} B"
     if unit == "s/GB":
         return f"{v:.3f} s/GB"
+    if unit == "cores":
+        return f"{v:.2f}"
     if isinstance(v, float):
         return f"{v:,.1f}"
     return f"{v:,}"
@@ -222,9 +228,11 @@ SIGNED_ROWS = [
     ("s8-hot-c100", "bytes_per_s", "B/s", "8 hot 2 MiB, 100 conns: throughput"),
     ("s8-hot-c100", "server_cpu_s_per_gb", "s/GB", "8 hot 2 MiB, 100 conns: server CPU per GB"),
     ("s8-hot-c100", "total_us.p99", "us", "8 hot 2 MiB, 100 conns: full-response p99"),
+    ("s8-hot-c100", "cores_used", "cores", "8 hot 2 MiB, 100 conns: server + client CPU, cores"),
     ("s8-small-c100", "requests_per_s", "", "8 hot 64 KiB, 100 conns: requests/s"),
     ("s8-small-c100", "server_cpu_s_per_gb", "s/GB", "8 hot 64 KiB, 100 conns: server CPU per GB"),
     ("s8-small-c100", "ttfb_us.p99", "us", "8 hot 64 KiB, 100 conns: TTFB p99"),
+    ("s8-small-c100", "cores_used", "cores", "8 hot 64 KiB, 100 conns: server + client CPU, cores"),
 ]
 
 
