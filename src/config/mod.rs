@@ -11,9 +11,11 @@ mod check_users;
 mod diagnostics;
 mod file;
 mod logd;
+mod monitor;
 
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 pub use logd::{LogdOverrides, LogdSection};
+pub use monitor::MonitorSection;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub audit: AuditSection,
     pub logd: LogdSection,
+    pub monitor: MonitorSection,
 }
 
 /// `[links]`: signed links for private media.
@@ -289,6 +292,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             audit: AuditSection::default(),
             logd: LogdSection::default(),
+            monitor: MonitorSection::default(),
         }
     }
 }
