@@ -99,7 +99,7 @@ fn monitored(m: &Monitor, key: Option<&str>) -> String {
 }
 
 /// The node of the server listening at `addr`, if shown.
-fn node_of<'a>(nodes: &'a serde_json::Value, addr: SocketAddr) -> Option<&'a serde_json::Value> {
+fn node_of(nodes: &serde_json::Value, addr: SocketAddr) -> Option<&serde_json::Value> {
     let suffix = format!("/{addr}");
     nodes["nodes"]
         .as_array()?
