@@ -7,7 +7,8 @@
 //!   `target/monitor-dashboard*.png`.
 //! - With a key, a server with another key is counted as unauthenticated and never shown; the
 //!   test's own malformed, truncated, oversized and replayed datagrams are counted and dropped,
-//!   and the monitor keeps answering.
+//!   and the monitor keeps answering; a signed node turning critical shows in the recent level
+//!   changes (`/api/nodes` and `/api/events`).
 //!
 //! Waits poll with generous bounds; nothing asserts a duration.
 
@@ -250,7 +251,7 @@ fn servers_appear_live_on_the_dashboard_and_a_killed_one_turns_stale() {
 
 #[test]
 fn with_a_key_strangers_and_bad_datagrams_are_counted_and_never_shown() {
-    use oasis_monitor::status::{encode, Role, Status};
+    use oasis_monitor::status::{encode, Level, Role, Status};
     let m = Monitor::start(Some(KEY));
     let good = Server::start(&monitored(&m, Some(KEY)));
     let stranger = Server::start(&monitored(&m, Some("another-key-0123456789")));
@@ -300,6 +301,23 @@ fn with_a_key_strangers_and_bad_datagrams_are_counted_and_never_shown() {
         "an unsigned sender is never shown"
     );
     assert_eq!(nodes["authenticated"], true);
+    // A signed node turning critical is listed among the recent level changes.
+    forged.seq = 8;
+    forged.level = Level::Critical;
+    send(&encode(&forged, Some(KEY.as_bytes())).unwrap());
+    let is_forged_critical =
+        |e: &serde_json::Value| e["node"] == "test/forged" && e["to"] == "critical";
+    m.wait("the critical level change listed", |n| {
+        n["events"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(is_forged_critical))
+    });
+    let events: serde_json::Value =
+        serde_json::from_str(&m.get("/api/events?limit=1")).expect("/api/events is JSON");
+    assert!(
+        is_forged_critical(&events["events"][0]),
+        "the newest change first: {events}"
+    );
     // Still running and answering, with the drops in /metrics.
     let metrics = m.get("/metrics");
     assert!(

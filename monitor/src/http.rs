@@ -3,6 +3,7 @@
 //! answered 503 and closed), each answering one request and closing; `/events` streams.
 //!
 //! Routes: `GET /` the dashboard (built into the binary), `GET /api/nodes[?filter=&limit=]`,
+//! `GET /api/events[?limit=]` (the fleet's latest level changes, newest first),
 //! `GET /metrics`, `GET /events` (server-sent events: the `/api/nodes` JSON every second, at most
 //! [`EVENT_STREAMS_MAX`] at once), `GET /api/rendered?node=ID&state=S` (the dashboard says it drew a node in a state: how a
 //! test sees the browser's live update).
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::events::FLEET_EVENTS_MAX;
 use crate::receiver::{lock, Shared, RENDERED_MAX};
 use crate::render;
 
@@ -115,6 +117,14 @@ fn serve(
             let body = render::nodes_json(&lock(shared), &filter, limit).to_string();
             respond(&mut conn, 200, "application/json", body.as_bytes())
         }
+        "/api/events" => {
+            let limit = param(query, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(render::EVENTS_SHOWN)
+                .min(FLEET_EVENTS_MAX);
+            let body = render::events_json(&lock(shared), limit).to_string();
+            respond(&mut conn, 200, "application/json", body.as_bytes())
+        }
         "/metrics" => {
             let body = render::prometheus(&lock(shared));
             respond(&mut conn, 200, "text/plain; version=0.0.4", body.as_bytes())
@@ -151,7 +161,7 @@ fn serve(
             &mut conn,
             404,
             "text/plain",
-            b"not found: try /, /api/nodes, /metrics or /events\n",
+            b"not found: try /, /api/nodes, /api/events, /metrics or /events\n",
         ),
     }
 }

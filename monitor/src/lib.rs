@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod events;
 mod http;
 mod receiver;
 mod render;
@@ -17,6 +18,7 @@ mod sender;
 pub mod status;
 pub mod table;
 
+pub use events::LevelChange;
 pub use receiver::{Monitor, MonitorConfig};
 pub use sender::{SendCounts, Sender};
 pub use status::{Account, Level, Process, Role, Status, Stream};

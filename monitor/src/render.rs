@@ -6,12 +6,37 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
+use crate::events::LevelChange;
 use crate::receiver::State;
 use crate::status::process_state_name;
 use crate::table::Node;
 
+/// Level changes each `/api/nodes` answer (and `/events` message) carries, newest first.
+pub const EVENTS_SHOWN: usize = 20;
+
+/// `/api/events`: the fleet's latest `limit` level changes, newest first.
+pub fn events_json(s: &State, limit: usize) -> Value {
+    let now = s.now_ms();
+    let events: Vec<Value> = s
+        .table
+        .recent_events(limit)
+        .map(|c| change_json(c, now))
+        .collect();
+    json!({"now_ms": now, "events": events})
+}
+
+fn change_json(c: &LevelChange, now: u64) -> Value {
+    json!({
+        "at_ms": c.at_ms,
+        "age_ms": now.saturating_sub(c.at_ms),
+        "node": c.node,
+        "from": c.from,
+        "to": c.to,
+    })
+}
+
 /// `/api/nodes`: every node (at most `limit`, those whose id contains `filter`), the intake
-/// counts, and the dashboard's render reports.
+/// counts, the latest [`EVENTS_SHOWN`] level changes, and the dashboard's render reports.
 pub fn nodes_json(s: &State, filter: &str, limit: usize) -> Value {
     let now = s.now_ms();
     let all = s.table.nodes();
@@ -34,6 +59,7 @@ pub fn nodes_json(s: &State, filter: &str, limit: usize) -> Value {
         "datagrams": s.table.counts(),
         "recv_errors": s.recv_errors,
         "dashboard": {"renders": s.renders, "rendered_nodes": s.rendered},
+        "events": events_json(s, EVENTS_SHOWN)["events"],
         "nodes": nodes,
     })
 }
@@ -75,6 +101,7 @@ fn node_json(n: &Node, now: u64) -> Value {
         "streams": l.streams,
         "processes": processes,
         "history": n.history,
+        "events": n.events.latest(usize::MAX).map(|c| change_json(c, now)).collect::<Vec<_>>(),
     })
 }
 
@@ -215,12 +242,17 @@ mod tests {
         };
         let mut st = Status::new("a\"b", Role::Logd);
         st.seq = 1;
+        st.level = crate::status::Level::Critical;
         s.table.accept(st, 0).unwrap();
         s.table.reject(crate::status::Rejection::Malformed);
         let j = nodes_json(&s, "", 10);
         assert_eq!(j["nodes"][0]["node"], "a\"b");
         assert_eq!(j["nodes"][0]["role"], "logd");
         assert_eq!(j["datagrams"]["malformed"], 1);
+        assert_eq!(j["events"][0]["to"], "critical");
+        assert_eq!(j["nodes"][0]["events"][0]["from"], "normal");
+        assert_eq!(events_json(&s, 0)["events"].as_array().unwrap().len(), 0);
+        assert_eq!(events_json(&s, 5)["events"][0]["node"], "a\"b");
         assert_eq!(
             nodes_json(&s, "zzz", 10)["nodes"].as_array().unwrap().len(),
             0

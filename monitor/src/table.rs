@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
+use crate::events::{level_change, EventRing, LevelChange, FLEET_EVENTS_MAX, NODE_EVENTS_MAX};
 use crate::status::{IntakeCounts, Rejection, ReplayWindow, Role, Status};
 
 /// Missed intervals after which a node is stale.
@@ -48,6 +49,8 @@ pub struct Node {
     pub restarts_seen: u64,
     /// Its most recent samples, oldest first.
     pub history: VecDeque<Sample>,
+    /// Its most recent level changes.
+    pub events: EventRing,
     window: ReplayWindow,
 }
 
@@ -71,6 +74,7 @@ pub struct NodeTable {
     nodes_max: usize,
     history_max: usize,
     counts: IntakeCounts,
+    events: EventRing,
 }
 
 impl NodeTable {
@@ -82,6 +86,7 @@ impl NodeTable {
             nodes_max,
             history_max,
             counts: IntakeCounts::default(),
+            events: EventRing::new(FLEET_EVENTS_MAX),
         }
     }
 
@@ -113,6 +118,10 @@ impl NodeTable {
                 node.history.pop_front();
             }
             node.history.push_back(sample);
+            if let Some(change) = change_at(Some(&node.latest), &status, now_ms) {
+                node.events.push(change.clone());
+                self.events.push(change);
+            }
             node.latest = status;
             node.last_seen_ms = now_ms;
             return Ok(());
@@ -135,6 +144,11 @@ impl NodeTable {
         window.take(status.seq);
         let mut history = VecDeque::with_capacity(self.history_max.min(256));
         history.push_back(sample(&status, &status, now_ms));
+        let mut events = EventRing::new(NODE_EVENTS_MAX);
+        if let Some(change) = change_at(None, &status, now_ms) {
+            events.push(change.clone());
+            self.events.push(change);
+        }
         self.nodes.insert(
             status.node.clone(),
             Node {
@@ -143,6 +157,7 @@ impl NodeTable {
                 last_seen_ms: now_ms,
                 restarts_seen: 0,
                 history,
+                events,
                 window,
             },
         );
@@ -164,6 +179,11 @@ impl NodeTable {
         self.counts
     }
 
+    /// The fleet's level changes, newest first, at most `limit`.
+    pub fn recent_events(&self, limit: usize) -> impl Iterator<Item = &LevelChange> {
+        self.events.latest(limit)
+    }
+
     /// Nodes held.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -173,6 +193,17 @@ impl NodeTable {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
+}
+
+/// The level change `now` shows after `before` (`None`: the node's first datagram).
+fn change_at(before: Option<&Status>, now: &Status, at_ms: u64) -> Option<LevelChange> {
+    let (from, to) = level_change(before.map(|b| b.level), now.level)?;
+    Some(LevelChange {
+        at_ms,
+        node: now.node.clone(),
+        from,
+        to,
+    })
 }
 
 fn role_rank(r: Role) -> u8 {
@@ -239,6 +270,44 @@ mod tests {
         assert_eq!(t.nodes()[0].history.len(), 3, "history is bounded");
         assert_eq!(t.counts().accepted, 9);
         assert_eq!(t.counts().replayed, 1);
+    }
+
+    #[test]
+    fn level_changes_are_kept_per_node_and_for_the_fleet() {
+        use crate::status::Level;
+        let mut t = NodeTable::new(4, 3);
+        let levels = [
+            Level::Warning,
+            Level::Warning,
+            Level::Critical,
+            Level::Normal,
+        ];
+        for (i, level) in levels.into_iter().enumerate() {
+            let seq = i as u64 + 1;
+            let mut s = status("a", seq);
+            s.level = level;
+            t.accept(s, seq * 1000).unwrap();
+        }
+        t.accept(status("b", 1), 500).unwrap();
+        let seen: Vec<(u64, Level, Level)> = t
+            .recent_events(10)
+            .map(|c| (c.at_ms, c.from, c.to))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (4000, Level::Critical, Level::Normal),
+                (3000, Level::Warning, Level::Critical),
+                (1000, Level::Normal, Level::Warning),
+            ]
+        );
+        assert_eq!(t.recent_events(1).count(), 1);
+        let a = t.nodes()[0];
+        assert_eq!(a.events.len(), 3);
+        assert!(
+            t.nodes()[1].events.is_empty(),
+            "a node always normal has none"
+        );
     }
 
     #[test]
