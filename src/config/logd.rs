@@ -122,7 +122,7 @@ impl Config {
                 "connections_max",
                 format!("must be between 1 and 65536 (got {})", l.connections_max),
             )
-            .hint("for more, run another logd on another port (each connection reserves about 3.3 MB)");
+            .hint("for more, run another logd on another port");
         }
         if !(1..=1_000_000).contains(&l.streams_max) {
             out.add(
