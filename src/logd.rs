@@ -43,7 +43,7 @@ pub fn run(args: LogdArgs) -> Result<()> {
     }
     .apply(&mut cfg);
     cfg.check()?;
-    crate::init_tracing(&cfg.server.log_level);
+    crate::init_tracing(&cfg.server.log_level, None);
     let features = oasis_engine::probe::probe()?;
     oasis_engine::host::ignore_sigpipe();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -90,11 +90,22 @@ pub fn run(args: LogdArgs) -> Result<()> {
         .collect();
     let engine = Engine::start(resolved.engine, listeners, rm, features)
         .context("starting the log server")?;
-    for addr in engine.local_addrs() {
+    let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
+    for addr in &addrs {
         tracing::info!("listening on {addr} (log server)");
     }
-    // The supervisor only waits: the log server has no live keys and no observer.
-    let sig = signals.forever().next();
+    crate::notify::ready();
+    crate::notify::status(&format!("log server on {}", addrs.join(", ")));
+    // The supervisor only waits (the log server has no live keys and no observer), waking to
+    // keep a systemd watchdog fed.
+    let mut watchdog = crate::notify::Watchdog::from_env();
+    let sig = loop {
+        watchdog.tick();
+        if let Some(sig) = signals.pending().next() {
+            break Some(sig);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     tracing::info!(
         "received {}",
         if sig == Some(signal_hook::consts::SIGTERM) {
@@ -104,6 +115,7 @@ pub fn run(args: LogdArgs) -> Result<()> {
         }
     );
     let drain = Duration::from_secs(cfg.server.drain_timeout_secs);
+    crate::notify::stopping();
     tracing::info!("shutting down: draining for up to {drain:?}");
     engine.shutdown(drain);
     engine.join();

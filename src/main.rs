@@ -5,13 +5,16 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod agent;
 mod client;
 mod config;
 mod config_api;
 mod library;
 mod logd;
 mod logs;
+mod notify;
 mod reload;
+mod ship;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -43,6 +46,15 @@ enum Command {
         OASIS_API_TOKEN=$(head -c 24 /dev/urandom | base64) oasis serve\n  \
         oasis serve --config /etc/oasis/oasis.toml --listen 0.0.0.0:8080 --data-dir /srv/oasis")]
     Serve(ServeArgs),
+    /// Supervise processes (media servers, log servers): restart each at once when it dies, kill
+    /// and restart it when its health URL stops answering. For hosts without systemd.
+    #[command(after_help = "Example:\n  \
+        oasis agent --config /etc/oasis/agent.toml     # see dist/agent.toml")]
+    Agent {
+        /// The agent's configuration file (TOML: one `[[process]]` table per process).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check, print or change configuration (a file, or a running server's).
     Config {
         #[command(subcommand)]
@@ -214,6 +226,12 @@ enum Command {
         #[command(subcommand)]
         command: logs::LogsCommand,
     },
+    /// Ship a log file (followed across rotations) or standard input to log servers, resuming
+    /// after dropped connections, dead servers and restarts without loss or repeat.
+    #[command(after_help = "Examples:\n  \
+        oasis log-ship --servers 10.0.0.5:7420,10.0.0.6:7420 --stream web-1/access /var/log/nginx/access.log\n  \
+        myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7420 --stream web-1/myapp -")]
+    LogShip(ship::LogShipArgs),
     /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
     #[command(after_help = "Example:\n  oasis stat movie.mp4")]
     Stat {
@@ -292,12 +310,16 @@ fn main() {
             | Command::Logs { .. }
     ) {
         // The offline commands print their own results; the log says only what goes wrong.
-        init_tracing("warn");
+        init_tracing("warn", None);
     }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Logd(args) => logd::run(args),
         Command::Logs { command } => logs::run(command),
+        Command::Agent { config } => {
+            init_tracing("info", None);
+            agent::run(&config)
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => Config::load(&file).map(|_| println!("{}: ok", file.display())),
@@ -346,6 +368,7 @@ fn main() {
             (None, None) => unreachable!("clap requires a name or --prefix"),
         },
         Command::Stat { name, server } => client::stat(&server, &name),
+        Command::LogShip(args) => ship::log_ship(args),
         Command::User { command } => accounts::user(command),
         Command::Sign {
             name,
@@ -375,25 +398,48 @@ fn main() {
 }
 
 /// Installs the diagnostic log (stderr). `RUST_LOG`, when set, wins over `filter`. The returned
-/// handle replaces the filter later (configuration reload).
-fn init_tracing(filter: &str) -> Option<reload::LogFilter> {
+/// handle replaces the filter later (configuration reload). With `ship`, events that pass its
+/// filter (`[log] level`, replaceable too) also go to the log servers; each layer has its own
+/// filter, so neither level limits the other.
+fn init_tracing(
+    filter: &str,
+    ship: Option<(oasis_log::ship::layer::ShipLayer, &str)>,
+) -> Option<reload::LogFilter> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let env = std::env::var("RUST_LOG").ok();
     let from_env = env.is_some();
     let filter = tracing_subscriber::EnvFilter::new(env.as_deref().unwrap_or(filter));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (shipped, ship_handle) = match ship {
+        Some((layer, level)) => {
+            let (f, h) =
+                tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(level));
+            (Some(layer.with_filter(f)), Some(h))
+        }
+        None => (None, None),
+    };
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 // Colours only for a terminal: a log file or journald gets plain text.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
         )
+        .with(shipped)
         .try_init()
         .ok()?;
-    Some(reload::LogFilter { handle, from_env })
+    let ship = ship_handle.map(|h| {
+        Box::new(move |f: tracing_subscriber::EnvFilter| h.reload(f).map_err(|e| e.to_string()))
+            as reload::ShipFilter
+    });
+    Some(reload::LogFilter {
+        handle,
+        from_env,
+        ship,
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -408,7 +454,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     cfg.check()?;
     // The token from OASIS_API_TOKEN is held to the file's rule before anything starts.
     cfg.api_token()?;
-    let log_filter = init_tracing(&cfg.server.log_level);
+    // Shipped logs start first, so the start-up's own events are shipped too.
+    let own_logs = ship::OwnLogs::start(&cfg)?;
+    let log_filter = init_tracing(
+        &cfg.server.log_level,
+        own_logs.events_layer().map(|l| (l, cfg.log.level.as_str())),
+    );
 
     // Nothing starts before io_uring is known to work.
     let features = oasis_engine::probe::probe()?;
@@ -453,8 +504,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         "stdout" => oasis_net::LogTarget::Stdout,
         path => oasis_net::LogTarget::File(PathBuf::from(path)),
     };
-    let (log, log_thread) = oasis_net::AccessLog::start(
+    let (log, log_thread) = oasis_net::AccessLog::start_teed(
         target,
+        own_logs.access_tee(),
         cfg.server.access_log_queue_lines,
         Arc::clone(&metrics),
     )?;
@@ -541,12 +593,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         observer: Arc::clone(&observer),
     }));
     http.attach_config_control(Arc::new(config_api::ConfigApi::new(Arc::clone(&reloader))));
-    supervise(&mut signals, &rm, &store, &observer, &reloader);
+    let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
+    let serving = format!("serving on {}", addrs.join(", "));
+    notify::ready();
+    notify::status(&serving);
+    supervise(&mut signals, &rm, &store, &observer, &reloader, &serving);
+    notify::stopping();
     let drain = Duration::from_secs(lock(&reloader).in_force.server.drain_timeout_secs);
     // The control holds the reloader, which holds the service: the cycle is cut here.
     http.detach_config_control();
     drop(reloader);
     tracing::info!("shutting down: draining for up to {drain:?}");
+    notify::status(&format!("draining for up to {} s", drain.as_secs()));
     engine.shutdown(drain);
     engine.join();
     http.detach_engine();
@@ -560,6 +618,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let _ = t.join();
     }
     tracing::info!("stopped");
+    own_logs.stop();
     Ok(())
 }
 
@@ -607,18 +666,23 @@ fn lock(reloader: &Mutex<reload::Reloader>) -> std::sync::MutexGuard<'_, reload:
 
 /// The supervisor: waits for a signal to stop, sampling the system for the Resource Manager once
 /// a second meanwhile (with the observer thresholds in force), and reloads the configuration on
-/// SIGHUP (waiting for a `PATCH /api/config` being written, if one is).
+/// SIGHUP (waiting for a `PATCH /api/config` being written, if one is). Under systemd it feeds
+/// the watchdog (every 50 ms tick checks whether half of `WatchdogSec=` has passed) and keeps
+/// `STATUS=` current: `serving`, plus the resource level when it is not normal.
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
     store: &oasis_storage::Store,
     observer: &RwLock<oasis_engine::observer::ObserverConfig>,
     reloader: &Mutex<reload::Reloader>,
+    serving: &str,
 ) {
     use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let mut level = rm.level();
+    let mut watchdog = notify::Watchdog::from_env();
     loop {
+        watchdog.tick();
         for sig in signals.pending() {
             match sig {
                 SIGHUP => lock(reloader).reload(),
@@ -644,6 +708,11 @@ fn supervise(
                     rm.sources_at(oasis_engine::resource::Level::Warning)
                 );
                 level = now_level;
+                if level == oasis_engine::resource::Level::Normal {
+                    notify::status(serving);
+                } else {
+                    notify::status(&format!("{serving}; resource level {level}"));
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -33,6 +33,7 @@ use crate::config::{Config, Overrides, Resolved};
 pub const LIVE_KEYS: &[&str] = &[
     "server.log_level",
     "server.drain_timeout_secs",
+    "log.level",
     "http.api_token",
     "http.public_reads",
     "http.metrics_public",
@@ -60,11 +61,16 @@ pub const LIVE_KEYS: &[&str] = &[
     "resources.fds_critical_percent",
 ];
 
+/// Replaces the filter of the shipped events (`[log] level`).
+pub type ShipFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
 /// The diagnostic log filter, replaceable while the server runs.
 pub struct LogFilter {
     pub handle: reload::Handle<EnvFilter, Registry>,
     /// `RUST_LOG` was set at start-up: it wins over `[server] log_level`, then and on reload.
     pub from_env: bool,
+    /// The shipped events' filter, when `[log] ship_to` ships them (`RUST_LOG` does not touch it).
+    pub ship: Option<ShipFilter>,
 }
 
 /// The Configuration Manager's state while the server runs: the file, the configuration in
@@ -92,6 +98,8 @@ pub struct Prepared {
     resolved: Resolved,
     /// The new log filter, when `[server] log_level` changes and `RUST_LOG` does not win.
     log_filter: Option<EnvFilter>,
+    /// The new filter of shipped events, when `[log] level` changes and events are shipped.
+    ship_filter: Option<EnvFilter>,
     /// The live keys that change (`section.key`), put in force by `apply`.
     pub live: Vec<String>,
     /// The keys that differ from the configuration in force and wait for a restart.
@@ -158,10 +166,17 @@ impl Reloader {
             }
             _ => None,
         };
+        let ship_filter = match &self.log {
+            Some(log) if log.ship.is_some() && live.iter().any(|k| k == "log.level") => {
+                Some(EnvFilter::try_new(&merged.log.level).context("[log] level")?)
+            }
+            _ => None,
+        };
         Ok(Prepared {
             merged,
             resolved,
             log_filter,
+            ship_filter,
             live,
             restart,
         })
@@ -178,6 +193,14 @@ impl Reloader {
             && self.log.as_ref().is_some_and(|l| l.from_env)
         {
             tracing::info!("{source}: RUST_LOG is set and overrides [server] log_level; the log filter is unchanged");
+        }
+        if let (Some(filter), Some(ship)) = (
+            p.ship_filter,
+            self.log.as_ref().and_then(|l| l.ship.as_ref()),
+        ) {
+            if let Err(e) = ship(filter) {
+                tracing::warn!("{source}: the shipped events' filter could not be replaced: {e}");
+            }
         }
         if p.resolved.http.api_token.is_none() && p.live.iter().any(|k| k == "http.api_token") {
             tracing::warn!(
@@ -306,6 +329,15 @@ mod tests {
         // A token that is removed is a change too.
         let (live, _) = split_changes(&old, &Config::default()).unwrap();
         assert_eq!(live, ["http.api_token"]);
+    }
+
+    #[test]
+    fn the_shipped_level_is_live_the_servers_are_not() {
+        let old = Config::default();
+        let new = parse("[log]\nship_to = [\"127.0.0.1:7000\"]\nlevel = \"warn\"\nnode = \"n\"\n");
+        let (live, restart) = split_changes(&old, &new).unwrap();
+        assert_eq!(live, ["log.level"]);
+        assert_eq!(restart, ["log.node", "log.ship_to"]);
     }
 
     #[test]

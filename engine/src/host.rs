@@ -1,4 +1,5 @@
-//! Host set-up before any thread starts: the open-files limit, the descriptor table, SIGPIPE.
+//! Host set-up before any thread starts: the open-files limit, the descriptor table, SIGPIPE;
+//! and one set-up for child processes (`oasis agent`'s): dying with their parent.
 //!
 //! These are process-wide settings with `unsafe` calls into libc, kept here so the binary holds no
 //! `unsafe` of its own. Nothing here runs after the engine has started.
@@ -77,6 +78,37 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Makes a child started from `cmd` receive SIGKILL when the thread that spawns it exits, so a
+/// supervisor that dies (even by `kill -9`) leaves no orphan behind holding its ports and data
+/// directory. The spawning thread must live as long as the child should: Linux sends the signal
+/// when that *thread* ends, not the process. A parent gone before the child could ask fails the
+/// spawn (ESRCH) rather than leave an orphan.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec. It calls only `prctl` and
+    // `getppid`, both async-signal-safe, and builds `io::Error`s from raw codes, which does not
+    // allocate; it takes no lock and touches no state shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +119,20 @@ mod tests {
         let now = raise_nofile_limit(16).expect("getrlimit works");
         assert!(now >= soft.min(16), "{now} < {soft}");
         presize_fd_table(64).expect("a table of 64 fits any limit");
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let spawner = std::thread::spawn(|| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("600");
+            die_with_parent(&mut cmd);
+            cmd.spawn().expect("sleep starts")
+        });
+        // The spawning thread has ended: the child gets SIGKILL from the kernel.
+        let mut child = spawner.join().expect("spawner thread");
+        let status = child.wait().expect("the child is ours to wait for");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     }
 }

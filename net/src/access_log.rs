@@ -4,6 +4,11 @@
 //! Workers never write to a file: they format a line and `try_send` it. When the queue is full the
 //! line is dropped and counted (`oasis_access_log_dropped_total`) rather than stalling a stream.
 //! Each line is timestamped when the response completes (the time is passed in).
+//!
+//! A tee ([`AccessLog::start_teed`]) hands every line, on the log thread, to a second sink as
+//! well: `oasis serve` ships the access log to log servers that way (`[log] ship_to`). The tee
+//! must not block (the shipper's queue drops and counts instead); with the target `Off` the
+//! lines go to the tee alone.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -19,6 +24,9 @@ use crate::metrics::Metrics;
 const POLL_BATCH_LINES_MIN: usize = 2;
 /// How long the log thread waits for more lines under load: the most a line waits for the disk.
 const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A second destination of every access log line, called on the log thread; must not block.
+pub type LineTee = Box<dyn FnMut(&str) + Send>;
 
 /// Where access log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +49,20 @@ impl AccessLog {
         queue_lines_max: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(AccessLog, Option<JoinHandle<()>>)> {
+        Self::start_teed(target, None, queue_lines_max, metrics)
+    }
+
+    /// As [`AccessLog::start`], and every line also goes to `tee` (when given; then the thread
+    /// runs even for `Off`, whose lines go to the tee alone).
+    pub fn start_teed(
+        target: LogTarget,
+        mut tee: Option<LineTee>,
+        queue_lines_max: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(AccessLog, Option<JoinHandle<()>>)> {
         let mut out: Box<dyn Write + Send> = match &target {
-            LogTarget::Off => return Ok((AccessLog { tx: None, metrics }, None)),
+            LogTarget::Off if tee.is_none() => return Ok((AccessLog { tx: None, metrics }, None)),
+            LogTarget::Off => Box::new(std::io::sink()),
             LogTarget::Stdout => Box::new(std::io::stdout()),
             LogTarget::File(p) => Box::new(
                 std::fs::OpenOptions::new()
@@ -62,14 +82,20 @@ impl AccessLog {
             .name("oasis-log".into())
             .spawn(move || {
                 let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-                while let Ok(line) = rx.recv() {
+                let mut put = |buf: &mut std::io::BufWriter<_>, line: &str| {
                     let _ = buf.write_all(line.as_bytes());
+                    if let Some(tee) = tee.as_mut() {
+                        tee(line);
+                    }
+                };
+                while let Ok(line) = rx.recv() {
+                    put(&mut buf, &line);
                     let mut batch_lines = 1;
                     loop {
                         // Flush when the queue is momentarily empty, so lines appear promptly at
                         // low load and in batches at high load.
                         while let Ok(more) = rx.try_recv() {
-                            let _ = buf.write_all(more.as_bytes());
+                            put(&mut buf, &more);
                             batch_lines += 1;
                         }
                         let _ = buf.flush();
@@ -141,6 +167,33 @@ pub fn push_log_time(out: &mut String, t: std::time::SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tee_gets_every_line_even_with_the_log_off() {
+        use oasis_engine::resource::{AccountLimits, ResourceLimits};
+        let any = AccountLimits::new(1 << 40);
+        let rm = oasis_engine::ResourceManager::new(&ResourceLimits {
+            memory_bytes: any,
+            net_bps: vec![any],
+            disk_read_bps: any,
+            disk_space_bytes: any,
+            connections: any,
+            open_files: any,
+        });
+        let metrics = Metrics::new(rm);
+        let got = Arc::new(std::sync::Mutex::new(String::new()));
+        let tee = {
+            let got = Arc::clone(&got);
+            Box::new(move |line: &str| got.lock().unwrap().push_str(line)) as LineTee
+        };
+        let (log, thread) = AccessLog::start_teed(LogTarget::Off, Some(tee), 16, metrics).unwrap();
+        assert!(log.is_on());
+        log.write("a\n".into());
+        log.write("b\n".into());
+        drop(log);
+        thread.unwrap().join().unwrap();
+        assert_eq!(*got.lock().unwrap(), "a\nb\n");
+    }
 
     #[test]
     fn time_format() {

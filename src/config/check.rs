@@ -117,6 +117,7 @@ impl Config {
         self.check_resources(&mut out);
         self.check_users(&mut out);
         self.check_logd(&mut out);
+        self.check_log(&mut out);
         out.0
     }
 

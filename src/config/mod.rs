@@ -7,11 +7,13 @@
 //! (engine, storage, HTTP, Resource Manager limits). Nothing here starts or binds anything.
 
 mod check;
+mod check_log;
 mod check_users;
 mod diagnostics;
 mod file;
 mod logd;
 
+pub use check_log::{node_problem, NODE_BYTES_MAX};
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 pub use logd::{LogdOverrides, LogdSection};
 
@@ -40,6 +42,30 @@ pub struct Config {
     pub auth: AuthSection,
     pub audit: AuditSection,
     pub logd: LogdSection,
+    pub log: LogSection,
+}
+
+/// `[log]`: this server's own logs shipped to log servers (`oasis logd`), as the streams
+/// `<node>/events` (diagnostic events at `level`) and `<node>/access` (the access log).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Log servers, `host:port` each; empty: nothing is shipped.
+    pub ship_to: Vec<String>,
+    /// This server's name in its streams' names; empty: the host name.
+    pub node: String,
+    /// Which events are shipped (tracing filter syntax).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            ship_to: Vec::new(),
+            node: String::new(),
+            level: "info".into(),
+        }
+    }
 }
 
 /// `[links]`: signed links for private media.
@@ -289,6 +315,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             audit: AuditSection::default(),
             logd: LogdSection::default(),
+            log: LogSection::default(),
         }
     }
 }
