@@ -33,7 +33,7 @@ pub use format::{
 pub use read::{plan_read, Cursor, Piece, Plan, RecordRef, Step};
 pub use read::{FILE_PIECE_BYTES_MIN, PLAN_FRAME_BYTES_MAX, PLAN_STREAM_BYTES_MAX};
 pub use scan::{Cut, Mode};
-pub use stream::{Located, Stream, WriterClaim, MARK_EVERY_BYTES};
+pub use stream::{Located, SegmentFile, Stream, WriterClaim, MARK_EVERY_BYTES};
 pub use writer::SEGMENT_BYTES_MAX;
 pub use writer::{Append, AppendDone, AppendError, AppendResult, CommitPolicy, WriterStats};
 
@@ -54,10 +54,14 @@ pub struct StoreConfig {
     pub streams_max: usize,
     /// Appends queued for the writer at most.
     pub queue_max: usize,
+    /// Segment files the writer thread holds open at most (one per stream being written; past
+    /// it the least recently written is closed and opened again when needed).
+    pub tails_max: usize,
 }
 
 impl StoreConfig {
-    /// The defaults: a commit every 5 ms or 1 MiB, 1024 streams, 1024 queued appends.
+    /// The defaults: a commit every 5 ms or 1 MiB, 1024 streams, 1024 queued appends, 1024
+    /// segment files open for writing.
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             dir: dir.into(),
@@ -67,6 +71,7 @@ impl StoreConfig {
             },
             streams_max: 1024,
             queue_max: 1024,
+            tails_max: 1024,
         }
     }
 }
@@ -128,7 +133,12 @@ impl Store {
         }
         let (streams, recovery) = load(&dir, Mode::Repair).map_err(io_err)?;
         let shared = Arc::new(WriterShared::new(config.queue_max));
-        let writer = Writer::new(Arc::clone(&shared), dir.clone(), config.commit);
+        let writer = Writer::new(
+            Arc::clone(&shared),
+            dir.clone(),
+            config.commit,
+            config.tails_max,
+        );
         let thread = std::thread::Builder::new()
             .name("oasis-logd-writer".into())
             .spawn(move || writer.run())

@@ -15,6 +15,11 @@
 //! partial stays, and the append alone fails; a failed sync cuts the stream back to its last
 //! durable end and fails every append of the stream waiting for it. Either way the thread goes on
 //! serving other streams and later appends.
+//!
+//! The last segment of each stream being written is held open (its "tail"), at most
+//! `tails_max` of them: past that the least recently written clean tail is closed (after a
+//! commit, if every tail has bytes not yet synced), so a server with more streams than
+//! descriptors to spare still takes them all.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::format::{segment_file_name, segment_head, RecordHead, RECORD_BYTES_MAX};
 use super::format::{RECORD_HEAD_BYTES, STREAMS_DIR};
-use super::stream::{mark, Segment, Stream};
+use super::stream::{mark, Segment, SegmentFile, Stream};
 
 /// A segment this long gets no more records: the next append starts a new one.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
@@ -101,6 +106,8 @@ pub struct WriterStats {
     pub syncs: AtomicU64,
     /// Appends that failed (not counted above).
     pub failed: AtomicU64,
+    /// Segment files the writer holds open now.
+    pub tails_open: AtomicU64,
 }
 
 struct Inbox {
@@ -170,6 +177,8 @@ struct Tail {
     durable_len: u64,
     durable_end: u64,
     dirty: bool,
+    /// When it was last written (the writer's append count then).
+    used: u64,
 }
 
 /// The writer thread's state.
@@ -178,6 +187,10 @@ pub(crate) struct Writer {
     data_dir: PathBuf,
     policy: CommitPolicy,
     tails: HashMap<String, Tail>,
+    /// Tails held open at most.
+    tails_max: usize,
+    /// Appends written so far (the clock of `Tail::used`).
+    clock: u64,
     /// Appends written and waiting for the next sync.
     waiting: Vec<(Arc<Stream>, AppendDone)>,
     unsynced_bytes: u64,
@@ -185,13 +198,21 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// The thread's state, before [`Writer::run`].
-    pub fn new(shared: Arc<WriterShared>, data_dir: PathBuf, policy: CommitPolicy) -> Writer {
+    /// The thread's state, before [`Writer::run`]; it holds at most `tails_max` (at least 1)
+    /// segment files open.
+    pub fn new(
+        shared: Arc<WriterShared>,
+        data_dir: PathBuf,
+        policy: CommitPolicy,
+        tails_max: usize,
+    ) -> Writer {
         Writer {
             shared,
             data_dir,
             policy,
             tails: HashMap::new(),
+            tails_max: tails_max.max(1),
+            clock: 0,
             waiting: Vec::new(),
             unsynced_bytes: 0,
             first_unsynced: None,
@@ -276,9 +297,11 @@ impl Writer {
         bytes: &[u8],
     ) -> Result<(), AppendError> {
         let name = stream.name().to_string();
+        self.clock += 1;
         if !self.tails.contains_key(&name) {
-            if let Some(tail) = tail_of(stream) {
-                self.tails.insert(name.clone(), tail);
+            let tail = tail_of(stream).map_err(|e| AppendError::from_io(&e))?;
+            if let Some(tail) = tail {
+                self.hold(name.clone(), tail);
             }
         }
         let (end, len) = match self.tails.get(&name) {
@@ -300,10 +323,11 @@ impl Writer {
                 let tail = self
                     .start_segment(stream, offset)
                     .map_err(|e| AppendError::from_io(&e))?;
-                self.tails.insert(name.clone(), tail);
+                self.hold(name.clone(), tail);
             }
         }
         let tail = self.tails.get_mut(&name).expect("a tail was just made");
+        tail.used = self.clock;
         let before = (tail.len, tail.end);
         let result = append_records(tail, bytes);
         if let Err(e) = &result {
@@ -314,6 +338,28 @@ impl Writer {
             cut_back(tail, before.0, before.1);
         }
         result.map_err(|e| AppendError::from_io(&e))
+    }
+
+    /// Holds `tail` open as its stream's, first closing the least recently written clean tail
+    /// when `tails_max` are open (committing first if none is clean).
+    fn hold(&mut self, name: String, tail: Tail) {
+        if !self.tails.contains_key(&name) && self.tails.len() >= self.tails_max {
+            if self.tails.values().all(|t| t.dirty) {
+                self.commit();
+            }
+            let oldest = self
+                .tails
+                .iter()
+                .filter(|(_, t)| !t.dirty)
+                .min_by_key(|(_, t)| t.used)
+                .map(|(n, _)| n.clone());
+            if let Some(n) = oldest {
+                self.tails.remove(&n);
+            }
+        }
+        self.tails.insert(name, tail);
+        let open = self.tails.len() as u64;
+        self.shared.stats.tails_open.store(open, Ordering::Relaxed);
     }
 
     /// Creates the segment file starting at `offset`: header written and synced, directory
@@ -344,7 +390,7 @@ impl Writer {
         stream.write_segments().push(Segment {
             start: offset,
             end: offset,
-            file: Arc::clone(&file),
+            file: SegmentFile::new(path),
             marks: vec![(offset, head_len)],
         });
         tracing::debug!("stream {}: new segment at offset {offset}", stream.name());
@@ -356,6 +402,7 @@ impl Writer {
             durable_len: head_len,
             durable_end: offset,
             dirty: false,
+            used: self.clock,
         })
     }
 
@@ -399,20 +446,27 @@ impl Writer {
     }
 }
 
-/// The tail of a stream's last segment as recovery left it (`None`: the stream has none).
-fn tail_of(stream: &Arc<Stream>) -> Option<Tail> {
-    let segments = stream.read_segments();
-    let last = segments.last()?;
-    let len = last.file.metadata().ok()?.len();
-    Some(Tail {
+/// The tail of a stream's last segment, reopened for writing (`None`: the stream has none).
+fn tail_of(stream: &Arc<Stream>) -> io::Result<Option<Tail>> {
+    let (path, end) = {
+        let segments = stream.read_segments();
+        let Some(last) = segments.last() else {
+            return Ok(None);
+        };
+        (last.file.path().to_path_buf(), last.end)
+    };
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    Ok(Some(Tail {
         stream: Arc::clone(stream),
-        file: Arc::clone(&last.file),
+        file: Arc::new(file),
         len,
-        end: last.end,
+        end,
         durable_len: len,
-        durable_end: last.end,
+        durable_end: end,
         dirty: false,
-    })
+        used: 0,
+    }))
 }
 
 /// Writes `bytes` as records at the tail's end, marking them; moves the tail on.
