@@ -35,6 +35,9 @@ pub struct LogdSection {
     pub commit_interval_ms: u64,
     /// Sync as soon as this many bytes are unsynced.
     pub commit_bytes: u64,
+    /// `fdatasync` at each commit (the default). `false` acknowledges bytes once written to the
+    /// page cache: they survive a logd crash, not a machine crash or power loss.
+    pub fsync: bool,
     /// Connections at once (shippers and readers); more are refused with `REFUSE` 4.
     pub connections_max: u64,
     /// Streams held at most; a `HELLO` for a new one past it is refused with `REFUSE` 4.
@@ -48,6 +51,7 @@ impl Default for LogdSection {
             data_dir: PathBuf::from("./oasis-logd"),
             commit_interval_ms: 5,
             commit_bytes: 1 << 20,
+            fsync: true,
             connections_max: 256,
             streams_max: 1024,
         }
@@ -160,6 +164,7 @@ impl Config {
         let mut store = oasis_log::store::StoreConfig::new(&l.data_dir);
         store.commit.interval = Duration::from_millis(l.commit_interval_ms);
         store.commit.bytes = l.commit_bytes;
+        store.commit.sync = l.fsync;
         store.streams_max = l.streams_max;
         // One batch in flight per connection: the queue never refuses one.
         store.queue_max = l.connections_max as usize;
@@ -196,13 +201,23 @@ mod tests {
     #[test]
     fn logd_settings_reach_the_store_and_engine() {
         let cfg = Config::parse(
-            "[logd]\ncommit_interval_ms = 7\ncommit_bytes = 65536\nconnections_max = 10\nstreams_max = 3\n",
+            "[logd]\ncommit_interval_ms = 7\ncommit_bytes = 65536\nconnections_max = 10\nstreams_max = 3\nfsync = false\n",
             "t",
         )
         .unwrap();
         let r = cfg.resolve_logd(&[0]).unwrap();
         assert_eq!(r.store.commit.interval, Duration::from_millis(7));
         assert_eq!(r.store.commit.bytes, 65536);
+        assert!(!r.store.commit.sync);
+        assert!(
+            Config::parse("", "t")
+                .unwrap()
+                .resolve_logd(&[0])
+                .unwrap()
+                .store
+                .commit
+                .sync
+        );
         assert_eq!(r.store.streams_max, 3);
         assert_eq!(r.engine.connections_per_worker_max, 10);
         assert_eq!(r.limits.connections.limit, 10);

@@ -68,6 +68,7 @@ impl StoreConfig {
             commit: CommitPolicy {
                 interval: Duration::from_millis(5),
                 bytes: 1 << 20,
+                sync: true,
             },
             streams_max: 1024,
             queue_max: 1024,

@@ -385,3 +385,17 @@ fn more_streams_than_open_tails_are_written_and_read_back() {
     assert_eq!(rec.bytes, ends.iter().sum::<u64>());
     assert_eq!(store.find("s9").unwrap().durable_end(), ends[9]);
 }
+
+#[test]
+fn without_fsync_a_commit_acknowledges_what_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.sync = false;
+    let (store, _) = Store::open(c).unwrap();
+    let s = store.stream("s").unwrap();
+    assert_eq!(append_now(&store, &s, 0, &pattern(0, 5000)), Ok(5000));
+    assert_eq!(store.stats().unwrap().syncs.load(Ordering::Relaxed), 0);
+    drop(store);
+    let (store, _) = Store::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&store.find("s").unwrap(), 0).0, pattern(0, 5000));
+}

@@ -93,6 +93,9 @@ pub struct CommitPolicy {
     pub interval: Duration,
     /// Sync as soon as this many bytes are unsynced.
     pub bytes: u64,
+    /// `fdatasync` the written files at each commit. Without, a commit only publishes what was
+    /// written (the page cache): it survives the server's crash, not the machine's.
+    pub sync: bool,
 }
 
 /// Counts since start-up, for logs and tests.
@@ -412,10 +415,16 @@ impl Writer {
             return;
         }
         let mut failed: HashMap<String, AppendError> = HashMap::new();
+        let sync = self.policy.sync;
         for (name, tail) in self.tails.iter_mut().filter(|(_, t)| t.dirty) {
             tail.dirty = false;
-            self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            match tail.file.sync_data() {
+            let synced = if sync {
+                self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                tail.file.sync_data()
+            } else {
+                Ok(())
+            };
+            match synced {
                 Ok(()) => {
                     tail.durable_len = tail.len;
                     tail.durable_end = tail.end;
