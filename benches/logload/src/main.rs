@@ -40,6 +40,7 @@ struct Cli {
 /// Where to send and how much: one stream per connection.
 #[derive(Args)]
 struct Load {
+    /// host:port (`plain`: a comma-separated list, connection i to the i-th, round robin).
     #[arg(long)]
     addr: String,
     #[arg(long, default_value_t = 4)]
@@ -193,8 +194,10 @@ fn main() -> Result<()> {
         } => {
             let s = streams(conns, bytes)?;
             let total: usize = s.iter().map(|s| s.len()).sum();
-            let (secs, results) = timed(&s, move |_, d| {
-                plain::send(&addr, &d, wait_close, reconnect)
+            // Connection i goes to the i-th address of a list (one `nc` each), round robin.
+            let addrs: Vec<String> = addr.split(',').map(str::to_string).collect();
+            let (secs, results) = timed(&s, move |i, d| {
+                plain::send(&addrs[i % addrs.len()], &d, wait_close, reconnect)
             })?;
             json!({
                 "mode": "plain", "conns": conns, "bytes": total, "secs": secs,
