@@ -347,6 +347,7 @@ fn more_streams_than_open_tails_are_written_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.tails_max = 3;
+    c.writers = 1;
     let (store, _) = Store::open(c).unwrap();
     let streams: Vec<Arc<Stream>> = (0..10)
         .map(|i| store.stream(&format!("s{i}")).unwrap())
