@@ -17,8 +17,9 @@ use oasis_engine::{Engine, Listener, ResourceManager, Service};
 use oasis_log::server::LogdService;
 use oasis_log::store::Store;
 
-/// Descriptors kept free beyond connections (segment files, listeners, rings, logs).
-const FD_SLACK: u64 = 4096;
+/// Descriptors kept free beyond connections and segment files open for writing (segments being
+/// read, listeners, rings, logs).
+const FD_SLACK: u64 = 3072;
 
 /// `oasis logd` options.
 #[derive(clap::Args)]
@@ -52,12 +53,13 @@ pub fn run(args: LogdArgs) -> Result<()> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;
-    let want = cfg.logd.connections_max + FD_SLACK;
+    let want = cfg.logd.connections_max + cfg.logd.open_segments_max as u64 + FD_SLACK;
     if let Some(limit) = oasis_engine::host::raise_nofile_limit(want) {
         if limit < want {
             tracing::warn!(
-                "open files limited to {limit}, below the {want} that connections_max ({}) + {FD_SLACK} need; raise `ulimit -n` or lower [logd] connections_max",
-                cfg.logd.connections_max
+                "open files limited to {limit}, below the {want} that connections_max ({}) + open_segments_max ({}) + {FD_SLACK} need; raise `ulimit -n` or lower [logd] connections_max or open_segments_max",
+                cfg.logd.connections_max,
+                cfg.logd.open_segments_max
             );
         }
     }

@@ -15,7 +15,7 @@
 //! `bufring` (provided receive buffers), `residency` and [`direct`] are the bounded parts the
 //! loop uses; [`resource`] and [`observer`] are the Resource Manager; [`probe`] checks io_uring
 //! at start-up; [`host`] sets up the process (open-files limit, descriptor table, SIGPIPE) before
-//! any thread starts.
+//! any thread starts; [`syncfs`] flushes a file system in one call (the log server's commits).
 
 mod acceptor;
 mod bufring;
@@ -33,6 +33,7 @@ pub mod resource;
 pub mod runtime;
 pub mod session;
 mod shared;
+pub mod syncfs;
 pub mod timer;
 mod worker;
 

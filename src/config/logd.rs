@@ -35,10 +35,18 @@ pub struct LogdSection {
     pub commit_interval_ms: u64,
     /// Sync as soon as this many bytes are unsynced.
     pub commit_bytes: u64,
+    /// `fdatasync` at each commit (the default). `false` acknowledges bytes once written to the
+    /// page cache: they survive a logd crash, not a machine crash or power loss.
+    pub fsync: bool,
     /// Connections at once (shippers and readers); more are refused with `REFUSE` 4.
     pub connections_max: u64,
     /// Streams held at most; a `HELLO` for a new one past it is refused with `REFUSE` 4.
     pub streams_max: usize,
+    /// Writer threads: each writes and syncs the streams whose names hash to it.
+    pub writers: usize,
+    /// Segment files held open for writing at most (one per stream being written; past it the
+    /// least recently written is closed and reopened at its next append).
+    pub open_segments_max: usize,
 }
 
 impl Default for LogdSection {
@@ -48,8 +56,11 @@ impl Default for LogdSection {
             data_dir: PathBuf::from("./oasis-logd"),
             commit_interval_ms: 5,
             commit_bytes: 1 << 20,
+            fsync: true,
             connections_max: 256,
             streams_max: 1024,
+            writers: 4,
+            open_segments_max: 1024,
         }
     }
 }
@@ -97,39 +108,53 @@ impl Config {
                 out.add("logd", "listen", format!("{a} is listed twice"));
             }
         }
-        if !(1..=10_000).contains(&l.commit_interval_ms) {
-            out.add(
-                "logd",
+        let ranges: [(&'static str, u64, u64, u64, &str); 6] = [
+            (
                 "commit_interval_ms",
-                format!("must be between 1 and 10000 (got {})", l.commit_interval_ms),
-            )
-            .hint("commit_interval_ms = 5");
-        }
-        if !(4096..=1 << 30).contains(&l.commit_bytes) {
-            out.add(
-                "logd",
+                l.commit_interval_ms,
+                1,
+                10_000,
+                "commit_interval_ms = 5",
+            ),
+            (
                 "commit_bytes",
-                format!(
-                    "must be between 4096 and 1073741824 (got {})",
-                    l.commit_bytes
-                ),
-            )
-            .hint("commit_bytes = 1048576");
-        }
-        if !(1..=65_536).contains(&l.connections_max) {
-            out.add(
-                "logd",
+                l.commit_bytes,
+                4096,
+                1 << 30,
+                "commit_bytes = 1048576",
+            ),
+            (
                 "connections_max",
-                format!("must be between 1 and 65536 (got {})", l.connections_max),
-            )
-            .hint("for more, run another logd on another port (each connection reserves about 3.3 MB)");
-        }
-        if !(1..=1_000_000).contains(&l.streams_max) {
-            out.add(
-                "logd",
+                l.connections_max,
+                1,
+                65_536,
+                "for more, run another logd on another port",
+            ),
+            ("writers", l.writers as u64, 1, 64, "writers = 4"),
+            (
+                "open_segments_max",
+                l.open_segments_max as u64,
+                16,
+                1_000_000,
+                "open_segments_max = 1024",
+            ),
+            (
                 "streams_max",
-                format!("must be between 1 and 1000000 (got {})", l.streams_max),
-            );
+                l.streams_max as u64,
+                1,
+                1_000_000,
+                "streams_max = 1024",
+            ),
+        ];
+        for (key, value, lo, hi, hint) in ranges {
+            if !(lo..=hi).contains(&value) {
+                out.add(
+                    "logd",
+                    key,
+                    format!("must be between {lo} and {hi} (got {value})"),
+                )
+                .hint(hint);
+            }
         }
     }
 
@@ -160,7 +185,10 @@ impl Config {
         let mut store = oasis_log::store::StoreConfig::new(&l.data_dir);
         store.commit.interval = Duration::from_millis(l.commit_interval_ms);
         store.commit.bytes = l.commit_bytes;
+        store.commit.sync = l.fsync;
         store.streams_max = l.streams_max;
+        store.writers = l.writers;
+        store.tails_max = l.open_segments_max;
         // One batch in flight per connection: the queue never refuses one.
         store.queue_max = l.connections_max as usize;
         Ok(ResolvedLogd {
@@ -196,13 +224,25 @@ mod tests {
     #[test]
     fn logd_settings_reach_the_store_and_engine() {
         let cfg = Config::parse(
-            "[logd]\ncommit_interval_ms = 7\ncommit_bytes = 65536\nconnections_max = 10\nstreams_max = 3\n",
+            "[logd]\ncommit_interval_ms = 7\ncommit_bytes = 65536\nconnections_max = 10\nstreams_max = 3\nfsync = false\nwriters = 3\nopen_segments_max = 99\n",
             "t",
         )
         .unwrap();
         let r = cfg.resolve_logd(&[0]).unwrap();
         assert_eq!(r.store.commit.interval, Duration::from_millis(7));
         assert_eq!(r.store.commit.bytes, 65536);
+        assert!(!r.store.commit.sync);
+        assert_eq!(r.store.writers, 3);
+        assert_eq!(r.store.tails_max, 99);
+        assert!(
+            Config::parse("", "t")
+                .unwrap()
+                .resolve_logd(&[0])
+                .unwrap()
+                .store
+                .commit
+                .sync
+        );
         assert_eq!(r.store.streams_max, 3);
         assert_eq!(r.engine.connections_per_worker_max, 10);
         assert_eq!(r.limits.connections.limit, 10);

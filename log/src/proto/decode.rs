@@ -107,6 +107,36 @@ impl Decoder {
         Ok(msg)
     }
 
+    /// The frame whose head `input` completes in the next [`Decoder::decode`] of it: its kind
+    /// and the body bytes the decoder then allocates (a `DATA` or `CHUNK`: its payload). `None`
+    /// when no head completes within `input`, a frame's body is already being taken (see
+    /// [`Decoder::held_bytes`]), or the head is corrupt (`decode` will say so). For a caller that
+    /// must account for memory before it is allocated.
+    pub fn head_ahead(&self, input: &[u8]) -> Option<(u8, usize)> {
+        if self.failed.is_some()
+            || self.head_len >= FRAME_HEAD_BYTES
+            || self.head_len + input.len() < FRAME_HEAD_BYTES
+        {
+            return None;
+        }
+        let mut head = [0u8; FRAME_HEAD_BYTES];
+        head[..self.head_len].copy_from_slice(&self.head[..self.head_len]);
+        head[self.head_len..].copy_from_slice(&input[..FRAME_HEAD_BYTES - self.head_len]);
+        let k = head[0];
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let (min, max) = limits(k)?;
+        if len > BODY_BYTES_MAX || len < min || len > max {
+            return None;
+        }
+        Some((k, if is_payload(k) { len - 8 } else { len }))
+    }
+
+    /// Bytes the decoder holds: the body of the frame being taken (allocated whole when its
+    /// head arrives) and what [`Decoder::feed`] kept.
+    pub fn held_bytes(&self) -> usize {
+        self.body.capacity() + self.staged.capacity()
+    }
+
     /// Whether part of a frame has been taken (a connection that ends now ends mid-frame).
     pub fn in_frame(&self) -> bool {
         self.head_len > 0 || self.staged_at < self.staged.len()

@@ -58,6 +58,32 @@ fn data_is_one_frame_in_every_split() {
 }
 
 #[test]
+fn the_head_ahead_names_the_body_before_it_is_allocated() {
+    let f = frame(&Message::Data {
+        offset: 9,
+        bytes: vec![7; 5000],
+    });
+    let mut d = Decoder::new();
+    assert_eq!(d.head_ahead(&f[..4]), None, "the head is not complete");
+    assert_eq!(d.head_ahead(&f), Some((kind::DATA, 5000)));
+    // The head split across calls: the bytes taken count.
+    d.decode(&f[..3]).unwrap();
+    assert_eq!(d.held_bytes(), 0);
+    assert_eq!(d.head_ahead(&f[3..5]), Some((kind::DATA, 5000)));
+    d.decode(&f[3..20]).unwrap();
+    assert_eq!(d.head_ahead(&f[20..]), None, "the body is being taken");
+    assert!(d.held_bytes() >= 5000);
+    let (_, m) = d.decode(&f[20..]).unwrap();
+    assert!(m.is_some());
+    assert_eq!(d.held_bytes(), 0, "the body went with the message");
+    let ack = frame(&Message::Ack { durable_end: 1 });
+    assert_eq!(d.head_ahead(&ack), Some((kind::ACK, 8)));
+    // A head that is corrupt is not announced: decode says what is wrong.
+    assert_eq!(d.head_ahead(&[2, 0x10, 0, 0, 0]), None);
+    assert_eq!(d.head_ahead(&[99, 0, 0, 0, 8]), None);
+}
+
+#[test]
 fn feed_and_next_keep_what_is_not_decoded() {
     let a = Message::End { offset: 3 };
     let b = Message::Gap { from: 1, to: 9 };

@@ -10,8 +10,10 @@
 //!
 //! Module map: `session` (the dispatcher: decoding, output, timeouts, closing), `write` (the
 //! writer role: `WELCOME`, appends, `ACK`s, refusals), `read` (the reader role: plans, chunks,
-//! gaps, following, lists).
+//! gaps, following, lists), `memory` (each connection's share of the memory budget, in
+//! proportion to what it holds).
 
+mod memory;
 mod read;
 mod session;
 #[cfg(test)]
@@ -23,18 +25,22 @@ use std::time::{Duration, Instant};
 
 use oasis_engine::{ConnInfo, ResourceManager, Service, Session};
 
-use crate::proto::{encode, refuse, Message, BODY_BYTES_MAX};
-use crate::store::{Store, PLAN_FRAME_BYTES_MAX};
+use crate::proto::{encode, refuse, Message, BODY_BYTES_MAX, DATA_BYTES_MAX};
+use crate::store::{Store, FILE_PIECE_BYTES_MIN, PLAN_FRAME_BYTES_MAX};
 
+pub use memory::CONN_BASE_BYTES;
 pub use session::LogSession;
 
 /// A writer's bytes accepted and not yet handed to the store, at most (one batch waits while the
 /// one before it is being committed; input is not read past this).
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
-/// Memory a connection reserves with the Resource Manager when it opens: a frame being decoded,
-/// a batch being committed and the next one, a read plan.
-pub const CONN_MEMORY_BYTES: u64 =
-    (BODY_BYTES_MAX + 2 * BATCH_BYTES_MAX + PLAN_FRAME_BYTES_MAX) as u64;
+/// The most memory a writer connection holds: a frame being decoded, a batch with the store and
+/// the next one (each may pass [`BATCH_BYTES_MAX`] by one frame). It reserves this only while
+/// it holds it; an idle connection reserves [`CONN_BASE_BYTES`].
+pub const WRITER_BYTES_MAX: usize = BODY_BYTES_MAX + 2 * (BATCH_BYTES_MAX + DATA_BYTES_MAX);
+/// Memory a reader reserves while it reads: one plan's copied frames, which may pass
+/// [`PLAN_FRAME_BYTES_MAX`] by a short record, and that record's read.
+pub const READER_BYTES: usize = PLAN_FRAME_BYTES_MAX + 2 * FILE_PIECE_BYTES_MIN as usize + 4096;
 /// A writer (or a connection that has not said what it is) that sends nothing this long is closed,
 /// so a shipper that vanished does not keep its stream's writer claim.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -47,7 +53,7 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(50);
 pub(crate) struct Shared {
     /// The data directory every session reads and appends to.
     pub store: Arc<Store>,
-    /// Each connection reserves [`CONN_MEMORY_BYTES`] from it (`None` in tests).
+    /// Each connection reserves what it holds from it (`memory`; `None` in tests).
     pub rm: Option<Arc<ResourceManager>>,
 }
 

@@ -19,7 +19,7 @@ use std::time::Instant;
 use oasis_engine::{JobResult, Transmit};
 
 use super::{Shared, FOLLOW_POLL};
-use crate::proto::{encode, Message};
+use crate::proto::{encode, Message, FRAME_OVERHEAD_BYTES};
 use crate::store::{plan_read, Cursor, Piece, Plan, Stream};
 
 /// A long record on its way out of its file.
@@ -235,11 +235,21 @@ impl Reader {
     }
 }
 
-/// The answer to a `LIST`: a `STREAM` frame per stream held whose name starts with `prefix`,
-/// then `END` with their number.
-pub(super) fn list(shared: &Shared, prefix: &str, out: &mut Vec<u8>) {
-    let streams = shared.store.list(prefix);
-    for s in &streams {
+/// Bytes of the answer to a `LIST` of `streams`: a `STREAM` frame each, then `END`.
+pub(super) fn list_bytes(streams: &[Arc<Stream>]) -> usize {
+    let stream_frame = |name: &str| FRAME_OVERHEAD_BYTES + 2 + name.len() + 24;
+    let end_frame = FRAME_OVERHEAD_BYTES + 8;
+    streams
+        .iter()
+        .map(|s| stream_frame(s.name()))
+        .sum::<usize>()
+        + end_frame
+}
+
+/// The answer to a `LIST` (`streams`: those held whose names start with its prefix, from
+/// `Store::list`): a `STREAM` frame each, then `END` with their number.
+pub(super) fn list(streams: &[Arc<Stream>], out: &mut Vec<u8>) {
+    for s in streams {
         let ranges = s.ranges();
         let first = ranges.first().map_or(0, |r| r.0);
         let held = ranges.iter().map(|r| r.1 - r.0).sum();

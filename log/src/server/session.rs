@@ -3,7 +3,10 @@
 //! The dispatcher: decodes frames as input arrives (a corrupt one closes the connection at once,
 //! nothing of it kept), gives each to its role (`write`, `read`), queues the frames they answer
 //! and hands the engine one transmit at a time: queued frames first, then the role's own (a
-//! writer's batch for the store, a reader's plan or record). It keeps the timeouts (a silent
+//! writer's batch for the store, a reader's plan or record). Before a frame's body is allocated,
+//! a batch grows, a read starts or a list is answered, it covers the memory with its
+//! reservation (`memory`); without the budget it waits for its batch with the store, or, holding
+//! none, refuses (`REFUSE` 4). It keeps the timeouts (a silent
 //! writer, a send the peer does not take) and decides when to close: after a refusal that ends
 //! the connection is sent, when the peer has gone, or, on shutdown, once a writer's last batch
 //! is answered.
@@ -14,13 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use oasis_engine::resource::Resource;
-use oasis_engine::{JobResult, Reservation, Session, Transmit};
+use oasis_engine::{JobResult, Session, Transmit};
 
+use super::memory::{ConnMemory, IN_BASE_BYTES};
 use super::read::{self, Reader};
 use super::write::{self, Refusal, Writer};
-use super::{Shared, CONN_MEMORY_BYTES, IDLE_TIMEOUT, SEND_TIMEOUT};
-use crate::proto::{encode, refuse, validate_stream, Decoder, Message};
+use super::{Shared, IDLE_TIMEOUT, READER_BYTES, SEND_TIMEOUT};
+use crate::proto::{encode, kind, refuse, validate_stream, Decoder, Message};
 
 /// Frames queued for the peer past which input is not read.
 const OUT_BYTES_MAX: usize = 64 * 1024;
@@ -51,8 +54,9 @@ pub struct LogSession {
     decoder: Decoder,
     /// Frames to send before anything else.
     out: Vec<u8>,
-    /// The transmit in flight is `out`'s bytes (not the reader's).
+    /// The transmit in flight is `out`'s bytes (not the reader's), this many bytes of memory.
     sending_out: bool,
+    sending_out_bytes: usize,
     role: Role,
     closing: Closing,
     peer_closed: bool,
@@ -60,39 +64,79 @@ pub struct LogSession {
     last_input: Instant,
     /// When the send in flight began.
     send_started: Option<Instant>,
-    _memory: Option<Reservation>,
+    /// What it has reserved of the server's memory budget.
+    memory: ConnMemory,
+    /// Input waits for memory the batch with the store gives back.
+    memory_wait: bool,
 }
 
 impl LogSession {
     pub(super) fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, now: Instant) -> LogSession {
-        let memory = shared
-            .rm
-            .as_ref()
-            .map(|rm| rm.reserve(Resource::MemoryBytes, CONN_MEMORY_BYTES));
+        let memory = ConnMemory::open(shared.rm.as_ref());
         let mut s = LogSession {
             shared,
             peer,
             decoder: Decoder::new(),
             out: Vec::new(),
             sending_out: false,
+            sending_out_bytes: 0,
             role: Role::New,
             closing: Closing::No,
             peer_closed: false,
             draining: false,
             last_input: now,
             send_started: None,
-            _memory: None,
+            memory: ConnMemory::open(None).expect("nothing to reserve"),
+            memory_wait: false,
         };
         match memory {
-            Some(Err(e)) => s.refuse(Refusal {
+            Err(e) => s.refuse(Refusal {
                 code: refuse::AT_LIMIT,
                 expect: 0,
                 reason: format!("the log server is at its memory limit ({e}); try another server"),
             }),
-            Some(Ok(r)) => s._memory = Some(r),
-            None => {}
+            Ok(m) => s.memory = m,
         }
         s
+    }
+
+    /// Memory the connection holds: a frame's body being decoded, what its role holds, and
+    /// queued frames.
+    fn held(&self) -> usize {
+        let role = match &self.role {
+            Role::Writer(w) => w.held_bytes(),
+            Role::Reader(_) => READER_BYTES,
+            Role::New | Role::Lister => 0,
+        };
+        let out = self.out.capacity() + self.sending_out_bytes;
+        self.decoder.held_bytes() + role + out
+    }
+
+    /// Covers `extra` more bytes than the connection holds now with its reservation.
+    fn cover(&mut self, extra: usize) -> bool {
+        let held = self.held();
+        self.memory.cover(held + extra)
+    }
+
+    /// Gives back what the connection no longer holds.
+    fn settle(&mut self) {
+        let held = self.held();
+        self.memory.settle(held);
+        debug_assert!(self.memory.covers(held), "holding {held} bytes unreserved");
+    }
+
+    /// The memory for the next frame was refused: wait for the batch with the store to give
+    /// some back, or, holding none, refuse the connection.
+    fn memory_short(&mut self) {
+        if self.is_writer_busy() {
+            self.memory_wait = true;
+            return;
+        }
+        self.refuse(Refusal {
+            code: refuse::AT_LIMIT,
+            expect: 0,
+            reason: "the log server is at its memory limit; try another server".into(),
+        });
     }
 
     /// Queues a refusal; codes 2-5 close the connection once it is sent.
@@ -141,7 +185,10 @@ impl LogSession {
                     follow,
                 },
             ) => match validate_stream(&stream) {
-                Ok(()) => self.role = Role::Reader(Reader::new(&self.shared, stream, from, follow)),
+                Ok(()) if self.cover(READER_BYTES) => {
+                    self.role = Role::Reader(Reader::new(&self.shared, stream, from, follow))
+                }
+                Ok(()) => self.memory_short(),
                 Err(e) => self.refuse(Refusal {
                     code: refuse::BAD_HELLO,
                     expect: 0,
@@ -149,9 +196,16 @@ impl LogSession {
                 }),
             },
             (Role::New, Message::List { prefix }) => {
-                read::list(&self.shared, &prefix, &mut self.out);
-                self.role = Role::Lister;
-                self.closing = Closing::AfterOut;
+                let streams = self.shared.store.list(&prefix);
+                let bytes = read::list_bytes(&streams);
+                if self.cover(bytes) {
+                    self.out.reserve_exact(bytes);
+                    read::list(&streams, &mut self.out);
+                    self.role = Role::Lister;
+                    self.closing = Closing::AfterOut;
+                } else {
+                    self.memory_short();
+                }
             }
             (Role::Writer(w), Message::Data { offset, bytes }) => {
                 if let Err(r) = w.data(offset, bytes) {
@@ -190,6 +244,16 @@ impl Session for LogSession {
         self.last_input = now;
         let mut used = 0;
         while used < input.len() && self.wants_input() {
+            if let Some((k, body)) = self.decoder.head_ahead(&input[used..]) {
+                let extra = match &self.role {
+                    Role::Writer(w) if k == kind::DATA => w.bytes_to_take(body),
+                    _ => body,
+                };
+                if !self.cover(extra) {
+                    self.memory_short();
+                    break;
+                }
+            }
             match self.decoder.decode(&input[used..]) {
                 Ok((n, msg)) => {
                     used += n;
@@ -204,6 +268,7 @@ impl Session for LogSession {
                 }
             }
         }
+        self.settle();
         used
     }
 
@@ -217,6 +282,7 @@ impl Session for LogSession {
         }
         if !self.out.is_empty() {
             self.sending_out = true;
+            self.sending_out_bytes = self.out.capacity();
             self.send_started = Some(now);
             return Transmit::Bytes(std::mem::take(&mut self.out));
         }
@@ -263,23 +329,24 @@ impl Session for LogSession {
             }
         };
         if std::mem::take(&mut self.sending_out) {
+            self.sending_out_bytes = 0;
             // Reuse a small buffer for the next frames.
-            if let Some(mut b) = returned.filter(|b| b.capacity() <= 64 * 1024) {
+            if let Some(mut b) = returned.filter(|b| b.capacity() <= IN_BASE_BYTES) {
                 if self.out.is_empty() {
                     b.clear();
                     self.out = b;
                 }
             }
-            return;
-        }
-        if let Role::Reader(r) = &mut self.role {
+        } else if let Role::Reader(r) = &mut self.role {
             r.sent(n, returned.is_some());
         }
+        self.settle();
     }
 
     fn on_job_done(&mut self, result: JobResult, now: Instant) {
         // A commit that took long is not the shipper's silence.
         self.last_input = now;
+        self.memory_wait = false;
         match &mut self.role {
             Role::Writer(w) => match w.batch_done(result) {
                 Ok(ack) => encode(&ack, &mut self.out),
@@ -298,6 +365,7 @@ impl Session for LogSession {
             }
             Role::New | Role::Lister => {}
         }
+        self.settle();
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -327,7 +395,11 @@ impl Session for LogSession {
 
     fn wants_input(&self) -> bool {
         // Answers the peer does not read stop its input too (each wrong DATA adds a REFUSE).
-        if self.closing != Closing::No || self.draining || self.out.len() >= OUT_BYTES_MAX {
+        if self.closing != Closing::No
+            || self.draining
+            || self.memory_wait
+            || self.out.len() >= OUT_BYTES_MAX
+        {
             return false;
         }
         match &self.role {

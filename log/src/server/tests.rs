@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use oasis_engine::{Completer, JobResult, Session, Transmit};
+use oasis_engine::{Completer, JobResult, Resource, ResourceManager, Session, Transmit};
 
 use super::*;
 use crate::proto::{encode, encode_data, kind, refuse, Decoder, Message};
@@ -156,11 +156,16 @@ impl Driver {
 }
 
 fn service() -> (LogdService, tempfile::TempDir) {
+    service_with(None)
+}
+
+/// A service whose connections reserve from `rm`.
+fn service_with(rm: Option<Arc<ResourceManager>>) -> (LogdService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = StoreConfig::new(dir.path());
     c.commit.interval = Duration::from_millis(1);
     let (store, _) = Store::open(c).unwrap();
-    (LogdService::new(store, None), dir)
+    (LogdService::new(store, rm), dir)
 }
 
 fn hello(stream: &str, oldest_unacked: u64) -> Message {
@@ -481,4 +486,99 @@ fn a_reader_that_sends_more_is_closed_without_a_refusal() {
     r.send(&hello("x", 0));
     assert!(r.closed);
     assert_eq!(r.received(), vec![]);
+}
+
+#[test]
+fn idle_connections_reserve_their_base_and_a_streaming_one_what_it_holds() {
+    // 200 connections in 3 MiB: at the 3.3 MB a connection used to reserve, not one would fit.
+    let rm = super::memory::budget_for_test(3 << 20);
+    let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
+    let used = || rm.used(Resource::MemoryBytes);
+    let mut idle: Vec<Driver> = (0..200)
+        .map(|i| {
+            let mut d = Driver::new(&svc);
+            d.send(&hello(&format!("s{i}"), 0));
+            d.send(&data(0, 100));
+            let got = d.received();
+            assert_eq!(
+                got.last(),
+                Some(&Message::Ack { durable_end: 100 }),
+                "{got:?}"
+            );
+            d
+        })
+        .collect();
+    assert_eq!(used(), 200 * CONN_BASE_BYTES);
+    // One streams a batch while another is with the store: it reserves them, then gives them
+    // back, and the budget is never passed (the Resource Manager refuses past it).
+    let d = &mut idle[0];
+    d.hold = true;
+    let piece = 256 * 1024;
+    let mut frames = Vec::new();
+    for i in 0..6u64 {
+        let at = 100 + i * piece as u64;
+        encode_data(at, &bytes(at, piece), &mut frames);
+    }
+    d.send_bytes(&frames);
+    assert_eq!(d.held, 1);
+    let streaming = used();
+    assert!(
+        streaming >= 200 * CONN_BASE_BYTES + (1 << 20),
+        "{streaming}"
+    );
+    assert!(streaming <= rm.limit(Resource::MemoryBytes));
+    while d.held > 0 {
+        d.deliver();
+    }
+    assert_eq!(
+        d.received().last(),
+        Some(&Message::Ack {
+            durable_end: 100 + 6 * piece as u64
+        })
+    );
+    assert_eq!(used(), 200 * CONN_BASE_BYTES);
+    drop(idle);
+    assert_eq!(used(), 0);
+}
+
+#[test]
+fn a_frame_the_budget_cannot_hold_waits_for_the_batch_or_is_refused() {
+    let mib = 1 << 20;
+    let rm = super::memory::budget_for_test(2 * CONN_BASE_BYTES + 1536 * 1024);
+    let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
+    let mut a = Driver::new(&svc);
+    a.send(&hello("a", 0));
+    a.received();
+    a.hold = true;
+    // A 1 MiB frame fits; the next does not while the first is with the store: input waits.
+    let mut frames = Vec::new();
+    encode_data(0, &bytes(0, mib), &mut frames);
+    encode_data(mib as u64, &bytes(mib as u64, mib), &mut frames);
+    a.send_bytes(&frames);
+    assert_eq!(a.held, 1);
+    assert!(!a.session.wants_input());
+    assert!(!a.input.is_empty());
+    assert!(rm.used(Resource::MemoryBytes) <= rm.limit(Resource::MemoryBytes));
+    // Meanwhile a second connection holding nothing gets no memory for its frame: refused.
+    let mut b = Driver::new(&svc);
+    b.send(&hello("b", 0));
+    assert!(matches!(b.received()[0], Message::Welcome { .. }));
+    b.send(&data(0, mib));
+    assert!(b.closed);
+    assert_eq!(refusal(&b.received()[0]).0, refuse::AT_LIMIT);
+    // The first batch's answer gives its memory back: the second frame goes in.
+    a.deliver();
+    while a.held > 0 {
+        a.deliver();
+    }
+    assert!(a.input.is_empty());
+    assert_eq!(
+        a.received().last(),
+        Some(&Message::Ack {
+            durable_end: 2 * mib as u64
+        })
+    );
+    assert!(svc.store().find("b").is_none_or(|s| s.durable_end() == 0));
+    drop((a, b));
+    assert_eq!(rm.used(Resource::MemoryBytes), 0);
 }

@@ -15,8 +15,20 @@ use std::sync::Arc;
 use oasis_engine::{Completer, JobResult, Transmit};
 
 use super::{Shared, BATCH_BYTES_MAX};
-use crate::proto::{refuse, validate_stream, Message, VERSION};
+use crate::proto::{refuse, validate_stream, Message, DATA_BYTES_MAX, VERSION};
 use crate::store::{Append, AppendError, AppendResult, StoreError, WriterClaim};
+
+/// The most a pending batch holds: just under a full batch, and one more `DATA`.
+const PENDING_BYTES_MAX: usize = BATCH_BYTES_MAX + DATA_BYTES_MAX;
+
+/// The capacity a pending batch of capacity `cap` grows to so it holds `needed` bytes: doubling
+/// (so many small frames are copied a bounded number of times), never past what it can hold.
+fn grown(cap: usize, needed: usize) -> usize {
+    if needed <= cap {
+        return cap;
+    }
+    cap.saturating_mul(2).min(PENDING_BYTES_MAX).max(needed)
+}
 
 /// A refusal to send, and whether the connection closes after it.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,8 +73,10 @@ pub(super) struct Writer {
     /// Accepted bytes not yet handed to the store, from `pending_at`.
     pending: Vec<u8>,
     pending_at: u64,
-    /// A batch is with the store.
+    /// A batch is with the store...
     in_flight: bool,
+    /// ... holding this many bytes of memory.
+    in_flight_bytes: usize,
 }
 
 /// What a `HELLO` leads to.
@@ -101,6 +115,7 @@ pub(super) fn hello(
         pending: Vec::new(),
         pending_at: expect,
         in_flight: false,
+        in_flight_bytes: 0,
     };
     Ok((
         writer,
@@ -125,9 +140,26 @@ impl Writer {
         if self.pending.is_empty() {
             self.pending = bytes;
         } else {
+            let cap = grown(self.pending.capacity(), self.pending.len() + bytes.len());
+            self.pending.reserve_exact(cap - self.pending.len());
             self.pending.extend_from_slice(&bytes);
         }
         Ok(())
+    }
+
+    /// Memory a `DATA` of `len` bytes adds while it is taken: its payload, and what the
+    /// pending batch grows by to hold it.
+    pub fn bytes_to_take(&self, len: usize) -> usize {
+        if self.pending.is_empty() {
+            return len;
+        }
+        let cap = self.pending.capacity();
+        len + grown(cap, self.pending.len() + len) - cap
+    }
+
+    /// Memory the writer holds: the pending batch and the one with the store.
+    pub fn held_bytes(&self) -> usize {
+        self.pending.capacity() + self.in_flight_bytes
     }
 
     /// Whether it takes more input: not while a full batch waits.
@@ -152,6 +184,7 @@ impl Writer {
         }
         self.in_flight = true;
         let bytes = std::mem::take(&mut self.pending);
+        self.in_flight_bytes = bytes.capacity();
         let offset = self.pending_at;
         self.pending_at = self.expect;
         let stream = Arc::clone(self.claim.stream());
@@ -169,6 +202,7 @@ impl Writer {
     /// The store's answer for the batch: an `ACK`, or a refusal.
     pub fn batch_done(&mut self, result: JobResult) -> Result<Message, Refusal> {
         self.in_flight = false;
+        self.in_flight_bytes = 0;
         let Ok(result) = result.downcast::<AppendResult>() else {
             return Err(Refusal::new(
                 refuse::AT_LIMIT,
@@ -180,7 +214,7 @@ impl Writer {
             Ok(durable_end) => Ok(Message::Ack { durable_end }),
             Err(AppendError::Unexpected { expect, .. }) => {
                 // Bytes gathered since follow the refused batch: resend from `expect`.
-                self.pending.clear();
+                self.pending = Vec::new();
                 self.expect = expect;
                 self.pending_at = expect;
                 Err(Refusal::new(

@@ -1,15 +1,15 @@
 //! The log store: a `logd` data directory of streams, each in segment files (`log/FORMAT.md`).
 //!
 //! [`Store::open`] locks the directory, recovers every stream (`scan`: torn tails cut and
-//! reported) and starts the writer thread (`writer`: the only code that writes segments, with
-//! group commits). Sessions look streams up ([`Store::stream`], bounded by `streams_max`), claim
+//! reported) and starts the writer threads (`writer`: the only code that writes segments, with
+//! group commits; each stream is written by one of them, by the hash of its name). Sessions look streams up ([`Store::stream`], bounded by `streams_max`), claim
 //! the one writer of a stream ([`Stream::claim_writer`]), queue appends ([`Store::append`], never
 //! blocking) and read with a [`Cursor`] or [`plan_read`] (blocking reads: off the engine's
 //! workers). [`Store::open_read_only`] reads a data directory without changing it, for
 //! `oasis logs`, even beside a running server.
 //!
 //! Module map: `format` (bytes on disk, pure), `stream` (one stream's segments and durable end),
-//! `scan` (recovery), `writer` (the writer thread), `read` (cursors and read plans).
+//! `scan` (recovery), `writer` (a writer thread), `read` (cursors and read plans).
 
 mod format;
 mod read;
@@ -33,9 +33,9 @@ pub use format::{
 pub use read::{plan_read, Cursor, Piece, Plan, RecordRef, Step};
 pub use read::{FILE_PIECE_BYTES_MIN, PLAN_FRAME_BYTES_MAX, PLAN_STREAM_BYTES_MAX};
 pub use scan::{Cut, Mode};
-pub use stream::{Located, Stream, WriterClaim, MARK_EVERY_BYTES};
-pub use writer::SEGMENT_BYTES_MAX;
+pub use stream::{Located, SegmentFile, Stream, WriterClaim, MARK_EVERY_BYTES};
 pub use writer::{Append, AppendDone, AppendError, AppendResult, CommitPolicy, WriterStats};
+pub use writer::{SEGMENT_BYTES_MAX, SYNCFS_FILES_MIN};
 
 use writer::{Writer, WriterShared};
 
@@ -54,19 +54,29 @@ pub struct StoreConfig {
     pub streams_max: usize,
     /// Appends queued for the writer at most.
     pub queue_max: usize,
+    /// Segment files the writer threads hold open at most (one per stream being written; past
+    /// it the least recently written is closed and opened again when needed), shared evenly
+    /// between them (at least one each).
+    pub tails_max: usize,
+    /// Writer threads (at least 1): each writes and syncs the streams whose names hash to it.
+    pub writers: usize,
 }
 
 impl StoreConfig {
-    /// The defaults: a commit every 5 ms or 1 MiB, 1024 streams, 1024 queued appends.
+    /// The defaults: a commit every 5 ms or 1 MiB, 1024 streams, 1024 queued appends, 1024
+    /// segment files open for writing, 4 writer threads.
     pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
         StoreConfig {
             dir: dir.into(),
             commit: CommitPolicy {
                 interval: Duration::from_millis(5),
                 bytes: 1 << 20,
+                sync: true,
             },
             streams_max: 1024,
             queue_max: 1024,
+            tails_max: 1024,
+            writers: 4,
         }
     }
 }
@@ -100,10 +110,19 @@ pub struct Store {
     dir: PathBuf,
     streams: Mutex<BTreeMap<String, Arc<Stream>>>,
     streams_max: usize,
-    /// `None` for a read-only store.
-    writer: Option<Arc<WriterShared>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer threads' queues (none for a read-only store).
+    writers: Vec<Arc<WriterShared>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stats: Option<Arc<WriterStats>>,
     _lock: Option<File>,
+}
+
+/// Which of `n` writer threads writes the stream `name` (FNV-1a of the name).
+fn writer_of(name: &str, n: usize) -> usize {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % n as u64) as usize
 }
 
 impl Store {
@@ -127,18 +146,37 @@ impl Store {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }
         let (streams, recovery) = load(&dir, Mode::Repair).map_err(io_err)?;
-        let shared = Arc::new(WriterShared::new(config.queue_max));
-        let writer = Writer::new(Arc::clone(&shared), dir.clone(), config.commit);
-        let thread = std::thread::Builder::new()
-            .name("oasis-logd-writer".into())
-            .spawn(move || writer.run())
-            .map_err(io_err)?;
+        let n = config.writers.max(1);
+        let stats = Arc::new(WriterStats::default());
+        let mut writers = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let shared = Arc::new(WriterShared::new(config.queue_max, Arc::clone(&stats)));
+            let tails_max = (config.tails_max / n).max(1);
+            let writer = Writer::new(Arc::clone(&shared), dir.clone(), config.commit, tails_max);
+            let spawned = std::thread::Builder::new()
+                .name(format!("oasis-logd-w{i}"))
+                .spawn(move || writer.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Those already started end before the error is returned.
+                    writers.iter().for_each(|w: &Arc<WriterShared>| w.stop());
+                    threads
+                        .into_iter()
+                        .for_each(|t: JoinHandle<()>| drop(t.join()));
+                    return Err(io_err(e));
+                }
+            }
+            writers.push(shared);
+        }
         let store = Store {
             dir,
             streams: Mutex::new(streams),
             streams_max: config.streams_max,
-            writer: Some(shared),
-            thread: Mutex::new(Some(thread)),
+            writers,
+            threads: Mutex::new(threads),
+            stats: Some(stats),
             _lock: Some(lock),
         };
         Ok((Arc::new(store), recovery))
@@ -164,8 +202,9 @@ impl Store {
             dir: dir.to_path_buf(),
             streams: Mutex::new(streams),
             streams_max: usize::MAX,
-            writer: None,
-            thread: Mutex::new(None),
+            writers: Vec::new(),
+            threads: Mutex::new(Vec::new()),
+            stats: None,
             _lock: None,
         };
         Ok((Arc::new(store), recovery))
@@ -217,27 +256,28 @@ impl Store {
     /// Queues bytes for the writer thread; `a.done` hears the outcome (at once if it is
     /// refused). Never blocks on the disk.
     pub fn append(&self, a: Append) {
-        match &self.writer {
-            Some(w) => w.push(a),
-            None => (a.done)(Err(AppendError::Stopped)),
+        if self.writers.is_empty() {
+            return (a.done)(Err(AppendError::Stopped));
         }
+        let w = &self.writers[writer_of(a.stream.name(), self.writers.len())];
+        w.push(a);
     }
 
-    /// The writer thread's counts (all zero for a read-only store).
+    /// The writer threads' counts (`None` for a read-only store).
     pub fn stats(&self) -> Option<&WriterStats> {
-        self.writer.as_ref().map(|w| &w.stats)
+        self.stats.as_deref()
     }
 
-    /// Stops the writer thread once what is queued is written and synced, and waits for it.
+    /// Stops the writer threads once what is queued is written and synced, and waits for them.
     /// Later appends fail with [`AppendError::Stopped`]. Idempotent.
     pub fn close(&self) {
-        if let Some(w) = &self.writer {
+        for w in &self.writers {
             w.stop();
         }
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
             if t.join().is_err() {
-                tracing::error!("the log writer thread panicked");
+                tracing::error!("a log writer thread panicked");
             }
         }
     }

@@ -103,7 +103,7 @@ impl Cursor {
             let (seg, pos) = match &mut self.segment {
                 Some((seg, pos)) if self.at < seg.end => (seg, pos),
                 _ => {
-                    let Some(seg) = self.stream.locate(self.at) else {
+                    let Some(seg) = self.stream.locate(self.at)? else {
                         return Ok(None);
                     };
                     let from = self.at;

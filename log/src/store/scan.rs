@@ -15,11 +15,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::format::{parse_segment_head, segment_start_of, RecordHead, RECORD_HEAD_BYTES};
 use super::format::{SEGMENT_HEAD_FIXED_BYTES, SEGMENT_SUFFIX};
-use super::stream::{mark, Segment};
+use super::stream::{mark, Segment, SegmentFile};
 use crate::proto::STREAM_NAME_BYTES_MAX;
 
 /// Whether a scan may change files.
@@ -158,7 +157,7 @@ fn scan_segment(
     let mut segment = Segment {
         start,
         end,
-        file: Arc::new(file),
+        file: SegmentFile::new(path.to_path_buf()),
         marks,
     };
     let Some(why) = bad else {
@@ -174,8 +173,8 @@ fn scan_segment(
         removed,
     };
     if removed {
-        segment.file.set_len(pos)?;
-        segment.file.sync_all()?;
+        file.set_len(pos)?;
+        file.sync_all()?;
         segment.marks.retain(|&(_, p)| p < pos);
     }
     Ok(Some((segment, Some(cut))))

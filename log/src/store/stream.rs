@@ -3,16 +3,53 @@
 //!
 //! Shared by the writer thread (which alone adds segments and moves ends), the sessions (claims,
 //! durable ends) and readers (which look up where an offset is). Readers never see past a
-//! segment's published durable end. No I/O here.
+//! segment's published durable end. Opens a segment file for reading when a read locates it
+//! ([`SegmentFile`]); no other I/O here.
 
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 /// A mark is kept at least every this many bytes of a segment file, so a read finds its first
 /// record after reading at most about this much of headers.
 pub const MARK_EVERY_BYTES: u64 = 1 << 20;
+
+/// A segment file as readers reach it: opened (read-only) when a read needs it, shared by the
+/// reads holding it, closed when the last lets go. A server with many streams thus holds a
+/// descriptor only for the segments being read (and, in the writer thread, the last segments
+/// being written), not one per segment.
+#[derive(Debug)]
+pub struct SegmentFile {
+    path: PathBuf,
+    open: Mutex<Weak<File>>,
+}
+
+impl SegmentFile {
+    pub(crate) fn new(path: PathBuf) -> Arc<SegmentFile> {
+        Arc::new(SegmentFile {
+            path,
+            open: Mutex::new(Weak::new()),
+        })
+    }
+
+    /// The file, opened for reading, or the one a read already holds.
+    pub fn open(&self) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.upgrade() {
+            return Ok(f);
+        }
+        let f = Arc::new(File::open(&self.path)?);
+        *open = Arc::downgrade(&f);
+        Ok(f)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// A segment file and what of it is durable.
 #[derive(Debug)]
@@ -21,8 +58,8 @@ pub(crate) struct Segment {
     pub start: u64,
     /// Stream offset just past its last durable record.
     pub end: u64,
-    /// The segment file (opened for writing too when it is a stream's last, in a server).
-    pub file: Arc<File>,
+    /// The segment file.
+    pub file: Arc<SegmentFile>,
     /// (stream offset, file position) of record headers, in order: the first record's, then one
     /// at least every [`MARK_EVERY_BYTES`]. May name records past `end` not yet durable.
     pub marks: Vec<(u64, u64)>,
@@ -54,7 +91,7 @@ pub struct Located {
     pub start: u64,
     /// Its durable end: read no record past it.
     pub end: u64,
-    /// The segment file.
+    /// The segment file, open for reading.
     pub file: Arc<File>,
     /// A record at or before the wanted offset: its stream offset...
     pub record_offset: u64,
@@ -127,18 +164,23 @@ impl Stream {
         out
     }
 
-    /// The first segment with durable bytes at or after `at`, and where to start reading it.
-    pub fn locate(&self, at: u64) -> Option<Located> {
-        let segments = self.read_segments();
-        let s = segments.iter().find(|s| s.end > at && s.end > s.start)?;
-        let (record_offset, record_pos) = s.mark_before(at);
-        Some(Located {
-            start: s.start,
-            end: s.end,
-            file: Arc::clone(&s.file),
+    /// The first segment with durable bytes at or after `at`, and where to start reading it
+    /// (its file opened for reading).
+    pub fn locate(&self, at: u64) -> io::Result<Option<Located>> {
+        let (start, end, file, (record_offset, record_pos)) = {
+            let segments = self.read_segments();
+            let Some(s) = segments.iter().find(|s| s.end > at && s.end > s.start) else {
+                return Ok(None);
+            };
+            (s.start, s.end, Arc::clone(&s.file), s.mark_before(at))
+        };
+        Ok(Some(Located {
+            start,
+            end,
+            file: file.open()?,
             record_offset,
             record_pos,
-        })
+        }))
     }
 
     pub(crate) fn read_segments(&self) -> RwLockReadGuard<'_, Vec<Segment>> {

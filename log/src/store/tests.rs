@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -339,4 +340,63 @@ fn one_writer_per_stream_and_a_bound_on_streams() {
     ));
     // Streams that hold nothing are not listed.
     assert!(store.list("").is_empty());
+}
+
+#[test]
+fn more_streams_than_open_tails_are_written_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.tails_max = 3;
+    c.writers = 1;
+    let (store, _) = Store::open(c).unwrap();
+    let streams: Vec<Arc<Stream>> = (0..10)
+        .map(|i| store.stream(&format!("s{i}")).unwrap())
+        .collect();
+    let stats = store.stats().unwrap();
+    // Round after round over every stream: each append finds its segment closed and reopens it.
+    let mut ends = [0u64; 10];
+    for round in 0..4 {
+        let waiting: Vec<_> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let len = 100 + round * 10 + i;
+                let r = append(&store, s, ends[i], &pattern(ends[i], len));
+                ends[i] += len as u64;
+                r
+            })
+            .collect();
+        for (i, r) in waiting.into_iter().enumerate() {
+            assert_eq!(
+                r.recv_timeout(Duration::from_secs(10)).unwrap(),
+                Ok(ends[i])
+            );
+            assert!(stats.tails_open.load(Ordering::Relaxed) <= 3);
+        }
+    }
+    for (i, s) in streams.iter().enumerate() {
+        let (bytes, gaps) = read_all(s, 0);
+        assert!(gaps.is_empty());
+        assert_eq!(bytes, pattern(0, ends[i] as usize), "stream s{i}");
+        assert_eq!(segments_of(dir.path(), &format!("s{i}")).len(), 1);
+    }
+    drop(store);
+    let (store, rec) = Store::open(config(dir.path())).unwrap();
+    assert!(rec.cuts.is_empty(), "{:?}", rec.cuts);
+    assert_eq!(rec.bytes, ends.iter().sum::<u64>());
+    assert_eq!(store.find("s9").unwrap().durable_end(), ends[9]);
+}
+
+#[test]
+fn without_fsync_a_commit_acknowledges_what_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.sync = false;
+    let (store, _) = Store::open(c).unwrap();
+    let s = store.stream("s").unwrap();
+    assert_eq!(append_now(&store, &s, 0, &pattern(0, 5000)), Ok(5000));
+    assert_eq!(store.stats().unwrap().syncs.load(Ordering::Relaxed), 0);
+    drop(store);
+    let (store, _) = Store::open(config(dir.path())).unwrap();
+    assert_eq!(read_all(&store.find("s").unwrap(), 0).0, pattern(0, 5000));
 }
