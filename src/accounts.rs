@@ -15,7 +15,7 @@ use oasis_net::auth::manage;
 use oasis_net::auth::policy::Role;
 use oasis_storage::AuditQuery;
 
-use crate::client::{call_api, encode_name};
+use crate::client::{call_api, encode_name, TokenArg};
 use crate::library::open_store;
 
 /// Where an account or audit command works: a running server, or a data directory offline.
@@ -25,14 +25,9 @@ pub struct Target {
     /// data directory offline.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    /// Bearer token of an admin (or auditor, for `audit`): a user's token or `[http] api_token`.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "OASIS_API_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    /// An admin's token (an auditor's will do for `audit`).
+    #[command(flatten)]
+    token: TokenArg,
     /// Data directory (offline; default: the configuration's `[server] data_dir`).
     #[arg(long, value_name = "DIR", conflicts_with = "server")]
     data_dir: Option<PathBuf>,
@@ -145,7 +140,13 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                     for p in &prefix {
                         path.push_str(&format!("&prefix={}", encode_name(p)));
                     }
-                    let v = call_api(server, target.token.as_deref(), "POST", &path, "user add")?;
+                    let v = call_api(
+                        server,
+                        target.token.token.as_deref(),
+                        "POST",
+                        &path,
+                        "user add",
+                    )?;
                     let token = v["token"].as_str().unwrap_or_default().to_string();
                     (v, token)
                 }
@@ -163,7 +164,7 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                 Some(server) => {
                     let v = call_api(
                         server,
-                        target.token.as_deref(),
+                        target.token.token.as_deref(),
                         "GET",
                         "/api/users",
                         "user ls",
@@ -186,7 +187,13 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             match &target.server {
                 Some(server) => {
                     let path = format!("/api/users/{}", encode_name(&name));
-                    call_api(server, target.token.as_deref(), "DELETE", &path, "user rm")?;
+                    call_api(
+                        server,
+                        target.token.token.as_deref(),
+                        "DELETE",
+                        &path,
+                        "user rm",
+                    )?;
                 }
                 None => {
                     let (store, _) = open_store(target.data_dir, target.config.as_ref())?;
@@ -201,7 +208,7 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                     let path = format!("/api/users/{}/rotate", encode_name(&name));
                     let v = call_api(
                         server,
-                        target.token.as_deref(),
+                        target.token.token.as_deref(),
                         "POST",
                         &path,
                         "user rotate",
@@ -223,7 +230,7 @@ pub fn user(cmd: UserCommand) -> Result<()> {
                     let path = format!("/api/users/{}/revoke-old", encode_name(&name));
                     call_api(
                         server,
-                        target.token.as_deref(),
+                        target.token.token.as_deref(),
                         "POST",
                         &path,
                         "user revoke",
@@ -330,7 +337,7 @@ pub fn audit(
                 if let Some(a) = after {
                     path.push_str(&format!("&after={a}"));
                 }
-                let v = call_api(server, target.token.as_deref(), "GET", &path, "audit")?;
+                let v = call_api(server, target.token.token.as_deref(), "GET", &path, "audit")?;
                 all.extend(v["records"].as_array().cloned().unwrap_or_default());
                 match v["next_after"].as_u64() {
                     Some(n) if all.len() < limit => after = Some(n),
@@ -352,12 +359,7 @@ pub fn audit(
             store
                 .query_audit(&query)?
                 .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "seq": r.seq, "at_unix_ms": r.at_unix_ms, "user": r.user, "client": r.client,
-                        "action": r.action, "object": r.object, "outcome": r.outcome, "detail": r.detail,
-                    })
-                })
+                .map(manage::audit_json)
                 .collect()
         }
     };

@@ -37,7 +37,7 @@ pub struct TokenArg {
         env = "OASIS_API_TOKEN",
         hide_env_values = true
     )]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 fn agent() -> ureq::Agent {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use oasis_storage::{Store, StoreError, UserRecord};
+use oasis_storage::{AuditRecord, Store, StoreError, UserRecord};
 
 use super::policy::{Account, Role};
 use super::token;
@@ -228,6 +228,14 @@ pub fn user_json(rec: &UserRecord) -> serde_json::Value {
         "rotating": rec.old_token_hash.is_some(),
         "created_unix_ms": rec.created_unix_ms,
         "updated_unix_ms": rec.updated_unix_ms,
+    })
+}
+
+/// An audit record as `GET /api/audit` and `oasis audit` show it.
+pub fn audit_json(r: &AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "seq": r.seq, "at_unix_ms": r.at_unix_ms, "user": r.user, "client": r.client,
+        "action": r.action, "object": r.object, "outcome": r.outcome, "detail": r.detail,
     })
 }
 

@@ -202,7 +202,7 @@ impl HttpSession {
                     JsonReply::ok(
                         200,
                         serde_json::json!({
-                            "records": records.iter().map(audit_json).collect::<Vec<_>>(),
+                            "records": records.iter().map(manage::audit_json).collect::<Vec<_>>(),
                             "next_after": next.flatten(),
                         }),
                     )
@@ -243,12 +243,4 @@ impl HttpSession {
             now,
         );
     }
-}
-
-/// An audit record as the API shows it.
-pub(super) fn audit_json(r: &AuditRecord) -> serde_json::Value {
-    serde_json::json!({
-        "seq": r.seq, "at_unix_ms": r.at_unix_ms, "user": r.user, "client": r.client,
-        "action": r.action, "object": r.object, "outcome": r.outcome, "detail": r.detail,
-    })
 }
