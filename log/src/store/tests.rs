@@ -29,7 +29,9 @@ fn append(
     store.append(Append {
         stream: Arc::clone(stream),
         offset,
-        bytes: bytes.to_vec(),
+        payloads: vec![Payload::new(bytes.to_vec())],
+        durable: true,
+        opens: true,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
     rx
@@ -399,4 +401,53 @@ fn without_fsync_a_commit_acknowledges_what_is_written() {
     drop(store);
     let (store, _) = Store::open(config(dir.path())).unwrap();
     assert_eq!(read_all(&store.find("s").unwrap(), 0).0, pattern(0, 5000));
+}
+
+#[test]
+fn a_batch_answered_on_write_then_a_wait_for_its_commit_and_no_hole_without_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.interval = Duration::from_millis(200);
+    c.commit.bytes = 1 << 30;
+    let (store, _) = Store::open(c).unwrap();
+    let s = store.stream("s").unwrap();
+    let send = |offset: u64, bytes: Vec<u8>, durable: bool, opens: bool| {
+        let (tx, rx) = channel();
+        store.append(Append {
+            stream: Arc::clone(&s),
+            offset,
+            payloads: if bytes.is_empty() {
+                Vec::new()
+            } else {
+                vec![Payload::new(bytes)]
+            },
+            durable,
+            opens,
+            done: Box::new(move |r| tx.send(r).unwrap()),
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    };
+    // Answered once written, before any commit: the durable end is still 0.
+    assert_eq!(send(0, pattern(0, 3000), false, true), Ok(0));
+    // A wait for the bytes up to 3000 is answered by the commit.
+    assert_eq!(send(3000, Vec::new(), true, false), Ok(3000));
+    // Past the end without opening: refused, no hole.
+    assert_eq!(
+        send(5000, pattern(5000, 10), true, false),
+        Err(AppendError::Unexpected {
+            offset: 5000,
+            expect: 3000
+        })
+    );
+    // A wait for bytes the stream does not have (a failed commit cut them off) is refused too.
+    assert_eq!(
+        send(4000, Vec::new(), true, false),
+        Err(AppendError::Unexpected {
+            offset: 4000,
+            expect: 3000
+        })
+    );
+    // Opening a connection may start a segment past the end (the gap is another server's).
+    assert_eq!(send(5000, pattern(5000, 10), true, true), Ok(5010));
+    assert_eq!(s.ranges(), vec![(0, 3000), (5000, 5010)]);
 }

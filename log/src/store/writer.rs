@@ -45,19 +45,47 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// few busy streams do not flush what else the file system holds.
 pub const SYNCFS_FILES_MIN: usize = 16;
 
+/// A run of a stream's bytes and its CRC-32C: one record (a longer one, several).
+#[derive(Debug)]
+pub struct Payload {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Their CRC-32C (a `DATA` frame's decoder computed it already).
+    pub crc: u32,
+}
+
+impl Payload {
+    /// `bytes` with their CRC-32C computed.
+    pub fn new(bytes: Vec<u8>) -> Payload {
+        let crc = crc32c::crc32c(&bytes);
+        Payload { bytes, crc }
+    }
+}
+
 /// Bytes of a stream to append at `offset`, and who hears how it went.
 pub struct Append {
     /// The stream appended to.
     pub stream: Arc<Stream>,
     /// The stream offset of the first byte (the stream's end, or past it to start a segment).
     pub offset: u64,
-    /// The bytes (split into records of at most 1 MiB).
-    pub bytes: Vec<u8>,
-    /// Called once with the outcome: `Ok(durable end)` once the bytes are durable.
+    /// The bytes, one record per payload (a payload over 1 MiB is split). None: a wait for the
+    /// stream's bytes written up to `offset` to be durable (answered at the next commit, or at
+    /// once if they are; [`AppendError::Unexpected`] if a failed commit cut them off).
+    pub payloads: Vec<Payload>,
+    /// Answer once the bytes are durable (`true`), or as soon as they are written (`false`: a
+    /// shipper with more to send hands its next batch meanwhile, and learns of the commit from a
+    /// later answer). A commit that fails cuts the stream back to its durable end either way.
+    pub durable: bool,
+    /// The first append of a shipper's connection: it may start a segment past the stream's
+    /// end (the bytes between are another server's). Any other append must continue the stream
+    /// where it ends, or it is refused ([`AppendError::Unexpected`]): after a failed commit cut
+    /// written bytes off, a connection's next batch must not leave a hole behind it.
+    pub opens: bool,
+    /// Called once with the outcome: `Ok(the stream's durable end)` then.
     pub done: AppendDone,
 }
 
-/// The outcome of an [`Append`]: the stream's durable end once its bytes are durable.
+/// The outcome of an [`Append`]: the stream's durable end when it was answered.
 pub type AppendResult = Result<u64, AppendError>;
 
 /// Who hears an append's outcome.
@@ -278,18 +306,42 @@ impl Writer {
         let Append {
             stream,
             offset,
-            bytes,
+            payloads,
+            durable,
+            opens,
             done,
         } = a;
         let shared = Arc::clone(&self.shared);
         let stats = &shared.stats;
-        match self.write_records(&stream, offset, &bytes) {
+        if payloads.is_empty() {
+            // A wait for what is written up to `offset` to be durable.
+            let (written, dirty) = match self.tails.get(stream.name()) {
+                Some(t) => (t.end, t.dirty),
+                None => (stream.durable_end(), false),
+            };
+            match () {
+                _ if written < offset => done(Err(AppendError::Unexpected {
+                    offset,
+                    expect: written,
+                })),
+                _ if dirty => self.waiting.push((stream, done)),
+                _ => done(Ok(stream.durable_end())),
+            }
+            return;
+        }
+        let len: u64 = payloads.iter().map(|p| p.bytes.len() as u64).sum();
+        match self.write_records(&stream, offset, &payloads, opens) {
             Ok(()) => {
                 stats.appends.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                self.unsynced_bytes += bytes.len() as u64;
+                stats.bytes.fetch_add(len, Ordering::Relaxed);
+                self.unsynced_bytes += len;
                 self.first_unsynced.get_or_insert_with(Instant::now);
-                self.waiting.push((stream, done));
+                drop(payloads);
+                if durable {
+                    self.waiting.push((stream, done));
+                } else {
+                    done(Ok(stream.durable_end()));
+                }
             }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -298,13 +350,14 @@ impl Writer {
         }
     }
 
-    /// Writes `bytes` at `offset` as records of the stream's tail (a new segment when needed);
-    /// on failure nothing of them stays in the file.
+    /// Writes `payloads` at `offset` as records of the stream's tail (a new segment when
+    /// needed); on failure nothing of them stays in the file.
     fn write_records(
         &mut self,
         stream: &Arc<Stream>,
         offset: u64,
-        bytes: &[u8],
+        payloads: &[Payload],
+        opens: bool,
     ) -> Result<(), AppendError> {
         let name = stream.name().to_string();
         self.clock += 1;
@@ -319,7 +372,7 @@ impl Writer {
             None => (None, 0),
         };
         match end {
-            Some(end) if offset < end => {
+            Some(end) if offset < end || (offset > end && !opens) => {
                 return Err(AppendError::Unexpected {
                     offset,
                     expect: end,
@@ -339,11 +392,11 @@ impl Writer {
         let tail = self.tails.get_mut(&name).expect("a tail was just made");
         tail.used = self.clock;
         let before = (tail.len, tail.end);
-        let result = append_records(tail, bytes);
+        let result = payloads.iter().try_for_each(|p| append_records(tail, p));
         if let Err(e) = &result {
             tracing::warn!(
                 "stream {name}: append of {} bytes at offset {offset} failed ({e}); the file is cut back to its last good record",
-                bytes.len()
+                payloads.iter().map(|p| p.bytes.len()).sum::<usize>()
             );
             cut_back(tail, before.0, before.1);
         }
@@ -496,13 +549,19 @@ fn tail_of(stream: &Arc<Stream>) -> io::Result<Option<Tail>> {
     }))
 }
 
-/// Writes `bytes` as records at the tail's end, marking them; moves the tail on.
-fn append_records(tail: &mut Tail, bytes: &[u8]) -> io::Result<()> {
-    for piece in bytes.chunks(RECORD_BYTES_MAX) {
+/// Writes `payload` as a record (several, past 1 MiB) at the tail's end, marking them; moves
+/// the tail on.
+fn append_records(tail: &mut Tail, payload: &Payload) -> io::Result<()> {
+    let whole = payload.bytes.len() <= RECORD_BYTES_MAX;
+    for piece in payload.bytes.chunks(RECORD_BYTES_MAX) {
         let head = RecordHead {
             offset: tail.end,
             len: piece.len() as u32,
-            crc: crc32c::crc32c(piece),
+            crc: if whole {
+                payload.crc
+            } else {
+                crc32c::crc32c(piece)
+            },
         };
         tail.file.write_all_at(&head.encode(), tail.len)?;
         tail.file
