@@ -5,13 +5,16 @@
 //! Sessions never touch a file: they queue an [`Append`] (bounded: `queue_max` appends; a server
 //! has at most one in flight per connection, see `server/`) and get its outcome through the
 //! append's `done` callback, called exactly once, from the writer thread (or at once, from the
-//! caller's, when the queue is full or the store is stopping). An append's records go into the stream's
-//! last segment file (a new one when its offset jumps past the stream's end, when the stream has
-//! none, or when the last passed [`SEGMENT_BYTES_MAX`]). Every `commit_interval` after the first
-//! write not yet synced, or as soon as `commit_bytes` are unsynced (once what is queued then is
-//! written too), each written file gets an `fdatasync` (or, for [`SYNCFS_FILES_MIN`] files or
-//! more, their file system one `syncfs`), then each stream's new durable end is published, then
-//! the appends' callbacks run with it.
+//! caller's, when the queue is full or the store is stopping). An append's records go into the
+//! stream's last segment file (a new one when a connection's first append jumps past the
+//! stream's end, when the stream has none, or when the last passed [`SEGMENT_BYTES_MAX`]). Once
+//! what is queued is written, a commit runs if an append waits for it (group commit: what comes
+//! during its sync joins the next), or `commit_interval` after the first write not yet synced, or
+//! once `commit_bytes` are unsynced: each written file gets an `fdatasync` (or, for
+//! [`SYNCFS_FILES_MIN`] files or more, their file system one `syncfs`), then each stream's new
+//! durable end is published, then the waiting appends' callbacks run with it. An append that
+//! does not wait ([`Append::durable`] false) is answered when written, with the durable end as
+//! it is.
 //!
 //! A failed write (ENOSPC above all) cuts the file back to where that append began, so nothing
 //! partial stays, and the append alone fails; a failed sync cuts the stream back to its last
@@ -125,7 +128,8 @@ impl AppendError {
 /// When the writer syncs.
 #[derive(Clone, Copy, Debug)]
 pub struct CommitPolicy {
-    /// At most this long from a write to its sync.
+    /// At most this long from a write to its sync (an append that waits for durability is
+    /// synced as soon as it is written).
     pub interval: Duration,
     /// Sync as soon as this many bytes are unsynced.
     pub bytes: u64,
@@ -262,11 +266,14 @@ impl Writer {
     pub fn run(mut self) {
         loop {
             let (batch, stopping) = self.wait_for_work();
-            // Everything queued joins the commit it makes due: one sync for all of it.
+            // Everything queued joins the commit it makes due: one sync for all of it. An append
+            // waiting for it makes it due at once (those that come during the sync join the
+            // next): waiting out the interval would only hold the shipper back.
             for a in batch {
                 self.write(a);
             }
-            let due = self.unsynced_bytes >= self.policy.bytes
+            let due = !self.waiting.is_empty()
+                || self.unsynced_bytes >= self.policy.bytes
                 || self
                     .first_unsynced
                     .is_some_and(|t| t.elapsed() >= self.policy.interval);
