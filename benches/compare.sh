@@ -8,14 +8,20 @@
 #   bash benches/compare.sh --scenarios 1,2 --repeat 3   # each run 3 times: ratios with their spread
 #   bash benches/compare.sh --client-cores 0     # clients on core 0, both servers on the rest
 #   bash benches/compare.sh --client-cores 0 --discard-body   # ... with a client that copies nothing
+#   bash benches/compare.sh --scenarios 8 --repeat 3   # signed links against public reads (Oasis only)
 #
 # --repeat N (default 1): scenarios 1-4 run N times, nginx first in odd repetitions and Oasis
 # first in even ones, so drift on this shared box and the order hit both sides; raw files get a
 # .rK suffix on the label
 # (raw/LABEL.rK__SERVER.json) and summary.md gives per-server medians and the median and
-# min-max of the per-repetition Oasis/nginx ratios. Scenarios 5-7 run once. A repeat multiplies
-# the time of scenarios 1-4 by N (each extra cold repetition drops the page cache again).
-# --quick ignores --repeat (always 1 repetition).
+# min-max of the per-repetition Oasis/nginx ratios. Scenario 8 repeats the same way with public
+# and signed URLs in place of nginx and Oasis. Scenarios 5-7 run once. A repeat multiplies the
+# time of scenarios 1-4 and 8 by N (each extra cold repetition drops the page cache again).
+# --quick ignores --repeat (always 1 repetition) and runs scenario 8 at 1 s per run.
+#
+# Scenario 8 runs on Oasis alone: the same hot 2 MiB and 64 KiB objects through /media/ (public)
+# and through /s/ links made by `oasis sign` (one HMAC-SHA256 per request), 100 connections.
+# Each run's oasis.toml carries a fresh random [links] key; public reads never look at it.
 #
 # --client-cores LIST (taskset syntax, default: none): the load generators (oasis-loadgen, wrk)
 # run on these cores and both servers on the others, one worker per server core (nginx's
@@ -36,7 +42,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
-SCENARIOS="1,2,3,4,5,6,7"
+SCENARIOS="1,2,3,4,5,6,7,8"
 LAYOUTS="combined"
 DURATION_S=""
 REPEAT=1
@@ -47,7 +53,7 @@ PACED_BPS=4000000
 CLIENT_CORES=""
 LG_EXTRA=()
 
-usage() { sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -78,7 +84,7 @@ else
   : "${DURATION_S:=15}"
 fi
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
-# Label suffix of each repetition of scenarios 1-4: none without --repeat, else .r1 .. .rN.
+# Label suffix of each repetition of scenarios 1-4 and 8: none without --repeat, else .r1 .. .rN.
 REPS=("")
 if [[ $REPEAT != 1 ]]; then
   REPS=()
@@ -275,6 +281,9 @@ OASIS_PID=""
 OASIS_OK=0
 OASIS_WHY="oasis did not start"
 OASIS_DATA="$WORK/oasis-data"
+# Scenario 8's signing key: random per run, at least 32 characters (base64 of 48 bytes, less
+# the three characters that are not letters or digits).
+LINK_KEY=$(head -c 48 /dev/urandom | base64 -w0 | tr -d '+/=')
 oasis_import() {
   [[ $OASIS_BUILT == 1 ]] || { OASIS_WHY="oasis did not build"; return 1; }
   local stamp="$HOT_N-$SMALL_N-$COLD_N-$(stat -c %Y "$OASIS")"
@@ -302,6 +311,8 @@ log_level = "info"
 keepalive_timeout_secs = 600
 header_timeout_secs = 600
 keepalive_requests_max = 1000000
+[links]
+keys = ["$LINK_KEY"]
 EOF2
   # OASIS_SERVE_ARGS: extra flags, e.g. to turn Oasis's access log off (nginx's is off).
   # shellcheck disable=SC2086
@@ -377,15 +388,17 @@ run_wrk() { # NAME SERVER CONNS PATH
   log "$1 [$2]: wrk -c$3 $4"
   timeout $((DURATION_S + 30)) "${CLIENT_RUN[@]}" wrk -t"$WRK_THREADS" -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
 }
-# servers [REP]: the order the servers run in. nginx goes first without --repeat and in odd
-# repetitions, Oasis in even ones, so whatever the first or the second run of a pair gains or
-# loses (the previous run's sockets, caches, the box's drift) falls on both sides alike.
-servers() {
-  case "${1:-}" in
-    .r*) if (( ${1#.r} % 2 == 0 )); then echo oasis nginx; return; fi ;;
+# alternate REP A B: "A B" without --repeat and in odd repetitions, "B A" in even ones, so
+# whatever the first or the second run of a pair gains or loses (the previous run's sockets,
+# caches, the box's drift) falls on both sides alike.
+alternate() {
+  case "$1" in
+    .r*) if (( ${1#.r} % 2 == 0 )); then echo "$3 $2"; return; fi ;;
   esac
-  echo nginx oasis
+  echo "$2 $3"
 }
+# servers [REP]: the order the servers run in, nginx first without --repeat.
+servers() { alternate "${1:-}" nginx oasis; }
 
 # settle_hot_pages: both servers' copies of the hot and small objects are dropped from the page
 # cache before the hot scenarios, so each server reads its own copies in from disk on its first
@@ -498,6 +511,47 @@ scenario_6() { # idle connections: active p99 and server RSS per connection
       --duration-s "$DURATION_S" --rss-pids "$(server_pids "${pid:-0}")"
   done
 }
+# sign_urls IN OUT: one `oasis sign` link (object scope, valid a day) per /media/ path in IN.
+sign_urls() {
+  local path
+  : >"$2"
+  while read -r path; do
+    "$OASIS" sign "${path#/media/}" --ttl 1d --base "http://127.0.0.1:$OASIS_PORT" \
+      --config "$OUT/oasis.toml" >>"$2" 2>>"$LOG" || return 1
+  done <"$1"
+}
+# warm_set SET COUNT: every object of the set read once through Oasis, so the public and the
+# signed runs start from the same page cache (what settle_hot_pages dropped, Oasis reads back in).
+warm_set() {
+  "${CLIENT_RUN[@]}" "$LG" get --base "http://127.0.0.1:$OASIS_PORT" --url-file "$WORK/$1.urls" \
+    --connections 4 --requests "$2" --duration-s 60 --label "warm-$1" --out "$OUT/warm-$1.json" \
+    2>>"$LOG" || note "warm-up of $1 failed (see log.txt)"
+}
+scenario_8() { # signed links against public reads, Oasis only: hot 2 MiB and 64 KiB, 100 conns
+  local tag=$1 set r kind file code d=$DURATION_S
+  [[ $QUICK == 1 ]] && d=1
+  if [[ $OASIS_OK == 1 ]]; then
+    for set in hot small; do
+      sign_urls "$WORK/$set.urls" "$OUT/$set-signed.urls" || note "oasis sign failed for $set (see log.txt)"
+    done
+    # A refused link would measure 403s: say so where the smoke check looks.
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$(head -n 1 "$OUT/hot-signed.urls")")
+    [[ $code == 200 ]] || note "signed link refused: HTTP $code for the first of $OUT/hot-signed.urls"
+    warm_set hot "$HOT_N"
+    warm_set small "$SMALL_N"
+  fi
+  for set in hot small; do
+    for r in "${REPS[@]}"; do
+      for kind in $(alternate "$r" public signed); do
+        file="$WORK/$set.urls"
+        [[ $kind == signed ]] && file="$OUT/$set-signed.urls"
+        # Other work on the box takes CPU from both sides of a pair unevenly: log how much.
+        log "load average before $set $kind$r: $(cut -d' ' -f1-3 /proc/loadavg)"
+        run_lg "$tag-s8-$set-c100-$kind$r" oasis get --url-file "$file" --connections 100 --duration-s "$d"
+      done
+    done
+  done
+}
 scenario_7() { # loopback ceiling: one iperf3 pair per core (iperf3 < 3.16 is single-threaded)
   local i n spids=() cpids=()
   n=$(nproc)
@@ -525,10 +579,10 @@ for layout in $LAYOUTS; do
   echo "layout $tag $layout workers=$w" >>"$OUT/machine.txt"
   start_nginx "$w"
   start_oasis "$layout"
-  for sc in 1 2 3 4 5 6; do
+  for sc in 1 2 3 4 5 6 8; do
     has "$sc" || continue
     if [[ $first != 1 && $sc != 1 && $sc != 3 && $sc != 4 ]]; then continue; fi
-    [[ $sc == 1 || $sc == 2 ]] && settle_hot_pages
+    [[ $sc == 1 || $sc == 2 || $sc == 8 ]] && settle_hot_pages
     "scenario_$sc" "$tag"
   done
   stop_oasis
@@ -545,7 +599,7 @@ log "done: $OUT/summary.md"
 [[ -f $OUT/summary.md ]] && cat "$OUT/summary.md"
 if [[ $QUICK == 1 ]]; then
   # The smoke exists so the harness cannot rot: a side that produced no numbers fails it.
-  if [[ ! -f $OUT/summary.md ]] || grep -qE "loadgen failed|import failed|did not build|did not start|exited [1-9]|did not exit" "$OUT/summary.md" "$NOTES" 2>/dev/null; then
+  if [[ ! -f $OUT/summary.md ]] || grep -qE "loadgen failed|import failed|did not build|did not start|exited [1-9]|did not exit|sign failed|link refused|had non-2xx responses" "$OUT/summary.md" "$NOTES" 2>/dev/null; then
     log "FATAL: the smoke run lost Oasis or nginx numbers (see $OUT/summary.md and log.txt)"
     exit 1
   fi

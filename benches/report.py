@@ -10,6 +10,9 @@ Never invents a number: a missing or failed run shows as "n/a" with the reason.
 Repetitions (compare.sh --repeat N) are labelled LABEL.rK; they are grouped by LABEL. A grouped
 row shows the median per server and the median of the per-repetition Oasis/nginx ratios with
 their min-max range, e.g. "1.07 (0.98-1.15, n=3)". Without repetitions the output is one run's.
+
+Scenario 8 (signed links) is Oasis alone: its labels end in -public or -signed (before .rK), and
+its table gives the median of the per-repetition signed/public ratios the same way.
 """
 import glob
 import json
@@ -49,6 +52,10 @@ def parse_json(path):
         gb = run.get("bytes_received", 0) / 1e9
         if gb > 0:
             run["server_cpu_s_per_gb"] = cpu / gb
+        # Cores the server and the client had between them: on a shared box, what other work
+        # left this run (2.0 = both cores of a 2-core machine).
+        if is_num(run.get("client_cpu_s")) and run.get("elapsed_s"):
+            run["cores_used"] = (cpu + run["client_cpu_s"]) / run["elapsed_s"]
     return run
 
 
@@ -115,6 +122,8 @@ def fmt(v, unit=""):
         return f"{v / 1024:.1f} KiB" if v >= 1024 else f"{v:.0f} B"
     if unit == "s/GB":
         return f"{v:.3f} s/GB"
+    if unit == "cores":
+        return f"{v:.2f}"
     if isinstance(v, float):
         return f"{v:,.1f}"
     return f"{v:,}"
@@ -138,10 +147,12 @@ def median_or_reason(values):
     return next((v for v in values if v is not None), None)
 
 
-def combine(rn, ro, get):
-    """One row over its repetitions. rn, ro: {repetition: run} of nginx and Oasis (or None);
-    get(run) -> number, reason string or None."""
+def combine(rn, ro, get, sides=("nginx", "oasis")):
+    """One row over its repetitions. rn, ro: {repetition: run} of the base side (nginx, or
+    public reads) and the measured one (Oasis, or signed reads), or None; get(run) -> number,
+    reason string or None. Ratios are measured/base; sides names the two in the row."""
     rn, ro = rn or {}, ro or {}
+    base, measured = sides
     reps = sorted(set(rn) | set(ro))
     vn = [get(rn.get(r)) for r in reps]
     vo = [get(ro.get(r)) for r in reps]
@@ -149,11 +160,11 @@ def combine(rn, ro, get):
     ratios = [x for x in per_rep if x is not None]
     return {
         "repetitions": reps,
-        "nginx": vn,
-        "oasis": vo,
+        base: vn,
+        measured: vo,
         "ratios": per_rep,
-        "nginx_median": median_or_reason(vn),
-        "oasis_median": median_or_reason(vo),
+        f"{base}_median": median_or_reason(vn),
+        f"{measured}_median": median_or_reason(vo),
         "ratio_median": statistics.median(ratios) if ratios else None,
         "ratio_min": min(ratios) if ratios else None,
         "ratio_max": max(ratios) if ratios else None,
@@ -170,9 +181,9 @@ def ratio_cell(row):
     return f"{row['ratio_median']:.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}, n={row['n']})"
 
 
-def error_sum(runs):
-    """errors_total summed over the repetitions that report it, or 'n/a'."""
-    errs = [metric(r, "errors_total") for r in (runs or {}).values()]
+def error_sum(runs, key="errors_total"):
+    """A count (errors_total, responses_non2xx) summed over the repetitions that report it, or 'n/a'."""
+    errs = [metric(r, key) for r in (runs or {}).values()]
     errs = [e for e in errs if isinstance(e, int)]
     return sum(errs) if errs else "n/a"
 
@@ -211,6 +222,43 @@ ROWS = [
     ("s6-idle", "total_us.p99", "us", None, "6 idle: active request p99 while held"),
     ("s6-idle", "rss_bytes_per_idle_conn", "B", None, "6 idle: server RSS per idle connection"),
 ]
+
+# Scenario 8, Oasis alone, public against signed: (label suffix, metric key, unit, description)
+SIGNED_ROWS = [
+    ("s8-hot-c100", "bytes_per_s", "B/s", "8 hot 2 MiB, 100 conns: throughput"),
+    ("s8-hot-c100", "server_cpu_s_per_gb", "s/GB", "8 hot 2 MiB, 100 conns: server CPU per GB"),
+    ("s8-hot-c100", "total_us.p99", "us", "8 hot 2 MiB, 100 conns: full-response p99"),
+    ("s8-hot-c100", "cores_used", "cores", "8 hot 2 MiB, 100 conns: server + client CPU, cores"),
+    ("s8-small-c100", "requests_per_s", "", "8 hot 64 KiB, 100 conns: requests/s"),
+    ("s8-small-c100", "server_cpu_s_per_gb", "s/GB", "8 hot 64 KiB, 100 conns: server CPU per GB"),
+    ("s8-small-c100", "ttfb_us.p99", "us", "8 hot 64 KiB, 100 conns: TTFB p99"),
+    ("s8-small-c100", "cores_used", "cores", "8 hot 64 KiB, 100 conns: server + client CPU, cores"),
+]
+
+
+def signed_table(layout, runs, json_rows):
+    """Scenario 8's table lines (none when it did not run) and its non-2xx responses in all."""
+    lines, non2xx = [], {}
+    for suffix, key, unit, desc in SIGNED_ROWS:
+        label = f"{layout}-{suffix}"
+        rp, rs = runs.get((f"{label}-public", "oasis")), runs.get((f"{label}-signed", "oasis"))
+        if rp is None and rs is None:
+            continue
+        if not lines:
+            lines = ["Signed links against public reads (scenario 8, Oasis alone; signed/public is the "
+                     "median of the per-repetition ratios, with their min-max and n):", "",
+                     "| run | public | signed | signed/public | errors public / signed | not 2xx public / signed |",
+                     "|---|---|---|---|---|---|"]
+        row = combine(rp, rs, lambda run, k=key: metric(run, k), sides=("public", "signed"))
+        counts = [(error_sum(r), error_sum(r, "responses_non2xx")) for r in (rp, rs)]
+        non2xx[label] = sum(n for _, n in counts if isinstance(n, int))
+        lines.append(
+            f"| {desc} | {fmt(row['public_median'], unit)} | {fmt(row['signed_median'], unit)} | "
+            f"{ratio_cell(row)} | {counts[0][0]} / {counts[1][0]} | {counts[0][1]} / {counts[1][1]} |"
+        )
+        json_rows.append(dict(layout=layout, client="loadgen", label=label, metric=key, unit=unit,
+                              description=desc, **row))
+    return lines, sum(non2xx.values())
 
 
 def main():
@@ -252,13 +300,14 @@ def main():
     json_rows = []
     for layout in layouts:
         lines += [f"## Layout `{layout}`", ""]
-        lines += ["| scenario | nginx | Oasis | Oasis/nginx | limit | nginx/limit | Oasis/limit | errors nginx / Oasis |",
-                  "|---|---|---|---|---|---|---|---|"]
         for suffix, key, unit, lim, desc in ROWS:
             label = f"{layout}-{suffix}"
             rn, ro = runs.get((label, "nginx")), runs.get((label, "oasis"))
             if rn is None and ro is None:
                 continue
+            if not lines[-1].startswith("|"):
+                lines += ["| scenario | nginx | Oasis | Oasis/nginx | limit | nginx/limit | Oasis/limit | errors nginx / Oasis |",
+                          "|---|---|---|---|---|---|---|---|"]
             row = combine(rn, ro, lambda run, k=key: metric(run, k))
             vn, vo = row["nginx_median"], row["oasis_median"]
             limit = limits.get(lim) if lim else None
@@ -295,6 +344,12 @@ def main():
             lines += ["", "wrk (independent client, one URL):", "",
                       "| run | nginx req/s | Oasis req/s | Oasis/nginx | nginx | Oasis | nginx p99 | Oasis p99 |",
                       "|---|---|---|---|---|---|---|---|"] + wrk_rows
+        signed_lines, non2xx = signed_table(layout, runs, json_rows)
+        if signed_lines:
+            lines += ([""] if lines[-1] else []) + signed_lines
+        if non2xx:
+            # compare.sh --quick fails on this sentence: scenario 8 must measure served reads.
+            lines += ["", f"**Scenario 8 had non-2xx responses**: {non2xx} in all (see raw/)."]
         lines.append("")
     lines += ["Raw data: `raw/` (one JSON object per run; `*.wrk.txt`, `fio-cold.json`, `iperf3-*.json`); "
               "every row with each repetition's values and ratios: `summary.json`.", ""]

@@ -1,7 +1,8 @@
 //! `oasis logd`: the log server. Reads `[logd]` (options replace its listen addresses and data
 //! directory), opens and recovers the data directory, starts the engine with the log service on
 //! every address, says `listening on ADDR` for each, and waits for SIGTERM or SIGINT: then it
-//! stops accepting, lets writers' last batches be acknowledged, syncs and exits 0.
+//! stops accepting, lets writers' last batches be acknowledged, syncs and exits 0. With
+//! `[monitor] targets`, its status (streams and durable offsets among it) goes to the monitors.
 //!
 //! Glue only: the protocol, the store and the writer thread are `oasis-log`'s.
 
@@ -37,6 +38,7 @@ pub struct LogdArgs {
 
 /// Runs a log server until SIGTERM or SIGINT.
 pub fn run(args: LogdArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let mut cfg = crate::load(args.config.as_ref())?;
     LogdOverrides {
         listen: args.listen,
@@ -90,7 +92,7 @@ pub fn run(args: LogdArgs) -> Result<()> {
             service: Arc::new(service.clone()) as Arc<dyn Service>,
         })
         .collect();
-    let engine = Engine::start(resolved.engine, listeners, rm, features)
+    let engine = Engine::start(resolved.engine, listeners, Arc::clone(&rm), features)
         .context("starting the log server")?;
     let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     for addr in &addrs {
@@ -99,10 +101,33 @@ pub fn run(args: LogdArgs) -> Result<()> {
     crate::notify::ready();
     crate::notify::status(&format!("log server on {}", addrs.join(", ")));
     // The supervisor only waits (the log server has no live keys and no observer), waking to
-    // keep a systemd watchdog fed.
+    // keep a systemd watchdog fed and to send status datagrams (`[monitor]`).
     let mut watchdog = crate::notify::Watchdog::from_env();
+    let node = crate::monitor::node_name(&format!(
+        "logd/{}",
+        addrs.first().map_or("", String::as_str)
+    ));
+    let mut reporter =
+        crate::monitor::Reporter::start(&cfg.monitor, oasis_monitor::Role::Logd, &node, started);
     let sig = loop {
         watchdog.tick();
+        if let Some(r) = reporter.as_mut() {
+            r.tick(|s| {
+                crate::monitor::fill_resources(s, &rm);
+                s.active_streams =
+                    u32::try_from(rm.used(oasis_engine::resource::Resource::Connections))
+                        .unwrap_or(u32::MAX);
+                s.streams = store
+                    .list("")
+                    .iter()
+                    .take(oasis_monitor::status::STREAMS_MAX)
+                    .map(|st| oasis_monitor::Stream {
+                        name: st.name().to_string(),
+                        durable_offset: st.durable_end(),
+                    })
+                    .collect();
+            });
+        }
         if let Some(sig) = signals.pending().next() {
             break Some(sig);
         }

@@ -12,6 +12,7 @@ mod config_api;
 mod library;
 mod logd;
 mod logs;
+mod monitor;
 mod notify;
 mod reload;
 mod ship;
@@ -221,6 +222,12 @@ enum Command {
         oasis logd --listen 127.0.0.1:7420 --data-dir ./logd-a\n  \
         oasis logd --config /etc/oasis/logd.toml")]
     Logd(logd::LogdArgs),
+    /// Run a monitor: every node's status datagrams on one live dashboard, as JSON, and as one
+    /// Prometheus endpoint for the fleet.
+    #[command(after_help = "Example:\n  \
+        oasis monitor --udp 0.0.0.0:7470 --http 127.0.0.1:7471   # then open http://127.0.0.1:7471/\n  \
+        (servers send to it with `[monitor] targets = [\"HOST:7470\"]` in oasis.toml)")]
+    Monitor(monitor::MonitorArgs),
     /// Read what log servers hold: ls, cat STREAM, tail -f STREAM.
     Logs {
         #[command(subcommand)]
@@ -315,6 +322,7 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Logd(args) => logd::run(args),
+        Command::Monitor(args) => monitor::run(args),
         Command::Logs { command } => logs::run(command),
         Command::Agent { config } => {
             init_tracing("info", None);
@@ -443,6 +451,7 @@ fn init_tracing(
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    let started = Instant::now();
     let mut cfg = load(args.config.as_ref())?;
     let mut overrides = config::Overrides {
         listen: args.listen,
@@ -511,6 +520,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         Arc::clone(&metrics),
     )?;
     let reload_metrics = Arc::clone(&metrics);
+    let status_metrics = Arc::clone(&metrics);
     let no_api_token = resolved.http.api_token.is_none();
     let clock = oasis_net::WallClock::new(Instant::now(), SystemTime::now());
     let http = oasis_net::HttpService::new(
@@ -595,9 +605,36 @@ fn serve(args: ServeArgs) -> Result<()> {
     http.attach_config_control(Arc::new(config_api::ConfigApi::new(Arc::clone(&reloader))));
     let addrs: Vec<String> = engine.local_addrs().iter().map(|a| a.to_string()).collect();
     let serving = format!("serving on {}", addrs.join(", "));
+    let node = monitor::node_name(addrs.first().map_or("serve", String::as_str));
+    let mut reporter =
+        monitor::Reporter::start(&cfg.monitor, oasis_monitor::Role::Serve, &node, started);
+    let status_http = http.clone();
+    let mut report = || {
+        if let Some(r) = reporter.as_mut() {
+            r.tick(|s| {
+                monitor::fill_resources(s, &rm);
+                let (requests, errors) = status_metrics.responses_total();
+                s.requests_total = requests;
+                s.errors_total = errors;
+                s.sent_bytes_total = status_metrics.sent_bytes.get();
+                s.received_bytes_total = status_metrics.received_bytes.get();
+                s.active_streams = u32::try_from(status_metrics.active_streams.get()).unwrap_or(0);
+                s.config_generation = status_http.generation() + 1;
+            });
+        }
+    };
     notify::ready();
     notify::status(&serving);
-    supervise(&mut signals, &rm, &store, &observer, &reloader, &serving);
+    supervise(
+        &mut signals,
+        &rm,
+        &store,
+        &observer,
+        &reloader,
+        &serving,
+        &mut report,
+    );
+    drop(status_http);
     notify::stopping();
     let drain = Duration::from_secs(lock(&reloader).in_force.server.drain_timeout_secs);
     // The control holds the reloader, which holds the service: the cycle is cut here.
@@ -668,7 +705,8 @@ fn lock(reloader: &Mutex<reload::Reloader>) -> std::sync::MutexGuard<'_, reload:
 /// a second meanwhile (with the observer thresholds in force), and reloads the configuration on
 /// SIGHUP (waiting for a `PATCH /api/config` being written, if one is). Under systemd it feeds
 /// the watchdog (every 50 ms tick checks whether half of `WatchdogSec=` has passed) and keeps
-/// `STATUS=` current: `serving`, plus the resource level when it is not normal.
+/// `STATUS=` current: `serving`, plus the resource level when it is not normal. Each tick calls
+/// `report`, which sends a status datagram when one is due (`[monitor]`).
 fn supervise(
     signals: &mut signal_hook::iterator::Signals,
     rm: &ResourceManager,
@@ -676,6 +714,7 @@ fn supervise(
     observer: &RwLock<oasis_engine::observer::ObserverConfig>,
     reloader: &Mutex<reload::Reloader>,
     serving: &str,
+    report: &mut dyn FnMut(),
 ) {
     use signal_hook::consts::{SIGHUP, SIGTERM};
     let mut last_sample = Instant::now() - Duration::from_secs(10);
@@ -683,6 +722,7 @@ fn supervise(
     let mut watchdog = notify::Watchdog::from_env();
     loop {
         watchdog.tick();
+        report();
         for sig in signals.pending() {
             match sig {
                 SIGHUP => lock(reloader).reload(),

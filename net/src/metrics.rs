@@ -283,6 +283,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Responses sent so far with a status in 100..=599: all of them, and the 5xx among them
+    /// (for status datagrams).
+    pub fn responses_total(&self) -> (u64, u64) {
+        let mut all = 0;
+        let mut server_errors = 0;
+        for (i, slot) in self.requests_by_status.iter().enumerate() {
+            if let Some(c) = slot.get() {
+                all += c.get();
+                if (500..600).contains(&(i + usize::from(STATUS_FIRST))) {
+                    server_errors += c.get();
+                }
+            }
+        }
+        (all, server_errors)
+    }
+
     pub fn status(&self, status: u16) {
         let family = || self.requests.get_or_create(&StatusLabel { status }).clone();
         match self

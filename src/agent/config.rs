@@ -34,6 +34,9 @@ pub struct AgentConfig {
     /// The supervised processes, each a `[[process]]` table.
     #[serde(default, rename = "process")]
     pub processes: Vec<ProcessSpec>,
+    /// Where its status datagrams go (the same keys as oasis.toml's `[monitor]`).
+    #[serde(default)]
+    pub monitor: crate::config::MonitorSection,
 }
 
 /// One `[[process]]`: what to start, and when it counts as up, dead or hung.
@@ -189,6 +192,10 @@ impl AgentConfig {
                 "{} [[process]] tables: one agent supervises at most {PROCESSES_MAX}; run another agent",
                 self.processes.len()
             ));
+        }
+        for (key, message, hint) in self.monitor.problems() {
+            let hint = hint.map(|h| format!(" (e.g. {h})")).unwrap_or_default();
+            out.push(format!("[monitor] {key}: {message}{hint}"));
         }
         for (i, p) in self.processes.iter().enumerate() {
             let at = format!("[[process]] #{} ({:?})", i + 1, p.name);

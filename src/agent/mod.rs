@@ -8,8 +8,9 @@
 //! process (`supervisor.rs`), and the control endpoint's (`http.rs`). SIGTERM or SIGINT stops
 //! every process (SIGTERM, SIGKILL after its `stop_grace_ms`) and exits 0.
 //!
-//! It does not daemonize, reload its file (SIGHUP is logged and ignored: restart the agent), or
-//! send status datagrams yet. Supervised processes must stay in the foreground: when one exits,
+//! With `[monitor] targets`, the main thread sends the agent's status datagrams: its processes'
+//! states and restarts. It does not daemonize or reload its file (SIGHUP is logged and ignored:
+//! restart the agent). Supervised processes must stay in the foreground: when one exits,
 //! whatever is left in its process group is killed.
 
 mod child;
@@ -35,6 +36,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Runs the agent with the configuration at `path` until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
     let cfg = AgentConfig::load(path)?;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -61,7 +63,13 @@ pub fn run(path: &Path) -> Result<()> {
     notify::ready();
     let mut watchdog = notify::Watchdog::from_env();
     let mut last_status = String::new();
+    let node = crate::monitor::node_name("agent");
+    let mut reporter =
+        crate::monitor::Reporter::start(&cfg.monitor, oasis_monitor::Role::Agent, &node, started);
     'run: loop {
+        if let Some(r) = reporter.as_mut() {
+            r.tick(|s| report(s, &table));
+        }
         for sig in signals.pending() {
             if sig == SIGHUP {
                 tracing::warn!(
@@ -96,4 +104,31 @@ pub fn run(path: &Path) -> Result<()> {
     }
     tracing::info!("agent: stopped");
     Ok(())
+}
+
+/// Puts the processes' states into a status datagram; restarts count as errors.
+fn report(s: &mut oasis_monitor::Status, table: &Table) {
+    let now = std::time::Instant::now();
+    let processes = table.snapshot();
+    s.errors_total = processes.iter().map(|p| p.restarts).sum();
+    s.active_streams = processes
+        .iter()
+        .filter(|p| p.state == state::RunState::Running)
+        .count() as u32;
+    s.processes = processes
+        .iter()
+        .take(oasis_monitor::status::PROCESSES_MAX)
+        .map(|p| oasis_monitor::Process {
+            name: p.name.clone(),
+            state: match p.state {
+                _ if p.flapping(now) => 4,
+                state::RunState::Starting => 0,
+                state::RunState::Running => 1,
+                state::RunState::Backoff => 2,
+                state::RunState::Stopping | state::RunState::Stopped => 3,
+            },
+            restarts: u32::try_from(p.restarts).unwrap_or(u32::MAX),
+            pid: p.pid.unwrap_or(0),
+        })
+        .collect();
 }

@@ -118,6 +118,7 @@ impl Config {
         self.check_users(&mut out);
         self.check_logd(&mut out);
         self.check_log(&mut out);
+        self.check_monitor(&mut out);
         out.0
     }
 

@@ -12,10 +12,12 @@ mod check_users;
 mod diagnostics;
 mod file;
 mod logd;
+mod monitor;
 
 pub use check_log::{node_problem, NODE_BYTES_MAX};
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 pub use logd::{LogdOverrides, LogdSection};
+pub use monitor::MonitorSection;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ pub struct Config {
     pub audit: AuditSection,
     pub logd: LogdSection,
     pub log: LogSection,
+    pub monitor: MonitorSection,
 }
 
 /// `[log]`: this server's own logs shipped to log servers (`oasis logd`), as the streams
@@ -316,6 +319,7 @@ impl Default for Config {
             audit: AuditSection::default(),
             logd: LogdSection::default(),
             log: LogSection::default(),
+            monitor: MonitorSection::default(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use oasis_engine::resource::Resource;
 use oasis_engine::{Reservation, ReserveError, ResourceManager};
 
-/// Reserved for every open connection: its session and up to 2 KiB of what it
+/// Reserved for every open connection: its session and up to `IN_BASE_BYTES` (2 KiB) of what it
 /// holds (a `HELLO` being decoded, queued control frames: `WELCOME`, `ACK`, `REFUSE`).
 pub const CONN_BASE_BYTES: u64 = 4096;
 /// What a connection may hold within its base.

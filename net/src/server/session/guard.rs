@@ -98,10 +98,6 @@ impl HttpSession {
     /// whatever its prefix's read policy; a wrong one is 403, an expired one 410. `path` is the
     /// request's path as sent, still percent-encoded ([`link::verify`] decodes the name once).
     pub(super) fn serve_signed(&mut self, head: &RequestHead, path: &str, now: Instant) {
-        let Some(keys) = self.svc.cfg.link_keys.clone() else {
-            self.svc.metrics.auth_refused("links_off");
-            return self.deny(Denied::LinksOff, head.method == Method::Head, now);
-        };
         let ip = self.info.peer.map(|p| p.ip());
         if let Some(ip) = ip {
             if let Some(wait) = self.svc.limiter.check(ip, now, self.svc.cfg.auth_limits) {
@@ -116,11 +112,18 @@ impl HttpSession {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let client = ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        match link::verify(&keys, path, unix_now, client) {
+        // The name borrows from `path` (the caller's copy of the request path), not from the
+        // session: no copy of it, and no clone of the shared keys, on the data path.
+        let Some(keys) = &self.svc.cfg.link_keys else {
+            self.svc.metrics.auth_refused("links_off");
+            return self.deny(Denied::LinksOff, head.method == Method::Head, now);
+        };
+        match link::verify(keys, path, unix_now, client) {
             Ok(name) => {
-                let name = name.into_owned();
-                if let Some(r) = &mut self.req {
-                    r.user = Some("link".to_string());
+                if self.svc.log.is_on() {
+                    if let Some(r) = &mut self.req {
+                        r.user = Some("link".to_string());
+                    }
                 }
                 self.serve_media(head, &name, Opened::NotYet, now)
             }

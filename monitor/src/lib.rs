@@ -1,0 +1,24 @@
+//! `oasis-monitor`: the online monitoring of the original design. Every Oasis process sends a
+//! small status datagram to one or more monitors every interval ([`Sender`]); a monitor
+//! ([`Monitor`]) checks each datagram (size, format, key, replay), keeps every node's latest
+//! status and a short history in a bounded table, and shows the fleet on a dashboard, as JSON
+//! (`/api/nodes`) and as one Prometheus endpoint (`/metrics`).
+//!
+//! The datagram codec (`status`) is sans-IO and reads no clock: times are passed in. The
+//! sockets live in `sender`, `receiver` and `http`. Nothing here touches io_uring: the monitor
+//! receives on a thread of its own with a blocking UDP socket (see ARCHITECTURE.md).
+
+#![forbid(unsafe_code)]
+
+pub mod events;
+mod http;
+mod receiver;
+mod render;
+mod sender;
+pub mod status;
+pub mod table;
+
+pub use events::LevelChange;
+pub use receiver::{Monitor, MonitorConfig};
+pub use sender::{SendCounts, Sender};
+pub use status::{Account, Level, Process, Role, Status, Stream};
