@@ -3,6 +3,7 @@
 #
 #   bash benches/logd.sh                         # every scenario, --repeat 3 (15-25 min)
 #   bash benches/logd.sh --scenarios 1,2 --repeat 3 --conns 4 --mib-per-conn 256
+#   bash benches/logd.sh --scenarios 4 --kill-mib-per-conn 64
 #   bash benches/logd.sh --quick                 # seconds-long smoke run (tiny data, 1 repetition)
 #
 # Scenarios (each repetition runs both sides of a comparison back to back, the order alternating
@@ -21,13 +22,14 @@
 #   4  kill -9 mid-run: N `oasis log-ship` following files into logd, and N plain senders that
 #      reconnect and go on from the line a failed write cut, into rsyslog; each server killed
 #      once a third of the bytes are stored, restarted a second later; lines lost and repeated
-#      after everything settles. Target: logd loses 0.
+#      after everything settles (--kill-mib-per-conn, 64 by default: this one keeps sources, data
+#      and what is read back on disk at once). Target: logd loses 0.
 #   5  10,000 shippers held by one logd (a stream each): RSS per connection idle and at half the
 #      peak, the peak, and the ACK latency at half of it (`oasis-logload hold`, 4 KiB frames).
 #
 # Writes bench-results/logd-<UTC timestamp>/{raw/*.json, log.txt, summary.md}; summary.md (by
 # benches/logd_report.py) gives medians, ranges and the per-repetition ratios with their range.
-# Installs rsyslog and netcat-openbsd from apt when missing. Stops everything it started on exit.
+# Installs rsyslog, netcat-openbsd and time from apt when missing. Stops everything it started on exit.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +37,7 @@ SCENARIOS="1,2,3,4,5"
 REPEAT=3
 CONNS=4
 MIB=256
+KILL_MIB=64
 HOLD_CONNS=10000
 HOLD_PHASE_S=10
 QUICK=0
@@ -47,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --repeat) REPEAT="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
     --mib-per-conn) MIB="$2"; shift ;;
+    --kill-mib-per-conn) KILL_MIB="$2"; shift ;;
     --hold-conns) HOLD_CONNS="$2"; shift ;;
     --quick) QUICK=1 ;;
     -h|--help) usage 0 ;;
@@ -55,10 +59,11 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 if [[ $QUICK == 1 ]]; then
-  REPEAT=1 MIB=8 HOLD_CONNS=200 HOLD_PHASE_S=2
+  REPEAT=1 MIB=8 KILL_MIB=8 HOLD_CONNS=200 HOLD_PHASE_S=2
 fi
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "--repeat wants a positive integer" >&2; exit 2; }
 BYTES=$((MIB * 1024 * 1024))
+KILL_BYTES=$((KILL_MIB * 1024 * 1024))
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
@@ -87,6 +92,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 need=()
 command -v rsyslogd >/dev/null || [[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)
 command -v nc >/dev/null || need+=(netcat-openbsd)
+[[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then
   log "installing ${need[*]} from apt"
   apt-get update -qq >>"$LOG" 2>&1
@@ -104,9 +110,18 @@ LOAD="$ROOT/target/release/oasis-logload"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  kernel: $(uname -r)  cpus: $(nproc)"
   echo "rsyslog: $("$RSYSLOGD" -v 2>/dev/null | head -1)"
-  echo "conns: $CONNS  bytes per conn: $BYTES  repeat: $REPEAT  hold conns: $HOLD_CONNS"
+  echo "conns: $CONNS  bytes per conn: $BYTES (kill -9 runs: $KILL_BYTES)  repeat: $REPEAT  hold conns: $HOLD_CONNS"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >>"$LOG"
+
+# One run's data at a time: a data set, or a kill -9 run's sources, data and read-back.
+free_b=$(df --output=avail -B1 "$WORK" | tail -1)
+need_b=$((CONNS * BYTES > 3 * CONNS * KILL_BYTES ? CONNS * BYTES : 3 * CONNS * KILL_BYTES))
+need_b=$((need_b + (512 << 20)))
+if ((free_b < need_b)); then
+  log "FATAL: $free_b bytes free under $WORK, the run needs about $need_b; free space or lower --mib-per-conn"
+  exit 1
+fi
 
 cpu_s() { awk -v t="$(cpu_ticks "$1")" -v hz="$HZ" 'BEGIN { printf "%.3f", t / hz }'; }
 forget() { local keep=() p; for p in "${STARTED[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done; STARTED=("${keep[@]}"); }
@@ -162,17 +177,18 @@ run_sink() { # NAME
   rm -rf "$WORK/sink"
 }
 
-run_nc() { # NAME: one `nc -l > file` per connection (nc's CPU is not measured)
+run_nc() { # NAME: one `nc -l > file` per connection, its CPU time taken by /usr/bin/time
   rm -rf "$WORK/nc" && mkdir -p "$WORK/nc"
   local i p pids=() addrs=()
   for ((i = 0; i < CONNS; i++)); do
-    nc -l 127.0.0.1 $((PORT + 10 + i)) >"$WORK/nc/$i" 2>>"$LOG" &
+    /usr/bin/time -f "%U %S" -o "$WORK/nc/time.$i" nc -l 127.0.0.1 $((PORT + 10 + i)) >"$WORK/nc/$i" 2>>"$LOG" &
     pids+=($!); STARTED+=($!); addrs+=("127.0.0.1:$((PORT + 10 + i))")
   done
   sleep 0.5 # nc takes one connection: no probe, a moment to listen
   "$LOAD" plain --addr "$(IFS=,; echo "${addrs[*]}")" --conns "$CONNS" --bytes "$BYTES" --wait-close \
     >"$RAW/$1.json" 2>>"$LOG" || log "$1: plain to nc failed"
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null; forget "$p"; done
+  cat "$WORK"/nc/time.* 2>/dev/null | awk '{ s += $1 + $2 } END { printf "%.3f\n", s }' >"$RAW/$1.cpu"
   rm -rf "$WORK/nc"
 }
 
@@ -238,7 +254,7 @@ acked_all() { # STATE_DIR SOURCE_DIR: whether every file is acknowledged to its 
 kill_logd() { # NAME: oasis log-ship x N into logd, kill -9 logd at a third, restart, count
   local k="$WORK/k" i p pids=() total
   rm -rf "$k" && mkdir -p "$k/st" "$k/out"
-  "$LOAD" write --dir "$k/src" --conns "$CONNS" --bytes "$BYTES" >/dev/null 2>>"$LOG"
+  "$LOAD" write --dir "$k/src" --conns "$CONNS" --bytes "$KILL_BYTES" >/dev/null 2>>"$LOG"
   total=$(cat "$k"/src/*.log | wc -c)
   start_logd "$k/data" true || return 1
   for ((i = 0; i < CONNS; i++)); do
@@ -258,16 +274,16 @@ kill_logd() { # NAME: oasis log-ship x N into logd, kill -9 logd at a third, res
     "$OASIS" logs cat "kill/$i" --data-dir "$k/data" >"$k/out/$i" 2>>"$LOG" \
       || log "$1: logs cat kill/$i failed"
   done
-  "$LOAD" count --conns "$CONNS" --bytes "$BYTES" "$k"/out/* >"$RAW/$1.json" 2>>"$LOG"
+  "$LOAD" count --conns "$CONNS" --bytes "$KILL_BYTES" "$k"/out/* >"$RAW/$1.json" 2>>"$LOG"
   rm -rf "$k"
 }
 
 kill_rsyslog() { # NAME: N reconnecting plain senders into rsyslog, kill -9 at a third, restart
   local k="$WORK/k" spid total
   rm -rf "$k" && mkdir -p "$k"
-  total=$((CONNS * BYTES))
+  total=$((CONNS * KILL_BYTES))
   start_rsyslog "$k/all.log" || return 1
-  "$LOAD" plain --addr "127.0.0.1:$RS_PORT" --conns "$CONNS" --bytes "$BYTES" --reconnect \
+  "$LOAD" plain --addr "127.0.0.1:$RS_PORT" --conns "$CONNS" --bytes "$KILL_BYTES" --reconnect \
     >"$RAW/$1.send.json" 2>>"$LOG" &
   spid=$!; STARTED+=("$spid")
   while (($(size_of "$k/all.log") < total / 3)); do sleep 0.05; done
@@ -278,7 +294,7 @@ kill_rsyslog() { # NAME: N reconnecting plain senders into rsyslog, kill -9 at a
   wait "$spid"; forget "$spid"
   wait_size "$k/all.log" $((total * 2)) 5 >/dev/null
   stop "$RS_PID"
-  "$LOAD" count --conns "$CONNS" --bytes "$BYTES" "$k/all.log" >"$RAW/$1.json" 2>>"$LOG"
+  "$LOAD" count --conns "$CONNS" --bytes "$KILL_BYTES" "$k/all.log" >"$RAW/$1.json" 2>>"$LOG"
   rm -rf "$k"
 }
 

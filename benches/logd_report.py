@@ -121,7 +121,8 @@ def main():
         print("| server | CPU s/GB |")
         print("|---|---|")
         for label, name in [("s3-logd", "logd, durable"), ("s3-logd-nofsync", "logd, no fsync"),
-                            ("s3-rsyslog", "rsyslog"), ("s1-sink", "sink (fdatasync)")]:
+                            ("s3-rsyslog", "rsyslog"), ("s1-sink", "sink (fdatasync)"),
+                            ("s2-logd", "logd, no fsync (scenario 2)"), ("s2-nc", "nc")]:
             if label in runs:
                 print(f"| {name} | {spread(list(cpu_per_gb(runs, label).values()))} |")
         ack = field(runs, "s1-logd", "ack_p99_us", 1e-3)

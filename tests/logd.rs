@@ -8,8 +8,9 @@
 //! to different servers is put back together by `oasis logs cat` from both data directories
 //! (and from both servers), and a missing half is named; SIGTERM exits 0; a data directory on a
 //! small tmpfs that fills refuses the append (code 2), keeps nothing of it, and the server goes
-//! on serving (needs root to mount; fails without, unless `OASIS_ALLOW_SKIP=1` outside CI).
-//! Nothing asserts on timing.
+//! on serving (needs root to mount; fails without, unless `OASIS_ALLOW_SKIP=1` outside CI); a
+//! memory budget that 3.3 MB per connection would fill with a dozen shippers holds a thousand
+//! idle ones and still takes a streaming one's bytes. Nothing asserts on timing.
 
 mod support;
 
@@ -32,7 +33,14 @@ struct Logd {
 impl Logd {
     /// Starts a logd on `data` (created if new); its log goes to `log`.
     fn start(data: &Path, log: &Path) -> Logd {
+        Logd::start_with(data, log, "")
+    }
+
+    /// As [`Logd::start`], with `toml` as its configuration file.
+    fn start_with(data: &Path, log: &Path, toml: &str) -> Logd {
         let stderr = std::fs::File::create(log).unwrap();
+        let config = log.with_extension("toml");
+        std::fs::write(&config, toml).unwrap();
         let child = Command::new(oasis_bin())
             .args([
                 "logd",
@@ -40,6 +48,8 @@ impl Logd {
                 "127.0.0.1:0",
                 "--data-dir",
                 path_str(data),
+                "--config",
+                path_str(&config),
             ])
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -488,4 +498,29 @@ fn tail_follows_a_stream_as_the_shipper_moves_between_servers() {
     assert!(got == body[600..], "tail wrote each byte once, in order");
     tail.kill().unwrap();
     tail.wait().unwrap();
+}
+
+#[test]
+fn a_small_memory_budget_holds_a_thousand_idle_shippers_and_streams_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    // The engine takes 32 MiB of it (buffer pool, receive buffers); about 16 MiB is left for
+    // connections: at 4 KiB each while idle, a thousand fit.
+    let mut a = Logd::start_with(
+        &dir.path().join("a"),
+        &dir.path().join("a.log"),
+        "[resources]\nmemory_bytes = 50331648\n[logd]\nconnections_max = 2000\nstreams_max = 2000\n",
+    );
+    let idle: Vec<Client> = (0..1000)
+        .map(|i| Client::hello(a.addr, &format!("idle/{i}"), 0).0)
+        .collect();
+    let (mut c, _, _) = Client::hello(a.addr, "busy", 0);
+    let body = pattern(0, 64 * FRAME);
+    for at in (0..body.len()).step_by(FRAME) {
+        c.data(at as u64, &body[at..at + FRAME]);
+    }
+    while c.ack() < body.len() as u64 {}
+    assert!(read_all(a.addr, "busy") == body);
+    drop(idle);
+    drop(c);
+    assert!(a.stop().success(), "{}", a.server_log());
 }

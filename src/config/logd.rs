@@ -31,7 +31,8 @@ pub struct LogdSection {
     pub listen: Vec<SocketAddr>,
     /// The streams' segment files (`--data-dir` replaces it); one logd per directory.
     pub data_dir: PathBuf,
-    /// At most this long from an append's write to its `fdatasync`.
+    /// At most this long from an append's write to its `fdatasync` (an append a shipper waits
+    /// for is synced as soon as it is written).
     pub commit_interval_ms: u64,
     /// Sync as soon as this many bytes are unsynced.
     pub commit_bytes: u64,

@@ -4,7 +4,9 @@
 //! Every line is unique and can be made again from the seed: `TAG SEQ FILLER\n`, the filler's
 //! length and letters drawn from (seed, tag, seq). The verifier finds each line in what the
 //! servers hold by its sequence number, so it counts lost, repeated and damaged bytes. The
-//! writers sometimes split a line across two writes, so the shippers see partial lines too.
+//! writers sometimes split a line across two writes, so the shippers see partial lines too, and
+//! now and then write a burst of megabytes, which shippers send in full batches (the servers
+//! answer those on write and acknowledge them after their commit).
 
 use std::fs::File;
 use std::io::Write;
@@ -17,6 +19,8 @@ use std::time::Duration;
 
 /// How often a writer writes.
 const TICK: Duration = Duration::from_millis(20);
+/// One tick in this many is a burst.
+const BURST_ONE_IN: u32 = 800;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -123,9 +127,14 @@ impl Lines {
         }
     }
 
-    /// One tick's lines (a burst of 0 to 2 ticks' worth), each whole.
+    /// One tick's lines (0 to 2 ticks' worth, now and then a burst of 1 to 2 MiB, which a
+    /// shipper sends in full batches), each whole.
     fn tick(&mut self) -> Vec<Vec<u8>> {
-        let want = self.rng.usize(0..=2 * self.bytes_per_tick);
+        let want = if self.rng.u32(0..BURST_ONE_IN) == 0 {
+            self.rng.usize(1 << 20..=2 << 20)
+        } else {
+            self.rng.usize(0..=2 * self.bytes_per_tick)
+        };
         let mut out = Vec::new();
         let mut n = 0;
         while n < want {

@@ -7,14 +7,14 @@
 //! Two threads per connection (frames out, acknowledgements in), blocking sockets with timeouts.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use oasis_log::proto::{encode, encode_data, Decoder, Message};
+use oasis_log::proto::{data_frame_parts, encode, Decoder, Message};
 
 /// Every wait on the server is bounded by this.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +36,27 @@ struct AckState {
 pub struct ConnResult {
     /// Latencies from a frame's write to its acknowledgement, in microseconds.
     pub latency_us: Histogram<u64>,
+}
+
+/// Writes every byte of `parts`, in order, with vectored writes (no copy into a frame).
+fn write_parts(s: &mut TcpStream, mut parts: Vec<&[u8]>) -> std::io::Result<()> {
+    while !parts.is_empty() {
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut n = s.write_vectored(&slices)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            if n >= parts[0].len() {
+                n -= parts[0].len();
+                parts.remove(0);
+            } else {
+                parts[0] = &parts[0][n..];
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens a writer connection for `stream`: the offset the server wants from.
@@ -135,7 +156,6 @@ pub fn ship(
         let (r, acks) = (s.try_clone()?, Arc::clone(&acks));
         std::thread::spawn(move || read_acks(r, &acks, end))
     };
-    let mut buf = Vec::with_capacity(frame + 64);
     let mut pos = 0u64;
     while pos < end {
         let n = (end - pos).min(frame as u64);
@@ -149,9 +169,9 @@ pub fn ship(
             }
             st.sent.push_back((pos + n, Instant::now()));
         }
-        buf.clear();
-        encode_data(pos, &data[pos as usize..(pos + n) as usize], &mut buf);
-        s.write_all(&buf)
+        let payload = &data[pos as usize..(pos + n) as usize];
+        let (head, crc) = data_frame_parts(pos, payload.len(), crc32c::crc32c(payload));
+        write_parts(&mut s, vec![&head[..], payload, &crc[..]])
             .with_context(|| format!("{stream}: sending at {pos}"))?;
         pos += n;
     }

@@ -34,8 +34,11 @@ pub struct Decoder {
     body: Vec<u8>,
     crc: [u8; FRAME_CRC_BYTES],
     crc_len: usize,
-    /// CRC-32C of the frame's bytes so far (head and body).
+    /// CRC-32C of the frame's head, and of its body so far (combined when the CRC arrives).
     running: u32,
+    body_crc: u32,
+    /// The CRC-32C of the last `DATA` or `CHUNK` payload decoded.
+    payload_crc: u32,
     failed: Option<Corrupt>,
     /// Bytes given to `feed` and not yet decoded, from `staged_at`.
     staged: Vec<u8>,
@@ -60,6 +63,8 @@ impl Decoder {
             crc: [0; FRAME_CRC_BYTES],
             crc_len: 0,
             running: 0,
+            body_crc: 0,
+            payload_crc: 0,
             failed: None,
             staged: Vec::new(),
             staged_at: 0,
@@ -131,6 +136,12 @@ impl Decoder {
         Some((k, if is_payload(k) { len - 8 } else { len }))
     }
 
+    /// The CRC-32C of the payload of the last `DATA` or `CHUNK` decoded (checked with the
+    /// frame's), for a caller that stores the payload with its checksum without computing it again.
+    pub fn payload_crc(&self) -> u32 {
+        self.payload_crc
+    }
+
     /// Bytes the decoder holds: the body of the frame being taken (allocated whole when its
     /// head arrives) and what [`Decoder::feed`] kept.
     pub fn held_bytes(&self) -> usize {
@@ -154,11 +165,12 @@ impl Decoder {
                 self.check_head()?;
                 if self.head_len == self.head_want {
                     self.running = crc32c::crc32c(&self.head[..self.head_len]);
+                    self.body_crc = 0;
                 }
             } else if self.body.len() < self.body_want {
                 let n = rest.len().min(self.body_want - self.body.len());
                 self.body.extend_from_slice(&rest[..n]);
-                self.running = crc32c::crc32c_append(self.running, &rest[..n]);
+                self.body_crc = crc32c::crc32c_append(self.body_crc, &rest[..n]);
                 at += n;
             } else {
                 let n = rest.len().min(FRAME_CRC_BYTES - self.crc_len);
@@ -208,14 +220,16 @@ impl Decoder {
     /// The CRC is in: checks it, parses the body and gets ready for the next frame.
     fn finish(&mut self) -> Result<Message, Corrupt> {
         let got = u32::from_be_bytes(self.crc);
-        if got != self.running {
+        let computed = crc32c::crc32c_combine(self.running, self.body_crc, self.body.len());
+        if got != computed {
             return Err(Corrupt(format!(
                 "CRC-32C mismatch in a {} frame (sent {got:08x}, computed {:08x})",
                 name(self.head[0]),
-                self.running
+                computed
             )));
         }
         let k = self.head[0];
+        self.payload_crc = self.body_crc;
         let body = std::mem::take(&mut self.body);
         let offset = u64::from_be_bytes(self.head[5..13].try_into().unwrap_or([0; 8]));
         self.head_len = 0;

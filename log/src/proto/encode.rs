@@ -92,12 +92,23 @@ pub fn encode_chunk(offset: u64, bytes: &[u8], out: &mut Vec<u8>) {
 /// without reading it here). The frame's CRC is combined from the head's and the payload's.
 /// Panics as [`encode`] does for a `len` out of bounds.
 pub fn chunk_frame_parts(offset: u64, len: usize, payload_crc: u32) -> ([u8; 13], [u8; 4]) {
+    payload_frame_parts(kind::CHUNK, offset, len, payload_crc)
+}
+
+/// A `DATA` frame's first 13 bytes and its CRC, as [`chunk_frame_parts`] gives a `CHUNK`'s: for a
+/// sender that writes the payload from where it is (a vectored write) instead of copying it into
+/// a frame.
+pub fn data_frame_parts(offset: u64, len: usize, payload_crc: u32) -> ([u8; 13], [u8; 4]) {
+    payload_frame_parts(kind::DATA, offset, len, payload_crc)
+}
+
+fn payload_frame_parts(kind: u8, offset: u64, len: usize, payload_crc: u32) -> ([u8; 13], [u8; 4]) {
     assert!(
         len > 0 && len <= DATA_BYTES_MAX,
-        "a CHUNK carries 1 to {DATA_BYTES_MAX} bytes, not {len}"
+        "a DATA or CHUNK carries 1 to {DATA_BYTES_MAX} bytes, not {len}"
     );
     let mut head = [0u8; 13];
-    head[0] = kind::CHUNK;
+    head[0] = kind;
     head[1..5].copy_from_slice(&((8 + len) as u32).to_be_bytes());
     head[5..].copy_from_slice(&offset.to_be_bytes());
     let crc = crc32c::crc32c_combine(crc32c::crc32c(&head), payload_crc, len);

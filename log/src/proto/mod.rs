@@ -16,7 +16,7 @@ mod name;
 mod tests;
 
 pub use decode::Decoder;
-pub use encode::{chunk_frame_parts, encode, encode_chunk, encode_data};
+pub use encode::{chunk_frame_parts, data_frame_parts, encode, encode_chunk, encode_data};
 pub use name::{validate_stream, BadStreamName, STREAM_NAME_BYTES_MAX};
 
 /// The protocol version a `HELLO` carries (and the only one this crate speaks).

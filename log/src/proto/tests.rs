@@ -75,6 +75,7 @@ fn the_head_ahead_names_the_body_before_it_is_allocated() {
     assert!(d.held_bytes() >= 5000);
     let (_, m) = d.decode(&f[20..]).unwrap();
     assert!(m.is_some());
+    assert_eq!(d.payload_crc(), crc32c::crc32c(&[7; 5000]));
     assert_eq!(d.held_bytes(), 0, "the body went with the message");
     let ack = frame(&Message::Ack { durable_end: 1 });
     assert_eq!(d.head_ahead(&ack), Some((kind::ACK, 8)));
@@ -195,6 +196,16 @@ fn a_long_reason_is_cut_at_a_character() {
     };
     assert_eq!(reason.len(), STRING_BYTES_MAX);
     assert!(reason.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn a_data_frame_in_parts_is_the_frame_whole() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let (head, crc) = data_frame_parts(99, payload.len(), crc32c::crc32c(&payload));
+    let parts = [&head[..], &payload, &crc].concat();
+    let mut whole = Vec::new();
+    encode_data(99, &payload, &mut whole);
+    assert_eq!(parts, whole);
 }
 
 #[test]

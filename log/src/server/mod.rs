@@ -10,9 +10,10 @@
 //!
 //! Module map: `session` (the dispatcher: decoding, output, timeouts, closing), `write` (the
 //! writer role: `WELCOME`, appends, `ACK`s, refusals), `read` (the reader role: plans, chunks,
-//! gaps, following, lists), `memory` (each connection's share of the memory budget, in
-//! proportion to what it holds).
+//! gaps, following, lists), `batch` (a writer's pending payloads), `memory` (each connection's
+//! share of the memory budget, in proportion to what it holds).
 
+mod batch;
 mod memory;
 mod read;
 mod session;

@@ -208,7 +208,7 @@ impl LogSession {
                 }
             }
             (Role::Writer(w), Message::Data { offset, bytes }) => {
-                if let Err(r) = w.data(offset, bytes) {
+                if let Err(r) = w.data(offset, bytes, self.decoder.payload_crc()) {
                     self.refuse(r);
                 }
             }
@@ -349,7 +349,8 @@ impl Session for LogSession {
         self.memory_wait = false;
         match &mut self.role {
             Role::Writer(w) => match w.batch_done(result) {
-                Ok(ack) => encode(&ack, &mut self.out),
+                Ok(Some(ack)) => encode(&ack, &mut self.out),
+                Ok(None) => {}
                 Err(r) => {
                     if r.code == refuse::DISK_FULL {
                         tracing::warn!(peer = ?self.peer, "append refused: {}", r.reason);

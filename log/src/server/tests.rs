@@ -582,3 +582,37 @@ fn a_frame_the_budget_cannot_hold_waits_for_the_batch_or_is_refused() {
     drop((a, b));
     assert_eq!(rm.used(Resource::MemoryBytes), 0);
 }
+
+#[test]
+fn a_streaming_shipper_hands_its_next_batch_before_the_commit_and_is_acked_after_it() {
+    let (svc, _dir) = service();
+    let mut d = Driver::new(&svc);
+    d.send(&hello("s", 0));
+    d.received();
+    d.hold = true;
+    let piece = 256 * 1024;
+    let mut frames = Vec::new();
+    for i in 0..6u64 {
+        let at = i * piece as u64;
+        encode_data(at, &bytes(at, piece), &mut frames);
+    }
+    d.send_bytes(&frames);
+    // The first, full batch is answered once written: no ACK (nothing durable yet), and the
+    // second batch goes to the store at once.
+    assert_eq!(d.held, 1);
+    let r = d.done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    d.held -= 1;
+    d.session.on_job_done(r, d.now);
+    d.run();
+    assert_eq!(d.received(), vec![]);
+    assert_eq!(d.held, 1, "the next batch is with the store");
+    // The second, short batch is answered once durable, with everything before it.
+    d.hold = false;
+    d.deliver();
+    assert_eq!(
+        d.received(),
+        vec![Message::Ack {
+            durable_end: 6 * piece as u64
+        }]
+    );
+}

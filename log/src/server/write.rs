@@ -3,10 +3,13 @@
 //! `HELLO` is checked (version, name, the server's stream limit, the stream's one writer) and
 //! answered `WELCOME`. `DATA` at the expected offset joins the pending batch; at another offset
 //! it is answered `REFUSE` 1. One batch at a time goes to the store's writer thread (a
-//! `Transmit::Defer` whose completer the writer thread completes once the batch is durable, or
-//! failed); meanwhile the next batch gathers, up to [`BATCH_BYTES_MAX`], and past that input is
-//! not read (backpressure on the shipper). Each durable batch is answered `ACK`; a full disk
-//! `REFUSE` 2, then the connection closes.
+//! `Transmit::Defer` whose completer a writer thread completes); meanwhile the next batch
+//! gathers, up to [`BATCH_BYTES_MAX`], and past that input is not read (backpressure on the
+//! shipper). A full batch (a shipper streaming) is answered as soon as it is written, so the next
+//! one follows while the commit runs; a smaller one once it is durable. With nothing more to
+//! hand, a connection whose bytes are written but not all acknowledged waits for the commit (an
+//! empty append). Each answer that moves the stream's durable end is sent as an `ACK`; a full
+//! disk is `REFUSE` 2, then the connection closes.
 //!
 //! Pure state: the caller (`session`) sends what it produces and closes when told.
 
@@ -14,21 +17,10 @@ use std::sync::Arc;
 
 use oasis_engine::{Completer, JobResult, Transmit};
 
+use super::batch::Batch;
 use super::{Shared, BATCH_BYTES_MAX};
-use crate::proto::{refuse, validate_stream, Message, DATA_BYTES_MAX, VERSION};
+use crate::proto::{refuse, validate_stream, Message, VERSION};
 use crate::store::{Append, AppendError, AppendResult, StoreError, WriterClaim};
-
-/// The most a pending batch holds: just under a full batch, and one more `DATA`.
-const PENDING_BYTES_MAX: usize = BATCH_BYTES_MAX + DATA_BYTES_MAX;
-
-/// The capacity a pending batch of capacity `cap` grows to so it holds `needed` bytes: doubling
-/// (so many small frames are copied a bounded number of times), never past what it can hold.
-fn grown(cap: usize, needed: usize) -> usize {
-    if needed <= cap {
-        return cap;
-    }
-    cap.saturating_mul(2).min(PENDING_BYTES_MAX).max(needed)
-}
 
 /// A refusal to send, and whether the connection closes after it.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,12 +63,18 @@ pub(super) struct Writer {
     /// The offset the next `DATA` must have.
     expect: u64,
     /// Accepted bytes not yet handed to the store, from `pending_at`.
-    pending: Vec<u8>,
+    pending: Batch,
     pending_at: u64,
     /// A batch is with the store...
     in_flight: bool,
     /// ... holding this many bytes of memory.
     in_flight_bytes: usize,
+    /// The end of what was handed to the store, and of what was acknowledged (from `WELCOME`'s
+    /// `expect`: what lies before it is this server's, durable, or another's).
+    handed: u64,
+    acked: u64,
+    /// No batch handed yet: the first may start a segment past the stream's end.
+    first: bool,
 }
 
 /// What a `HELLO` leads to.
@@ -112,10 +110,13 @@ pub(super) fn hello(
     let writer = Writer {
         claim,
         expect,
-        pending: Vec::new(),
+        pending: Batch::default(),
         pending_at: expect,
         in_flight: false,
         in_flight_bytes: 0,
+        handed: expect,
+        acked: expect,
+        first: true,
     };
     Ok((
         writer,
@@ -128,7 +129,8 @@ pub(super) fn hello(
 
 impl Writer {
     /// A `DATA` frame: kept for the next batch, or refused (code 1) at a wrong offset.
-    pub fn data(&mut self, offset: u64, bytes: Vec<u8>) -> Result<(), Refusal> {
+    /// (`crc`: the payload's CRC-32C, from the frame's decoder.)
+    pub fn data(&mut self, offset: u64, bytes: Vec<u8>, crc: u32) -> Result<(), Refusal> {
         if offset != self.expect {
             return Err(Refusal::new(
                 refuse::UNEXPECTED_OFFSET,
@@ -137,29 +139,18 @@ impl Writer {
             ));
         }
         self.expect += bytes.len() as u64;
-        if self.pending.is_empty() {
-            self.pending = bytes;
-        } else {
-            let cap = grown(self.pending.capacity(), self.pending.len() + bytes.len());
-            self.pending.reserve_exact(cap - self.pending.len());
-            self.pending.extend_from_slice(&bytes);
-        }
+        self.pending.take(bytes, crc);
         Ok(())
     }
 
-    /// Memory a `DATA` of `len` bytes adds while it is taken: its payload, and what the
-    /// pending batch grows by to hold it.
+    /// Memory a `DATA` of `len` bytes adds while it is taken (see [`Batch::bytes_to_take`]).
     pub fn bytes_to_take(&self, len: usize) -> usize {
-        if self.pending.is_empty() {
-            return len;
-        }
-        let cap = self.pending.capacity();
-        len + grown(cap, self.pending.len() + len) - cap
+        self.pending.bytes_to_take(len)
     }
 
     /// Memory the writer holds: the pending batch and the one with the store.
     pub fn held_bytes(&self) -> usize {
-        self.pending.capacity() + self.in_flight_bytes
+        self.pending.held_bytes() + self.in_flight_bytes
     }
 
     /// Whether it takes more input: not while a full batch waits.
@@ -177,30 +168,42 @@ impl Writer {
         !self.pending.is_empty()
     }
 
-    /// The next batch for the store, if one is ready and none is with it.
+    /// The next batch for the store if one is ready and none is with it, or else a wait for
+    /// the bytes handed to be durable if some are not acknowledged yet.
     pub fn next_batch(&mut self, shared: &Arc<Shared>) -> Option<Transmit> {
-        if self.in_flight || self.pending.is_empty() {
+        if self.in_flight || (self.pending.is_empty() && self.acked >= self.handed) {
             return None;
         }
         self.in_flight = true;
-        let bytes = std::mem::take(&mut self.pending);
-        self.in_flight_bytes = bytes.capacity();
-        let offset = self.pending_at;
+        self.in_flight_bytes = self.pending.held_bytes();
+        // A full batch means the shipper streams: answer on write, take the next meanwhile.
+        let durable = self.pending.len() < BATCH_BYTES_MAX;
+        let payloads = self.pending.take_all();
+        // An empty batch waits for what was handed, up to its end, to be durable.
+        let offset = if payloads.is_empty() {
+            self.handed
+        } else {
+            self.pending_at
+        };
         self.pending_at = self.expect;
+        self.handed = self.expect;
+        let opens = std::mem::take(&mut self.first) && !payloads.is_empty();
         let stream = Arc::clone(self.claim.stream());
         let store = Arc::clone(&shared.store);
         Some(Transmit::Defer(Box::new(move |completer: Completer| {
             store.append(Append {
                 stream,
                 offset,
-                bytes,
+                payloads,
+                durable,
+                opens,
                 done: Box::new(move |r: AppendResult| completer.complete(Box::new(r))),
             });
         })))
     }
 
-    /// The store's answer for the batch: an `ACK`, or a refusal.
-    pub fn batch_done(&mut self, result: JobResult) -> Result<Message, Refusal> {
+    /// The store's answer for the batch: an `ACK` if the durable end moved, or a refusal.
+    pub fn batch_done(&mut self, result: JobResult) -> Result<Option<Message>, Refusal> {
         self.in_flight = false;
         self.in_flight_bytes = 0;
         let Ok(result) = result.downcast::<AppendResult>() else {
@@ -211,12 +214,17 @@ impl Writer {
             ));
         };
         match *result {
-            Ok(durable_end) => Ok(Message::Ack { durable_end }),
+            Ok(durable_end) if durable_end > self.acked => {
+                self.acked = durable_end;
+                Ok(Some(Message::Ack { durable_end }))
+            }
+            Ok(_) => Ok(None),
             Err(AppendError::Unexpected { expect, .. }) => {
                 // Bytes gathered since follow the refused batch: resend from `expect`.
-                self.pending = Vec::new();
+                self.pending = Batch::default();
                 self.expect = expect;
                 self.pending_at = expect;
+                self.handed = expect;
                 Err(Refusal::new(
                     refuse::UNEXPECTED_OFFSET,
                     expect,

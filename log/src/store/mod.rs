@@ -34,7 +34,8 @@ pub use read::{plan_read, Cursor, Piece, Plan, RecordRef, Step};
 pub use read::{FILE_PIECE_BYTES_MIN, PLAN_FRAME_BYTES_MAX, PLAN_STREAM_BYTES_MAX};
 pub use scan::{Cut, Mode};
 pub use stream::{Located, SegmentFile, Stream, WriterClaim, MARK_EVERY_BYTES};
-pub use writer::{Append, AppendDone, AppendError, AppendResult, CommitPolicy, WriterStats};
+pub use writer::WriterStats;
+pub use writer::{Append, AppendDone, AppendError, AppendResult, CommitPolicy, Payload};
 pub use writer::{SEGMENT_BYTES_MAX, SYNCFS_FILES_MIN};
 
 use writer::{Writer, WriterShared};

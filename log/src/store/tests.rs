@@ -18,18 +18,36 @@ fn config(dir: &Path) -> StoreConfig {
     c
 }
 
-/// Queues an append; the receiver gets its outcome.
+/// Queues an append that waits for durability; the receiver gets its outcome.
 fn append(
     store: &Store,
     stream: &Arc<Stream>,
     offset: u64,
     bytes: &[u8],
 ) -> Receiver<AppendResult> {
+    append_as(store, stream, offset, bytes, true, true)
+}
+
+/// Queues an append of `bytes` at `offset` (empty: a wait for what is written up to it), waiting
+/// for durability or not, opening a connection or not.
+fn append_as(
+    store: &Store,
+    stream: &Arc<Stream>,
+    offset: u64,
+    bytes: &[u8],
+    durable: bool,
+    opens: bool,
+) -> Receiver<AppendResult> {
     let (tx, rx) = channel();
     store.append(Append {
         stream: Arc::clone(stream),
         offset,
-        bytes: bytes.to_vec(),
+        payloads: (!bytes.is_empty())
+            .then(|| Payload::new(bytes.to_vec()))
+            .into_iter()
+            .collect(),
+        durable,
+        opens,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
     rx
@@ -234,16 +252,39 @@ fn a_commit_comes_when_enough_bytes_are_unsynced() {
     c.commit.bytes = 1000;
     let (store, _) = Store::open(c).unwrap();
     let s = store.stream("g").unwrap();
+    // Answered once written: nothing waits, so only the 1000th byte makes a commit.
+    for i in 0..10u64 {
+        let rx = append_as(&store, &s, i * 100, &pattern(i * 100, 100), false, i == 0);
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_ok());
+    }
+    let wait = append_as(&store, &s, 1000, &[], true, false);
+    assert_eq!(
+        wait.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Ok(1000)
+    );
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.appends.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn an_append_that_waits_is_committed_at_once_with_what_came_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.interval = Duration::from_secs(3600);
+    c.commit.bytes = 1 << 30;
+    let (store, _) = Store::open(c).unwrap();
+    let s = store.stream("g").unwrap();
     let outcomes: Vec<_> = (0..10u64)
         .map(|i| append(&store, &s, i * 100, &pattern(i * 100, 100)))
         .collect();
-    for rx in outcomes {
-        // One sync for all ten: each hears the durable end after the tenth.
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(1000));
+    // No interval or size makes these commits: the waiting appends do, each answered with a
+    // durable end at or past its own.
+    for (i, rx) in outcomes.into_iter().enumerate() {
+        let end = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert!(end >= (i as u64 + 1) * 100, "append {i} answered at {end}");
     }
-    let stats = store.stats().unwrap();
-    assert_eq!(stats.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(stats.appends.load(std::sync::atomic::Ordering::Relaxed), 10);
+    assert_eq!(s.durable_end(), 1000);
 }
 
 #[test]
@@ -399,4 +440,42 @@ fn without_fsync_a_commit_acknowledges_what_is_written() {
     drop(store);
     let (store, _) = Store::open(config(dir.path())).unwrap();
     assert_eq!(read_all(&store.find("s").unwrap(), 0).0, pattern(0, 5000));
+}
+
+#[test]
+fn a_batch_answered_on_write_then_a_wait_for_its_commit_and_no_hole_without_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.interval = Duration::from_millis(200);
+    c.commit.bytes = 1 << 30;
+    let (store, _) = Store::open(c).unwrap();
+    let s = store.stream("s").unwrap();
+    let send = |offset: u64, bytes: Vec<u8>, durable: bool, opens: bool| {
+        append_as(&store, &s, offset, &bytes, durable, opens)
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+    };
+    // Answered once written, before any commit: the durable end is still 0.
+    assert_eq!(send(0, pattern(0, 3000), false, true), Ok(0));
+    // A wait for the bytes up to 3000 is answered by the commit.
+    assert_eq!(send(3000, Vec::new(), true, false), Ok(3000));
+    // Past the end without opening: refused, no hole.
+    assert_eq!(
+        send(5000, pattern(5000, 10), true, false),
+        Err(AppendError::Unexpected {
+            offset: 5000,
+            expect: 3000
+        })
+    );
+    // A wait for bytes the stream does not have (a failed commit cut them off) is refused too.
+    assert_eq!(
+        send(4000, Vec::new(), true, false),
+        Err(AppendError::Unexpected {
+            offset: 4000,
+            expect: 3000
+        })
+    );
+    // Opening a connection may start a segment past the end (the gap is another server's).
+    assert_eq!(send(5000, pattern(5000, 10), true, true), Ok(5010));
+    assert_eq!(s.ranges(), vec![(0, 3000), (5000, 5010)]);
 }

@@ -5,13 +5,16 @@
 //! Sessions never touch a file: they queue an [`Append`] (bounded: `queue_max` appends; a server
 //! has at most one in flight per connection, see `server/`) and get its outcome through the
 //! append's `done` callback, called exactly once, from the writer thread (or at once, from the
-//! caller's, when the queue is full or the store is stopping). An append's records go into the stream's
-//! last segment file (a new one when its offset jumps past the stream's end, when the stream has
-//! none, or when the last passed [`SEGMENT_BYTES_MAX`]). Every `commit_interval` after the first
-//! write not yet synced, or as soon as `commit_bytes` are unsynced (once what is queued then is
-//! written too), each written file gets an `fdatasync` (or, for [`SYNCFS_FILES_MIN`] files or
-//! more, their file system one `syncfs`), then each stream's new durable end is published, then
-//! the appends' callbacks run with it.
+//! caller's, when the queue is full or the store is stopping). An append's records go into the
+//! stream's last segment file (a new one when a connection's first append jumps past the
+//! stream's end, when the stream has none, or when the last passed [`SEGMENT_BYTES_MAX`]). Once
+//! what is queued is written, a commit runs if an append waits for it (group commit: what comes
+//! during its sync joins the next), or `commit_interval` after the first write not yet synced, or
+//! once `commit_bytes` are unsynced: each written file gets an `fdatasync` (or, for
+//! [`SYNCFS_FILES_MIN`] files or more, their file system one `syncfs`), then each stream's new
+//! durable end is published, then the waiting appends' callbacks run with it. An append that
+//! does not wait ([`Append::durable`] false) is answered when written, with the durable end as
+//! it is.
 //!
 //! A failed write (ENOSPC above all) cuts the file back to where that append began, so nothing
 //! partial stays, and the append alone fails; a failed sync cuts the stream back to its last
@@ -45,19 +48,47 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// few busy streams do not flush what else the file system holds.
 pub const SYNCFS_FILES_MIN: usize = 16;
 
+/// A run of a stream's bytes and its CRC-32C: one record (a longer one, several).
+#[derive(Debug)]
+pub struct Payload {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Their CRC-32C (a `DATA` frame's decoder computed it already).
+    pub crc: u32,
+}
+
+impl Payload {
+    /// `bytes` with their CRC-32C computed.
+    pub fn new(bytes: Vec<u8>) -> Payload {
+        let crc = crc32c::crc32c(&bytes);
+        Payload { bytes, crc }
+    }
+}
+
 /// Bytes of a stream to append at `offset`, and who hears how it went.
 pub struct Append {
     /// The stream appended to.
     pub stream: Arc<Stream>,
     /// The stream offset of the first byte (the stream's end, or past it to start a segment).
     pub offset: u64,
-    /// The bytes (split into records of at most 1 MiB).
-    pub bytes: Vec<u8>,
-    /// Called once with the outcome: `Ok(durable end)` once the bytes are durable.
+    /// The bytes, one record per payload (a payload over 1 MiB is split). None: a wait for the
+    /// stream's bytes written up to `offset` to be durable (answered at the next commit, or at
+    /// once if they are; [`AppendError::Unexpected`] if a failed commit cut them off).
+    pub payloads: Vec<Payload>,
+    /// Answer once the bytes are durable (`true`), or as soon as they are written (`false`: a
+    /// shipper with more to send hands its next batch meanwhile, and learns of the commit from a
+    /// later answer). A commit that fails cuts the stream back to its durable end either way.
+    pub durable: bool,
+    /// The first append of a shipper's connection: it may start a segment past the stream's
+    /// end (the bytes between are another server's). Any other append must continue the stream
+    /// where it ends, or it is refused ([`AppendError::Unexpected`]): after a failed commit cut
+    /// written bytes off, a connection's next batch must not leave a hole behind it.
+    pub opens: bool,
+    /// Called once with the outcome: `Ok(the stream's durable end)` then.
     pub done: AppendDone,
 }
 
-/// The outcome of an [`Append`]: the stream's durable end once its bytes are durable.
+/// The outcome of an [`Append`]: the stream's durable end when it was answered.
 pub type AppendResult = Result<u64, AppendError>;
 
 /// Who hears an append's outcome.
@@ -97,7 +128,8 @@ impl AppendError {
 /// When the writer syncs.
 #[derive(Clone, Copy, Debug)]
 pub struct CommitPolicy {
-    /// At most this long from a write to its sync.
+    /// At most this long from a write to its sync (an append that waits for durability is
+    /// synced as soon as it is written).
     pub interval: Duration,
     /// Sync as soon as this many bytes are unsynced.
     pub bytes: u64,
@@ -234,11 +266,14 @@ impl Writer {
     pub fn run(mut self) {
         loop {
             let (batch, stopping) = self.wait_for_work();
-            // Everything queued joins the commit it makes due: one sync for all of it.
+            // Everything queued joins the commit it makes due: one sync for all of it. An append
+            // waiting for it makes it due at once (those that come during the sync join the
+            // next): waiting out the interval would only hold the shipper back.
             for a in batch {
                 self.write(a);
             }
-            let due = self.unsynced_bytes >= self.policy.bytes
+            let due = !self.waiting.is_empty()
+                || self.unsynced_bytes >= self.policy.bytes
                 || self
                     .first_unsynced
                     .is_some_and(|t| t.elapsed() >= self.policy.interval);
@@ -278,18 +313,42 @@ impl Writer {
         let Append {
             stream,
             offset,
-            bytes,
+            payloads,
+            durable,
+            opens,
             done,
         } = a;
         let shared = Arc::clone(&self.shared);
         let stats = &shared.stats;
-        match self.write_records(&stream, offset, &bytes) {
+        if payloads.is_empty() {
+            // A wait for what is written up to `offset` to be durable.
+            let (written, dirty) = match self.tails.get(stream.name()) {
+                Some(t) => (t.end, t.dirty),
+                None => (stream.durable_end(), false),
+            };
+            match () {
+                _ if written < offset => done(Err(AppendError::Unexpected {
+                    offset,
+                    expect: written,
+                })),
+                _ if dirty => self.waiting.push((stream, done)),
+                _ => done(Ok(stream.durable_end())),
+            }
+            return;
+        }
+        let len: u64 = payloads.iter().map(|p| p.bytes.len() as u64).sum();
+        match self.write_records(&stream, offset, &payloads, opens) {
             Ok(()) => {
                 stats.appends.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                self.unsynced_bytes += bytes.len() as u64;
+                stats.bytes.fetch_add(len, Ordering::Relaxed);
+                self.unsynced_bytes += len;
                 self.first_unsynced.get_or_insert_with(Instant::now);
-                self.waiting.push((stream, done));
+                drop(payloads);
+                if durable {
+                    self.waiting.push((stream, done));
+                } else {
+                    done(Ok(stream.durable_end()));
+                }
             }
             Err(e) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -298,13 +357,14 @@ impl Writer {
         }
     }
 
-    /// Writes `bytes` at `offset` as records of the stream's tail (a new segment when needed);
-    /// on failure nothing of them stays in the file.
+    /// Writes `payloads` at `offset` as records of the stream's tail (a new segment when
+    /// needed); on failure nothing of them stays in the file.
     fn write_records(
         &mut self,
         stream: &Arc<Stream>,
         offset: u64,
-        bytes: &[u8],
+        payloads: &[Payload],
+        opens: bool,
     ) -> Result<(), AppendError> {
         let name = stream.name().to_string();
         self.clock += 1;
@@ -319,7 +379,7 @@ impl Writer {
             None => (None, 0),
         };
         match end {
-            Some(end) if offset < end => {
+            Some(end) if offset < end || (offset > end && !opens) => {
                 return Err(AppendError::Unexpected {
                     offset,
                     expect: end,
@@ -339,11 +399,11 @@ impl Writer {
         let tail = self.tails.get_mut(&name).expect("a tail was just made");
         tail.used = self.clock;
         let before = (tail.len, tail.end);
-        let result = append_records(tail, bytes);
+        let result = payloads.iter().try_for_each(|p| append_records(tail, p));
         if let Err(e) = &result {
             tracing::warn!(
                 "stream {name}: append of {} bytes at offset {offset} failed ({e}); the file is cut back to its last good record",
-                bytes.len()
+                payloads.iter().map(|p| p.bytes.len()).sum::<usize>()
             );
             cut_back(tail, before.0, before.1);
         }
@@ -496,13 +556,19 @@ fn tail_of(stream: &Arc<Stream>) -> io::Result<Option<Tail>> {
     }))
 }
 
-/// Writes `bytes` as records at the tail's end, marking them; moves the tail on.
-fn append_records(tail: &mut Tail, bytes: &[u8]) -> io::Result<()> {
-    for piece in bytes.chunks(RECORD_BYTES_MAX) {
+/// Writes `payload` as a record (several, past 1 MiB) at the tail's end, marking them; moves
+/// the tail on.
+fn append_records(tail: &mut Tail, payload: &Payload) -> io::Result<()> {
+    let whole = payload.bytes.len() <= RECORD_BYTES_MAX;
+    for piece in payload.bytes.chunks(RECORD_BYTES_MAX) {
         let head = RecordHead {
             offset: tail.end,
             len: piece.len() as u32,
-            crc: crc32c::crc32c(piece),
+            crc: if whole {
+                payload.crc
+            } else {
+                crc32c::crc32c(piece)
+            },
         };
         tail.file.write_all_at(&head.encode(), tail.len)?;
         tail.file
