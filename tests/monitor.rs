@@ -10,6 +10,10 @@
 //!   and the monitor keeps answering; a signed node turning critical shows in the recent level
 //!   changes (`/api/nodes` and `/api/events`).
 //!
+//! - Three servers measure round trips to each other (UDP echoes to the peers the monitor
+//!   lists): `/api/matrix` shows a positive, finite entry for every ordered pair, and the
+//!   dashboard draws them as heat-map cells.
+//!
 //! Waits poll with generous bounds; nothing asserts a duration.
 
 mod support;
@@ -69,6 +73,26 @@ impl Monitor {
             .unwrap_or_default()
     }
 
+    fn matrix(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/api/matrix")).expect("/api/matrix is JSON")
+    }
+
+    /// Polls `/api/matrix` until every server of `addrs` has a round trip to every other one.
+    fn wait_matrix(&self, addrs: &[SocketAddr]) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(WAIT_SECS_MAX);
+        loop {
+            let m = self.matrix();
+            if full_matrix(&m, addrs) {
+                return m;
+            }
+            assert!(
+                Instant::now() < until,
+                "waited {WAIT_SECS_MAX} s for round trips between every pair:\n{m:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn nodes(&self) -> serde_json::Value {
         serde_json::from_str(&self.get("/api/nodes")).expect("/api/nodes is JSON")
     }
@@ -106,6 +130,31 @@ fn node_of(nodes: &serde_json::Value, addr: SocketAddr) -> Option<&serde_json::V
         .as_array()?
         .iter()
         .find(|n| n["node"].as_str().is_some_and(|id| id.ends_with(&suffix)))
+}
+
+/// True when `/api/matrix` holds a positive round trip from each server of `addrs` to each
+/// other one.
+fn full_matrix(m: &serde_json::Value, addrs: &[SocketAddr]) -> bool {
+    let Some(index) = addrs
+        .iter()
+        .map(|addr| {
+            let suffix = format!("/{addr}");
+            m["nodes"]
+                .as_array()?
+                .iter()
+                .position(|n| n["node"].as_str().is_some_and(|id| id.ends_with(&suffix)))
+        })
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return false;
+    };
+    index.iter().all(|&i| {
+        index.iter().filter(|&&j| j != i).all(|&j| {
+            m["rtt_us"][i][j]
+                .as_f64()
+                .is_some_and(|us| us.is_finite() && us > 0.0)
+        })
+    })
 }
 
 fn state_of(nodes: &serde_json::Value, addr: SocketAddr) -> Option<String> {
@@ -165,6 +214,42 @@ fn screenshot(m: &Monitor, name: &str) {
     );
 }
 
+/// The dashboard's DOM after its one-snapshot page ran its scripts.
+fn dashboard_dom(m: &Monitor) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut args = chromium_args(profile.path());
+    args.push("--dump-dom".into());
+    args.push("--virtual-time-budget=3000".into());
+    args.push(format!("http://{}/?once", m.http));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let done = Bounded::spawn("chromium", &args).finish();
+    let dom = done.stdout.clone();
+    assert!(
+        dom.contains("id=\"matrix\""),
+        "no dashboard DOM:\n{}",
+        done.describe()
+    );
+    dom
+}
+
+#[test]
+fn three_servers_measure_round_trips_to_each_other() {
+    let m = Monitor::start(Some(KEY));
+    let servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(&monitored(&m, Some(KEY))))
+        .collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let matrix = m.wait_matrix(&addrs);
+    assert!(matrix["entries"].as_u64() >= Some(6), "{matrix:#}");
+    // The bandwidth row: every node's throughput is a number.
+    for n in matrix["nodes"].as_array().unwrap() {
+        assert!(n["sent_bps"].as_f64().is_some() && n["received_bps"].as_f64().is_some());
+    }
+    let nodes = m.nodes();
+    assert_eq!(nodes["datagrams"]["unauthenticated"], 0, "{nodes:#}");
+    assert_eq!(nodes["peer_list_send_errors"], 0, "{nodes:#}");
+}
+
 #[test]
 fn servers_appear_live_on_the_dashboard_and_a_killed_one_turns_stale() {
     need("chromium", "chromium");
@@ -216,6 +301,14 @@ fn servers_appear_live_on_the_dashboard_and_a_killed_one_turns_stale() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The delay matrix: both directions measured, and drawn as heat-map cells.
+    m.wait_matrix(&[a.addr, b.addr]);
+    let dom = dashboard_dom(&m);
+    assert!(
+        dom.matches("class=\"rtt\"").count() >= 2,
+        "the heat map has no measured cells:\n{dom}"
+    );
+    assert!(dom.contains("class=\"bw\""), "no bandwidth row:\n{dom}");
     screenshot(&m, "monitor-dashboard.png");
 
     let pid = b.pid();

@@ -3,6 +3,8 @@
 //! answered 503 and closed), each answering one request and closing; `/events` streams.
 //!
 //! Routes: `GET /` the dashboard (built into the binary), `GET /api/nodes[?filter=&limit=]`,
+//! `GET /api/matrix[?filter=&limit=]` (round trips between nodes and their throughput, at most
+//! 64 nodes),
 //! `GET /api/events[?limit=]` (the fleet's latest level changes, newest first),
 //! `GET /metrics`, `GET /events` (server-sent events: the `/api/nodes` JSON every second, at most
 //! [`EVENT_STREAMS_MAX`] at once), `GET /api/rendered?node=ID&state=S` (the dashboard says it drew a node in a state: how a
@@ -117,6 +119,15 @@ fn serve(
             let body = render::nodes_json(&lock(shared), &filter, limit).to_string();
             respond(&mut conn, 200, "application/json", body.as_bytes())
         }
+        "/api/matrix" => {
+            let filter = param(query, "filter").unwrap_or_default();
+            let limit = param(query, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(render::MATRIX_NODES_MAX)
+                .min(render::MATRIX_NODES_MAX);
+            let body = render::matrix_json(&lock(shared), &filter, limit).to_string();
+            respond(&mut conn, 200, "application/json", body.as_bytes())
+        }
         "/api/events" => {
             let limit = param(query, "limit")
                 .and_then(|l| l.parse().ok())
@@ -161,7 +172,7 @@ fn serve(
             &mut conn,
             404,
             "text/plain",
-            b"not found: try /, /api/nodes, /api/events, /metrics or /events\n",
+            b"not found: try /, /api/nodes, /api/matrix, /api/events, /metrics or /events\n",
         ),
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod events;
 mod http;
+pub mod probe;
 mod receiver;
 mod render;
 mod sender;

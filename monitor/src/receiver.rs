@@ -4,7 +4,10 @@
 //!
 //! The receiver is a plain thread with a blocking UDP socket (a read timeout lets it notice the
 //! stop flag), not an io_uring engine service: the engine serves TCP only so far. Each datagram
-//! is decoded and its MAC checked before the lock is taken.
+//! is decoded and its MAC checked before the lock is taken. When the table says a node is due
+//! its peer list (for the round-trip probes, see `table.rs`), the receiver encodes it after the
+//! lock is released, in a buffer it keeps, and sends it back to the datagram's source (signed
+//! with the key when there is one).
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,9 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::status::{Intake, MAX_DATAGRAM_BYTES};
+use crate::probe::wire::{encode_peers, PEERS_BYTES_MAX};
+use crate::status::{Intake, MAX_DATAGRAM_BYTES, PEERS_MAX};
 use crate::table::NodeTable;
 
+/// The longest a peer list's send may wait for the socket's buffer.
+const SEND_TIMEOUT: Duration = Duration::from_millis(20);
 /// How often the receiver looks at the stop flag while no datagram comes.
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
 /// Node ids the dashboard reported rendering, kept for `/api/nodes` (most recent last).
@@ -63,6 +69,8 @@ pub(crate) struct State {
     pub authenticated: bool,
     /// Receive errors of the UDP socket.
     pub recv_errors: u64,
+    /// Peer lists that could not be sent.
+    pub send_errors: u64,
 }
 
 impl State {
@@ -96,6 +104,7 @@ impl Monitor {
             )
         })?;
         udp.set_read_timeout(Some(RECV_TIMEOUT))?;
+        udp.set_write_timeout(Some(SEND_TIMEOUT))?;
         let http = std::net::TcpListener::bind(cfg.http).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -109,16 +118,18 @@ impl Monitor {
             renders: 0,
             authenticated: cfg.key.is_some(),
             recv_errors: 0,
+            send_errors: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let udp_addr = udp.local_addr()?;
         let http_addr = http.local_addr()?;
         let intake = Intake::new(cfg.key.as_deref().map(str::as_bytes));
+        let key = cfg.key.map(String::into_bytes);
         let rx = {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
             std::thread::Builder::new()
                 .name("oasis-mon-rx".into())
-                .spawn(move || receive(udp, intake, &shared, &stop))?
+                .spawn(move || receive(udp, intake, key.as_deref(), &shared, &stop))?
         };
         let web = crate::http::start(http, Arc::clone(&shared), Arc::clone(&stop))?;
         Ok(Monitor {
@@ -165,13 +176,20 @@ impl Monitor {
     }
 }
 
-/// The receiver thread: checks each datagram outside the lock, then files it in the table.
-fn receive(udp: UdpSocket, intake: Intake, shared: &Shared, stop: &AtomicBool) {
+/// The receiver thread: checks each datagram outside the lock, then files it in the table;
+/// sends the node its peer list when one is due.
+fn receive(udp: UdpSocket, intake: Intake, key: Option<&[u8]>, shared: &Shared, stop: &AtomicBool) {
     // One byte more than the bound: a datagram that fills the buffer is oversized.
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    let mut peers = Vec::with_capacity(PEERS_MAX);
+    let mut list = Vec::with_capacity(PEERS_BYTES_MAX);
+    // Grows across restarts, as the senders' sequence does: nodes drop older lists.
+    let mut list_seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
     while !stop.load(Ordering::Acquire) {
-        let n = match udp.recv_from(&mut buf) {
-            Ok((n, _from)) => n,
+        let (n, from) = match udp.recv_from(&mut buf) {
+            Ok(got) => got,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -188,12 +206,23 @@ fn receive(udp: UdpSocket, intake: Intake, shared: &Shared, stop: &AtomicBool) {
         };
         let checked = intake.check(&buf[..n]);
         let mut s = lock(shared);
-        match checked {
+        let due = match checked {
             Ok(status) => {
                 let now = s.now_ms();
-                let _ = s.table.accept(status, now);
+                s.table.accept_from(status, Some(from), now, &mut peers) == Ok(true)
             }
-            Err(why) => s.table.reject(why),
+            Err(why) => {
+                s.table.reject(why);
+                false
+            }
+        };
+        drop(s);
+        if due {
+            list_seq += 1;
+            encode_peers(list_seq, &peers, key, &mut list);
+            if udp.send_to(&list, from).is_err() {
+                lock(shared).send_errors += 1;
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The node table as the HTTP side shows it: `/api/nodes` JSON (also each `/events` message) and
-//! the fleet's Prometheus exposition (`/metrics`: per-node gauges with a `node` label).
+//! The node table as the HTTP side shows it: `/api/nodes` JSON (also each `/events` message),
+//! `/api/matrix` (the delay and bandwidth matrix) and the fleet's Prometheus exposition
+//! (`/metrics`: per-node gauges with a `node` label).
 //! Pure functions of the shared state; nothing here does I/O.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use serde_json::{json, Value};
@@ -13,6 +15,65 @@ use crate::table::Node;
 
 /// Level changes each `/api/nodes` answer (and `/events` message) carries, newest first.
 pub const EVENTS_SHOWN: usize = 20;
+
+/// Most nodes one `/api/matrix` answer shows (the matrix has their square of cells).
+pub const MATRIX_NODES_MAX: usize = 64;
+
+/// `/api/matrix`: for the first `limit` nodes whose id contains `filter` (table order), each
+/// node's throughput (the bandwidth row) and the round trips each measured to the others:
+/// `rtt_us[i][j]` is what node `i` last measured to node `j` (null: not measured, or `i` is
+/// stale). A round trip names its peer by tag; a tag two nodes of the table share is shown
+/// for neither.
+pub fn matrix_json(s: &State, filter: &str, limit: usize) -> Value {
+    let now = s.now_ms();
+    let all = s.table.nodes();
+    let mut tags: HashMap<u32, u32> = HashMap::with_capacity(all.len());
+    for n in &all {
+        *tags.entry(n.tag).or_default() += 1;
+    }
+    let shown: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| filter.is_empty() || n.latest.node.contains(filter))
+        .take(limit)
+        .collect();
+    let column: HashMap<u32, usize> = shown
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| tags.get(&n.tag) == Some(&1))
+        .map(|(i, n)| (n.tag, i))
+        .collect();
+    let mut entries = 0usize;
+    let rtt_us: Vec<Vec<Option<u32>>> = shown
+        .iter()
+        .map(|n| {
+            let mut row = vec![None; shown.len()];
+            if !n.is_stale(now) {
+                for r in &n.latest.rtts {
+                    if let Some(&j) = column.get(&r.peer) {
+                        row[j] = Some(r.rtt_us);
+                        entries += 1;
+                    }
+                }
+            }
+            row
+        })
+        .collect();
+    let nodes: Vec<Value> = shown
+        .iter()
+        .map(|n| {
+            let last = n.last_sample();
+            json!({
+                "node": n.latest.node,
+                "role": n.latest.role,
+                "state": if n.is_stale(now) { "stale" } else { "up" },
+                "sent_bps": last.sent_bps,
+                "received_bps": last.received_bps,
+            })
+        })
+        .collect();
+    json!({"now_ms": now, "total": all.len(), "entries": entries, "nodes": nodes, "rtt_us": rtt_us})
+}
 
 /// `/api/events`: the fleet's latest `limit` level changes, newest first.
 pub fn events_json(s: &State, limit: usize) -> Value {
@@ -58,6 +119,7 @@ pub fn nodes_json(s: &State, filter: &str, limit: usize) -> Value {
         "authenticated": s.authenticated,
         "datagrams": s.table.counts(),
         "recv_errors": s.recv_errors,
+        "peer_list_send_errors": s.send_errors,
         "dashboard": {"renders": s.renders, "rendered_nodes": s.rendered},
         "events": events_json(s, EVENTS_SHOWN)["events"],
         "nodes": nodes,
@@ -239,6 +301,7 @@ mod tests {
             renders: 0,
             authenticated: true,
             recv_errors: 0,
+            send_errors: 0,
         };
         let mut st = Status::new("a\"b", Role::Logd);
         st.seq = 1;
@@ -257,6 +320,27 @@ mod tests {
             nodes_json(&s, "zzz", 10)["nodes"].as_array().unwrap().len(),
             0
         );
+        // Round trips: b measured a; a's entry names an unknown tag and is left out.
+        let mut b = Status::new("b", Role::Serve);
+        b.seq = 1;
+        b.rtts = vec![crate::status::Rtt {
+            peer: crate::status::node_tag("a\"b"),
+            rtt_us: 250,
+        }];
+        s.table.accept(b, 0).unwrap();
+        let mut a = Status::new("a\"b", Role::Logd);
+        a.seq = 2;
+        a.rtts = vec![crate::status::Rtt {
+            peer: 12345,
+            rtt_us: 9,
+        }];
+        s.table.accept(a, 0).unwrap();
+        let mx = matrix_json(&s, "", 10);
+        assert_eq!(mx["nodes"][0]["node"], "b", "serve before logd");
+        assert_eq!(mx["rtt_us"][0][1], 250);
+        assert_eq!(mx["rtt_us"][1], json!([null, null]));
+        assert_eq!(mx["entries"], 1);
+        assert_eq!(matrix_json(&s, "", 1)["rtt_us"], json!([[null]]));
         let m = prometheus(&s);
         assert!(
             m.contains("oasis_node_up{node=\"a\\\"b\",role=\"logd\"} 1"),

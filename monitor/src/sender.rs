@@ -3,6 +3,10 @@
 //! make a syscall (never an engine worker) and [`Sender::send`] when it is due; a failed send
 //! is counted, never fatal and never waited for.
 //!
+//! The same sockets answer and send round-trip probes: [`Sender::new`] starts a
+//! [`Prober`] thread on clones of them (see `probe`), and each status carries its latest round
+//! trips.
+//!
 //! The sequence number starts at the wall clock in microseconds, so it keeps growing across a
 //! restart of the process and the monitor's replay window takes the new run's datagrams.
 
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::probe::Prober;
 use crate::status::{encode, Status};
 
 /// Datagrams sent and failed, over every target.
@@ -34,11 +39,13 @@ pub struct Sender {
     started: Instant,
     next_due: Instant,
     counts: SendCounts,
+    prober: Prober,
 }
 
 impl Sender {
-    /// Resolves `targets` ("host:port" each) and opens the sockets. `started` is when the
-    /// process started (its uptime counts from there).
+    /// Resolves `targets` ("host:port" each), opens the sockets and starts the round-trip
+    /// prober on them (probing every `interval`). `started` is when the process started (its
+    /// uptime counts from there).
     pub fn new(
         targets: &[String],
         interval: Duration,
@@ -72,6 +79,13 @@ impl Sender {
             true => Some(open("[::]:0")?),
             false => None,
         };
+        let clones: io::Result<Vec<UdpSocket>> = v4
+            .iter()
+            .chain(v6.iter())
+            .map(UdpSocket::try_clone)
+            .collect();
+        let key_bytes = key.map(|k| k.as_bytes().to_vec());
+        let prober = Prober::start(clones?, addrs.clone(), key_bytes.clone(), interval)?;
         let seq = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
@@ -79,12 +93,13 @@ impl Sender {
             v4,
             v6,
             targets: addrs,
-            key: key.map(|k| k.as_bytes().to_vec()),
+            key: key_bytes,
             interval,
             seq,
             started,
             next_due: started,
             counts: SendCounts::default(),
+            prober,
         })
     }
 
@@ -102,6 +117,7 @@ impl Sender {
         status.pid = std::process::id();
         status.uptime_ms = now.saturating_duration_since(self.started).as_millis() as u64;
         status.interval_ms = self.interval.as_millis().min(u128::from(u32::MAX)) as u32;
+        self.prober.fill(&mut status.rtts);
         status.fit();
         let Some(bytes) = encode(status, self.key.as_deref()) else {
             // fit() keeps every bound: this is a bug, counted rather than fatal.

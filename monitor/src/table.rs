@@ -6,16 +6,32 @@
 //! full, a new node takes the place of the stale node heard from longest ago; if no node is
 //! stale, the new node's datagram is dropped (counted as `table_full`), so a flood of made-up
 //! node ids cannot push live nodes out.
+//!
+//! The table also keeps the roster the round-trip probes use: every live node's tag and the
+//! address its datagrams come from (its status socket, which answers echoes), sorted by tag and
+//! rebuilt at most once a second. A node is due a peer list on its first datagram, after a
+//! restart, every [`PEER_LIST_PERIOD_MS`], and (at most once a second) when the roster changed.
+//! Its peers are the [`PEERS_MAX`] nodes after it on the roster (everyone in a fleet of
+//! `PEERS_MAX + 1` or fewer), the window moving on every [`PEER_WINDOW_TURN_MS`] in larger
+//! fleets.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use crate::events::{level_change, EventRing, LevelChange, FLEET_EVENTS_MAX, NODE_EVENTS_MAX};
-use crate::status::{IntakeCounts, Rejection, ReplayWindow, Role, Status};
+use crate::probe::wire::Peer;
+use crate::status::{node_tag, IntakeCounts, Rejection, ReplayWindow, Role, Status, PEERS_MAX};
 
 /// Missed intervals after which a node is stale.
 pub const STALE_INTERVALS: u64 = 3;
+/// A node is sent its peer list again after this long, in milliseconds.
+pub const PEER_LIST_PERIOD_MS: u64 = 5000;
+/// In a fleet larger than a peer list, each node's window of peers moves on this often.
+pub const PEER_WINDOW_TURN_MS: u64 = 60_000;
+/// The roster is rebuilt at most this often, in milliseconds.
+const ROSTER_PERIOD_MS: u64 = 1000;
 /// The interval the staleness rule assumes is clamped to this range, in milliseconds.
 const INTERVAL_MS_RANGE: (u64, u64) = (100, 60_000);
 
@@ -26,6 +42,8 @@ pub struct Sample {
     pub at_ms: u64,
     /// Bytes sent per second since the previous datagram.
     pub sent_bps: f64,
+    /// Bytes received per second since the previous datagram, in bits.
+    pub received_bps: f64,
     /// Requests per second since the previous datagram.
     pub requests_per_sec: f64,
     /// Active streams.
@@ -51,7 +69,13 @@ pub struct Node {
     pub history: VecDeque<Sample>,
     /// Its most recent level changes.
     pub events: EventRing,
+    /// Its tag (`node_tag` of its id), how peers name it in their round trips.
+    pub tag: u32,
+    /// Where its latest datagram came from (where it answers echoes).
+    pub probe_addr: Option<SocketAddr>,
     window: ReplayWindow,
+    /// When it was last sent a peer list, and the roster generation of that list.
+    peers_sent: Option<(u64, u64)>,
 }
 
 impl Node {
@@ -75,6 +99,12 @@ pub struct NodeTable {
     history_max: usize,
     counts: IntakeCounts,
     events: EventRing,
+    /// Live nodes' tags and probe addresses, sorted by tag.
+    roster: Vec<Peer>,
+    /// The roster being rebuilt (kept for its capacity).
+    roster_next: Vec<Peer>,
+    roster_built_ms: Option<u64>,
+    roster_generation: u64,
 }
 
 impl NodeTable {
@@ -87,6 +117,10 @@ impl NodeTable {
             history_max,
             counts: IntakeCounts::default(),
             events: EventRing::new(FLEET_EVENTS_MAX),
+            roster: Vec::new(),
+            roster_next: Vec::new(),
+            roster_built_ms: None,
+            roster_generation: 0,
         }
     }
 
@@ -97,21 +131,106 @@ impl NodeTable {
 
     /// Takes a checked status that arrived at `now_ms`, or says why not (and counts it).
     pub fn accept(&mut self, status: Status, now_ms: u64) -> Result<(), Rejection> {
-        let result = self.insert(status, now_ms);
-        match result {
-            Ok(()) => self.counts.accepted += 1,
-            Err(why) => self.counts.count(why),
-        }
-        result
+        self.accept_from(status, None, now_ms, &mut Vec::new())
+            .map(|_| ())
     }
 
-    fn insert(&mut self, status: Status, now_ms: u64) -> Result<(), Rejection> {
+    /// As [`NodeTable::accept`], for a datagram from `from`. When the node is due a peer list,
+    /// puts it in `peers` (cleared first) and returns true.
+    pub fn accept_from(
+        &mut self,
+        status: Status,
+        from: Option<SocketAddr>,
+        now_ms: u64,
+        peers: &mut Vec<Peer>,
+    ) -> Result<bool, Rejection> {
+        peers.clear();
+        let result = self.insert(status, from, now_ms);
+        match result {
+            Ok(Some(tag)) => {
+                self.counts.accepted += 1;
+                self.peers_of(tag, now_ms, peers);
+                Ok(true)
+            }
+            Ok(None) => {
+                self.counts.accepted += 1;
+                Ok(false)
+            }
+            Err(why) => {
+                self.counts.count(why);
+                Err(why)
+            }
+        }
+    }
+
+    /// Rebuilds the roster when it is older than a second.
+    fn refresh_roster(&mut self, now_ms: u64) {
+        if self
+            .roster_built_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < ROSTER_PERIOD_MS)
+        {
+            return;
+        }
+        self.roster_built_ms = Some(now_ms);
+        let mut next = std::mem::take(&mut self.roster_next);
+        next.clear();
+        next.extend(self.nodes.values().filter_map(|n| {
+            let addr = n.probe_addr.filter(|_| !n.is_stale(now_ms))?;
+            Some(Peer { tag: n.tag, addr })
+        }));
+        next.sort_unstable_by_key(|p| (p.tag, p.addr));
+        if next != self.roster {
+            self.roster_generation += 1;
+        }
+        self.roster_next = std::mem::replace(&mut self.roster, next);
+    }
+
+    /// The peers of the node tagged `tag`: the window after it on the roster, itself excluded.
+    fn peers_of(&self, tag: u32, now_ms: u64, out: &mut Vec<Peer>) {
+        let n = self.roster.len();
+        if n == 0 {
+            return;
+        }
+        let at = self.roster.partition_point(|p| p.tag < tag);
+        let turn = if n > PEERS_MAX + 1 {
+            (now_ms / PEER_WINDOW_TURN_MS) as usize * PEERS_MAX
+        } else {
+            0
+        };
+        out.extend(
+            (0..n)
+                .map(|i| self.roster[(at + turn + i) % n])
+                .filter(|p| p.tag != tag)
+                .take(PEERS_MAX),
+        );
+    }
+
+    /// Files `status`; `Some(tag)` when its node is due a peer list.
+    fn insert(
+        &mut self,
+        status: Status,
+        from: Option<SocketAddr>,
+        now_ms: u64,
+    ) -> Result<Option<u32>, Rejection> {
+        self.refresh_roster(now_ms);
+        let generation = self.roster_generation;
+        let due = |sent: Option<(u64, u64)>, restarted: bool| match sent {
+            _ if from.is_none() => false,
+            None => true,
+            Some((at, seen)) => {
+                let since = now_ms.saturating_sub(at);
+                restarted
+                    || since >= PEER_LIST_PERIOD_MS
+                    || (seen != generation && since >= ROSTER_PERIOD_MS)
+            }
+        };
         if let Some(node) = self.nodes.get_mut(&status.node) {
             if !node.window.take(status.seq) {
                 return Err(Rejection::Replayed);
             }
             let sample = sample(&node.latest, &status, now_ms);
-            if status.pid != node.latest.pid {
+            let restarted = status.pid != node.latest.pid;
+            if restarted {
                 node.restarts_seen += 1;
             }
             if node.history.len() == self.history_max {
@@ -124,7 +243,14 @@ impl NodeTable {
             }
             node.latest = status;
             node.last_seen_ms = now_ms;
-            return Ok(());
+            if from.is_some() {
+                node.probe_addr = from;
+            }
+            if !due(node.peers_sent, restarted) {
+                return Ok(None);
+            }
+            node.peers_sent = Some((now_ms, generation));
+            return Ok(Some(node.tag));
         }
         if self.nodes.len() >= self.nodes_max {
             let oldest_stale = self
@@ -149,6 +275,8 @@ impl NodeTable {
             events.push(change.clone());
             self.events.push(change);
         }
+        let tag = node_tag(&status.node);
+        let due = due(None, false);
         self.nodes.insert(
             status.node.clone(),
             Node {
@@ -158,10 +286,13 @@ impl NodeTable {
                 restarts_seen: 0,
                 history,
                 events,
+                tag,
+                probe_addr: from,
                 window,
+                peers_sent: due.then_some((now_ms, generation)),
             },
         );
-        Ok(())
+        Ok(due.then_some(tag))
     }
 
     /// The nodes, ordered by role then id.
@@ -231,6 +362,7 @@ fn sample(before: &Status, now: &Status, at_ms: u64) -> Sample {
     Sample {
         at_ms,
         sent_bps: rate(before.sent_bytes_total, now.sent_bytes_total) * 8.0,
+        received_bps: rate(before.received_bytes_total, now.received_bytes_total) * 8.0,
         requests_per_sec: rate(before.requests_total, now.requests_total),
         streams: now.active_streams,
         memory_bytes,
@@ -330,6 +462,51 @@ mod tests {
         let ids: Vec<&str> = t.nodes().iter().map(|n| n.latest.node.as_str()).collect();
         assert_eq!(ids, ["newer", "y"]);
         assert_eq!(t.counts().table_full, 1);
+    }
+
+    #[test]
+    fn live_nodes_are_sent_each_other_as_peers_when_due() {
+        let mut t = NodeTable::new(8, 3);
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut peers = Vec::new();
+        let mut take = |t: &mut NodeTable, s: Status, port, at| {
+            let due = t.accept_from(s, Some(addr(port)), at, &mut peers);
+            (due, peers.iter().map(|p| p.addr.port()).collect::<Vec<_>>())
+        };
+        // Alone, and then before the roster is rebuilt: due, with nobody to probe.
+        assert_eq!(take(&mut t, status("a", 1), 1, 0), (Ok(true), vec![]));
+        assert_eq!(take(&mut t, status("b", 1), 2, 100), (Ok(true), vec![]));
+        // The roster changed: each is sent the other once, then only after the period.
+        assert_eq!(take(&mut t, status("a", 2), 1, 1000), (Ok(true), vec![2]));
+        assert_eq!(take(&mut t, status("b", 2), 2, 1100), (Ok(true), vec![1]));
+        assert_eq!(take(&mut t, status("a", 3), 1, 2000), (Ok(false), vec![]));
+        assert_eq!(take(&mut t, status("a", 4), 1, 4000), (Ok(false), vec![]));
+        assert_eq!(take(&mut t, status("b", 3), 2, 4000), (Ok(false), vec![]));
+        assert_eq!(take(&mut t, status("a", 5), 1, 6000), (Ok(true), vec![2]));
+        // A restarted node is sent its list at once.
+        let mut again = status("b", 5);
+        again.pid = 9;
+        assert_eq!(take(&mut t, again, 2, 6100), (Ok(true), vec![1]));
+        // Without a source there is nowhere to send a list.
+        assert_eq!(t.accept(status("a", 9), 20_000), Ok(()));
+        assert_eq!(t.nodes()[0].tag, node_tag("a"));
+    }
+
+    #[test]
+    fn a_large_fleet_gives_each_node_a_bounded_window_without_itself() {
+        let mut t = NodeTable::new(100, 2);
+        let mut peers = Vec::new();
+        for i in 0..50u16 {
+            let from = Some(SocketAddr::from(([127, 0, 0, 1], 1000 + i)));
+            let _ = t.accept_from(status(&format!("n{i}"), 1), from, 0, &mut peers);
+        }
+        let from = Some(SocketAddr::from(([127, 0, 0, 1], 1000)));
+        assert_eq!(
+            t.accept_from(status("n0", 2), from, 1000, &mut peers),
+            Ok(true)
+        );
+        assert_eq!(peers.len(), PEERS_MAX);
+        assert!(peers.iter().all(|p| p.tag != node_tag("n0")));
     }
 
     #[test]

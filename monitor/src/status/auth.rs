@@ -16,14 +16,14 @@ use super::Status;
 pub const MAC_BYTES: usize = 32;
 
 /// The HMAC-SHA256 of `bytes` with `key`.
-pub(super) fn mac(key: &[u8], bytes: &[u8]) -> [u8; MAC_BYTES] {
+pub(crate) fn mac(key: &[u8], bytes: &[u8]) -> [u8; MAC_BYTES] {
     // HMAC takes keys of any length.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(bytes);
     m.finalize().into_bytes().into()
 }
 
-fn mac_ok(key: &[u8], bytes: &[u8], tag: &[u8]) -> bool {
+pub(crate) fn mac_ok(key: &[u8], bytes: &[u8], tag: &[u8]) -> bool {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(bytes);
     m.verify_slice(tag).is_ok()

@@ -8,6 +8,7 @@
 mod auth;
 mod wire;
 
+pub(crate) use auth::{mac, mac_ok};
 pub use auth::{Intake, IntakeCounts, Rejection, ReplayWindow, MAC_BYTES};
 pub use wire::{decode, encode, DecodeError, Decoded, MAGIC, VERSION};
 
@@ -29,8 +30,21 @@ pub const STREAM_NAME_BYTES_MAX: usize = 24;
 pub const PROCESSES_MAX: usize = 8;
 /// Longest process name, in bytes.
 pub const PROCESS_NAME_BYTES_MAX: usize = 16;
+/// Most round-trip times to peers in one status (what is left of the size bound after every
+/// other list at its bound holds 20 entries of 8 bytes).
+pub const PEERS_MAX: usize = 20;
 /// The largest encoded datagram, MAC included: fits one IPv6 minimum-MTU packet's payload.
 pub const MAX_DATAGRAM_BYTES: usize = 1200;
+
+/// The tag that names a node in peer lists and round-trip reports: FNV-1a (32 bits) of its id.
+/// Every monitor computes the same tag for a node, so a node reporting to several monitors
+/// names its peers the same way to all. Two ids may share a tag; the monitor then shows
+/// neither's entries (see `render.rs`).
+pub fn node_tag(node: &str) -> u32 {
+    node.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
 
 /// What kind of process sent a status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -140,6 +154,15 @@ pub struct Process {
     pub pid: u32,
 }
 
+/// The round-trip time this node measured to one peer (a small UDP echo).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rtt {
+    /// The peer's tag ([`node_tag`] of its id), as the monitor's peer list gave it.
+    pub peer: u32,
+    /// The latest round trip, microseconds (at least 1).
+    pub rtt_us: u32,
+}
+
 /// Names of [`Process::state`] codes.
 pub fn process_state_name(code: u8) -> &'static str {
     match code {
@@ -194,6 +217,8 @@ pub struct Status {
     pub streams: Vec<Stream>,
     /// An agent's processes (at most [`PROCESSES_MAX`]).
     pub processes: Vec<Process>,
+    /// Round-trip times to peers (at most [`PEERS_MAX`]; version 2 datagrams).
+    pub rtts: Vec<Rtt>,
 }
 
 impl Status {
@@ -219,6 +244,7 @@ impl Status {
             critical_events_total: 0,
             streams: Vec::new(),
             processes: Vec::new(),
+            rtts: Vec::new(),
         }
     }
 
@@ -239,6 +265,7 @@ impl Status {
         for p in &mut self.processes {
             cut(&mut p.name, PROCESS_NAME_BYTES_MAX);
         }
+        self.rtts.truncate(PEERS_MAX);
     }
 }
 

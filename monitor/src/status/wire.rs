@@ -1,10 +1,11 @@
-//! The status datagram's bytes (version 1). Integers are little-endian; a string is one length
+//! The status datagram's bytes (version 2; version 1, the same without the round-trip list, is
+//! still read). Integers are little-endian; a string is one length
 //! byte then that many UTF-8 bytes; a list is one count byte then its items.
 //!
 //! ```text
 //! offset size
 //!  0     2    magic "OM"
-//!  2     1    version (1)
+//!  2     1    version (2; 1 is read too)
 //!  3     1    flags: bit 0 = a 32-byte HMAC-SHA256 of every byte before it ends the datagram;
 //!             the other bits are 0
 //!  4     1+n  node id                     (n <= 48)
@@ -21,6 +22,7 @@
 //!        8*6  sent_bytes, received_bytes, requests, errors, warning events, critical events
 //!        1    streams (<= 8), each: 1+n name (n <= 24), 8 durable_offset
 //!        1    processes (<= 8), each: 1+n name (n <= 16), 1 state, 4 restarts, 4 pid
+//!        1    round trips (<= 20; version 2 only), each: 4 peer tag, 4 rtt_us
 //!       [32   HMAC-SHA256, when flags bit 0]
 //! ```
 //!
@@ -31,8 +33,10 @@ use super::*;
 
 /// The first two bytes of every status datagram.
 pub const MAGIC: [u8; 2] = *b"OM";
-/// The encoding's version; a datagram of another version is refused.
-pub const VERSION: u8 = 1;
+/// The encoding's version; a datagram of another version (but 1) is refused.
+pub const VERSION: u8 = 2;
+/// The previous version, still read: version 2 without the round-trip list.
+const VERSION_1: u8 = 1;
 const FLAG_MAC: u8 = 1;
 
 /// The largest datagram the bounds allow, MAC included.
@@ -54,6 +58,8 @@ const WORST_BYTES: usize = 4
     + STREAMS_MAX * (1 + STREAM_NAME_BYTES_MAX + 8)
     + 1
     + PROCESSES_MAX * (1 + PROCESS_NAME_BYTES_MAX + 9)
+    + 1
+    + PEERS_MAX * 8
     + MAC_BYTES;
 const _: () = assert!(WORST_BYTES <= MAX_DATAGRAM_BYTES);
 
@@ -125,6 +131,11 @@ pub fn encode(status: &Status, key: Option<&[u8]>) -> Option<Vec<u8>> {
         out.extend_from_slice(&p.restarts.to_le_bytes());
         out.extend_from_slice(&p.pid.to_le_bytes());
     }
+    put_count(&mut out, status.rtts.len(), PEERS_MAX)?;
+    for r in &status.rtts {
+        out.extend_from_slice(&r.peer.to_le_bytes());
+        out.extend_from_slice(&r.rtt_us.to_le_bytes());
+    }
     if let Some(key) = key {
         let mac = auth::mac(key, &out);
         out.extend_from_slice(&mac);
@@ -156,7 +167,8 @@ pub fn decode(datagram: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     if r.take(2)? != MAGIC {
         return Err(DecodeError::Malformed("not a status datagram (magic)"));
     }
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version != VERSION && version != VERSION_1 {
         return Err(DecodeError::Malformed("unknown version"));
     }
     let flags = r.u8()?;
@@ -215,6 +227,14 @@ pub fn decode(datagram: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             restarts: r.u32()?,
             pid: r.u32()?,
         });
+    }
+    if version >= VERSION {
+        for _ in 0..r.count(PEERS_MAX)? {
+            status.rtts.push(Rtt {
+                peer: r.u32()?,
+                rtt_us: r.u32()?,
+            });
+        }
     }
     if !r.0.is_empty() {
         return Err(DecodeError::Malformed("bytes after the last field"));
@@ -310,9 +330,29 @@ mod tests {
             };
             PROCESSES_MAX
         ];
+        s.rtts = (0..PEERS_MAX as u32)
+            .map(|i| Rtt {
+                peer: u32::MAX - i,
+                rtt_us: i + 1,
+            })
+            .collect();
         s.node = "n".repeat(NODE_ID_BYTES_MAX);
         s.version = "v".repeat(VERSION_BYTES_MAX);
         s
+    }
+
+    #[test]
+    fn a_version_1_datagram_is_read_without_round_trips() {
+        let mut s = full();
+        s.rtts.clear();
+        let mut bytes = encode(&s, None).unwrap();
+        // Version 1 is version 2 without the round-trip count (the last byte here, 0).
+        bytes[2] = 1;
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes).unwrap().status, s);
+        let mut over = full();
+        over.rtts.push(Rtt::default());
+        assert!(encode(&over, None).is_none());
     }
 
     #[test]
@@ -343,7 +383,7 @@ mod tests {
         b[0] = b'X';
         assert!(matches!(decode(&b), Err(DecodeError::Malformed(_))));
         let mut b = good.clone();
-        b[2] = 2;
+        b[2] = 3;
         assert_eq!(
             decode(&b).err(),
             Some(DecodeError::Malformed("unknown version"))
@@ -405,9 +445,10 @@ mod tests {
                 ),
                 0..=PROCESSES_MAX,
             ),
+            proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=PEERS_MAX),
         )
             .prop_map(
-                |((node, role, version), (up, pid, seq, iv, lvl), acc, c, st, pr)| {
+                |((node, role, version), (up, pid, seq, iv, lvl), acc, c, st, pr, rt)| {
                     let node = if node.is_empty() { "n".into() } else { node };
                     let mut s = Status::new(&node, Role::from_code(role).unwrap());
                     s.version = version;
@@ -446,6 +487,10 @@ mod tests {
                             restarts,
                             pid,
                         })
+                        .collect();
+                    s.rtts = rt
+                        .into_iter()
+                        .map(|(peer, rtt_us)| Rtt { peer, rtt_us })
                         .collect();
                     s
                 },
