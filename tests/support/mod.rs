@@ -2,6 +2,7 @@
 //! with its own data directory and API token, and stops it (SIGTERM) when dropped.
 #![allow(dead_code)]
 
+pub mod monitor;
 pub mod players;
 
 use std::io::{Read, Write};

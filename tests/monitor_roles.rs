@@ -1,0 +1,134 @@
+//! Every role's status datagrams reach the monitor, from real processes over real UDP:
+//!
+//! - a real `oasis logd`, fed by a real `oasis serve` shipping its access log to it
+//!   (`[log] ship_to`), shows as role `logd` with that stream and a durable offset that grows
+//!   past 0 once a request is logged;
+//! - a real `oasis agent` supervising a `sleep` shows as role `agent` with the process running
+//!   and its pid; after the process is killed with SIGKILL the agent's datagrams show the
+//!   restart and a new pid.
+//!
+//! All signed with one key. Waits poll with generous bounds; nothing asserts a duration.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::monitor::Monitor;
+use support::players::Bounded;
+use support::{listening_addr, oasis_bin, path_str, Server};
+
+const KEY: &str = "roles-test-key-0123456789";
+
+/// `[monitor]` sending to `m` every 300 ms, signed, as `node` (empty: the default name).
+fn monitored(m: &Monitor, node: &str) -> String {
+    format!(
+        "\n[monitor]\ntargets = [\"{}\"]\ninterval_ms = 300\nkey = \"{KEY}\"\nnode = \"{node}\"\n",
+        m.udp
+    )
+}
+
+/// The node named `id`, if shown.
+fn node<'a>(nodes: &'a Value, id: &str) -> Option<&'a Value> {
+    nodes["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"].as_str() == Some(id))
+}
+
+#[test]
+fn a_log_server_shows_its_streams_and_durable_offsets() {
+    let m = Monitor::start(Some(KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("logd.toml");
+    std::fs::write(&config, monitored(&m, "roles/logd")).unwrap();
+    let data = dir.path().join("logd-data");
+    let mut logd = Bounded::spawn(
+        oasis_bin(),
+        &[
+            "logd",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path_str(&data),
+            "--config",
+            path_str(&config),
+        ],
+    );
+    let nodes = m.wait("the log server up", |n| {
+        node(n, "roles/logd").is_some_and(|x| x["state"] == "up")
+    });
+    assert_eq!(node(&nodes, "roles/logd").unwrap()["role"], "logd");
+    let addr = listening_addr(&logd.stderr_so_far()).expect("the log server's address");
+    let server = Server::start(&format!(
+        "\n[log]\nship_to = [\"{addr}\"]\nnode = \"roles-media\"\nlevel = \"warn\"\n"
+    ));
+    let (status, _, _) = server.request(
+        "GET /media/no-such-object HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 404);
+    let nodes = m.wait("the shipped access stream with a durable offset", |n| {
+        node(n, "roles/logd").is_some_and(|x| {
+            x["streams"].as_array().is_some_and(|s| {
+                s.iter().any(|st| {
+                    st["name"] == "roles-media/access" && st["durable_offset"].as_u64() > Some(0)
+                })
+            })
+        })
+    });
+    let shown = node(&nodes, "roles/logd").unwrap();
+    assert!(shown["active_streams"].as_u64().is_some(), "{shown:#}");
+    assert!(!logd.stderr_so_far().contains("panicked"));
+}
+
+#[test]
+fn an_agent_shows_its_processes_running_and_restarted() {
+    let m = Monitor::start(Some(KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[process]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"600\"]\n\
+             min_uptime_ms = 100\n{}",
+            monitored(&m, "roles/agent")
+        ),
+    )
+    .unwrap();
+    let mut agent = Bounded::spawn(oasis_bin(), &["agent", "--config", path_str(&config)]);
+    let sleeper = |n: &Value| -> Option<Value> {
+        node(n, "roles/agent")?["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "sleeper")
+            .cloned()
+    };
+    let nodes = m.wait("the agent with its process running", |n| {
+        sleeper(n).is_some_and(|p| p["state"] == "running" && p["pid"].as_u64() > Some(0))
+    });
+    let shown = node(&nodes, "roles/agent").unwrap();
+    assert_eq!(shown["role"], "agent");
+    assert_eq!(shown["state"], "up");
+    let first = sleeper(&nodes).unwrap();
+    let pid = first["pid"].as_u64().unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let nodes = m.wait("the process restarted under a new pid", |n| {
+        sleeper(n).is_some_and(|p| {
+            p["state"] == "running"
+                && p["restarts"].as_u64() >= Some(1)
+                && p["pid"].as_u64().is_some_and(|new| new != pid && new > 0)
+        })
+    });
+    let shown = node(&nodes, "roles/agent").unwrap();
+    assert!(shown["errors_total"].as_u64() >= Some(1), "{shown:#}");
+    assert!(
+        !agent.stderr_so_far().contains("panicked"),
+        "{}",
+        agent.stderr_so_far()
+    );
+}
