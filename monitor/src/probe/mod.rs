@@ -54,8 +54,13 @@ impl Prober {
     ) -> io::Result<Prober> {
         let latest = Arc::new(Mutex::new(Vec::with_capacity(PEERS_MAX)));
         let stop = Arc::new(AtomicBool::new(false));
+        let v4 = sockets
+            .iter()
+            .map(|s| s.local_addr().map(|a| a.is_ipv4()))
+            .collect::<io::Result<Vec<bool>>>()?;
         let mut state = Probing {
             sockets,
+            v4,
             monitors,
             key,
             interval,
@@ -109,6 +114,8 @@ struct PeerProbe {
 /// The thread's state.
 struct Probing {
     sockets: Vec<UdpSocket>,
+    /// Whether each socket is IPv4 (probes go out on the peer's family).
+    v4: Vec<bool>,
     monitors: Vec<SocketAddr>,
     key: Option<Vec<u8>>,
     interval: Duration,
@@ -225,11 +232,8 @@ impl Probing {
             h.write_u64(self.nonce_count);
             let nonce = h.finish();
             let addr = self.peers[i].peer.addr;
-            let socket = self
-                .sockets
-                .iter()
-                .find(|s| s.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()));
-            if let Some(s) = socket {
+            let family = self.v4.iter().position(|&v4| v4 == addr.is_ipv4());
+            if let Some(s) = family.map(|f| &self.sockets[f]) {
                 if s.send_to(&encode_echo(Echo::Request(nonce)), addr).is_ok() {
                     self.peers[i].in_flight = Some((nonce, now));
                 }
