@@ -51,8 +51,10 @@ pub use bitrate::{
     PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
 };
 pub use catalog::{
-    AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta,
-    SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX, AUDIT_TEXT_BYTES_MAX, SCHEMA_VERSION,
+    node_id_problem, redact_url, AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog,
+    CatalogError, CatalogLocation, Holder, NodeLoad, NodeRecord, ObjectMeta, PgCatalog,
+    PoolCatalog, ReplicaRecord, SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX,
+    AUDIT_TEXT_BYTES_MAX, NODE_ID_BYTES_MAX, PG_SCHEMA_VERSION, POOL_NODES_MAX, SCHEMA_VERSION,
 };
 pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
 pub use error::StoreError;

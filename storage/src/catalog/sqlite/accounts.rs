@@ -13,6 +13,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use rusqlite::{Row, Transaction, TransactionBehavior};
 
 use super::{backend_err, SqliteCatalog};
+use crate::catalog::rows::{audit_record, prefixes_json, to_i64 as to_sql, UserRow};
 use crate::catalog::{
     audit_text, AuditQuery, AuditRecord, CatalogError, UserRecord, AUDIT_QUERY_LIMIT_MAX,
 };
@@ -27,60 +28,21 @@ const AUDIT_COLUMNS: &str = "seq, at_unix_ms, user, client, action, object, outc
 /// The first schema version with the `users` and `audit` tables.
 const ACCOUNTS_SCHEMA_VERSION: u32 = 3;
 
-/// A millisecond time or a seq as a SQLite integer. Values past `i64::MAX` (no clock gets there)
-/// are stored as `i64::MAX` rather than refused.
-fn to_sql(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn invalid(location: &Path, what: String) -> CatalogError {
-    CatalogError::InvalidRow {
-        location: location.display().to_string(),
-        what,
-    }
-}
-
 /// Reads one user row; the outer error is SQLite's, the inner one a broken invariant.
 fn row_to_user(
     location: &Path,
     row: &Row<'_>,
 ) -> rusqlite::Result<Result<UserRecord, CatalogError>> {
-    let name: String = row.get(0)?;
-    let role: String = row.get(1)?;
-    let prefixes: String = row.get(2)?;
-    let token_hash: Vec<u8> = row.get(3)?;
-    let old_token_hash: Option<Vec<u8>> = row.get(4)?;
-    let created_unix_ms: i64 = row.get(5)?;
-    let updated_unix_ms: i64 = row.get(6)?;
-    let bad = |what: &str| Ok(Err(invalid(location, format!("user {name:?}: {what}"))));
-    let Ok(prefixes) = serde_json::from_str::<Vec<String>>(&prefixes) else {
-        return bad("prefixes are not a JSON array of strings");
+    let row = UserRow {
+        name: row.get(0)?,
+        role: row.get(1)?,
+        prefixes: row.get(2)?,
+        token_hash: row.get(3)?,
+        old_token_hash: row.get(4)?,
+        created_unix_ms: row.get(5)?,
+        updated_unix_ms: row.get(6)?,
     };
-    let Ok(token_hash) = <[u8; 32]>::try_from(token_hash.as_slice()) else {
-        return bad(&format!("token_hash is {} bytes, not 32", token_hash.len()));
-    };
-    let old_token_hash = match old_token_hash {
-        None => None,
-        Some(h) => match <[u8; 32]>::try_from(h.as_slice()) {
-            Ok(h) => Some(h),
-            Err(_) => return bad(&format!("old_token_hash is {} bytes, not 32", h.len())),
-        },
-    };
-    let (Ok(created_unix_ms), Ok(updated_unix_ms)) = (
-        u64::try_from(created_unix_ms),
-        u64::try_from(updated_unix_ms),
-    ) else {
-        return bad("a time is negative");
-    };
-    Ok(Ok(UserRecord {
-        name,
-        role,
-        prefixes,
-        token_hash,
-        old_token_hash,
-        created_unix_ms,
-        updated_unix_ms,
-    }))
+    Ok(row.into_user(&location.display().to_string()))
 }
 
 /// Reads one audit row; the outer error is SQLite's, the inner one a broken invariant.
@@ -88,24 +50,19 @@ fn row_to_audit(
     location: &Path,
     row: &Row<'_>,
 ) -> rusqlite::Result<Result<AuditRecord, CatalogError>> {
-    let seq: i64 = row.get(0)?;
-    let at_unix_ms: i64 = row.get(1)?;
-    let (Ok(seq @ 1..), Ok(at_unix_ms)) = (u64::try_from(seq), u64::try_from(at_unix_ms)) else {
-        return Ok(Err(invalid(
-            location,
-            format!("audit seq {seq}: seq or at_unix_ms is out of range"),
-        )));
-    };
-    Ok(Ok(AuditRecord {
-        seq,
-        at_unix_ms,
-        user: row.get(2)?,
-        client: row.get(3)?,
-        action: row.get(4)?,
-        object: row.get(5)?,
-        outcome: row.get(6)?,
-        detail: row.get(7)?,
-    }))
+    let text = [
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ];
+    Ok(audit_record(
+        &location.display().to_string(),
+        (row.get(0)?, row.get(1)?),
+        text,
+    ))
 }
 
 /// Runs `sql` with `args` and reads every row it returns with `read`.
@@ -145,7 +102,7 @@ fn get_user(
 
 /// Inserts or replaces one user row (within the caller's transaction).
 fn write_user(conn: &Connection, u: &UserRecord) -> rusqlite::Result<usize> {
-    let prefixes = serde_json::Value::from(u.prefixes.clone()).to_string();
+    let prefixes = prefixes_json(u);
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     ))?
