@@ -50,6 +50,9 @@ pub use bitrate::{
     bitrate_bps, mp4_duration_ms, parse_playlist, BitrateSource, PlaylistEntry, DURATION_MS_MAX,
     PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
 };
+/// Sample records for tests of catalog backends (hidden; tests only).
+#[doc(hidden)]
+pub use catalog::fixtures as catalog_fixtures;
 pub use catalog::{
     node_id_problem, redact_url, AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog,
     CatalogError, CatalogLocation, Holder, NodeLoad, NodeRecord, ObjectMeta, PgCatalog,

@@ -13,6 +13,8 @@
 //! This module must never be called on the request path (lookups are served from the in-memory
 //! index), never touch object content files, and never read the clock (times come in the records).
 
+#[doc(hidden)]
+pub mod fixtures;
 mod postgres;
 mod records;
 mod rows;

@@ -444,20 +444,7 @@ impl Catalog for SqliteCatalog {
 mod tests {
     use super::*;
     use crate::bitrate::BitrateSource;
-
-    fn meta(id: u64, name: &str) -> ObjectMeta {
-        ObjectMeta {
-            id,
-            name: name.into(),
-            size_bytes: 10,
-            content_type: "video/mp2t".into(),
-            crc32c: 0xdead_beef,
-            created_unix_ms: 1,
-            bitrate_bps: 8,
-            bitrate_source: BitrateSource::Default,
-            duration_ms: None,
-        }
-    }
+    use crate::catalog::fixtures::meta;
 
     /// A catalog file written by the first schema (before playlists had a source of their own
     /// and durations were kept) opens, migrates, keeps its rows and takes the new values.
@@ -560,55 +547,6 @@ mod tests {
             })
             .unwrap();
         assert_eq!(back, vec![AuditRecord { seq: 1, ..rec }]);
-    }
-
-    #[test]
-    fn insert_replace_remove_and_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
-        let a = c.next_id().unwrap();
-        let b = c.next_id().unwrap();
-        assert!(b > a);
-        assert_eq!(c.insert_or_replace(&meta(a, "x")).unwrap(), None);
-        assert_eq!(
-            c.insert_or_replace(&meta(b, "x")).unwrap(),
-            Some(meta(a, "x"))
-        );
-        c.update_bitrates(&[BitrateUpdate {
-            id: b,
-            bitrate_bps: 99,
-            bitrate_source: BitrateSource::HlsExtinf,
-        }])
-        .unwrap();
-        drop(c);
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        let all = c.load_all().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].bitrate_bps, 99);
-        assert!(
-            c.next_id().unwrap() > b,
-            "ids are never reused across reopen"
-        );
-        assert_eq!(c.remove("x").unwrap().map(|m| m.id), Some(b));
-        assert_eq!(c.remove("x").unwrap(), None);
-    }
-
-    #[test]
-    fn reserved_blocks_never_overlap_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        let a = c.reserve_ids(64).unwrap();
-        assert_eq!(a, 1..65);
-        assert_eq!(c.peek_next_id().unwrap(), 65);
-        let one = c.next_id().unwrap();
-        assert_eq!(one, 65);
-        drop(c);
-        // The block was never used: its ids stay taken after a restart all the same.
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.reserve_ids(3).unwrap(), 66..69);
     }
 
     #[test]
