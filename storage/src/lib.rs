@@ -54,8 +54,8 @@ pub use bitrate::{
 #[doc(hidden)]
 pub use catalog::fixtures as catalog_fixtures;
 pub use catalog::{
-    node_id_problem, redact_url, AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog,
-    CatalogError, CatalogLocation, Holder, NodeLoad, NodeRecord, ObjectMeta, PgCatalog,
+    node_id_problem, redact_url, url_problem, AccountsKept, AuditQuery, AuditRecord, BitrateUpdate,
+    Catalog, CatalogError, CatalogLocation, Holder, NodeLoad, NodeRecord, ObjectMeta, PgCatalog,
     PoolCatalog, ReplicaRecord, SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX,
     AUDIT_TEXT_BYTES_MAX, NODE_ID_BYTES_MAX, PG_SCHEMA_VERSION, POOL_NODES_MAX, SCHEMA_VERSION,
 };

@@ -21,7 +21,7 @@ mod rows;
 mod sqlite;
 
 pub use postgres::{
-    node_id_problem, redact_url, Holder, NodeLoad, NodeRecord, PgCatalog, PoolCatalog,
+    node_id_problem, redact_url, url_problem, Holder, NodeLoad, NodeRecord, PgCatalog, PoolCatalog,
     ReplicaRecord, NODE_ID_BYTES_MAX, PG_SCHEMA_VERSION, POOL_NODES_MAX,
 };
 pub(crate) use records::audit_text;

@@ -32,7 +32,7 @@ use super::{
 };
 use conn::{Conn, TxError, BACKEND};
 
-pub use conn::redact_url;
+pub use conn::{redact_url, url_problem};
 pub use pool::{Holder, NodeLoad, NodeRecord, PoolCatalog, ReplicaRecord, POOL_NODES_MAX};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only; never edit a shipped one.

@@ -184,6 +184,15 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{port}/{name}")
     }
 
+    /// The rows `sql` returns in database `url` (as `psql -At` prints them: one a line, columns
+    /// separated by `|`).
+    pub fn psql(&self, url: &str, sql: &str) -> String {
+        let out = pg_tool("psql", &["-At", "-X", "-d", url, "-c", sql]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        check("psql", out);
+        text
+    }
+
     /// The cluster's directory (the socket and the server log are in it).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -59,6 +59,21 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// The connection settings of a catalog URL, or why it is not one (without the password).
+fn parse_url(url: &str) -> Result<postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("the catalog must be a URL like postgres://user@host:5432/database".into());
+    }
+    url.parse().map_err(|e| {
+        format!("the URL does not parse ({e}); write it as postgres://user@host:5432/database")
+    })
+}
+
+/// Why `url` is not a catalog URL this backend takes, or `None` when it is (nothing connects).
+pub fn url_problem(url: &str) -> Option<String> {
+    parse_url(url).err()
+}
+
 /// What a step of a transaction can fail with: the server's error, or a row the catalog refuses.
 pub(super) enum TxError {
     Pg(postgres::Error),
@@ -89,17 +104,9 @@ impl Conn {
     /// Parses `url` (no connection yet). Only `postgres://` and `postgresql://` URLs are taken.
     pub(super) fn new(url: &str) -> Result<Conn, CatalogError> {
         let shown = redact_url(url);
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(CatalogError::Unreachable {
-                url: shown,
-                why: "the catalog must be a URL like postgres://user@host:5432/database".into(),
-            });
-        }
-        let mut config: postgres::Config = url.parse().map_err(|e| CatalogError::Unreachable {
+        let mut config = parse_url(url).map_err(|why| CatalogError::Unreachable {
             url: shown.clone(),
-            why: format!(
-                "the URL does not parse ({e}); write it as postgres://user@host:5432/database"
-            ),
+            why,
         })?;
         config
             .application_name("oasis")
