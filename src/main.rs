@@ -333,7 +333,10 @@ fn main() {
         } => Config::load(&file).map(|_| println!("{}: ok", file.display())),
         Command::Config {
             command: ConfigCommand::Show { config },
-        } => load(config.as_ref()).and_then(|c| {
+        } => load(config.as_ref()).and_then(|mut c| {
+            if !c.pool.catalog.is_empty() {
+                c.pool.catalog = oasis_storage::redact_url(&c.pool.catalog);
+            }
             print!(
                 "{}",
                 toml::to_string(&c).context("serializing the configuration")?

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Oasis test gate, the same locally and in CI (.ci/run calls it): installs the system packages
 # the tests use (real clients: curl, ffmpeg/ffprobe, Chromium, npm for hls.js; nginx and wrk for
-# the load-harness smoke, which installs fio, iperf3 and python3-matplotlib itself) and hls.js,
+# the load-harness smoke, which installs fio, iperf3 and python3-matplotlib itself; postgresql
+# for the PostgreSQL catalog's throw-away clusters) and hls.js,
 # then formatting, lints, every test (unit, integration, loom), docs, the benchmarks' build, and a
 # seconds-long smoke run of the load harness (no timing assertions anywhere).
 #
@@ -22,6 +23,9 @@ need=()
 for tool in curl:curl ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium npm:npm nginx:nginx wrk:wrk; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
+# The PostgreSQL catalog tests start throw-away clusters with Debian's server binaries, which
+# are not on PATH (/usr/lib/postgresql/<version>/bin).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq

@@ -66,6 +66,20 @@ impl Problem {
 pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// Adds a section's problems, each as `(key, message, hint)`.
+    pub(super) fn add_all(
+        &mut self,
+        section: &'static str,
+        found: Vec<(&'static str, String, Option<&'static str>)>,
+    ) {
+        for (key, message, hint) in found {
+            let p = self.add(section, key, message);
+            if let Some(h) = hint {
+                p.hint(h);
+            }
+        }
+    }
+
     pub(super) fn add(
         &mut self,
         section: &'static str,
@@ -119,6 +133,7 @@ impl Config {
         self.check_logd(&mut out);
         self.check_log(&mut out);
         self.check_monitor(&mut out);
+        self.check_pool(&mut out);
         out.0
     }
 

@@ -13,11 +13,13 @@ mod diagnostics;
 mod file;
 mod logd;
 mod monitor;
+mod pool;
 
 pub use check_log::{node_problem, NODE_BYTES_MAX};
 pub use diagnostics::{syntax, Diagnostic, Diagnostics};
 pub use logd::{LogdOverrides, LogdSection};
 pub use monitor::MonitorSection;
+pub use pool::PoolSection;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,7 @@ pub struct Config {
     pub logd: LogdSection,
     pub log: LogSection,
     pub monitor: MonitorSection,
+    pub pool: PoolSection,
 }
 
 /// `[log]`: this server's own logs shipped to log servers (`oasis logd`), as the streams
@@ -320,6 +323,7 @@ impl Default for Config {
             logd: LogdSection::default(),
             log: LogSection::default(),
             monitor: MonitorSection::default(),
+            pool: PoolSection::default(),
         }
     }
 }
@@ -596,6 +600,7 @@ impl Config {
         // Uploads are held to `upload_bytes_max` by the HTTP service (which a reload can change);
         // the store's own limit is the per-object one.
         store.object_bytes_max = self.storage.object_bytes_max;
+        store.catalog = self.pool.catalog_location();
         let observer = oasis_engine::observer::ObserverConfig {
             data_dir: self.server.data_dir.clone(),
             memory_available_bytes_warn: r.memory_available_warn_bytes,

@@ -97,12 +97,7 @@ impl MonitorSection {
 
 impl Config {
     pub(super) fn check_monitor(&self, out: &mut Problems) {
-        for (key, message, hint) in self.monitor.problems() {
-            let p = out.add("monitor", key, message);
-            if let Some(h) = hint {
-                p.hint(h);
-            }
-        }
+        out.add_all("monitor", self.monitor.problems());
     }
 }
 

@@ -95,6 +95,9 @@ fn redact(v: &mut Value) {
             for (k, v) in map.iter_mut() {
                 if is_secret(k) && !v.is_null() {
                     *v = Value::String(REDACTED.into());
+                } else if let (true, Value::String(url)) = (k == "catalog", &*v) {
+                    // `[pool] catalog`: the URL is shown, its password never.
+                    *v = Value::String(oasis_storage::redact_url(url));
                 } else {
                     redact(v);
                 }
@@ -299,6 +302,12 @@ mod tests {
         cfg.http.api_token = Some("0123456789abcdef-secret".into());
         let v = redacted(&cfg);
         assert_eq!(v["http"]["api_token"], REDACTED);
+        let mut cfg = Config::default();
+        cfg.pool.catalog = "postgres://oasis:pw-secret@db:5432/oasis".into();
+        assert_eq!(
+            redacted(&cfg)["pool"]["catalog"],
+            "postgres://oasis:<redacted>@db:5432/oasis"
+        );
         assert_eq!(v["pacing"]["factor_progressive"], 1.5);
         assert!(!v.to_string().contains("0123456789abcdef"));
         // No token: nothing to hide, and it says so.

@@ -47,6 +47,9 @@ pub struct StoreConfig {
     pub reserve_step_bytes: u64,
     /// The clock, milliseconds since the Unix epoch (injected so storage never reads time).
     pub clock_unix_ms: fn() -> u64,
+    /// Which catalog [`crate::Store::open`] opens: the data directory's SQLite file (default) or
+    /// a pool's PostgreSQL database.
+    pub catalog: crate::catalog::CatalogLocation,
     /// Test seam (fault injection): abort the process the `n`-th time (1-based) the given point of
     /// the commit protocol is reached. Always `None` in production; used by the crash tests to
     /// stop exactly between two steps of `FORMAT.md`'s ingest order.
@@ -94,6 +97,7 @@ impl StoreConfig {
             object_bytes_max: 64 << 30,
             reserve_step_bytes: 8 << 20,
             clock_unix_ms: system_clock_unix_ms,
+            catalog: crate::catalog::CatalogLocation::Sqlite,
             abort_at: None,
         }
     }

@@ -50,9 +50,14 @@ pub use bitrate::{
     bitrate_bps, mp4_duration_ms, parse_playlist, BitrateSource, PlaylistEntry, DURATION_MS_MAX,
     PLAYLIST_BYTES_MAX, PLAYLIST_SEGMENTS_MAX,
 };
+/// Sample records for tests of catalog backends (hidden; tests only).
+#[doc(hidden)]
+pub use catalog::fixtures as catalog_fixtures;
 pub use catalog::{
-    AccountsKept, AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta,
-    SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX, AUDIT_TEXT_BYTES_MAX, SCHEMA_VERSION,
+    node_id_problem, redact_url, url_problem, AccountsKept, AuditQuery, AuditRecord, BitrateUpdate,
+    Catalog, CatalogError, CatalogLocation, Holder, NodeLoad, NodeRecord, ObjectMeta, PgCatalog,
+    PoolCatalog, ReplicaRecord, SqliteCatalog, UserRecord, AUDIT_QUERY_LIMIT_MAX,
+    AUDIT_TEXT_BYTES_MAX, NODE_ID_BYTES_MAX, PG_SCHEMA_VERSION, POOL_NODES_MAX, SCHEMA_VERSION,
 };
 pub use content_type::{content_type_for, FALLBACK_CONTENT_TYPE};
 pub use error::StoreError;

@@ -20,8 +20,8 @@ use oasis_engine::resource::ResourceManager;
 
 use crate::bitrate::{self, BitrateSource};
 use crate::catalog::{
-    AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta, SqliteCatalog,
-    UserRecord,
+    AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, CatalogLocation, ObjectMeta,
+    PgCatalog, SqliteCatalog, UserRecord,
 };
 use crate::error::StoreError;
 use crate::fd_cache::{FdCache, ShrinkCounts};
@@ -98,8 +98,8 @@ fn push_capped<T>(v: &mut Vec<T>, item: T) {
 }
 
 impl Store {
-    /// Opens (creating on first use) the data directory, takes its lock, runs recovery and loads
-    /// the index. See `FORMAT.md` for what recovery repairs.
+    /// Opens (creating on first use) the data directory, takes its lock, opens the catalog
+    /// `config.catalog` names, runs recovery and loads the index. See `FORMAT.md` for what recovery repairs.
     ///
     /// Panics if `config.open_files_max` or `config.reserve_step_bytes` is zero (a configuration
     /// bug the binary validates first).
@@ -107,8 +107,14 @@ impl Store {
         config: StoreConfig,
         rm: Arc<ResourceManager>,
     ) -> Result<(Arc<Store>, RecoveryReport), StoreError> {
-        Store::open_with_catalog(config, rm, |data_dir| {
-            Ok(Box::new(SqliteCatalog::open(&data_dir.join(CATALOG_FILE))?))
+        let location = config.catalog.clone();
+        Store::open_with_catalog(config, rm, move |data_dir| match location {
+            CatalogLocation::Sqlite => {
+                Ok(Box::new(SqliteCatalog::open(&data_dir.join(CATALOG_FILE))?))
+            }
+            CatalogLocation::Postgres { url, node_id } => {
+                Ok(Box::new(PgCatalog::open(&url, &node_id)?))
+            }
         })
     }
 

@@ -250,17 +250,11 @@ impl Server {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                panic!("oasis did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(
+            &mut child,
+            Duration::from_secs(30),
+            "within 30 s of SIGTERM",
+        )
     }
 }
 
@@ -280,6 +274,21 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Waits up to `within` for `child` to exit; kills it and panics naming `what` if it does not.
+pub fn wait_exit(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("oasis did not exit {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

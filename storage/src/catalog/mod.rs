@@ -1,8 +1,9 @@
 //! The Database Manager: the catalog of media objects, user accounts and the audit trail behind
 //! one standard interface.
 //!
-//! [`Catalog`] is the contract every backend meets (the embedded [`SqliteCatalog`] today; a
-//! PostgreSQL one can be added beside it without touching callers). The Media Object Manager calls
+//! [`Catalog`] is the contract every backend meets: the embedded [`SqliteCatalog`] (the default)
+//! and [`PgCatalog`], a PostgreSQL database many nodes of a pool share (which also keeps the
+//! pool's nodes and replicas, [`PoolCatalog`]). [`CatalogLocation`] says which one a store opens. The Media Object Manager calls
 //! it only on the control plane: at start-up to load everything, and on ingest, replace and delete
 //! to commit. The User Manager and the Log Manager keep their records here too ([`UserRecord`],
 //! [`AuditRecord`]), through the store, from threads that may block. Each mutating call is one
@@ -12,9 +13,17 @@
 //! This module must never be called on the request path (lookups are served from the in-memory
 //! index), never touch object content files, and never read the clock (times come in the records).
 
+#[doc(hidden)]
+pub mod fixtures;
+mod postgres;
 mod records;
+mod rows;
 mod sqlite;
 
+pub use postgres::{
+    node_id_problem, redact_url, url_problem, Holder, NodeLoad, NodeRecord, PgCatalog, PoolCatalog,
+    ReplicaRecord, NODE_ID_BYTES_MAX, PG_SCHEMA_VERSION, POOL_NODES_MAX,
+};
 pub(crate) use records::audit_text;
 pub use records::{
     AuditQuery, AuditRecord, UserRecord, AUDIT_QUERY_LIMIT_MAX, AUDIT_TEXT_BYTES_MAX,
@@ -22,6 +31,35 @@ pub use records::{
 pub use sqlite::{AccountsKept, SqliteCatalog, SCHEMA_VERSION};
 
 use crate::bitrate::BitrateSource;
+
+/// Which catalog a store opens.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum CatalogLocation {
+    /// The embedded SQLite file in the data directory (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by a pool, opened as node `node_id`.
+    Postgres {
+        /// `postgres://user[:password]@host:port/database`.
+        url: String,
+        /// This node's id in the pool.
+        node_id: String,
+    },
+}
+
+impl std::fmt::Debug for CatalogLocation {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogLocation::Sqlite => f.write_str("Sqlite"),
+            CatalogLocation::Postgres { url, node_id } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("node_id", node_id)
+                .finish(),
+        }
+    }
+}
 
 /// The metadata of one stored object version: one catalog row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,8 +97,9 @@ pub struct BitrateUpdate {
 pub enum CatalogError {
     /// The backend failed an operation.
     #[error(
-        "catalog ({backend}) failed to {op}: {source}; check the catalog file and its disk, \
-         then restart (recovery runs at start-up)"
+        "catalog ({backend}) failed to {op}: {source}; check the catalog file and its disk \
+         (SQLite) or the database server's log (PostgreSQL), then restart (recovery runs at \
+         start-up)"
     )]
     Backend {
         backend: &'static str,
@@ -77,6 +116,13 @@ pub enum CatalogError {
         backend: &'static str,
         op: &'static str,
     },
+    /// The catalog's database server cannot be reached, or the session to it broke (the next
+    /// call connects again). `url` has its password redacted.
+    #[error(
+        "cannot reach the PostgreSQL catalog at {url}: {why}; check that the server runs and \
+         accepts this user from this host, or fix [pool] catalog (postgres://user@host:port/database)"
+    )]
+    Unreachable { url: String, why: String },
     /// The catalog was written by a newer Oasis.
     #[error(
         "catalog {location} has schema version {found}, but this Oasis knows only up to {known}; \

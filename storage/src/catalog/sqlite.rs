@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::rows::ObjectRow;
 use super::{
     AuditQuery, AuditRecord, BitrateUpdate, Catalog, CatalogError, ObjectMeta, UserRecord,
 };
-use crate::bitrate::BitrateSource;
 
 pub use accounts::AccountsKept;
 
@@ -241,61 +241,18 @@ impl SqliteCatalog {
         location: &Path,
         row: &rusqlite::Row<'_>,
     ) -> rusqlite::Result<Result<ObjectMeta, CatalogError>> {
-        let id: i64 = row.get(0)?;
-        let name: String = row.get(1)?;
-        let size_bytes: i64 = row.get(2)?;
-        let content_type: String = row.get(3)?;
-        let crc32c: i64 = row.get(4)?;
-        let created_unix_ms: i64 = row.get(5)?;
-        let bitrate_bps: i64 = row.get(6)?;
-        let source: String = row.get(7)?;
-        let duration_ms: Option<i64> = row.get(8)?;
-        let invalid = |what: String| CatalogError::InvalidRow {
-            location: location.display().to_string(),
-            what,
+        let row = ObjectRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            size_bytes: row.get(2)?,
+            content_type: row.get(3)?,
+            crc32c: row.get(4)?,
+            created_unix_ms: row.get(5)?,
+            bitrate_bps: row.get(6)?,
+            bitrate_source: row.get(7)?,
+            duration_ms: row.get(8)?,
         };
-        let Some(bitrate_source) = BitrateSource::parse(&source) else {
-            return Ok(Err(invalid(format!(
-                "object id {id}: unknown bitrate_source {source:?}"
-            ))));
-        };
-        if let Err(why) = crate::name::validate_name(&name) {
-            return Ok(Err(invalid(format!(
-                "object id {id}: name {name:?} is invalid: {why}"
-            ))));
-        }
-        // The CHECK constraints guarantee the ranges below; a row that breaks them was written by hand.
-        let (
-            Ok(id),
-            Ok(size_bytes),
-            Ok(crc32c),
-            Ok(created_unix_ms),
-            Ok(bitrate_bps),
-            Ok(duration_ms),
-        ) = (
-            u64::try_from(id),
-            u64::try_from(size_bytes),
-            u32::try_from(crc32c),
-            u64::try_from(created_unix_ms),
-            u64::try_from(bitrate_bps),
-            duration_ms.map(u64::try_from).transpose(),
-        )
-        else {
-            return Ok(Err(invalid(format!(
-                "object id {id}: a numeric column is out of range"
-            ))));
-        };
-        Ok(Ok(ObjectMeta {
-            id,
-            name,
-            size_bytes,
-            content_type,
-            crc32c,
-            created_unix_ms,
-            bitrate_bps,
-            bitrate_source,
-            duration_ms,
-        }))
+        Ok(row.into_meta(&location.display().to_string()))
     }
 
     fn get_by_name(
@@ -486,20 +443,8 @@ impl Catalog for SqliteCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta(id: u64, name: &str) -> ObjectMeta {
-        ObjectMeta {
-            id,
-            name: name.into(),
-            size_bytes: 10,
-            content_type: "video/mp2t".into(),
-            crc32c: 0xdead_beef,
-            created_unix_ms: 1,
-            bitrate_bps: 8,
-            bitrate_source: BitrateSource::Default,
-            duration_ms: None,
-        }
-    }
+    use crate::bitrate::BitrateSource;
+    use crate::catalog::fixtures::meta;
 
     /// A catalog file written by the first schema (before playlists had a source of their own
     /// and durations were kept) opens, migrates, keeps its rows and takes the new values.
@@ -602,55 +547,6 @@ mod tests {
             })
             .unwrap();
         assert_eq!(back, vec![AuditRecord { seq: 1, ..rec }]);
-    }
-
-    #[test]
-    fn insert_replace_remove_and_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
-        let a = c.next_id().unwrap();
-        let b = c.next_id().unwrap();
-        assert!(b > a);
-        assert_eq!(c.insert_or_replace(&meta(a, "x")).unwrap(), None);
-        assert_eq!(
-            c.insert_or_replace(&meta(b, "x")).unwrap(),
-            Some(meta(a, "x"))
-        );
-        c.update_bitrates(&[BitrateUpdate {
-            id: b,
-            bitrate_bps: 99,
-            bitrate_source: BitrateSource::HlsExtinf,
-        }])
-        .unwrap();
-        drop(c);
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        let all = c.load_all().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].bitrate_bps, 99);
-        assert!(
-            c.next_id().unwrap() > b,
-            "ids are never reused across reopen"
-        );
-        assert_eq!(c.remove("x").unwrap().map(|m| m.id), Some(b));
-        assert_eq!(c.remove("x").unwrap(), None);
-    }
-
-    #[test]
-    fn reserved_blocks_never_overlap_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        let a = c.reserve_ids(64).unwrap();
-        assert_eq!(a, 1..65);
-        assert_eq!(c.peek_next_id().unwrap(), 65);
-        let one = c.next_id().unwrap();
-        assert_eq!(one, 65);
-        drop(c);
-        // The block was never used: its ids stay taken after a restart all the same.
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.reserve_ids(3).unwrap(), 66..69);
     }
 
     #[test]

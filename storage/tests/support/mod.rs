@@ -100,3 +100,4 @@ pub fn cannot_run(why: &str) {
     }
     panic!("this test cannot run here: {why} (set OASIS_ALLOW_SKIP=1 to skip it outside CI)");
 }
+pub mod pg;

@@ -13,6 +13,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use rusqlite::{Row, Transaction, TransactionBehavior};
 
 use super::{backend_err, SqliteCatalog};
+use crate::catalog::rows::{audit_record, prefixes_json, to_i64 as to_sql, UserRow};
 use crate::catalog::{
     audit_text, AuditQuery, AuditRecord, CatalogError, UserRecord, AUDIT_QUERY_LIMIT_MAX,
 };
@@ -27,60 +28,21 @@ const AUDIT_COLUMNS: &str = "seq, at_unix_ms, user, client, action, object, outc
 /// The first schema version with the `users` and `audit` tables.
 const ACCOUNTS_SCHEMA_VERSION: u32 = 3;
 
-/// A millisecond time or a seq as a SQLite integer. Values past `i64::MAX` (no clock gets there)
-/// are stored as `i64::MAX` rather than refused.
-fn to_sql(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn invalid(location: &Path, what: String) -> CatalogError {
-    CatalogError::InvalidRow {
-        location: location.display().to_string(),
-        what,
-    }
-}
-
 /// Reads one user row; the outer error is SQLite's, the inner one a broken invariant.
 fn row_to_user(
     location: &Path,
     row: &Row<'_>,
 ) -> rusqlite::Result<Result<UserRecord, CatalogError>> {
-    let name: String = row.get(0)?;
-    let role: String = row.get(1)?;
-    let prefixes: String = row.get(2)?;
-    let token_hash: Vec<u8> = row.get(3)?;
-    let old_token_hash: Option<Vec<u8>> = row.get(4)?;
-    let created_unix_ms: i64 = row.get(5)?;
-    let updated_unix_ms: i64 = row.get(6)?;
-    let bad = |what: &str| Ok(Err(invalid(location, format!("user {name:?}: {what}"))));
-    let Ok(prefixes) = serde_json::from_str::<Vec<String>>(&prefixes) else {
-        return bad("prefixes are not a JSON array of strings");
+    let row = UserRow {
+        name: row.get(0)?,
+        role: row.get(1)?,
+        prefixes: row.get(2)?,
+        token_hash: row.get(3)?,
+        old_token_hash: row.get(4)?,
+        created_unix_ms: row.get(5)?,
+        updated_unix_ms: row.get(6)?,
     };
-    let Ok(token_hash) = <[u8; 32]>::try_from(token_hash.as_slice()) else {
-        return bad(&format!("token_hash is {} bytes, not 32", token_hash.len()));
-    };
-    let old_token_hash = match old_token_hash {
-        None => None,
-        Some(h) => match <[u8; 32]>::try_from(h.as_slice()) {
-            Ok(h) => Some(h),
-            Err(_) => return bad(&format!("old_token_hash is {} bytes, not 32", h.len())),
-        },
-    };
-    let (Ok(created_unix_ms), Ok(updated_unix_ms)) = (
-        u64::try_from(created_unix_ms),
-        u64::try_from(updated_unix_ms),
-    ) else {
-        return bad("a time is negative");
-    };
-    Ok(Ok(UserRecord {
-        name,
-        role,
-        prefixes,
-        token_hash,
-        old_token_hash,
-        created_unix_ms,
-        updated_unix_ms,
-    }))
+    Ok(row.into_user(&location.display().to_string()))
 }
 
 /// Reads one audit row; the outer error is SQLite's, the inner one a broken invariant.
@@ -88,24 +50,19 @@ fn row_to_audit(
     location: &Path,
     row: &Row<'_>,
 ) -> rusqlite::Result<Result<AuditRecord, CatalogError>> {
-    let seq: i64 = row.get(0)?;
-    let at_unix_ms: i64 = row.get(1)?;
-    let (Ok(seq @ 1..), Ok(at_unix_ms)) = (u64::try_from(seq), u64::try_from(at_unix_ms)) else {
-        return Ok(Err(invalid(
-            location,
-            format!("audit seq {seq}: seq or at_unix_ms is out of range"),
-        )));
-    };
-    Ok(Ok(AuditRecord {
-        seq,
-        at_unix_ms,
-        user: row.get(2)?,
-        client: row.get(3)?,
-        action: row.get(4)?,
-        object: row.get(5)?,
-        outcome: row.get(6)?,
-        detail: row.get(7)?,
-    }))
+    let text = [
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ];
+    Ok(audit_record(
+        &location.display().to_string(),
+        (row.get(0)?, row.get(1)?),
+        text,
+    ))
 }
 
 /// Runs `sql` with `args` and reads every row it returns with `read`.
@@ -145,7 +102,7 @@ fn get_user(
 
 /// Inserts or replaces one user row (within the caller's transaction).
 fn write_user(conn: &Connection, u: &UserRecord) -> rusqlite::Result<usize> {
-    let prefixes = serde_json::Value::from(u.prefixes.clone()).to_string();
+    let prefixes = prefixes_json(u);
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     ))?
@@ -431,68 +388,8 @@ fn copy_rows<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, AUDIT_TEXT_BYTES_MAX};
-
-    fn user(name: &str, hash_byte: u8) -> UserRecord {
-        UserRecord {
-            name: name.into(),
-            role: "provider".into(),
-            prefixes: vec!["shows/".into(), "with \"quotes\"\nand a line break/".into()],
-            token_hash: [hash_byte; 32],
-            old_token_hash: None,
-            created_unix_ms: 1_000,
-            updated_unix_ms: 2_000,
-        }
-    }
-
-    fn audit(at_unix_ms: u64, user: &str, action: &str) -> AuditRecord {
-        AuditRecord {
-            seq: 0,
-            at_unix_ms,
-            user: user.into(),
-            client: "127.0.0.1:5000".into(),
-            action: action.into(),
-            object: "show/seg1.ts".into(),
-            outcome: "ok".into(),
-            detail: "201".into(),
-        }
-    }
-
-    fn seqs(records: &[AuditRecord]) -> Vec<u64> {
-        records.iter().map(|r| r.seq).collect()
-    }
-
-    fn query(limit: usize) -> AuditQuery {
-        AuditQuery {
-            limit,
-            ..AuditQuery::default()
-        }
-    }
-
-    #[test]
-    fn users_are_put_replaced_removed_and_kept_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.load_users().unwrap(), vec![]);
-        let mut bob = user("bob", 1);
-        assert_eq!(c.put_user(&bob).unwrap(), None);
-        assert_eq!(c.put_user(&user("alice", 2)).unwrap(), None);
-        // A rotation: the old hash is kept beside the new one; no prefixes any more.
-        let before = bob.clone();
-        bob.old_token_hash = Some(bob.token_hash);
-        bob.token_hash = [3; 32];
-        bob.prefixes.clear();
-        bob.updated_unix_ms = 3_000;
-        assert_eq!(c.put_user(&bob).unwrap(), Some(before));
-        drop(c);
-
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.load_users().unwrap(), vec![user("alice", 2), bob.clone()]);
-        assert_eq!(c.remove_user("bob").unwrap(), Some(bob));
-        assert_eq!(c.remove_user("bob").unwrap(), None);
-        assert_eq!(c.load_users().unwrap(), vec![user("alice", 2)]);
-    }
+    use crate::catalog::fixtures::{audit, query, user};
+    use crate::catalog::Catalog;
 
     #[test]
     fn a_user_row_breaking_an_invariant_is_reported_not_loaded() {
@@ -527,129 +424,6 @@ mod tests {
         assert!(conn
             .execute("UPDATE users SET old_token_hash = zeroblob(8)", [])
             .is_err());
-    }
-
-    #[test]
-    fn audit_appends_get_consecutive_seqs_and_queries_filter_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(c.append_audit(&[]).unwrap(), 0, "nothing stored");
-        let first = c
-            .append_audit(&[
-                audit(100, "alice", "upload"),
-                audit(200, "bob", "delete"),
-                audit(300, "alice", "delete"),
-            ])
-            .unwrap();
-        assert_eq!(first, 1);
-        let next = c.append_audit(&[audit(400, "-", "auth_refused")]).unwrap();
-        assert_eq!(next, 4);
-
-        let all = c.query_audit(&query(100)).unwrap();
-        assert_eq!(seqs(&all), vec![1, 2, 3, 4]);
-        let mut expected = audit(200, "bob", "delete");
-        expected.seq = 2;
-        assert_eq!(all[1], expected, "every field round-trips");
-
-        let by_user = AuditQuery {
-            user: Some("alice".into()),
-            ..query(100)
-        };
-        assert_eq!(seqs(&c.query_audit(&by_user).unwrap()), vec![1, 3]);
-        let by_action = AuditQuery {
-            action: Some("delete".into()),
-            ..query(100)
-        };
-        assert_eq!(seqs(&c.query_audit(&by_action).unwrap()), vec![2, 3]);
-        let since = AuditQuery {
-            since_unix_ms: Some(300),
-            ..query(100)
-        };
-        assert_eq!(seqs(&c.query_audit(&since).unwrap()), vec![3, 4]);
-        let all_filters = AuditQuery {
-            since_unix_ms: Some(150),
-            user: Some("alice".into()),
-            action: Some("delete".into()),
-            after_seq: Some(1),
-            limit: 100,
-        };
-        assert_eq!(seqs(&c.query_audit(&all_filters).unwrap()), vec![3]);
-        let nobody = AuditQuery {
-            user: Some("carol".into()),
-            ..query(100)
-        };
-        assert_eq!(c.query_audit(&nobody).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn audit_pages_follow_after_seq_within_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let batch: Vec<AuditRecord> = (0..25)
-            .map(|i| audit(i, if i % 2 == 0 { "even" } else { "odd" }, "upload"))
-            .collect();
-        c.append_audit(&batch).unwrap();
-        assert_eq!(c.query_audit(&query(0)).unwrap(), vec![], "limit 0");
-
-        let mut pages = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = c
-                .query_audit(&AuditQuery {
-                    user: Some("even".into()),
-                    after_seq: cursor,
-                    ..query(5)
-                })
-                .unwrap();
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.seq);
-            pages.push(seqs(&page));
-        }
-        let even: Vec<u64> = (1..=25).step_by(2).collect();
-        assert_eq!(pages.concat(), even);
-        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 3]);
-    }
-
-    #[test]
-    fn audit_limit_is_capped_and_long_fields_are_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let batch = vec![audit(1, "u", "upload"); AUDIT_QUERY_LIMIT_MAX + 5];
-        c.append_audit(&batch).unwrap();
-        let got = c.query_audit(&query(usize::MAX)).unwrap();
-        assert_eq!(got.len(), AUDIT_QUERY_LIMIT_MAX);
-        assert_eq!(got.last().unwrap().seq, AUDIT_QUERY_LIMIT_MAX as u64);
-
-        let mut long = audit(2, "u", "upload");
-        long.detail = "x".repeat(AUDIT_TEXT_BYTES_MAX * 3);
-        let seq = c.append_audit(&[long]).unwrap();
-        let back = c
-            .query_audit(&AuditQuery {
-                after_seq: Some(seq - 1),
-                ..query(1)
-            })
-            .unwrap();
-        assert_eq!(back[0].detail.len(), AUDIT_TEXT_BYTES_MAX);
-    }
-
-    #[test]
-    fn pruning_deletes_old_records_and_seqs_are_never_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite");
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        c.append_audit(&[
-            audit(10, "a", "x"),
-            audit(20, "a", "x"),
-            audit(30, "a", "x"),
-        ])
-        .unwrap();
-        assert_eq!(c.prune_audit(20).unwrap(), 1, "strictly older only");
-        assert_eq!(seqs(&c.query_audit(&query(10)).unwrap()), vec![2, 3]);
-        assert_eq!(c.prune_audit(u64::MAX).unwrap(), 2);
-        assert_eq!(c.query_audit(&query(10)).unwrap(), vec![]);
-        drop(c);
-        let mut c = SqliteCatalog::open(&path).unwrap();
-        assert_eq!(c.append_audit(&[audit(40, "a", "x")]).unwrap(), 4);
     }
 
     #[test]
