@@ -10,20 +10,27 @@
 //!   `is_critical()` equal the level of the final `used`, even when threads crossed the warning
 //!   and critical thresholds up and down at the same time (the claim `settle_account` makes);
 //! - when the final level differs from the starting one, the epoch moved, so a worker polling
-//!   `epoch()` learns of it.
+//!   `epoch()` learns of it;
+//! - with per-thread leases (the last two models, on an account of 8 units): what the threads
+//!   hold at once never exceeds the limit, no unit is lost or made up when a lease refill races a
+//!   release, a trim and a threshold crossing that calls the leases back, and the masks settle on
+//!   the level of reserved + leased units (what a level means with leases).
 //!
-//! How: `engine/src/resource.rs` swaps its atomics for loom's under `cfg(loom)` (`Arc` stays std's:
-//! sharing is not part of the protocol). Run with
+//! How: `engine/src/resource/` swaps its atomics, thread-locals and statics for loom's under
+//! `cfg(loom)` (`Arc` stays std's: sharing is not part of the protocol). Run with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p oasis-engine --release
 //! --test loom_resource`. Each model is kept small (a few operations per thread; at most 4
-//! preemptions with two threads, 3 with three) so all four finish in about 30 s in release mode;
-//! without a bound the two-thread models ran past a minute each.
+//! preemptions with two threads, 3 with three or with leases) so all six finish in about 50 s in
+//! release mode; without a bound the two-thread models ran past a minute each.
 //!
 //! The models have teeth: with the re-check removed from `settle_account` (write the level once
-//! and return), all four fail on the settle assertion within a second.
+//! and return), the first four fail on the settle assertion within a second; with the lease
+//! call-back made a load and a store instead of one swap, both lease models fail within 8 s.
 
 #![cfg(loom)]
 
+use loom::sync::atomic::AtomicU64;
+use loom::sync::atomic::Ordering::SeqCst;
 use loom::thread;
 use oasis_engine::resource::{AccountLimits, Level, ResourceLimits, ResourceManager};
 use oasis_engine::{Reservation, Resource};
@@ -38,13 +45,19 @@ fn manager() -> Arc<ResourceManager> {
         limit: LIMIT,
         warn_permille: 500,
         critical_permille: 750,
+        lease_units: 0,
     };
+    manager_with(small)
+}
+
+/// A manager whose model account (connections) has `model` and whose other accounts are unused.
+fn manager_with(model: AccountLimits) -> Arc<ResourceManager> {
     ResourceManager::new(&ResourceLimits {
         memory_bytes: AccountLimits::new(1),
         net_bps: Vec::new(),
         disk_read_bps: AccountLimits::new(1),
         disk_space_bytes: AccountLimits::new(1),
-        connections: small,
+        connections: model,
         open_files: AccountLimits::new(1),
     })
 }
@@ -221,6 +234,156 @@ fn three_threads_settle() {
             drop(kept);
             assert_eq!(rm.used(ACCOUNT), 0);
             assert_settled(&rm);
+        },
+        Some(3),
+    );
+}
+
+// ---- Leases -------------------------------------------------------------------------------
+//
+// A second account shape: limit 8, warning at 4, critical at 6, leases of at most 2 units, so a
+// reservation of 1 unit is served from a lease (refilled with 1 + 1 units while the account stays
+// below 4), anything larger goes to the account. Under loom there are two lease slots, kept until
+// the model ends: the two spawned threads get one each, and the main thread, which drops what
+// they kept, has none and returns it to the account directly.
+//
+// What the lease models add to the claims above:
+// - what the threads hold at once (counted by themselves in `held`, raised after a reserve
+//   returns and lowered before a drop) never exceeds the limit, leased units included in the
+//   account's counter;
+// - after the threads are joined, reserved + leased equals the account's counter, the reserved
+//   part is what is still held, and the level masks equal the level of reserved + leased (the
+//   definition of a level with leases);
+// - a refill racing a release and another thread's threshold crossing (which calls leases back)
+//   loses no unit and settles the masks.
+
+const LEASE_LIMIT: u64 = 8;
+
+fn leasing_manager() -> Arc<ResourceManager> {
+    let leased = AccountLimits {
+        limit: LEASE_LIMIT,
+        warn_permille: 500,
+        critical_permille: 750,
+        lease_units: 2,
+    };
+    manager_with(leased)
+}
+
+fn lease_level(committed: u64) -> Level {
+    match committed {
+        0..=3 => Level::Normal,
+        4..=5 => Level::Warning,
+        _ => Level::Critical,
+    }
+}
+
+/// Reserves `amount` and counts it in `held`, checking the sum against the limit.
+fn hold(rm: &ResourceManager, held: &AtomicU64, amount: u64) -> Option<Reservation> {
+    let r = rm.reserve(ACCOUNT, amount).ok()?;
+    let now = held.fetch_add(amount, SeqCst) + amount;
+    assert!(
+        now <= LEASE_LIMIT,
+        "{now} units held at once, limit {LEASE_LIMIT}"
+    );
+    Some(r)
+}
+
+fn release(held: &AtomicU64, r: Reservation) {
+    held.fetch_sub(r.amount(), SeqCst);
+    drop(r);
+}
+
+/// Spawns a loom thread running `f` with its own handles on the manager and the `held` count.
+fn spawn_holder<T: Send + 'static>(
+    rm: &Arc<ResourceManager>,
+    held: &Arc<AtomicU64>,
+    f: impl FnOnce(&ResourceManager, &AtomicU64) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (rm, held) = (Arc::clone(rm), Arc::clone(held));
+    thread::spawn(move || f(&rm, &held))
+}
+
+/// After every thread is joined: the counter is reserved + leased, reserved is what is `kept`,
+/// and the masks show the level of reserved + leased.
+fn assert_lease_settled(rm: &ResourceManager, kept: u64) {
+    let (used, leased) = (rm.used(ACCOUNT), rm.leased(ACCOUNT));
+    assert_eq!(
+        used, kept,
+        "reserved {used}, still held {kept} (leased {leased})"
+    );
+    let committed = used + leased;
+    assert!(committed <= LEASE_LIMIT);
+    let level = lease_level(committed);
+    assert_eq!(
+        rm.level(),
+        level,
+        "masks disagree with committed = {committed}"
+    );
+    assert_eq!(rm.is_critical(), level == Level::Critical);
+}
+
+/// One thread refills its lease, releases into it and takes from it again, while the other takes
+/// the account across warning and critical with a direct reservation (calling leases back) and
+/// releases it.
+#[test]
+fn lease_refill_races_release_and_crossing() {
+    run(
+        || {
+            let rm = leasing_manager();
+            let held = Arc::new(AtomicU64::new(0));
+            let leaser = spawn_holder(&rm, &held, |rm, held| {
+                // Refill (1 reserved + 1 leased), release into the lease, take from it.
+                let first = hold(rm, held, 1);
+                if let Some(r) = first {
+                    release(held, r);
+                }
+                hold(rm, held, 1)
+            });
+            let crosser = spawn_holder(&rm, &held, |rm, held| {
+                if let Some(r) = hold(rm, held, 6) {
+                    release(held, r);
+                }
+            });
+            let kept = leaser.join().unwrap();
+            crosser.join().unwrap();
+            assert_lease_settled(&rm, kept.as_ref().map_or(0, |r| r.amount()));
+            drop(kept);
+            assert_lease_settled(&rm, 0);
+        },
+        Some(3),
+    );
+}
+
+/// Both threads lease: one overflows its lease so a release trims it back to the account, while
+/// the other refills, then crosses a threshold or is refused, calling the leases back.
+#[test]
+fn lease_trim_races_reclaim() {
+    run(
+        || {
+            let rm = leasing_manager();
+            let held = Arc::new(AtomicU64::new(0));
+            let trimmer = spawn_holder(&rm, &held, |rm, held| {
+                // Refill, take from the lease, then a refill refused at the warning
+                // threshold (a direct take); three releases overflow the lease: a trim.
+                let a = hold(rm, held, 1);
+                let b = hold(rm, held, 1);
+                let c = hold(rm, held, 1);
+                for r in [a, b, c].into_iter().flatten() {
+                    release(held, r);
+                }
+            });
+            let taker = spawn_holder(&rm, &held, |rm, held| {
+                let small = hold(rm, held, 1);
+                let big = hold(rm, held, 5);
+                (small, big)
+            });
+            trimmer.join().unwrap();
+            let (small, big) = taker.join().unwrap();
+            let kept =
+                small.as_ref().map_or(0, |r| r.amount()) + big.as_ref().map_or(0, |r| r.amount());
+            assert_lease_settled(&rm, kept);
+            drop((small, big));
+            assert_lease_settled(&rm, 0);
         },
         Some(3),
     );

@@ -512,9 +512,9 @@ impl Config {
 
         let r = &self.resources;
         let acct = |limit: u64| AccountLimits {
-            limit,
             warn_permille: r.warn_percent * 10,
             critical_permille: r.critical_percent * 10,
+            ..AccountLimits::new(limit)
         };
         let host_memory = host_memory_bytes();
         let memory = if r.memory_bytes == 0 {
