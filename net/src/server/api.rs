@@ -32,6 +32,8 @@ pub(super) enum Route<'a> {
     Metrics,
     ListObjects,
     Status,
+    /// `GET|HEAD /api/pool`: the pool's nodes and replication state.
+    Pool,
     /// `DELETE /api/objects?prefix=P`.
     DeletePrefix,
     /// `POST /api/scrub`: a scrub pass now.
@@ -96,6 +98,7 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/metrics", Method::Get | Method::Head) => Route::Metrics,
         ("/api/objects", Method::Get | Method::Head) => Route::ListObjects,
         ("/api/status", Method::Get | Method::Head) => Route::Status,
+        ("/api/pool", Method::Get | Method::Head) => Route::Pool,
         ("/api/scrub", Method::Post) => Route::Scrub,
         ("/api/scrub", _) => Route::NotAllowed("POST"),
         ("/api/config", Method::Get | Method::Head) => Route::ConfigGet,
@@ -108,7 +111,9 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/api/audit", Method::Get | Method::Head) => Route::Audit,
         ("/api/audit", _) => Route::NotAllowed("GET, HEAD"),
         ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
-        ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
+        ("/healthz" | "/metrics" | "/api/status" | "/api/pool", _) => {
+            Route::NotAllowed("GET, HEAD")
+        }
         _ => Route::NotFound,
     }
 }

@@ -109,6 +109,11 @@ pub trait PoolCatalog: Send {
     fn record_replica(&mut self, replica: &ReplicaRecord) -> Result<(), CatalogError>;
     /// Forgets `node_id`'s copy of `name`; returns whether there was one.
     fn drop_replica(&mut self, name: &str, node_id: &str) -> Result<bool, CatalogError>;
+    /// Every node's copy of `name`, whatever its version, by node id (at most 64).
+    fn replicas(&mut self, name: &str) -> Result<Vec<ReplicaRecord>, CatalogError>;
+    /// How many names have fewer than `want` copies of their current version on nodes whose
+    /// last heartbeat is younger than `live_within_ms` (counted by the database, in one query).
+    fn under_replicated(&mut self, want: u32, live_within_ms: u64) -> Result<u64, CatalogError>;
 }
 
 /// Inserts or replaces `r` (within the caller's transaction).
@@ -292,6 +297,32 @@ impl PoolCatalog for PgCatalog {
         }
         self.conn
             .transaction("record a replica", |tx| put_replica(tx, replica))
+    }
+
+    fn replicas(&mut self, name: &str) -> Result<Vec<ReplicaRecord>, CatalogError> {
+        let sql = format!(
+            "SELECT {REPLICA_COLUMNS} FROM pool_replicas r WHERE r.name = $1 \
+             ORDER BY r.node_id LIMIT {HOLDERS_MAX}"
+        );
+        self.collect("read the replicas of a name", &sql, &[&name], read_replica)
+    }
+
+    fn under_replicated(&mut self, want: u32, live_within_ms: u64) -> Result<u64, CatalogError> {
+        let live = to_i64(live_within_ms);
+        let want = i64::from(want);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT c.name FROM \
+               (SELECT name, max(version_id) AS v FROM pool_replicas GROUP BY name) c \
+               LEFT JOIN pool_replicas r ON r.name = c.name AND r.version_id = c.v \
+               LEFT JOIN pool_nodes n ON n.node_id = r.node_id \
+                 AND {NOW_MS} - n.heartbeat_unix_ms < $1 \
+               GROUP BY c.name HAVING count(n.node_id) < $2) u"
+        );
+        self.conn.with("count under-replicated names", |c| {
+            let row = c.query_one(&sql, &[&live, &want])?;
+            let n: i64 = row.try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
 
     fn drop_replica(&mut self, name: &str, node_id: &str) -> Result<bool, CatalogError> {
