@@ -245,8 +245,9 @@ impl Worker {
             return Err(e);
         }
         if targets.len() < needed {
-            tracing::warn!(
-                "pool: {name}: {} of {needed} more copies made: not enough live nodes",
+            // A node may have joined since the view was read: tried again with the others.
+            anyhow::bail!(
+                "{name}: {} of {needed} more copies made: not enough live nodes",
                 targets.len()
             );
         }
