@@ -3,8 +3,10 @@
 //! holders; node 3, holding none, redirects GETs (307) to a holder, and following the redirect
 //! gives the bytes, Range too; a private object's redirect is a signed link that opens it; a
 //! delete on node 1 removes node 2's copy; with its holders killed (-9), node 3 answers 503 with
-//! `Retry-After`; `oasis pool status` lists the nodes and their states. No timing assertions:
-//! every wait polls with a generous deadline.
+//! `Retry-After`; `oasis pool status` lists the nodes and their states. A node without the
+//! bandwidth for a stream hands it to a holder with headroom (307) instead of refusing it; an
+//! upload whose content differs from its `X-Oasis-Crc32c` is refused (422). No timing
+//! assertions: every wait polls with a generous deadline.
 
 #[path = "../storage/tests/support/pg.rs"]
 mod pg;
@@ -23,12 +25,17 @@ struct Node {
 }
 
 fn start_node(url: &str, n: u32) -> Node {
+    start_node_with(url, n, 10_000_000_000)
+}
+
+/// A node whose listener has `bandwidth_bps` to reserve.
+fn start_node_with(url: &str, n: u32, bandwidth_bps: u64) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let id = format!("node-{n}");
     let config = format!(
         "[server]\ndata_dir = {:?}\naccess_log = \"off\"\ndrain_timeout_secs = 2\n\n\
-         [[listen]]\naddr = \"127.0.0.1:{port}\"\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
+         [[listen]]\naddr = \"127.0.0.1:{port}\"\nbandwidth_bps = {bandwidth_bps}\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
          [[access]]\nprefix = \"private/\"\nread = \"signed\"\n\n\
          [pool]\ncatalog = \"{url}\"\nnode_id = \"{id}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
          replicas = 2\ndown_after_ms = 3000\n",
@@ -265,4 +272,48 @@ fn three_nodes_replicate_redirect_and_delete() {
         let (status, head, _) = curl(&["-H", &auth, &bare_node.server.url("/media/private/p.mp4")]);
         status == 503 && header(&head, "retry-after").is_some()
     });
+}
+
+#[test]
+fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
+    let cluster = pg::shared();
+    let url = cluster.create_database();
+    // Node 1 can reserve almost no bandwidth: every stream is refused there (503 alone).
+    let starved = start_node_with(&url, 1, 1_000);
+    let roomy = start_node(&url, 2);
+    let work = tempfile::tempdir().unwrap();
+    let body = pattern(1 << 20, 3);
+    let file = work.path().join("a.mp4");
+    std::fs::write(&file, &body).unwrap();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+
+    // A wrong CRC-32C is refused and nothing is stored; the right one is taken.
+    let crc = format!("X-Oasis-Crc32c: {:08x}", crc32c::crc32c(&body));
+    let wrong = format!("X-Oasis-Crc32c: {:08x}", crc32c::crc32c(&body) ^ 1);
+    let target = roomy.server.url("/media/a.mp4");
+    let (status, _, answer) = curl(&["-H", &auth, "-H", &wrong, "-T", path_str(&file), &target]);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("CRC-32C"));
+    assert_eq!(held_locally(&roomy, "a.mp4"), 404);
+    let bad = "X-Oasis-Crc32c: not-hex";
+    assert_eq!(
+        curl(&["-H", &auth, "-H", bad, "-T", path_str(&file), &target]).0,
+        400
+    );
+    let (status, _, _) = curl(&["-H", &auth, "-H", &crc, "-T", path_str(&file), &target]);
+    assert_eq!(status, 201);
+
+    // Copied to the starved node, which holds it but cannot stream it: it redirects.
+    poll_or(
+        "the copy on node 1",
+        std::slice::from_ref(&roomy),
+        &mut || held_locally(&starved, "a.mp4") == 200,
+    );
+    let (status, head, _) = curl(&[&starved.server.url("/media/a.mp4")]);
+    assert_eq!(status, 307, "{head}");
+    let location = header(&head, "location").unwrap();
+    assert_eq!(location, roomy.server.url("/media/a.mp4"));
+    let (status, _, got) = curl(&["-L", &starved.server.url("/media/a.mp4")]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the handed-on body differs");
 }
