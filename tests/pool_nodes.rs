@@ -5,7 +5,8 @@
 //! delete on node 1 removes node 2's copy; with its holders killed (-9), node 3 answers 503 with
 //! `Retry-After`; `oasis pool status` lists the nodes and their states. A node without the
 //! bandwidth for a stream hands it to a holder with headroom (307) instead of refusing it; an
-//! upload whose content differs from its `X-Oasis-Crc32c` is refused (422). No timing
+//! upload whose content differs from its `X-Oasis-Crc32c` is refused (422). A copy's node
+//! killed: the survivors restore the replica count. No timing
 //! assertions: every wait polls with a generous deadline.
 
 #[path = "../storage/tests/support/pg.rs"]
@@ -130,25 +131,37 @@ fn held_locally(node: &Node, name: &str) -> u16 {
     .0
 }
 
-#[test]
-fn three_nodes_replicate_redirect_and_delete() {
+/// Three nodes on a new database, each seeing all three live.
+fn pool_of_three() -> (std::sync::Arc<pg::Cluster>, String, Vec<Node>) {
     let cluster = pg::shared();
     let url = cluster.create_database();
-    let mut nodes: Vec<Node> = (1..=3).map(|n| start_node(&url, n)).collect();
-    let work = tempfile::tempdir().unwrap();
-    let body = pattern(3 << 20, 7);
-    let file = work.path().join("clip.mp4");
-    std::fs::write(&file, &body).unwrap();
+    let nodes: Vec<Node> = (1..=3).map(|n| start_node(&url, n)).collect();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    for n in &nodes {
+        poll("three live nodes in every /api/pool", || {
+            let (_, _, b) = curl(&["-H", &auth, &n.server.url("/api/pool")]);
+            String::from_utf8_lossy(&b)
+                .matches("\"state\":\"live\"")
+                .count()
+                == 3
+        });
+    }
+    (cluster, url, nodes)
+}
 
-    // Every node sees the other two live.
-    poll("three live nodes in node 3's /api/pool", || {
-        let auth = format!("Authorization: Bearer {TOKEN}");
-        let (_, _, b) = curl(&["-H", &auth, &nodes[2].server.url("/api/pool")]);
-        String::from_utf8_lossy(&b)
-            .matches("\"state\":\"live\"")
-            .count()
-            == 3
-    });
+/// A test file of `len` bytes named `name` in `dir`, and its bytes.
+fn content(dir: &Path, name: &str, len: usize, seed: u8) -> (Vec<u8>, std::path::PathBuf) {
+    let body = pattern(len, seed);
+    let file = dir.join(name);
+    std::fs::write(&file, &body).unwrap();
+    (body, file)
+}
+
+#[test]
+fn three_nodes_replicate_redirect_and_delete() {
+    let (cluster, url, mut nodes) = pool_of_three();
+    let work = tempfile::tempdir().unwrap();
+    let (body, file) = content(work.path(), "clip.mp4", 3 << 20, 7);
 
     // Upload to node 1: one more copy appears on node 2 or 3 (the least loaded); the other
     // one holds nothing and redirects below.
@@ -282,9 +295,7 @@ fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
     let starved = start_node_with(&url, 1, 1_000);
     let roomy = start_node(&url, 2);
     let work = tempfile::tempdir().unwrap();
-    let body = pattern(1 << 20, 3);
-    let file = work.path().join("a.mp4");
-    std::fs::write(&file, &body).unwrap();
+    let (body, file) = content(work.path(), "a.mp4", 1 << 20, 3);
     let auth = format!("Authorization: Bearer {TOKEN}");
 
     // A wrong CRC-32C is refused and nothing is stored; the right one is taken.
@@ -316,4 +327,43 @@ fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
     let (status, _, got) = curl(&["-L", &starved.server.url("/media/a.mp4")]);
     assert_eq!(status, 200);
     assert!(got == body, "the handed-on body differs");
+}
+
+#[test]
+fn a_dead_holder_s_copy_is_restored_on_a_survivor() {
+    let (cluster, url, mut nodes) = pool_of_three();
+    let work = tempfile::tempdir().unwrap();
+    let (body, file) = content(work.path(), "r.mp4", 1 << 20, 5);
+    assert_eq!(upload(&nodes[0], "r.mp4", &file), 201);
+    poll_or("the first copy", &nodes, &mut || {
+        holders(&cluster, &url, "r.mp4").len() == 2
+    });
+    let copy = if holders(&cluster, &url, "r.mp4").contains(&"node-2".to_string()) {
+        1
+    } else {
+        2
+    };
+    let survivor = 3 - copy;
+    assert_eq!(held_locally(&nodes[survivor], "r.mp4"), 404);
+    let pid = nodes[copy].server.pid().to_string();
+    assert!(run("kill", &["-9", &pid]).status.success());
+    poll_or("the copy restored on the survivor", &nodes, &mut || {
+        held_locally(&nodes[survivor], "r.mp4") == 200
+    });
+    let held = holders(&cluster, &url, "r.mp4");
+    assert!(held.contains(&nodes[survivor].id), "{held:?}");
+    // The restored copy is byte-exact and of the same version.
+    let (status, _, got) = curl(&[
+        "-H",
+        "X-Oasis-Pool: probe",
+        &nodes[survivor].server.url("/media/r.mp4"),
+    ]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the restored copy differs");
+    let versions = cluster.psql(
+        &url,
+        "SELECT count(DISTINCT version_id) FROM pool_replicas WHERE name = 'r.mp4'",
+    );
+    assert_eq!(versions.trim(), "1");
+    let _ = nodes.remove(copy);
 }

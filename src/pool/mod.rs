@@ -5,8 +5,12 @@
 //! ([`replicate`]). No engine worker ever waits here: lookups run on the catalog thread (jobs)
 //! with their own catalog session, commits and deletes only queue tasks.
 //!
-//! Not here: proxy mode, the repair loop after a node goes down, reconciling a node that
-//! returns (see the README's "Running a pool" for what is left).
+//! Every [`REPAIR_EVERY`] heartbeats the pool thread also asks the catalog which names this node
+//! must restore copies of (it is the smallest live holder of a name with too few live copies)
+//! and queues them, at most [`REPAIR_BATCH`] a round.
+//!
+//! Not here: proxy mode, reconciling a node that returns (see the README's "Running a pool" for
+//! what is left).
 
 pub mod replicate;
 pub mod view;
@@ -27,6 +31,11 @@ use view::{pick_holder, Pick, PoolView, SharedView};
 
 /// How often the pool thread heartbeats and reads the nodes.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Heartbeats between two repair rounds.
+pub const REPAIR_EVERY: u32 = 5;
+/// Most names one repair round queues.
+pub const REPAIR_BATCH: u32 = 256;
 
 /// What the pool runs on, from `[pool]` and `[http] api_token`.
 #[derive(Clone, Debug)]
@@ -73,11 +82,15 @@ impl Pool {
         });
         let mut threads = Vec::new();
         let stop = Arc::clone(&pool.stop);
-        let (s, v) = (Arc::clone(&settings), Arc::clone(&view));
+        let (s, v, q) = (
+            Arc::clone(&settings),
+            Arc::clone(&view),
+            Arc::clone(&pool.queue),
+        );
         threads.push(
             std::thread::Builder::new()
                 .name("oasis-pool".into())
-                .spawn(move || heartbeat_loop(beat, &s, &rm, &v, &stop))?,
+                .spawn(move || heartbeat_loop(beat, &s, &rm, &v, &q, &stop))?,
         );
         for i in 0..replicate::THREADS {
             let worker = Worker {
@@ -177,12 +190,27 @@ fn heartbeat_loop(
     settings: &Settings,
     rm: &ResourceManager,
     view: &SharedView,
+    queue: &Queue,
     stop: &AtomicBool,
 ) {
     let mut failing = false;
+    let mut beats = 0u32;
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(HEARTBEAT);
-        match refresh(&mut cat, settings, rm, view) {
+        beats = beats.wrapping_add(1);
+        let result = refresh(&mut cat, settings, rm, view);
+        // Only when another node is live: with none, no copy could be made.
+        let others_live = {
+            let v = Arc::clone(&view.read().unwrap_or_else(|e| e.into_inner()));
+            !v.live_others(&settings.node_id, settings.down_after_ms, Instant::now())
+                .is_empty()
+        };
+        // A round waits for the queue to drain, so a failing copy is not queued twice.
+        let due = beats.is_multiple_of(REPAIR_EVERY) && queue.len() == 0;
+        if result.is_ok() && others_live && due && settings.replicas > 1 {
+            repair_round(&mut cat, settings, queue);
+        }
+        match result {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("pool: the catalog answers heartbeats again");
@@ -194,6 +222,22 @@ fn heartbeat_loop(
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Queues a copy of every name this node must restore (see the module doc).
+fn repair_round(cat: &mut PgCatalog, settings: &Settings, queue: &Queue) {
+    match cat.to_repair(settings.replicas, settings.down_after_ms, REPAIR_BATCH) {
+        Ok(names) => {
+            for (name, version_id) in names {
+                tracing::info!(
+                    "pool: {name} has fewer than {} live copies: repairing",
+                    settings.replicas
+                );
+                queue.push(Task::Replicate { name, version_id });
+            }
+        }
+        Err(e) => tracing::warn!("pool: cannot list the names to repair: {e}"),
     }
 }
 

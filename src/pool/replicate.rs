@@ -9,7 +9,7 @@
 //! version held by both. A delete is a `DELETE /media/<name>` with the same fields. Failed
 //! tasks are tried again with a growing delay, up to [`ATTEMPTS_MAX`] times; a full queue drops
 //! the newest task, logged and counted. This module does not choose what to replicate
-//! (commits and deletes push tasks) and does not repair (a node down stays under-replicated).
+//! (commits, deletes and the pool thread's repair rounds push tasks).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +35,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(500);
 /// One thing owed to the pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Task {
-    /// Copy version `version_id` of `name` (held here) to as many nodes as the pool wants.
+    /// Copy version `version_id` (the pool's id, as in this node's replica row) of `name`,
+    /// held here, to as many live nodes as the pool wants.
     Replicate { name: String, version_id: u64 },
     /// Delete `node_id`'s copy of `name`.
     Delete { name: String, node_id: String },
@@ -136,6 +137,20 @@ impl Queue {
     }
 }
 
+/// A file read from the start by `pread`, leaving the descriptor's own offset alone.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    offset: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// What a replication thread works with.
 pub struct Worker {
     pub settings: Arc<Settings>,
@@ -195,15 +210,35 @@ impl Worker {
 
     fn replicate(&self, cat: &mut PgCatalog, name: &str, version_id: u64) -> anyhow::Result<()> {
         let me = self.settings.node_id.as_str();
-        // Superseded or deleted since: the task that replaced it (if any) does the work.
-        let Some(meta) = self.store.lookup(name).filter(|m| m.id == version_id) else {
+        let replicas = cat.replicas(name)?;
+        // `version_id` is the pool's id of the version (this node's replica row: the origin's
+        // id, also on a node that received its copy). Superseded or deleted since: the task of
+        // the newer version (if any) does the work.
+        let Some(mine) = replicas
+            .iter()
+            .find(|r| r.node_id == me && r.version_id == version_id)
+        else {
             return Ok(());
         };
-        let replicas = cat.replicas(name)?;
+        if replicas.iter().any(|r| r.version_id > version_id) {
+            return Ok(());
+        }
+        let Some(meta) = self
+            .store
+            .lookup(name)
+            .filter(|m| m.size_bytes == mine.size_bytes && m.crc32c == mine.crc32c)
+        else {
+            return Ok(());
+        };
+        let view = Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()));
+        let now = Instant::now();
+        let live = view.live_others(me, self.settings.down_after_ms, now);
+        // Copies on nodes that are down do not count.
         let holding: Vec<&str> = replicas
             .iter()
             .filter(|r| r.version_id == version_id && r.node_id != me)
             .map(|r| r.node_id.as_str())
+            .filter(|id| live.iter().any(|n| n.node_id == *id))
             .collect();
         let want = self.settings.replicas.saturating_sub(1) as usize;
         let needed = want.saturating_sub(holding.len());
@@ -213,8 +248,7 @@ impl Worker {
             .filter(|r| r.version_id < version_id && r.node_id != me)
             .map(|r| r.node_id.as_str())
             .collect();
-        let view = Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()));
-        let mut candidates = view.live_others(me, self.settings.down_after_ms, Instant::now());
+        let mut candidates = live;
         candidates.retain(|n| !holding.contains(&n.node_id.as_str()));
         candidates.sort_by_key(|n| !stale.contains(&n.node_id.as_str()));
         let targets: Vec<_> = candidates.into_iter().take(needed).collect();
@@ -225,7 +259,12 @@ impl Worker {
                     let durable = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);
-                    cat.record_replica(&ReplicaRecord::of(&meta, &target.node_id, durable))?;
+                    let copy = ReplicaRecord {
+                        node_id: target.node_id.clone(),
+                        durable_unix_ms: durable,
+                        ..mine.clone()
+                    };
+                    cat.record_replica(&copy)?;
                     tracing::info!("pool: {name} copied to {}", target.node_id);
                 }
                 Err(e) => failure = Some(e.context(format!("copy to {}", target.node_id))),
@@ -256,7 +295,11 @@ impl Worker {
 
     fn send_copy(&self, meta: &oasis_storage::ObjectMeta, base: &str) -> anyhow::Result<()> {
         let file = self.store.open_file(meta)?;
-        let mut reader = &*file;
+        // Read at its own offsets: the descriptor is shared with the fd cache.
+        let mut reader = ReadAt {
+            file: &file,
+            offset: 0,
+        };
         let path = format!("/media/{}", encode_name(&meta.name));
         let auth = format!("Bearer {}", self.settings.token);
         let crc = format!("{:08x}", meta.crc32c);

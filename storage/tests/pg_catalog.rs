@@ -180,6 +180,30 @@ fn heartbeats_nodes_and_holders() {
     assert_eq!(b.under_replicated(2, 3_600_000).unwrap(), 2);
     // No node is live within 0 ms: every name is short of copies.
     assert_eq!(b.under_replicated(1, 0).unwrap(), 2);
+    // Node a holds other.mp4 alone: it repairs it; node b holds movie.mp4 alone: it repairs it.
+    assert_eq!(
+        a.to_repair(2, 3_600_000, 10).unwrap(),
+        vec![("other.mp4".to_string(), ids.start + 2)]
+    );
+    assert_eq!(
+        b.to_repair(2, 3_600_000, 10).unwrap(),
+        vec![("movie.mp4".to_string(), v1.id)]
+    );
+    assert_eq!(b.to_repair(1, 3_600_000, 10).unwrap(), vec![]);
+    // Both hold other.mp4: the smaller node id (a) repairs it, b does not.
+    b.record_replica(&ReplicaRecord::of(
+        &meta(ids.start + 2, "other.mp4"),
+        "node-b",
+        1,
+    ))
+    .unwrap();
+    assert_eq!(a.to_repair(3, 3_600_000, 10).unwrap().len(), 1);
+    assert_eq!(
+        b.to_repair(3, 3_600_000, 10).unwrap(),
+        vec![("movie.mp4".to_string(), v1.id)]
+    );
+    // Nobody live: nobody repairs.
+    assert_eq!(a.to_repair(2, 0, 10).unwrap(), vec![]);
     let err = a
         .record_replica(&ReplicaRecord::of(&v2, "bad node", 1))
         .unwrap_err();
