@@ -585,6 +585,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             service: Arc::new(http.clone()) as Arc<dyn Service>,
         })
         .collect();
+    if let Some(settings) = &pool_settings {
+        pool::reconcile_at_start(settings, &store)?;
+    }
     let layout = resolved.engine.layout.clone();
     let engine = Engine::start(
         resolved.engine,

@@ -9,8 +9,12 @@
 //! must restore copies of (it is the smallest live holder of a name with too few live copies)
 //! and queues them, at most [`REPAIR_BATCH`] a round.
 //!
-//! Not here: proxy mode, reconciling a node that returns (see the README's "Running a pool" for
-//! what is left).
+//! At start, before the node listens ([`reconcile_at_start`]), it reconciles with the catalog: a local object whose
+//! replica row is gone (deleted on another node while this one was away) or whose version is
+//! older than the pool's current one is deleted here; what this node lacks comes back through
+//! the other nodes' repair rounds.
+//!
+//! Not here: proxy mode (see the README's "Running a pool" for what is left).
 
 pub mod replicate;
 pub mod view;
@@ -222,6 +226,47 @@ fn heartbeat_loop(
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Reconciles this node with the catalog before it listens (see the module doc): no request
+/// and no peer's delete can meet a stale object meanwhile. One catalog query per local object.
+pub fn reconcile_at_start(settings: &Settings, store: &Store) -> Result<()> {
+    let mut cat = PgCatalog::open(&settings.catalog, &settings.node_id)?;
+    reconcile(&mut cat, store, &settings.node_id);
+    Ok(())
+}
+
+/// Deletes the local objects the pool no longer lists here, or lists in a newer version
+/// elsewhere.
+fn reconcile(cat: &mut PgCatalog, store: &Store, me: &str) {
+    let mut dropped = 0usize;
+    for meta in store.list() {
+        let replicas = match cat.replicas(&meta.name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("pool: reconciling stopped, the catalog failed: {e}");
+                return;
+            }
+        };
+        let newest = replicas.iter().map(|r| r.version_id).max();
+        let why = match replicas.iter().find(|r| r.node_id == me) {
+            None => "deleted in the pool while this node was away",
+            Some(mine) if Some(mine.version_id) < newest => {
+                "replaced in the pool by a newer version"
+            }
+            Some(_) => continue,
+        };
+        match store.delete(&meta.name) {
+            Ok(()) => {
+                dropped += 1;
+                tracing::info!("pool: {}: {why}: deleted here", meta.name);
+            }
+            Err(e) => tracing::warn!("pool: {}: {why}, but deleting it failed: {e}", meta.name),
+        }
+    }
+    if dropped > 0 {
+        tracing::info!("pool: reconciled with the catalog: {dropped} stale objects deleted");
     }
 }
 
