@@ -322,7 +322,8 @@ fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
         curl(&["-H", &auth, "-H", bad, "-T", path_str(&file), &target]).0,
         400
     );
-    let (status, _, _) = curl(&["-H", &auth, "-H", &crc, "-T", path_str(&file), &target]);
+    let with_rate = roomy.server.url("/media/a.mp4?bitrate=123457");
+    let (status, _, _) = curl(&["-H", &auth, "-H", &crc, "-T", path_str(&file), &with_rate]);
     assert_eq!(status, 201);
 
     // Copied to the starved node, which holds it but cannot stream it: it redirects.
@@ -330,6 +331,13 @@ fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
         "the copy on node 1",
         std::slice::from_ref(&roomy),
         &mut || held_locally(&starved, "a.mp4") == 200,
+    );
+    // The uploader's bitrate came with the copy.
+    let (_, _, listed) = curl(&["-H", &auth, &starved.server.url("/api/objects")]);
+    assert!(
+        String::from_utf8_lossy(&listed).contains("123457"),
+        "{}",
+        String::from_utf8_lossy(&listed)
     );
     let (status, head, _) = curl(&[&starved.server.url("/media/a.mp4")]);
     assert_eq!(status, 307, "{head}");

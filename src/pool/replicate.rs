@@ -300,7 +300,11 @@ impl Worker {
             file: &file,
             offset: 0,
         };
-        let path = format!("/media/{}", encode_name(&meta.name));
+        let mut path = format!("/media/{}", encode_name(&meta.name));
+        // A bitrate the uploader gave is the copy's too (the others are derived again there).
+        if meta.bitrate_source == oasis_storage::BitrateSource::Uploader {
+            path.push_str(&format!("?bitrate={}", meta.bitrate_bps));
+        }
         let auth = format!("Bearer {}", self.settings.token);
         let crc = format!("{:08x}", meta.crc32c);
         let headers = [

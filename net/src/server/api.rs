@@ -174,7 +174,12 @@ pub(super) type PrefixDeleted = Result<(Vec<String>, bool), StoreError>;
 
 /// `DELETE /api/objects?prefix=P` as a job: deletes at most `max` objects whose names start
 /// with `prefix` (a whole package: `show/`).
-pub(super) fn delete_prefix_job(store: Arc<Store>, prefix: String, max: usize) -> Job {
+pub(super) fn delete_prefix_job(
+    store: Arc<Store>,
+    prefix: String,
+    max: usize,
+    pool: Option<Arc<dyn super::pool::PoolHook>>,
+) -> Job {
     Box::new(move || {
         let all = store.list_prefix(&prefix);
         let mut deleted = Vec::new();
@@ -182,7 +187,13 @@ pub(super) fn delete_prefix_job(store: Arc<Store>, prefix: String, max: usize) -
         for meta in all.iter().take(max) {
             match store.delete(&meta.name) {
                 // Deleted meanwhile by another request: nothing left to do for it.
-                Ok(()) => deleted.push(meta.name.clone()),
+                Ok(()) => {
+                    // The other nodes' copies go too.
+                    if let Some(pool) = &pool {
+                        pool.deleted(&meta.name, false);
+                    }
+                    deleted.push(meta.name.clone())
+                }
                 Err(StoreError::NotFound { .. }) => {}
                 Err(e) => {
                     result = Err(e);

@@ -365,7 +365,9 @@ impl HttpSession {
             return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
         }
         let store = Arc::clone(&self.svc.store);
-        let job = api::delete_prefix_job(store, prefix.clone(), self.svc.cfg.list_objects_max);
+        let max = self.svc.cfg.list_objects_max;
+        let pool = self.pool().filter(|_| !self.from_pool_peer);
+        let job = api::delete_prefix_job(store, prefix.clone(), max, pool);
         self.state = State::Job(Some(job), JobKind::DeletePrefix(prefix));
     }
 

@@ -20,6 +20,7 @@ struct Fake {
     answer: Mutex<Option<Located>>,
     asked: Mutex<Vec<(String, bool)>>,
     committed: Mutex<Vec<(String, bool)>>,
+    deleted: Mutex<Vec<(String, bool)>>,
 }
 
 impl PoolHook for Fake {
@@ -37,7 +38,9 @@ impl PoolHook for Fake {
             .unwrap()
             .push((meta.name.clone(), from_peer));
     }
-    fn deleted(&self, _name: &str, _from_peer: bool) {}
+    fn deleted(&self, name: &str, from_peer: bool) {
+        self.deleted.lock().unwrap().push((name.into(), from_peer));
+    }
     fn status_json(&self) -> String {
         "{\"nodes\":[]}\n".into()
     }
@@ -152,5 +155,42 @@ fn a_stream_refused_for_bandwidth_goes_to_a_holder_and_commits_are_handed_on() {
     assert_eq!(
         *fake.committed.lock().unwrap(),
         vec![("a.bin".to_string(), false)]
+    );
+}
+
+#[test]
+fn deletes_one_by_one_and_by_prefix_are_handed_on_unless_from_a_peer() {
+    let env = Env::new();
+    let fake = attach(&env, Located::Nowhere);
+    for name in ["s/a.ts", "s/b.ts", "c.ts"] {
+        env.put(name, "", b"x");
+    }
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let mut c = env.connect();
+    c.send(&format!(
+        "DELETE /media/c.ts HTTP/1.1\r\nHost: t\r\n{auth}\r\n"
+    ));
+    assert_eq!(c.response().status, 204);
+    let mut c = env.connect();
+    c.send(&format!(
+        "DELETE /api/objects?prefix=s/ HTTP/1.1\r\nHost: t\r\n{auth}\r\n"
+    ));
+    assert_eq!(c.response().status, 200);
+    env.put("d.ts", "", b"x");
+    let mut c = env.connect();
+    c.send(&format!(
+        "DELETE /media/d.ts HTTP/1.1\r\nHost: t\r\n{auth}X-Oasis-Pool: delete\r\n\r\n"
+    ));
+    assert_eq!(c.response().status, 204);
+    let mut got = fake.deleted.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("c.ts".to_string(), false),
+            ("d.ts".to_string(), true),
+            ("s/a.ts".to_string(), false),
+            ("s/b.ts".to_string(), false),
+        ]
     );
 }
