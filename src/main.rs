@@ -549,7 +549,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let reload_metrics = Arc::clone(&metrics);
     let status_metrics = Arc::clone(&metrics);
     let no_api_token = resolved.http.api_token.is_none();
-    let pool_settings = pool_settings(&cfg, resolved.http.api_token.as_deref())?;
+    let pool_settings = pool::settings(&cfg, resolved.http.api_token.as_deref())?;
     let clock = oasis_net::WallClock::new(Instant::now(), SystemTime::now());
     let http = oasis_net::HttpService::new(
         resolved.http,
@@ -597,16 +597,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     )?;
     http.attach_engine(engine.handle());
     // A pool node heartbeats from here on: its listeners answer.
-    let pool = match pool_settings {
-        Some(settings) => {
-            let node_id = settings.node_id.clone();
-            let p = pool::Pool::start(settings, Arc::clone(&store), Arc::clone(&rm))?;
-            http.attach_pool(Arc::clone(&p) as Arc<dyn oasis_net::PoolHook>);
-            tracing::info!("pool: node {node_id}, heartbeat every second");
-            Some(p)
-        }
-        None => None,
-    };
+    let pool = pool_settings
+        .map(|settings| pool::Pool::attach(settings, &store, &rm, &http))
+        .transpose()?;
     // The background scrub: its own thread, paced, charged to the disk read account.
     if let Some(scrub) = resolved.scrub.clone() {
         let rate = scrub.bytes_per_sec;
@@ -703,29 +696,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("stopped");
     own_logs.stop();
     Ok(())
-}
-
-/// The pool's settings when `[pool] catalog` is set; a pool needs an API token (its nodes'
-/// credential for copies and deletes).
-fn pool_settings(cfg: &Config, token: Option<&str>) -> Result<Option<pool::Settings>> {
-    let p = &cfg.pool;
-    if !p.is_pool() {
-        return Ok(None);
-    }
-    let Some(token) = token else {
-        anyhow::bail!(
-            "[pool] needs [http] api_token (or OASIS_API_TOKEN), the same on every node: the \
-             nodes send each other copies and deletes with it"
-        );
-    };
-    Ok(Some(pool::Settings {
-        catalog: p.catalog.clone(),
-        node_id: p.node_id.clone(),
-        advertise: p.advertise.trim_end_matches('/').to_string(),
-        replicas: p.replicas,
-        down_after_ms: p.down_after_ms,
-        token: token.to_string(),
-    }))
 }
 
 /// Makes the open-files limit hold `connections_max + open_files_max` (plus slack), raising it

@@ -9,10 +9,10 @@
 //! must restore copies of (it is the smallest live holder of a name with too few live copies)
 //! and queues them, at most [`REPAIR_BATCH`] a round.
 //!
-//! At start, before the node listens ([`reconcile_at_start`]), it reconciles with the catalog: a local object whose
-//! replica row is gone (deleted on another node while this one was away) or whose version is
-//! older than the pool's current one is deleted here; what this node lacks comes back through
-//! the other nodes' repair rounds.
+//! At start, before the node listens ([`reconcile_at_start`]), it reconciles with the catalog:
+//! a local object whose replica row is gone (deleted on another node while this one was away)
+//! or whose version is older than the pool's current one is deleted here; what this node lacks
+//! comes back through the other nodes' repair rounds.
 //!
 //! Not here: proxy mode (see the README's "Running a pool" for what is left).
 
@@ -30,6 +30,7 @@ use oasis_engine::ResourceManager;
 use oasis_net::{Located, PoolHook};
 use oasis_storage::{NodeLoad, ObjectMeta, PgCatalog, PoolCatalog, Store};
 
+use crate::config::Config;
 use replicate::{Queue, Task, Worker};
 use view::{pick_holder, Pick, PoolView, SharedView};
 
@@ -51,6 +52,29 @@ pub struct Settings {
     pub down_after_ms: u64,
     /// The pool credential: `[http] api_token`, the same on every node.
     pub token: String,
+}
+
+/// The pool's settings when `[pool] catalog` is set; a pool needs an API token (its nodes'
+/// credential for copies and deletes).
+pub fn settings(cfg: &Config, token: Option<&str>) -> Result<Option<Settings>> {
+    let p = &cfg.pool;
+    if !p.is_pool() {
+        return Ok(None);
+    }
+    let Some(token) = token else {
+        anyhow::bail!(
+            "[pool] needs [http] api_token (or OASIS_API_TOKEN), the same on every node: the \
+             nodes send each other copies and deletes with it"
+        );
+    };
+    Ok(Some(Settings {
+        catalog: p.catalog.clone(),
+        node_id: p.node_id.clone(),
+        advertise: p.advertise.trim_end_matches('/').to_string(),
+        replicas: p.replicas,
+        down_after_ms: p.down_after_ms,
+        token: token.to_string(),
+    }))
 }
 
 /// A running pool node: its threads and its side of the HTTP service.
@@ -110,6 +134,20 @@ impl Pool {
             );
         }
         *pool.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(pool)
+    }
+
+    /// Starts the node ([`Pool::start`]) and attaches it to the HTTP service.
+    pub fn attach(
+        settings: Settings,
+        store: &Arc<Store>,
+        rm: &Arc<ResourceManager>,
+        http: &oasis_net::HttpService,
+    ) -> Result<Arc<Pool>> {
+        let node_id = settings.node_id.clone();
+        let pool = Pool::start(settings, Arc::clone(store), Arc::clone(rm))?;
+        http.attach_pool(Arc::clone(&pool) as Arc<dyn PoolHook>);
+        tracing::info!("pool: node {node_id}, heartbeat every second");
         Ok(pool)
     }
 
