@@ -14,6 +14,7 @@ mod logd;
 mod logs;
 mod monitor;
 mod notify;
+mod pool;
 mod reload;
 mod ship;
 
@@ -239,6 +240,11 @@ enum Command {
         oasis log-ship --servers 10.0.0.5:7420,10.0.0.6:7420 --stream web-1/access /var/log/nginx/access.log\n  \
         myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7420 --stream web-1/myapp -")]
     LogShip(ship::LogShipArgs),
+    /// The pool this server belongs to (`[pool]`).
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
     /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
     #[command(after_help = "Example:\n  oasis stat movie.mp4")]
     Stat {
@@ -302,6 +308,21 @@ fn load(config: Option<&PathBuf>) -> Result<Config> {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     }
+}
+
+/// `oasis pool ...`.
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// The pool's nodes (live or down, load) and how many objects lack copies, as one node sees
+    /// them (`GET /api/pool`; a monitor, auditor or admin token).
+    #[command(after_help = "Example:\n  oasis pool status --server http://10.0.0.1:8080")]
+    Status {
+        /// Print the server's JSON as it is.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
 }
 
 fn main() {
@@ -379,6 +400,9 @@ fn main() {
             (None, None) => unreachable!("clap requires a name or --prefix"),
         },
         Command::Stat { name, server } => client::stat(&server, &name),
+        Command::Pool {
+            command: PoolCommand::Status { server, json },
+        } => client::pool_status(&server, json),
         Command::LogShip(args) => ship::log_ship(args),
         Command::User { command } => accounts::user(command),
         Command::Sign {
@@ -525,6 +549,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let reload_metrics = Arc::clone(&metrics);
     let status_metrics = Arc::clone(&metrics);
     let no_api_token = resolved.http.api_token.is_none();
+    let pool_settings = pool::settings(&cfg, resolved.http.api_token.as_deref())?;
     let clock = oasis_net::WallClock::new(Instant::now(), SystemTime::now());
     let http = oasis_net::HttpService::new(
         resolved.http,
@@ -560,6 +585,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             service: Arc::new(http.clone()) as Arc<dyn Service>,
         })
         .collect();
+    if let Some(settings) = &pool_settings {
+        pool::reconcile_at_start(settings, &store)?;
+    }
     let layout = resolved.engine.layout.clone();
     let engine = Engine::start(
         resolved.engine,
@@ -568,6 +596,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         features.clone(),
     )?;
     http.attach_engine(engine.handle());
+    // A pool node heartbeats from here on: its listeners answer.
+    let pool = pool_settings
+        .map(|settings| pool::Pool::attach(settings, &store, &rm, &http))
+        .transpose()?;
     // The background scrub: its own thread, paced, charged to the disk read account.
     if let Some(scrub) = resolved.scrub.clone() {
         let rate = scrub.bytes_per_sec;
@@ -643,6 +675,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     // The control holds the reloader, which holds the service: the cycle is cut here.
     http.detach_config_control();
     drop(reloader);
+    http.detach_pool();
+    if let Some(p) = pool {
+        p.stop();
+    }
     tracing::info!("shutting down: draining for up to {drain:?}");
     notify::status(&format!("draining for up to {} s", drain.as_secs()));
     engine.shutdown(drain);

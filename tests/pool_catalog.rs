@@ -13,7 +13,9 @@ use std::time::Duration;
 use support::{path_str, pattern, run, Server, TOKEN};
 
 fn pool_toml(url: &str, node: &str) -> String {
-    format!("\n[pool]\ncatalog = \"{url}\"\nnode_id = \"{node}\"\n")
+    format!(
+        "\n[pool]\ncatalog = \"{url}\"\nnode_id = \"{node}\"\nadvertise = \"http://127.0.0.1:1\"\n"
+    )
 }
 
 fn curl(args: &[&str]) -> String {

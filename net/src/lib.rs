@@ -17,6 +17,6 @@ pub mod server;
 pub use access_log::{AccessLog, LogTarget};
 pub use metrics::Metrics;
 pub use server::{
-    ConfigControl, ControlReply, HttpConfig, HttpService, PacingConfig, WallClock,
-    API_BODY_BYTES_MAX,
+    redirect_location, ConfigControl, ControlReply, HttpConfig, HttpService, Located, PacingConfig,
+    PoolHook, WallClock, API_BODY_BYTES_MAX, REDIRECT_LINK_SECS,
 };

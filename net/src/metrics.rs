@@ -113,6 +113,8 @@ pub struct Metrics {
     /// `bad_signature`, `expired`, ...).
     auth_refused: Family<ReasonLabel, Counter>,
     pub connections_opened: Counter,
+    /// GETs answered with a redirect to another node of the pool.
+    pub pool_redirects: Counter,
     pub access_log_dropped: Counter,
     /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
     pub config_reloads: Family<OutcomeLabel, Counter>,
@@ -192,6 +194,12 @@ impl Metrics {
             "Client connections accepted",
             connections_opened.clone(),
         );
+        let pool_redirects = Counter::default();
+        registry.register(
+            "pool_redirects",
+            "GETs redirected to another node of the pool",
+            pool_redirects.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -251,6 +259,7 @@ impl Metrics {
             limits_hit,
             auth_refused,
             connections_opened,
+            pool_redirects,
             access_log_dropped,
             config_reloads,
             config_patches,

@@ -6,7 +6,10 @@
 //! reported with the server's own reason, and a not-found names the command that helps.
 
 pub mod config;
-mod upload;
+mod pool;
+pub mod upload;
+
+pub use pool::pool_status;
 
 use std::path::{Path, PathBuf};
 

@@ -67,6 +67,21 @@ pub fn put(
     body: &mut impl Read,
     len: u64,
 ) -> Result<Answer> {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    put_with(base, path_and_query, &headers, body, len)
+}
+
+/// [`put`] with these header fields (each `name: value`, no CR or LF in either).
+pub fn put_with(
+    base: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &mut impl Read,
+    len: u64,
+) -> Result<Answer> {
     let origin = origin(base)?;
     let addr = origin
         .connect_to
@@ -88,8 +103,11 @@ pub fn put(
     if len > 0 {
         head.push_str("Expect: 100-continue\r\n");
     }
-    if let Some(a) = authorization {
-        head.push_str(&format!("Authorization: {a}\r\n"));
+    for (name, value) in headers {
+        if name.contains(['\r', '\n']) || value.contains(['\r', '\n']) {
+            bail!("header field {name:?} holds a line break");
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream

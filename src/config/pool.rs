@@ -7,14 +7,39 @@ use serde::{Deserialize, Serialize};
 use super::check::Problems;
 use super::Config;
 
-/// `[pool]`: the shared catalog and this node's id in it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// Most copies of an object a pool keeps (`replicas`).
+pub const REPLICAS_MAX: u32 = 16;
+
+/// `[pool]`: the shared catalog, this node's id and address in it, and how it shares objects.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSection {
     /// `postgres://user[:password]@host:port/database`; empty: the embedded SQLite catalog.
     pub catalog: String,
     /// This node's id in the pool (required with `catalog`).
     pub node_id: String,
+    /// The base URL clients and the other nodes reach this node on (required with `catalog`),
+    /// e.g. `http://10.0.0.1:8080`.
+    pub advertise: String,
+    /// How many nodes hold a copy of each object (1..=16).
+    pub replicas: u32,
+    /// What a node does with a GET for an object held elsewhere: `redirect` (307).
+    pub mode: String,
+    /// A node whose last heartbeat is older than this is down, milliseconds.
+    pub down_after_ms: u64,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            catalog: String::new(),
+            node_id: String::new(),
+            advertise: String::new(),
+            replicas: 2,
+            mode: "redirect".into(),
+            down_after_ms: 5_000,
+        }
+    }
 }
 
 impl PoolSection {
@@ -45,7 +70,67 @@ impl PoolSection {
         } else if let Some(why) = oasis_storage::node_id_problem(&self.node_id) {
             out.push(("node_id", why, Some("node_id = \"node-1\"")));
         }
+        let advertise_hint = Some("advertise = \"http://10.0.0.1:8080\"");
+        if self.advertise.is_empty() {
+            out.push((
+                "advertise",
+                "is required with [pool] catalog: the URL clients and the other nodes reach \
+                 this node on"
+                    .into(),
+                advertise_hint,
+            ));
+        } else if !advertise_ok(&self.advertise) {
+            out.push((
+                "advertise",
+                format!(
+                    "`{}` is not a base URL: use http://host:port, without a path, query or \
+                     spaces",
+                    self.advertise
+                ),
+                advertise_hint,
+            ));
+        }
+        if self.replicas == 0 || self.replicas > REPLICAS_MAX {
+            out.push((
+                "replicas",
+                format!(
+                    "{} copies: keep between 1 and {REPLICAS_MAX} copies of each object",
+                    self.replicas
+                ),
+                Some("replicas = 2"),
+            ));
+        }
+        match self.mode.as_str() {
+            "redirect" => {}
+            "proxy" => out.push((
+                "mode",
+                "proxy mode is not built yet: this version only redirects (307) to the holder"
+                    .into(),
+                Some("mode = \"redirect\""),
+            )),
+            other => out.push((
+                "mode",
+                format!("{other:?} is not a pool mode: use \"redirect\""),
+                Some("mode = \"redirect\""),
+            )),
+        }
+        if !(1_000..=3_600_000).contains(&self.down_after_ms) {
+            out.push((
+                "down_after_ms",
+                format!(
+                    "{} ms: a node is marked down after 1,000 to 3,600,000 ms without a \
+                     heartbeat (heartbeats come every second)",
+                    self.down_after_ms
+                ),
+                Some("down_after_ms = 5000"),
+            ));
+        }
         out
+    }
+
+    /// Whether this server is a node of a pool (a shared catalog is set).
+    pub fn is_pool(&self) -> bool {
+        !self.catalog.is_empty()
     }
 
     /// The catalog the store opens.
@@ -59,6 +144,21 @@ impl PoolSection {
             }
         }
     }
+}
+
+/// `http://host[:port]` or `https://...`, no path beyond `/`, no query, no spaces.
+fn advertise_ok(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    !authority.is_empty()
+        && authority.len() <= 255
+        && !authority.contains(['/', '?', '#', ' ', '@'])
+        && authority.chars().all(|c| c.is_ascii_graphic())
 }
 
 impl Config {
@@ -92,6 +192,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[pool] node_id: is required"), "{err}");
+        assert!(err.contains("[pool] advertise: is required"), "{err}");
+        let err = Config::parse(
+            "[pool]\ncatalog = \"postgres://u@h/db\"\nnode_id = \"n\"\nadvertise = \"ftp://x\"\n\
+             replicas = 0\nmode = \"proxy\"\ndown_after_ms = 10\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "[pool] advertise: `ftp://x` is not a base URL",
+            "[pool] replicas: 0 copies",
+            "[pool] mode: proxy mode is not built yet",
+            "[pool] down_after_ms: 10 ms",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
         let err = Config::parse("[pool]\nnode_id = \"n1\"\n", "t")
             .unwrap_err()
             .to_string();
@@ -101,7 +217,8 @@ mod tests {
         );
 
         let ok = Config::parse(
-            "[pool]\ncatalog = \"postgres://oasis@127.0.0.1:5432/oasis\"\nnode_id = \"node-1\"\n",
+            "[pool]\ncatalog = \"postgres://oasis@127.0.0.1:5432/oasis\"\nnode_id = \"node-1\"\n\
+             advertise = \"http://127.0.0.1:8080\"\n",
             "t",
         )
         .unwrap();

@@ -50,6 +50,17 @@ pub enum StoreError {
         got_bytes: u64,
     },
 
+    /// The upload's content does not have the CRC-32C it was announced with; it was discarded.
+    #[error(
+        "object {name:?}: expected CRC-32C {expected_crc32c:08x} but the content has \
+         {got_crc32c:08x}; the upload was discarded, resend the whole object"
+    )]
+    ChecksumMismatch {
+        name: String,
+        expected_crc32c: u32,
+        got_crc32c: u32,
+    },
+
     /// The object is larger than the configured per-object limit.
     #[error("object {name:?} exceeds the limit of {limit_bytes} bytes per object; raise object_bytes_max or split it")]
     TooLarge { name: String, limit_bytes: u64 },

@@ -48,6 +48,9 @@ pub struct UploadOptions {
     pub bitrate_bps: Option<u64>,
     /// The content type; otherwise from the name's extension.
     pub content_type: Option<String>,
+    /// The CRC-32C the content must have (a pool replica's, from its origin): checked at
+    /// `finish`, before anything is published; a mismatch discards the upload.
+    pub expected_crc32c: Option<u32>,
 }
 
 /// An upload that has its name checked, its reservations and its version id, but no temp file
@@ -411,6 +414,15 @@ impl Upload {
                     name: self.name.clone(),
                     expected_bytes: expected,
                     got_bytes: self.written_bytes,
+                });
+            }
+        }
+        if let Some(expected) = self.options.expected_crc32c {
+            if expected != self.crc32c {
+                return Err(StoreError::ChecksumMismatch {
+                    name: self.name.clone(),
+                    expected_crc32c: expected,
+                    got_crc32c: self.crc32c,
                 });
             }
         }

@@ -186,6 +186,26 @@ fn abandoned_and_mismatched_uploads_leave_nothing() {
         Err(StoreError::UploadAborted { .. })
     ));
     drop(up);
+    // A wrong announced CRC-32C (a pool replica's) discards the upload; the right one commits.
+    let mut up = store
+        .create_upload(
+            "c.ts",
+            UploadOptions {
+                expected_crc32c: Some(crc32c::crc32c(b"12345") ^ 1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    up.write_all(b"12345").unwrap();
+    let err = up.finish().unwrap_err();
+    assert!(matches!(err, StoreError::ChecksumMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("resend the whole object"), "{err}");
+    let good = UploadOptions {
+        expected_crc32c: Some(crc32c::crc32c(b"12345")),
+        ..Default::default()
+    };
+    let meta = store.put("c.ts", b"12345", good).unwrap();
+    store.delete(&meta.name).unwrap();
     assert!(dir_entries(&tmp).is_empty());
     assert!(store.is_empty());
     assert!(object_files(dir.path()).is_empty());

@@ -147,7 +147,7 @@ fn heartbeats_nodes_and_holders() {
     );
     // A replacement on node a: only node a holds the current version now.
     let v2 = meta(ids.start + 1, "movie.mp4");
-    assert_eq!(a.insert_or_replace(&v2).unwrap(), Some(v1));
+    assert_eq!(a.insert_or_replace(&v2).unwrap(), Some(v1.clone()));
     let holders = b.holders("movie.mp4").unwrap();
     assert_eq!(
         holders
@@ -168,6 +168,42 @@ fn heartbeats_nodes_and_holders() {
         .collect();
     assert_eq!(left, vec!["node-b".to_string()]);
     assert_eq!(a.holders("never.mp4").unwrap(), vec![]);
+    // Every copy whatever its version, and the names short of copies on live nodes.
+    a.insert_or_replace(&meta(ids.start + 2, "other.mp4"))
+        .unwrap();
+    assert_eq!(
+        b.replicas("movie.mp4").unwrap(),
+        vec![ReplicaRecord::of(&v1, "node-b", 2_000)]
+    );
+    assert_eq!(b.replicas("never.mp4").unwrap(), vec![]);
+    assert_eq!(b.under_replicated(1, 3_600_000).unwrap(), 0);
+    assert_eq!(b.under_replicated(2, 3_600_000).unwrap(), 2);
+    // No node is live within 0 ms: every name is short of copies.
+    assert_eq!(b.under_replicated(1, 0).unwrap(), 2);
+    // Node a holds other.mp4 alone: it repairs it; node b holds movie.mp4 alone: it repairs it.
+    assert_eq!(
+        a.to_repair(2, 3_600_000, 10).unwrap(),
+        vec![("other.mp4".to_string(), ids.start + 2)]
+    );
+    assert_eq!(
+        b.to_repair(2, 3_600_000, 10).unwrap(),
+        vec![("movie.mp4".to_string(), v1.id)]
+    );
+    assert_eq!(b.to_repair(1, 3_600_000, 10).unwrap(), vec![]);
+    // Both hold other.mp4: the smaller node id (a) repairs it, b does not.
+    b.record_replica(&ReplicaRecord::of(
+        &meta(ids.start + 2, "other.mp4"),
+        "node-b",
+        1,
+    ))
+    .unwrap();
+    assert_eq!(a.to_repair(3, 3_600_000, 10).unwrap().len(), 1);
+    assert_eq!(
+        b.to_repair(3, 3_600_000, 10).unwrap(),
+        vec![("movie.mp4".to_string(), v1.id)]
+    );
+    // Nobody live: nobody repairs.
+    assert_eq!(a.to_repair(2, 0, 10).unwrap(), vec![]);
     let err = a
         .record_replica(&ReplicaRecord::of(&v2, "bad node", 1))
         .unwrap_err();

@@ -95,6 +95,12 @@ pub struct RequestHead {
     pub referer: Option<String>,
     /// `Content-Type` as sent (checked by the route that uses it); the first when repeated.
     pub content_type: Option<String>,
+    /// `X-Oasis-Crc32c`: the CRC-32C (8 hex digits) an upload's content must have; the first
+    /// when repeated.
+    pub crc32c: Option<String>,
+    /// `X-Oasis-Pool` was sent: the request comes from another node of the pool (a replica
+    /// copy or a propagated delete), so it is not handed on again.
+    pub pool_peer: bool,
 }
 
 impl RequestHead {
@@ -490,6 +496,10 @@ fn apply_headers(
             head.referer.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("x-oasis-crc32c") {
+            head.crc32c.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case("x-oasis-pool") {
+            head.pool_peer = true;
         }
     }
 

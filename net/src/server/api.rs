@@ -32,6 +32,8 @@ pub(super) enum Route<'a> {
     Metrics,
     ListObjects,
     Status,
+    /// `GET|HEAD /api/pool`: the pool's nodes and replication state.
+    Pool,
     /// `DELETE /api/objects?prefix=P`.
     DeletePrefix,
     /// `POST /api/scrub`: a scrub pass now.
@@ -96,6 +98,7 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/metrics", Method::Get | Method::Head) => Route::Metrics,
         ("/api/objects", Method::Get | Method::Head) => Route::ListObjects,
         ("/api/status", Method::Get | Method::Head) => Route::Status,
+        ("/api/pool", Method::Get | Method::Head) => Route::Pool,
         ("/api/scrub", Method::Post) => Route::Scrub,
         ("/api/scrub", _) => Route::NotAllowed("POST"),
         ("/api/config", Method::Get | Method::Head) => Route::ConfigGet,
@@ -108,7 +111,9 @@ pub(super) fn route<'a>(path: &'a str, method: &Method) -> Route<'a> {
         ("/api/audit", Method::Get | Method::Head) => Route::Audit,
         ("/api/audit", _) => Route::NotAllowed("GET, HEAD"),
         ("/api/objects", _) => Route::NotAllowed("GET, HEAD, DELETE"),
-        ("/healthz" | "/metrics" | "/api/status", _) => Route::NotAllowed("GET, HEAD"),
+        ("/healthz" | "/metrics" | "/api/status" | "/api/pool", _) => {
+            Route::NotAllowed("GET, HEAD")
+        }
         _ => Route::NotFound,
     }
 }
@@ -169,7 +174,12 @@ pub(super) type PrefixDeleted = Result<(Vec<String>, bool), StoreError>;
 
 /// `DELETE /api/objects?prefix=P` as a job: deletes at most `max` objects whose names start
 /// with `prefix` (a whole package: `show/`).
-pub(super) fn delete_prefix_job(store: Arc<Store>, prefix: String, max: usize) -> Job {
+pub(super) fn delete_prefix_job(
+    store: Arc<Store>,
+    prefix: String,
+    max: usize,
+    pool: Option<Arc<dyn super::pool::PoolHook>>,
+) -> Job {
     Box::new(move || {
         let all = store.list_prefix(&prefix);
         let mut deleted = Vec::new();
@@ -177,7 +187,13 @@ pub(super) fn delete_prefix_job(store: Arc<Store>, prefix: String, max: usize) -
         for meta in all.iter().take(max) {
             match store.delete(&meta.name) {
                 // Deleted meanwhile by another request: nothing left to do for it.
-                Ok(()) => deleted.push(meta.name.clone()),
+                Ok(()) => {
+                    // The other nodes' copies go too.
+                    if let Some(pool) = &pool {
+                        pool.deleted(&meta.name, false);
+                    }
+                    deleted.push(meta.name.clone())
+                }
                 Err(StoreError::NotFound { .. }) => {}
                 Err(e) => {
                     result = Err(e);

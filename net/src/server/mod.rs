@@ -7,12 +7,13 @@
 //! the engine passes `now`; wall time for `Date` and logs is derived from it ([`WallClock`]).
 //!
 //! Routes: `GET|HEAD /media/<name>` (public unless configured), `PUT|DELETE /media/<name>`,
-//! `GET|DELETE /api/objects?prefix=`, `GET /api/status` and `GET|PATCH /api/config` (bearer
-//! token), `GET /metrics`, `GET /healthz`.
+//! `GET|DELETE /api/objects?prefix=`, `GET /api/status`, `GET /api/pool` and
+//! `GET|PATCH /api/config` (bearer token), `GET /metrics`, `GET /healthz`.
 //! Blocking storage work (commit of an upload, delete) runs as an engine job on the catalog thread.
 //!
 //! Layers, each file using only those above it in this list (no cycles):
 //! - `config`: `HttpConfig`, `PacingConfig`, `WallClock` (plain data);
+//! - `pool`: the pool's hook (`PoolHook`, `Located`) and a redirect's `Location`;
 //! - `service`: `HttpService`, the shared modules and the settings generation a reload swaps;
 //! - `reply`: small complete responses (error pages, JSON errors);
 //! - `access_line`: what is logged of a request, and its access log line;
@@ -32,6 +33,7 @@ mod control;
 mod guard;
 mod media;
 mod pacing;
+mod pool;
 mod reply;
 mod respond;
 mod service;
@@ -44,6 +46,7 @@ mod tests;
 
 pub use config::{HttpConfig, PacingConfig, WallClock};
 pub use control::{ConfigControl, ControlReply};
+pub use pool::{redirect_location, Located, PoolHook, REDIRECT_LINK_SECS};
 pub use service::HttpService;
 pub use session::HttpSession;
 pub use small_body::API_BODY_BYTES_MAX;

@@ -95,6 +95,7 @@ pub(super) fn store_error_status(e: &StoreError) -> u16 {
         StoreError::Reserve(r) if r.resource == Resource::DiskSpaceBytes => 507,
         StoreError::Reserve(_) => 503,
         StoreError::LengthMismatch { .. } => 400,
+        StoreError::ChecksumMismatch { .. } => 422,
         StoreError::TooLarge { .. } => 413,
         _ => 500,
     }

@@ -13,6 +13,7 @@ use oasis_storage::{AuditLog, Store};
 
 use super::config::{HttpConfig, WallClock};
 use super::control::{ConfigControl, ControlSlot};
+use super::pool::{PoolHook, PoolSlot};
 use crate::access_log::AccessLog;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::users::Users;
@@ -36,6 +37,8 @@ pub(super) struct Inner {
     pub(super) scrubber: Arc<RwLock<Option<Arc<oasis_storage::Scrubber>>>>,
     /// The Configuration Manager behind `/api/config`, once attached (shared like `engine`).
     pub(super) control: ControlSlot,
+    /// The pool this node belongs to, once attached (shared like `engine`).
+    pub(super) pool: PoolSlot,
     pub(super) started: Instant,
     /// The User Manager's accounts (shared by every generation; replaced whole on a change).
     pub(super) users: Arc<Users>,
@@ -107,6 +110,7 @@ impl HttpService {
             engine: Arc::new(RwLock::new(None)),
             scrubber: Arc::new(RwLock::new(None)),
             control: Arc::new(RwLock::new(None)),
+            pool: Arc::new(RwLock::new(None)),
             started,
             users: Arc::new(Users::default()),
             limiter: Arc::new(FailureLimiter::default()),
@@ -148,6 +152,7 @@ impl HttpService {
             engine: Arc::clone(&current.engine),
             scrubber: Arc::clone(&current.scrubber),
             control: Arc::clone(&current.control),
+            pool: Arc::clone(&current.pool),
             started: current.started,
             users: Arc::clone(&current.users),
             limiter: Arc::clone(&current.limiter),
@@ -205,6 +210,21 @@ impl HttpService {
     pub fn detach_config_control(&self) {
         if let Ok(mut c) = self.current().control.write() {
             *c = None;
+        }
+    }
+
+    /// Makes this server a node of a pool: GETs for objects held elsewhere are redirected,
+    /// uploads and deletes handed on, `/api/pool` answered. Every generation shares it.
+    pub fn attach_pool(&self, pool: Arc<dyn PoolHook>) {
+        if let Ok(mut p) = self.current().pool.write() {
+            *p = Some(pool);
+        }
+    }
+
+    /// Drops the pool hook (at shutdown: it may hold this service's store).
+    pub fn detach_pool(&self) {
+        if let Ok(mut p) = self.current().pool.write() {
+            *p = None;
         }
     }
 

@@ -54,7 +54,26 @@ pub(super) fn content_type_refusal(head: &RequestHead) -> Option<String> {
     ))
 }
 
-/// What the uploader said about the object: its length, `?bitrate=`, its type.
+/// `X-Oasis-Crc32c` as a CRC: `Ok(None)` when absent; the 400 message when not 8 hex digits.
+pub(super) fn announced_crc32c(head: &RequestHead) -> Result<Option<u32>, String> {
+    let Some(v) = head.crc32c.as_deref() else {
+        return Ok(None);
+    };
+    let v = v.trim();
+    match u32::from_str_radix(v, 16) {
+        Ok(crc) if v.len() == 8 => Ok(Some(crc)),
+        _ => Err(format!(
+            "{{\"error\":{}}}\n",
+            json_escape(&format!(
+                "X-Oasis-Crc32c {v:?} is not a CRC-32C: send 8 hex digits (e.g. 0a1b2c3d), or \
+                 leave the field out"
+            ))
+        )),
+    }
+}
+
+/// What the uploader said about the object: its length, `?bitrate=`, its type, its CRC-32C
+/// (already checked by [`announced_crc32c`]).
 pub(super) fn upload_options(head: &RequestHead) -> UploadOptions {
     let bitrate_bps = super::api::query_param(head.query.as_deref(), "bitrate")
         .and_then(|b| b.parse::<u64>().ok())
@@ -68,6 +87,7 @@ pub(super) fn upload_options(head: &RequestHead) -> UploadOptions {
             .content_type
             .clone()
             .filter(|ct| !ct.eq_ignore_ascii_case("application/octet-stream")),
+        expected_crc32c: announced_crc32c(head).ok().flatten(),
     }
 }
 

@@ -43,7 +43,10 @@ impl HttpSession {
     ) {
         let head_only = head.method == Method::Head;
         let Some(meta) = self.svc.store.lookup(name) else {
-            return self.error(404, &[], head_only, now);
+            if !self.locate_in_pool(head, name, None) {
+                self.error(404, &[], head_only, now);
+            }
+            return;
         };
         if self.svc.store.is_corrupt(&meta) {
             // Never served as good: refused, or served and counted, by policy.
@@ -132,7 +135,12 @@ impl HttpSession {
                 Ok(a) => admission = Some(a),
                 Err(e) => {
                     tracing::debug!("stream of {name} refused: {e}");
-                    return self.refuse(&e.resource.to_string(), now);
+                    // A pool hands the viewer to a holder with headroom instead.
+                    let reason = e.resource.to_string();
+                    if !self.locate_in_pool(head, name, Some(&reason)) {
+                        self.refuse(&reason, now);
+                    }
+                    return;
                 }
             }
             pace = Pace::start(meta.bitrate_bps, rate, pacing, now);

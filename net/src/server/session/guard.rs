@@ -105,12 +105,7 @@ impl HttpSession {
                 return self.refused(Denied::Throttled(secs.max(1)), Some(ip), head, now);
             }
         }
-        let unix_now = self
-            .svc
-            .clock
-            .at(now)
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix_now = self.unix_secs(now);
         let client = ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         // The name borrows from `path` (the caller's copy of the request path), not from the
         // session: no copy of it, and no clone of the shared keys, on the data path.
@@ -129,6 +124,15 @@ impl HttpSession {
             }
             Err(e) => self.refused(Denied::Link(e), ip, head, now),
         }
+    }
+
+    /// The wall clock at `now`, seconds since the Unix epoch.
+    pub(super) fn unix_secs(&self, now: Instant) -> u64 {
+        self.svc
+            .clock
+            .at(now)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// Answers a refusal with a JSON body that says why and what to do.

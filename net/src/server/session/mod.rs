@@ -34,6 +34,7 @@ mod api_body;
 mod control;
 mod get;
 mod guard;
+mod pool;
 mod put;
 
 impl Service for HttpService {
@@ -52,6 +53,7 @@ impl Service for HttpService {
             last_activity: now,
             req: None,
             unread_body: None,
+            from_pool_peer: false,
         })
     }
 
@@ -76,7 +78,10 @@ enum JobKind {
         action: &'static str,
         object: String,
     },
-    /// A Configuration Manager call (`/api/config`): its `ControlReply` is the answer.
+    /// Where the pool holds an object this node does not serve (`pool.rs`).
+    Locate(Box<pool::Locating>),
+    /// A Configuration Manager call (`/api/config`) or `/api/pool`: its `ControlReply` is the
+    /// answer.
     Control {
         head_only: bool,
         /// A `PATCH` (audited), not a `GET`.
@@ -153,6 +158,8 @@ pub struct HttpSession {
     req: Option<ReqLog>,
     /// The current request's body bytes not read yet (`None`: no body, or all of it read).
     unread_body: Option<BodyLeft>,
+    /// The current request came from another node of the pool (`X-Oasis-Pool`).
+    from_pool_peer: bool,
 }
 
 impl HttpSession {
@@ -222,6 +229,7 @@ impl HttpSession {
             .then(|| http::request::raw_path(&head.target).to_owned());
         self.req = Some(ReqLog::of(&mut head, self.svc.log.is_on(), now));
         self.unread_body = BodyLeft::of(&head, &self.svc.cfg.limits);
+        self.from_pool_peer = head.pool_peer;
         let head_only = head.method == Method::Head;
         match route(&head.path, &head.method) {
             Route::MediaRead(name) => {
@@ -236,11 +244,8 @@ impl HttpSession {
             Route::MediaPut(name) => self.start_upload(&head, name, now),
             Route::MediaDelete(name) => {
                 if self.guard(&head, Action::Write(name), now).is_some() {
-                    let store = Arc::clone(&self.svc.store);
-                    let name = name.to_owned();
-                    let object = name.clone();
-                    let job: Job = Box::new(move || Box::new(store.delete(&name)) as JobResult);
-                    self.state = State::Job(Some(job), JobKind::Delete(object));
+                    let job = self.delete_job(name.to_owned(), head.pool_peer);
+                    self.state = State::Job(Some(job), JobKind::Delete(name.to_owned()));
                 }
             }
             Route::MediaOptions => {
@@ -283,6 +288,11 @@ impl HttpSession {
                 if self.guard(&head, Action::Status, now).is_some() {
                     let body = api::status_json(&self.svc, now);
                     self.respond_small(200, "application/json", body.as_bytes(), head_only, now);
+                }
+            }
+            Route::Pool => {
+                if self.guard(&head, Action::Status, now).is_some() {
+                    self.pool_status(head_only, now)
                 }
             }
             Route::DeletePrefix => {
@@ -355,7 +365,9 @@ impl HttpSession {
             return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
         }
         let store = Arc::clone(&self.svc.store);
-        let job = api::delete_prefix_job(store, prefix.clone(), self.svc.cfg.list_objects_max);
+        let max = self.svc.cfg.list_objects_max;
+        let pool = self.pool().filter(|_| !self.from_pool_peer);
+        let job = api::delete_prefix_job(store, prefix.clone(), max, pool);
         self.state = State::Job(Some(job), JobKind::DeletePrefix(prefix));
     }
 
@@ -410,6 +422,7 @@ impl HttpSession {
                 match result.downcast::<Result<Arc<ObjectMeta>, StoreError>>() {
                     Ok(r) => match *r {
                         Ok(meta) => {
+                            self.pool_committed(&meta);
                             let body = format!("{}\n", api::meta_json(&meta, false));
                             let status = if replaced { 200 } else { 201 };
                             let action = if replaced { "replace" } else { "upload" };
@@ -451,6 +464,7 @@ impl HttpSession {
                 Err(_) => self.error(500, &[], false, now),
             },
             JobKind::Json { action, object } => self.json_done(action, object, result, now),
+            JobKind::Locate(l) => self.located(*l, result, now),
             JobKind::Control { head_only, patch } => {
                 self.control_done(result, head_only, patch, now)
             }

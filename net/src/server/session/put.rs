@@ -37,6 +37,10 @@ impl HttpSession {
             self.keep_alive = false;
             return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
         }
+        if let Err(msg) = upload::announced_crc32c(head) {
+            self.keep_alive = false;
+            return self.respond_small(400, "application/json", msg.as_bytes(), false, now);
+        }
         let options = upload::upload_options(head);
         let body = BodyStart {
             kind,

@@ -7,6 +7,7 @@
 mod api_body;
 mod driver;
 mod pacing;
+mod pool;
 mod requests;
 mod timeouts;
 mod uploads;

@@ -109,6 +109,20 @@ pub trait PoolCatalog: Send {
     fn record_replica(&mut self, replica: &ReplicaRecord) -> Result<(), CatalogError>;
     /// Forgets `node_id`'s copy of `name`; returns whether there was one.
     fn drop_replica(&mut self, name: &str, node_id: &str) -> Result<bool, CatalogError>;
+    /// Every node's copy of `name`, whatever its version, by node id (at most 64).
+    fn replicas(&mut self, name: &str) -> Result<Vec<ReplicaRecord>, CatalogError>;
+    /// How many names have fewer than `want` copies of their current version on nodes whose
+    /// last heartbeat is younger than `live_within_ms` (counted by the database, in one query).
+    fn under_replicated(&mut self, want: u32, live_within_ms: u64) -> Result<u64, CatalogError>;
+    /// The names (with their current version id) this node must restore copies of: it holds
+    /// the current version, it is the live holder with the smallest node id (so one node
+    /// repairs each name), and fewer than `want` live nodes hold it. By name, at most `limit`.
+    fn to_repair(
+        &mut self,
+        want: u32,
+        live_within_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, CatalogError>;
 }
 
 /// Inserts or replaces `r` (within the caller's transaction).
@@ -292,6 +306,63 @@ impl PoolCatalog for PgCatalog {
         }
         self.conn
             .transaction("record a replica", |tx| put_replica(tx, replica))
+    }
+
+    fn replicas(&mut self, name: &str) -> Result<Vec<ReplicaRecord>, CatalogError> {
+        let sql = format!(
+            "SELECT {REPLICA_COLUMNS} FROM pool_replicas r WHERE r.name = $1 \
+             ORDER BY r.node_id LIMIT {HOLDERS_MAX}"
+        );
+        self.collect("read the replicas of a name", &sql, &[&name], read_replica)
+    }
+
+    fn under_replicated(&mut self, want: u32, live_within_ms: u64) -> Result<u64, CatalogError> {
+        let live = to_i64(live_within_ms);
+        let want = i64::from(want);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT c.name FROM \
+               (SELECT name, max(version_id) AS v FROM pool_replicas GROUP BY name) c \
+               LEFT JOIN pool_replicas r ON r.name = c.name AND r.version_id = c.v \
+               LEFT JOIN pool_nodes n ON n.node_id = r.node_id \
+                 AND {NOW_MS} - n.heartbeat_unix_ms < $1 \
+               GROUP BY c.name HAVING count(n.node_id) < $2) u"
+        );
+        self.conn.with("count under-replicated names", |c| {
+            let row = c.query_one(&sql, &[&live, &want])?;
+            let n: i64 = row.try_get(0)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn to_repair(
+        &mut self,
+        want: u32,
+        live_within_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, CatalogError> {
+        let sql = format!(
+            "SELECT c.name, c.v FROM \
+               (SELECT name, max(version_id) AS v FROM pool_replicas GROUP BY name) c \
+               JOIN pool_replicas r ON r.name = c.name AND r.version_id = c.v \
+               JOIN pool_nodes n ON n.node_id = r.node_id \
+                 AND {NOW_MS} - n.heartbeat_unix_ms < $1 \
+               GROUP BY c.name, c.v HAVING count(*) < $2 AND min(r.node_id) = $3 \
+               ORDER BY c.name LIMIT $4"
+        );
+        let (live, want, me, limit) = (
+            to_i64(live_within_ms),
+            i64::from(want),
+            self.node_id.clone(),
+            i64::from(limit),
+        );
+        let args: [&(dyn postgres::types::ToSql + Sync); 4] = [&live, &want, &me, &limit];
+        self.collect("list the names to repair", &sql, &args, |loc, row| {
+            let name: String = row.try_get(0)?;
+            let v: i64 = row.try_get(1)?;
+            let v = u64::try_from(v)
+                .map_err(|_| out_of_range(loc, format!("replica of {name:?}: negative version")))?;
+            Ok((name, v))
+        })
     }
 
     fn drop_replica(&mut self, name: &str, node_id: &str) -> Result<bool, CatalogError> {

@@ -1,0 +1,399 @@
+//! Three `oasis serve` nodes on one PostgreSQL catalog (a throw-away cluster), on loopback
+//! ports: an upload to node 1 is copied to one more node (replicas = 2) and both are listed as
+//! holders; node 3, holding none, redirects GETs (307) to a holder, and following the redirect
+//! gives the bytes, Range too; a private object's redirect is a signed link that opens it; a
+//! delete on node 1 removes node 2's copy; with its holders killed (-9), node 3 answers 503 with
+//! `Retry-After`; `oasis pool status` lists the nodes and their states. A node without the
+//! bandwidth for a stream hands it to a holder with headroom (307) instead of refusing it; an
+//! upload whose content differs from its `X-Oasis-Crc32c` is refused (422). A copy's node
+//! killed: the survivors restore the replica count; deleted while it is away, its copy goes
+//! when it returns. No timing
+//! assertions: every wait polls with a generous deadline.
+
+#[path = "../storage/tests/support/pg.rs"]
+mod pg;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::{free_port, header, path_str, pattern, run, Server, TOKEN};
+
+const KEY: &str = "pool-test-link-key-0123456789abcdefghij";
+
+struct Node {
+    server: Server,
+    id: String,
+    /// Its configuration and data directory, kept across restarts.
+    home: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts the node again on its configuration, port and data (after a kill).
+    fn restart(&mut self) {
+        let config = self.home.path().join("oasis.toml");
+        self.server = Server::start_args(
+            tempfile::tempdir().unwrap(),
+            &["--config", path_str(&config)],
+        );
+    }
+}
+
+fn start_node(url: &str, n: u32) -> Node {
+    start_node_with(url, n, 10_000_000_000)
+}
+
+/// A node whose listener has `bandwidth_bps` to reserve.
+fn start_node_with(url: &str, n: u32, bandwidth_bps: u64) -> Node {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let id = format!("node-{n}");
+    let config = format!(
+        "[server]\ndata_dir = {:?}\naccess_log = \"off\"\ndrain_timeout_secs = 2\n\n\
+         [[listen]]\naddr = \"127.0.0.1:{port}\"\nbandwidth_bps = {bandwidth_bps}\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
+         [[access]]\nprefix = \"private/\"\nread = \"signed\"\n\n\
+         [pool]\ncatalog = \"{url}\"\nnode_id = \"{id}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
+         replicas = 2\ndown_after_ms = 3000\n",
+        path_str(&home.path().join("data")),
+    );
+    let path = home.path().join("oasis.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_args(tempfile::tempdir().unwrap(), &["--config", path_str(&path)]);
+    Node { server, id, home }
+}
+
+/// `(status, head, body)` of one curl request that follows no redirect.
+fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let work = tempfile::tempdir().unwrap();
+    let head = work.path().join("head");
+    let body = work.path().join("body");
+    let out = run(
+        "curl",
+        &[
+            &[
+                "-sS",
+                "--max-time",
+                "60",
+                "-w",
+                "%{http_code}",
+                "-D",
+                path_str(&head),
+                "-o",
+                path_str(&body),
+            ],
+            args,
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(&head).unwrap();
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (status, head, std::fs::read(&body).unwrap_or_default())
+}
+
+fn upload(node: &Node, name: &str, file: &Path) -> u16 {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let url = node.server.url(&format!("/media/{name}"));
+    curl(&["-H", &auth, "-T", path_str(file), &url]).0
+}
+
+fn holders(cluster: &pg::Cluster, url: &str, name: &str) -> Vec<String> {
+    let rows = cluster.psql(
+        url,
+        &format!("SELECT node_id FROM pool_replicas WHERE name = '{name}' ORDER BY node_id"),
+    );
+    rows.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn poll(what: &str, mut done: impl FnMut() -> bool) {
+    poll_or(what, &[], &mut done)
+}
+
+/// [`poll`], showing the nodes' logs when it gives up.
+fn poll_or(what: &str, nodes: &[Node], done: &mut dyn FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if Instant::now() >= until {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {} ---\n{}", n.id, n.server.server_log()))
+                .collect();
+            panic!("gave up waiting: {what}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn held_locally(node: &Node, name: &str) -> u16 {
+    // A request marked as from the pool is never redirected: it says what this node holds.
+    curl(&[
+        "-I",
+        "-H",
+        "X-Oasis-Pool: probe",
+        &node.server.url(&format!("/media/{name}")),
+    ])
+    .0
+}
+
+/// Deletes `name` on `on` and waits for its copy on `copy` to go.
+fn delete_and_wait(on: &Node, copy: &Node, name: &str) {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let target = on.server.url(&format!("/media/{name}"));
+    assert_eq!(curl(&["-X", "DELETE", "-H", &auth, &target]).0, 204);
+    poll("the other copy deleted", || held_locally(copy, name) == 404);
+}
+
+/// Three nodes on a new database, each seeing all three live.
+fn pool_of_three() -> (std::sync::Arc<pg::Cluster>, String, Vec<Node>) {
+    let cluster = pg::shared();
+    let url = cluster.create_database();
+    let nodes: Vec<Node> = (1..=3).map(|n| start_node(&url, n)).collect();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    for n in &nodes {
+        poll("three live nodes in every /api/pool", || {
+            let (_, _, b) = curl(&["-H", &auth, &n.server.url("/api/pool")]);
+            String::from_utf8_lossy(&b)
+                .matches("\"state\":\"live\"")
+                .count()
+                == 3
+        });
+    }
+    (cluster, url, nodes)
+}
+
+/// A test file of `len` bytes named `name` in `dir`, and its bytes.
+fn content(dir: &Path, name: &str, len: usize, seed: u8) -> (Vec<u8>, std::path::PathBuf) {
+    let body = pattern(len, seed);
+    let file = dir.join(name);
+    std::fs::write(&file, &body).unwrap();
+    (body, file)
+}
+
+#[test]
+fn three_nodes_replicate_redirect_and_delete() {
+    let (cluster, url, mut nodes) = pool_of_three();
+    let work = tempfile::tempdir().unwrap();
+    let (body, file) = content(work.path(), "clip.mp4", 3 << 20, 7);
+
+    // Upload to node 1: one more copy appears on node 2 or 3 (the least loaded); the other
+    // one holds nothing and redirects below.
+    assert_eq!(upload(&nodes[0], "show/clip.mp4", &file), 201);
+    poll_or(
+        "two holders of show/clip.mp4 in the catalog",
+        &nodes,
+        &mut || holders(&cluster, &url, "show/clip.mp4").len() == 2,
+    );
+    let held = holders(&cluster, &url, "show/clip.mp4");
+    assert!(held.contains(&"node-1".to_string()), "{held:?}");
+    let copy = if held.contains(&"node-2".to_string()) {
+        1
+    } else {
+        2
+    };
+    let bare = 3 - copy; // index of the node holding nothing (1 or 2, never node 1)
+    assert_eq!(held_locally(&nodes[copy], "show/clip.mp4"), 200);
+    assert_eq!(held_locally(&nodes[bare], "show/clip.mp4"), 404);
+    // One version: both replica rows carry node 1's version id.
+    let versions = cluster.psql(
+        &url,
+        "SELECT count(DISTINCT version_id) FROM pool_replicas WHERE name = 'show/clip.mp4'",
+    );
+    assert_eq!(versions.trim(), "1");
+
+    // The node holding nothing redirects to a holder, query kept; following it gives the bytes.
+    let direct = nodes[bare].server.url("/media/show/clip.mp4?x=1");
+    let (status, head, _) = curl(&[&direct]);
+    assert_eq!(status, 307, "{head}");
+    let location = header(&head, "location").unwrap().to_string();
+    assert!(location.ends_with("/media/show/clip.mp4?x=1"), "{location}");
+    assert!(
+        location.starts_with(&nodes[0].server.url(""))
+            || location.starts_with(&nodes[copy].server.url("")),
+        "{location}"
+    );
+    let (status, _, got) = curl(&["-L", &direct]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the redirected body differs");
+    let (status, _, got) = curl(&["-L", "-r", "1000-2999", &direct]);
+    assert_eq!(status, 206);
+    assert!(got == body[1000..3000], "the redirected range differs");
+    let (status, _, _) = curl(&[&nodes[bare].server.url("/media/never.mp4")]);
+    assert_eq!(status, 404);
+
+    // A private object: the redirect is a signed link the holder honours.
+    assert_eq!(upload(&nodes[0], "private/p.mp4", &file), 201);
+    poll("the private object's copy", || {
+        holders(&cluster, &url, "private/p.mp4").len() == 2
+    });
+    let third = if holders(&cluster, &url, "private/p.mp4").contains(&"node-2".to_string()) {
+        2
+    } else {
+        1
+    };
+    // Without credentials it is refused here as on any node; with them the redirect carries a
+    // signed link, which opens it on the holder with no credentials.
+    let private = nodes[third].server.url("/media/private/p.mp4");
+    assert_eq!(curl(&[&private]).0, 401);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (status, head, _) = curl(&["-H", &auth, &private]);
+    assert_eq!(status, 307, "{head}");
+    let location = header(&head, "location").unwrap().to_string();
+    assert!(location.contains("/s/"), "{location}");
+    let (status, _, got) = curl(&[&location]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the signed redirect's body differs");
+
+    // `oasis pool status` lists the three nodes, live.
+    let out = run(
+        support::oasis_bin(),
+        &[
+            "pool",
+            "status",
+            "--server",
+            &nodes[2].server.url(""),
+            "--token",
+            TOKEN,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &nodes {
+        assert!(text.contains(&n.id), "{text}");
+    }
+    assert_eq!(text.matches(" live ").count(), 3, "{text}");
+    assert!(text.contains("objects under-replicated: 0"), "{text}");
+
+    // A delete on node 1 removes the other copy too.
+    delete_and_wait(&nodes[0], &nodes[copy], "show/clip.mp4");
+    assert_eq!(
+        holders(&cluster, &url, "show/clip.mp4"),
+        Vec::<String>::new()
+    );
+    let (status, _, _) = curl(&[&nodes[bare].server.url("/media/show/clip.mp4")]);
+    assert_eq!(status, 404);
+
+    // Both holders of the private object killed: the bare node says 503, try again later.
+    let bare_node = nodes.remove(bare);
+    for n in &mut nodes {
+        let pid = n.server.pid().to_string();
+        assert!(run("kill", &["-9", &pid]).status.success());
+    }
+    poll("503 once the holders are down", || {
+        let (status, head, _) = curl(&["-H", &auth, &bare_node.server.url("/media/private/p.mp4")]);
+        status == 503 && header(&head, "retry-after").is_some()
+    });
+}
+
+#[test]
+fn an_overloaded_holder_hands_the_viewer_on_and_a_wrong_checksum_is_refused() {
+    let cluster = pg::shared();
+    let url = cluster.create_database();
+    // Node 1 can reserve almost no bandwidth: every stream is refused there (503 alone).
+    let starved = start_node_with(&url, 1, 1_000);
+    let roomy = start_node(&url, 2);
+    let work = tempfile::tempdir().unwrap();
+    let (body, file) = content(work.path(), "a.mp4", 1 << 20, 3);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+
+    // A wrong CRC-32C is refused and nothing is stored; the right one is taken.
+    let crc = format!("X-Oasis-Crc32c: {:08x}", crc32c::crc32c(&body));
+    let wrong = format!("X-Oasis-Crc32c: {:08x}", crc32c::crc32c(&body) ^ 1);
+    let target = roomy.server.url("/media/a.mp4");
+    let (status, _, answer) = curl(&["-H", &auth, "-H", &wrong, "-T", path_str(&file), &target]);
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("CRC-32C"));
+    assert_eq!(held_locally(&roomy, "a.mp4"), 404);
+    let bad = "X-Oasis-Crc32c: not-hex";
+    assert_eq!(
+        curl(&["-H", &auth, "-H", bad, "-T", path_str(&file), &target]).0,
+        400
+    );
+    let with_rate = roomy.server.url("/media/a.mp4?bitrate=123457");
+    let (status, _, _) = curl(&["-H", &auth, "-H", &crc, "-T", path_str(&file), &with_rate]);
+    assert_eq!(status, 201);
+
+    // Copied to the starved node, which holds it but cannot stream it: it redirects.
+    poll_or(
+        "the copy on node 1",
+        std::slice::from_ref(&roomy),
+        &mut || held_locally(&starved, "a.mp4") == 200,
+    );
+    // The uploader's bitrate came with the copy.
+    let (_, _, listed) = curl(&["-H", &auth, &starved.server.url("/api/objects")]);
+    assert!(
+        String::from_utf8_lossy(&listed).contains("123457"),
+        "{}",
+        String::from_utf8_lossy(&listed)
+    );
+    let (status, head, _) = curl(&[&starved.server.url("/media/a.mp4")]);
+    assert_eq!(status, 307, "{head}");
+    let location = header(&head, "location").unwrap();
+    assert_eq!(location, roomy.server.url("/media/a.mp4"));
+    let (status, _, got) = curl(&["-L", &starved.server.url("/media/a.mp4")]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the handed-on body differs");
+}
+
+#[test]
+fn a_dead_holder_s_copy_is_restored_on_a_survivor() {
+    let (cluster, url, mut nodes) = pool_of_three();
+    let work = tempfile::tempdir().unwrap();
+    let (body, file) = content(work.path(), "r.mp4", 1 << 20, 5);
+    assert_eq!(upload(&nodes[0], "r.mp4", &file), 201);
+    poll_or("the first copy", &nodes, &mut || {
+        holders(&cluster, &url, "r.mp4").len() == 2
+    });
+    let copy = if holders(&cluster, &url, "r.mp4").contains(&"node-2".to_string()) {
+        1
+    } else {
+        2
+    };
+    let survivor = 3 - copy;
+    assert_eq!(held_locally(&nodes[survivor], "r.mp4"), 404);
+    let pid = nodes[copy].server.pid().to_string();
+    assert!(run("kill", &["-9", &pid]).status.success());
+    poll_or("the copy restored on the survivor", &nodes, &mut || {
+        held_locally(&nodes[survivor], "r.mp4") == 200
+    });
+    let held = holders(&cluster, &url, "r.mp4");
+    assert!(held.contains(&nodes[survivor].id), "{held:?}");
+    // The restored copy is byte-exact and of the same version.
+    let (status, _, got) = curl(&[
+        "-H",
+        "X-Oasis-Pool: probe",
+        &nodes[survivor].server.url("/media/r.mp4"),
+    ]);
+    assert_eq!(status, 200);
+    assert!(got == body, "the restored copy differs");
+    let versions = cluster.psql(
+        &url,
+        "SELECT count(DISTINCT version_id) FROM pool_replicas WHERE name = 'r.mp4'",
+    );
+    assert_eq!(versions.trim(), "1");
+
+    // Deleted while the dead node is away: back, it drops its stale copy.
+    delete_and_wait(&nodes[0], &nodes[survivor], "r.mp4");
+    nodes[copy].restart();
+    // Reconciled before it listens: the copy is gone by the time it answers.
+    assert_eq!(held_locally(&nodes[copy], "r.mp4"), 404);
+    let log = nodes[copy].server.server_log();
+    assert!(
+        log.contains("r.mp4: deleted in the pool while this node was away"),
+        "{log}"
+    );
+    assert_eq!(holders(&cluster, &url, "r.mp4"), Vec::<String>::new());
+}
