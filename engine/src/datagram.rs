@@ -122,8 +122,9 @@ pub trait DatagramHandler: Send + 'static {
     fn truncated(&mut self, _from: Option<SocketAddr>, _len: usize) {}
     /// A receive failed (already counted and logged); the loop arms the next one.
     fn error(&mut self, _err: &io::Error) {}
-    /// The datagrams of one wake-up have all been handed over.
-    fn batch_done(&mut self) {}
+    /// The datagrams of one wake-up have all been handed over; `counts` are the loop's counts
+    /// as they now stand (e.g. to publish the kernel's drops).
+    fn batch_done(&mut self, _counts: &DatagramCounts) {}
 }
 
 impl<F> DatagramHandler for F
@@ -497,7 +498,7 @@ impl Loop {
             }
             cqes.clear();
             self.cqes = cqes;
-            h.batch_done();
+            h.batch_done(&self.counters.snapshot());
             if !self.recv_armed && !self.stopping {
                 if self.errors_in_row >= ERRORS_BEFORE_PAUSE {
                     std::thread::sleep(ERROR_PAUSE);

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oasis_engine::datagram::{DatagramConfig, DatagramHandler, DatagramLoop};
+use oasis_engine::datagram::{DatagramConfig, DatagramCounts, DatagramHandler, DatagramLoop};
 
 const MODES: [bool; 2] = [true, false];
 
@@ -49,7 +49,8 @@ impl DatagramHandler for Recorder {
     fn truncated(&mut self, from: Option<SocketAddr>, len: usize) {
         self.0.lock().unwrap().truncated.push((from, len));
     }
-    fn batch_done(&mut self) {
+    fn batch_done(&mut self, counts: &DatagramCounts) {
+        assert!(counts.received >= self.0.lock().unwrap().datagrams.len() as u64);
         self.0.lock().unwrap().batches += 1;
     }
 }

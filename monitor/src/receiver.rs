@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use oasis_engine::datagram::{DatagramConfig, DatagramHandler, DatagramLoop};
+use oasis_engine::datagram::{DatagramConfig, DatagramCounts, DatagramHandler, DatagramLoop};
 
 use crate::probe::wire::{encode_peers, Peer, PEERS_BYTES_MAX};
 use crate::status::{Intake, Rejection, MAX_DATAGRAM_BYTES, PEERS_MAX};
@@ -76,6 +76,9 @@ pub(crate) struct State {
     pub recv_errors: u64,
     /// Peer lists that could not be sent.
     pub send_errors: u64,
+    /// Datagrams the kernel dropped on the socket for a full receive buffer (as the receive
+    /// loop last saw it).
+    pub lost_in_kernel: u64,
 }
 
 impl State {
@@ -126,6 +129,7 @@ impl Monitor {
             authenticated: cfg.key.is_some(),
             recv_errors: 0,
             send_errors: 0,
+            lost_in_kernel: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let udp_addr = udp.local_addr()?;
@@ -203,6 +207,8 @@ struct Receiver {
     list: Vec<u8>,
     /// Grows across restarts, as the senders' sequence does: nodes drop older lists.
     list_seq: u64,
+    /// The kernel's drop count last put in the state.
+    lost_in_kernel: u64,
 }
 
 impl Receiver {
@@ -217,6 +223,7 @@ impl Receiver {
             list_seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_micros() as u64),
+            lost_in_kernel: 0,
         }
     }
 }
@@ -259,5 +266,12 @@ impl DatagramHandler for Receiver {
     fn error(&mut self, err: &io::Error) {
         tracing::debug!("monitor: receive error: {err}");
         lock(&self.shared).recv_errors += 1;
+    }
+
+    fn batch_done(&mut self, counts: &DatagramCounts) {
+        if counts.kernel_drops != self.lost_in_kernel {
+            self.lost_in_kernel = counts.kernel_drops;
+            lock(&self.shared).lost_in_kernel = counts.kernel_drops;
+        }
     }
 }
