@@ -7,7 +7,10 @@
 //! completion is parsed (the kernel's `io_uring_recvmsg_out` header, the source address, the
 //! control message, the payload), handed to the handler, and the buffer goes back on the ring at
 //! once; the handler sees the datagrams of one wake-up in a row and then
-//! [`DatagramHandler::batch_done`].
+//! [`DatagramHandler::batch_done`]. With a `batch_wait`, a loop that is receiving lets
+//! datagrams gather in the socket for that long before it wakes (an idle loop sleeps until the
+//! first one), so one wake-up takes several; the socket's receive buffer (`socket_recv_bytes`)
+//! must hold what arrives meanwhile.
 //!
 //! What the loop counts ([`DatagramCounts`]): datagrams handed over; datagrams longer than a
 //! buffer holds (`MSG_TRUNC`: counted, shown to [`DatagramHandler::truncated`], never handed
@@ -62,6 +65,8 @@ pub const BUFFER_BYTES_MAX: usize = 65536 + DATAGRAM_OVERHEAD_BYTES;
 /// Consecutive receive errors after which the loop pauses before arming again.
 const ERRORS_BEFORE_PAUSE: u32 = 8;
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
+/// The longest [`DatagramConfig::batch_wait`].
+pub const BATCH_WAIT_MAX: Duration = Duration::from_millis(100);
 
 /// How a [`DatagramLoop`] is set up.
 #[derive(Clone, Debug)]
@@ -75,16 +80,28 @@ pub struct DatagramConfig {
     pub multishot: bool,
     /// The loop thread's name.
     pub thread_name: String,
+    /// How long datagrams may gather before the loop wakes for them, once traffic flows (zero:
+    /// wake for every completion). An idle loop still sleeps until the first datagram; a busy
+    /// one then wakes at most once per `batch_wait` (or when half the buffers are full), which
+    /// saves a wake-up per datagram at the price of that much latency.
+    pub batch_wait: Duration,
+    /// The socket's receive buffer to ask for (`SO_RCVBUF`; the kernel caps it at
+    /// `net.core.rmem_max`): what holds datagrams while the loop waits or is not scheduled.
+    /// Zero leaves the socket as it is.
+    pub socket_recv_bytes: usize,
 }
 
 impl Default for DatagramConfig {
-    /// 256 buffers of 2 KiB (512 KiB), multishot, thread `oasis-dgram`.
+    /// 256 buffers of 2 KiB (512 KiB), multishot, thread `oasis-dgram`, no batch wait, the
+    /// socket's receive buffer as it is.
     fn default() -> DatagramConfig {
         DatagramConfig {
             buffers: 256,
             buffer_bytes: 2048,
             multishot: true,
             thread_name: "oasis-dgram".into(),
+            batch_wait: Duration::ZERO,
+            socket_recv_bytes: 0,
         }
     }
 }
@@ -101,6 +118,12 @@ impl DatagramConfig {
             return bad(format!(
                 "datagram buffers = {}: use a power of two from 1 to {BUFFERS_MAX}",
                 self.buffers
+            ));
+        }
+        if self.batch_wait > BATCH_WAIT_MAX {
+            return bad(format!(
+                "datagram batch_wait = {:?}: use at most {BATCH_WAIT_MAX:?}",
+                self.batch_wait
             ));
         }
         if self.buffer_bytes <= DATAGRAM_OVERHEAD_BYTES || self.buffer_bytes > BUFFER_BYTES_MAX {
@@ -219,6 +242,9 @@ impl DatagramLoop {
         cfg.check()?;
         let local_addr = socket.local_addr()?;
         enable_drop_counts(&socket)?;
+        if cfg.socket_recv_bytes > 0 {
+            socket2::SockRef::from(&socket).set_recv_buffer_size(cfg.socket_recv_bytes)?;
+        }
         let stop_fd = Arc::new(rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
@@ -381,6 +407,11 @@ struct Loop {
     /// Whether any datagram came yet (an `EINVAL` before that means: no multishot here).
     got_any: bool,
     errors_in_row: u32,
+    /// `batch_wait` as the kernel takes it, and how many completions end a gathering early.
+    gather_wait: Option<types::Timespec>,
+    gather_max: usize,
+    /// Whether the last wake-up brought datagrams (then the next wait gathers).
+    busy: bool,
 }
 
 impl Loop {
@@ -428,6 +459,13 @@ impl Loop {
             stopping: false,
             got_any: false,
             errors_in_row: 0,
+            gather_wait: (!cfg.batch_wait.is_zero()).then(|| {
+                types::Timespec::new()
+                    .sec(cfg.batch_wait.as_secs())
+                    .nsec(cfg.batch_wait.subsec_nanos())
+            }),
+            gather_max: (cfg.buffers / 2).max(1),
+            busy: false,
         })
     }
 
@@ -473,9 +511,13 @@ impl Loop {
         self.push(stop);
         self.arm_recv();
         while self.recv_armed || !self.stopping {
-            match self.ring.submit_and_wait(1) {
+            match self.wait() {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::ETIME)
+                    ) => {}
                 Err(e) => {
                     self.counters.add(Count::Errors);
                     tracing::error!("datagram loop: io_uring_enter failed ({e}); stopping");
@@ -489,6 +531,7 @@ impl Loop {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
+            self.busy = cqes.iter().any(|c| c.0 == UD_RECV);
             for &(ud, res, flags) in &cqes {
                 match ud {
                     UD_RECV => self.on_recv(res, flags, h),
@@ -506,6 +549,20 @@ impl Loop {
                 self.counters.add(Count::Rearms);
                 self.arm_recv();
             }
+        }
+    }
+
+    /// Submits and waits: for one completion, or, while datagrams flow and a batch wait is set,
+    /// for `gather_max` completions or the batch wait, whichever comes first.
+    fn wait(&mut self) -> io::Result<usize> {
+        match (&self.gather_wait, self.busy && !self.stopping) {
+            (Some(ts), true) => {
+                let args = types::SubmitArgs::new().timespec(ts);
+                self.ring
+                    .submitter()
+                    .submit_with_args(self.gather_max, &args)
+            }
+            _ => self.ring.submit_and_wait(1),
         }
     }
 
@@ -755,5 +812,10 @@ mod tests {
             "no payload room"
         );
         assert!(with(4, BUFFER_BYTES_MAX + 1).check().is_err());
+        let slow = DatagramConfig {
+            batch_wait: BATCH_WAIT_MAX + Duration::from_millis(1),
+            ..DatagramConfig::default()
+        };
+        assert!(slow.check().is_err(), "batch wait over the bound");
     }
 }

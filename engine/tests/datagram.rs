@@ -1,7 +1,8 @@
 //! Proves the io_uring datagram loop (`oasis_engine::datagram`) over real UDP sockets on loopback.
 //!
-//! Every test runs twice: with multishot receives into provided buffers, and with single
-//! receives re-armed (the fallback when the kernel refuses multishot). They check that every
+//! Every test runs three times: with multishot receives into provided buffers, the same with a
+//! batch wait (datagrams gather for 2 ms once traffic flows), and with single receives re-armed
+//! (the fallback when the kernel refuses multishot). They check that every
 //! datagram arrives once with its bytes and its sender's address (IPv4 and IPv6, several
 //! senders, lengths from 0 to the buffer's payload room); that longer datagrams are counted as
 //! truncated and never handed over; that when more datagrams wait than there are buffers (two
@@ -18,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use oasis_engine::datagram::{DatagramConfig, DatagramCounts, DatagramHandler, DatagramLoop};
 
-const MODES: [bool; 2] = [true, false];
+/// (multishot, batch wait in ms)
+const MODES: [(bool, u64); 3] = [(true, 0), (true, 2), (false, 0)];
 
-fn config(multishot: bool) -> DatagramConfig {
+fn config((multishot, wait_ms): (bool, u64)) -> DatagramConfig {
     DatagramConfig {
         multishot,
         thread_name: "test-dgram".into(),
+        batch_wait: Duration::from_millis(wait_ms),
         ..DatagramConfig::default()
     }
 }
@@ -73,8 +76,8 @@ fn payload(sender: u8, seq: u32, len: usize) -> Vec<u8> {
     b
 }
 
-fn every_datagram_arrives_once(local: &str, multishot: bool) {
-    let cfg = config(multishot);
+fn every_datagram_arrives_once(local: &str, mode: (bool, u64)) {
+    let cfg = config(mode);
     let max = cfg.payload_bytes_max();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let rx = DatagramLoop::start(
@@ -83,7 +86,7 @@ fn every_datagram_arrives_once(local: &str, multishot: bool) {
         Recorder(Arc::clone(&seen)),
     )
     .unwrap();
-    assert_eq!(rx.counts().multishot, multishot);
+    assert_eq!(rx.counts().multishot, mode.0);
     let senders: Vec<UdpSocket> = (0..3).map(|_| UdpSocket::bind(local).unwrap()).collect();
     const PER_SENDER: u32 = 700;
     const WINDOW: usize = 64; // sent and not yet seen: well within the socket's buffer
@@ -127,8 +130,8 @@ fn every_datagram_arrives_once(local: &str, multishot: bool) {
 
 #[test]
 fn every_datagram_arrives_once_with_its_source_ipv4() {
-    for multishot in MODES {
-        every_datagram_arrives_once("127.0.0.1:0", multishot);
+    for mode in MODES {
+        every_datagram_arrives_once("127.0.0.1:0", mode);
     }
 }
 
@@ -137,15 +140,15 @@ fn every_datagram_arrives_once_with_its_source_ipv6() {
     if UdpSocket::bind("[::1]:0").is_err() {
         panic!("no IPv6 loopback here: this test needs ::1");
     }
-    for multishot in MODES {
-        every_datagram_arrives_once("[::1]:0", multishot);
+    for mode in MODES {
+        every_datagram_arrives_once("[::1]:0", mode);
     }
 }
 
 #[test]
 fn oversized_datagrams_are_counted_and_dropped() {
-    for multishot in MODES {
-        let cfg = config(multishot);
+    for mode in MODES {
+        let cfg = config(mode);
         let max = cfg.payload_bytes_max();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let rx = DatagramLoop::start(
@@ -169,9 +172,9 @@ fn oversized_datagrams_are_counted_and_dropped() {
         assert_eq!(
             seen.datagrams,
             vec![(payload(1, 2, max), me), (payload(1, 4, 10), me)],
-            "multishot {multishot}: only the datagrams that fit are handed over"
+            "mode {mode:?}: only the datagrams that fit are handed over"
         );
-        assert_eq!(counts.truncated, 2, "multishot {multishot}");
+        assert_eq!(counts.truncated, 2, "mode {mode:?}");
         assert_eq!(counts.received, 2);
         assert_eq!(
             seen.truncated,
@@ -203,7 +206,7 @@ impl DatagramHandler for Gate {
 
 #[test]
 fn more_datagrams_than_buffers_are_received_or_counted_as_dropped() {
-    for multishot in MODES {
+    for mode in MODES {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         // A small socket buffer (the kernel doubles it): the kernel drops much of the burst.
         socket2::SockRef::from(&socket)
@@ -211,7 +214,7 @@ fn more_datagrams_than_buffers_are_received_or_counted_as_dropped() {
             .unwrap();
         let cfg = DatagramConfig {
             buffers: 2,
-            ..config(multishot)
+            ..config(mode)
         };
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (arrived_tx, arrived) = mpsc::channel();
@@ -259,7 +262,7 @@ fn more_datagrams_than_buffers_are_received_or_counted_as_dropped() {
         assert_eq!(
             counts.received + counts.kernel_drops,
             sent,
-            "multishot {multishot}: handed over + dropped by the kernel = sent ({counts:?})"
+            "mode {mode:?}: handed over + dropped by the kernel = sent ({counts:?})"
         );
         assert!(
             counts.kernel_drops > 0,
@@ -268,7 +271,7 @@ fn more_datagrams_than_buffers_are_received_or_counted_as_dropped() {
         assert_eq!((counts.truncated, counts.errors), (0, 0));
         let unique: HashSet<&Vec<u8>> = seen.datagrams.iter().map(|d| &d.0).collect();
         assert_eq!(unique.len(), seen.datagrams.len(), "none twice");
-        if multishot {
+        if mode.0 {
             assert!(
                 counts.no_buffers > 0 && counts.rearms >= counts.no_buffers,
                 "the two buffers ran out and the receive was armed again: {counts:?}"
@@ -279,11 +282,11 @@ fn more_datagrams_than_buffers_are_received_or_counted_as_dropped() {
 
 #[test]
 fn stop_joins_idle_and_under_a_flood_and_drop_stops_too() {
-    for multishot in MODES {
+    for mode in MODES {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let idle = DatagramLoop::start(
             UdpSocket::bind("127.0.0.1:0").unwrap(),
-            config(multishot),
+            config(mode),
             Recorder(Arc::clone(&seen)),
         )
         .unwrap();
@@ -291,7 +294,7 @@ fn stop_joins_idle_and_under_a_flood_and_drop_stops_too() {
 
         let busy = DatagramLoop::start(
             UdpSocket::bind("127.0.0.1:0").unwrap(),
-            config(multishot),
+            config(mode),
             |_: &[u8], _: SocketAddr| {},
         )
         .unwrap();
@@ -319,7 +322,7 @@ fn stop_joins_idle_and_under_a_flood_and_drop_stops_too() {
 
         let dropped = DatagramLoop::start(
             UdpSocket::bind("127.0.0.1:0").unwrap(),
-            config(multishot),
+            config(mode),
             |_: &[u8], _: SocketAddr| {},
         )
         .unwrap();
@@ -341,4 +344,20 @@ fn a_bad_config_is_refused_with_the_reason() {
     .err()
     .expect("100 buffers is not a power of two");
     assert!(err.to_string().contains("power of two"), "{err}");
+}
+
+#[test]
+fn the_socket_buffer_asked_for_is_set() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let same = socket.try_clone().unwrap();
+    let before = socket2::SockRef::from(&same).recv_buffer_size().unwrap();
+    let cfg = DatagramConfig {
+        socket_recv_bytes: before + 64 * 1024,
+        ..DatagramConfig::default()
+    };
+    let rx = DatagramLoop::start(socket, cfg, |_: &[u8], _: SocketAddr| {}).unwrap();
+    // The kernel doubles what is asked (for its bookkeeping), up to net.core.rmem_max.
+    let after = socket2::SockRef::from(&same).recv_buffer_size().unwrap();
+    assert!(after > before, "SO_RCVBUF {before} -> {after}");
+    rx.stop();
 }
