@@ -9,10 +9,12 @@
 # CPU time (utime+stime from /proc/PID/stat) when the sender starts and when it ends, and
 # prints: percent of one core, microseconds of monitor CPU per datagram taken, the monitor's RSS
 # (VmRSS, and its peak VmHWM) with every node in the table, and the datagram counts from
-# /api/nodes. Also times one GET /metrics of the whole fleet. Ports: MON_UDP (17470), MON_HTTP
-# (17471). Note the machine's load (uptime) beside the numbers: the sender shares the machine.
+# /api/nodes (with the datagrams the kernel dropped for a full socket buffer, `lost_in_kernel`).
+# Also times one GET /metrics of the whole fleet. Ports: MON_UDP (17470), MON_HTTP
+# (17471). OASIS_BIN runs that `oasis` instead of this tree's (an A/B against another build).
+# Note the machine's load (uptime) beside the numbers: the sender shares the machine.
 set -euo pipefail
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 [[ ${1:-} == -h || ${1:-} == --help ]] && usage 0
 NODES=${1:-2000}
 SECONDS_RUN=${2:-20}
@@ -24,9 +26,9 @@ cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build -q --release --bin oasis
 cargo build -q --release -p oasis-monitor --example status_flood
-echo "== monitor cost: $NODES nodes x 1 datagram/s for $SECONDS_RUN s, commit $(git rev-parse --short HEAD), $(date -u +%F)"
+echo "== monitor cost: $NODES nodes x 1 datagram/s for $SECONDS_RUN s, commit $(git rev-parse --short HEAD), $(date -u +%F)${OASIS_BIN:+, monitor binary $OASIS_BIN}"
 echo "== load: $(uptime)"
-"$TARGET/release/oasis" monitor --udp "$UDP" --http "$HTTP" --key "$KEY" \
+"${OASIS_BIN:-$TARGET/release/oasis}" monitor --udp "$UDP" --http "$HTTP" --key "$KEY" \
   --nodes-max $((NODES + 16)) 2>/dev/null &
 MON=$!
 trap 'kill $MON 2>/dev/null || true' EXIT
@@ -38,7 +40,7 @@ C0=$(cpu); A0=$(taken); T0=$(date +%s.%N)
 "$TARGET/release/examples/status_flood" "$UDP" "$NODES" "$SECONDS_RUN" "$KEY"
 C1=$(cpu); T1=$(date +%s.%N); A1=$(taken)
 curl -sf "http://$HTTP/api/nodes?limit=0" | python3 -c '
-import json,sys; j=json.load(sys.stdin); print("nodes in table:", j["total"], " datagrams:", json.dumps(j["datagrams"]))'
+import json,sys; j=json.load(sys.stdin); print("nodes in table:", j["total"], " datagrams:", json.dumps(j["datagrams"]), " lost in the kernel:", j.get("lost_in_kernel", "not reported"))'
 M=$( { /usr/bin/time -f %e curl -sf -o /tmp/oasis-monitor-metrics.$$ "http://$HTTP/metrics"; } 2>&1 )
 echo "GET /metrics: $(wc -c < /tmp/oasis-monitor-metrics.$$) bytes in ${M} s"; rm -f /tmp/oasis-monitor-metrics.$$
 RSS=$(awk '/VmRSS/{print $2}' "/proc/$MON/status"); HWM=$(awk '/VmHWM/{print $2}' "/proc/$MON/status")

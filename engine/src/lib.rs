@@ -14,12 +14,13 @@
 //! (file, command, data) each worker serves and pins it; [`mailbox`], [`timer`], [`pool`],
 //! `bufring` (provided receive buffers), `residency` and [`direct`] are the bounded parts the
 //! loop uses; [`resource`] and [`observer`] are the Resource Manager; [`probe`] checks io_uring
-//! at start-up; [`host`] sets up the process (open-files limit, descriptor table, SIGPIPE) before
+//! at start-up; [`datagram`] is a receive loop of its own for UDP datagrams (the monitor's); [`host`] sets up the process (open-files limit, descriptor table, SIGPIPE) before
 //! any thread starts; [`syncfs`] flushes a file system in one call (the log server's commits).
 
 mod acceptor;
 mod bufring;
 mod config;
+pub mod datagram;
 pub mod direct;
 pub mod host;
 mod jobs;
@@ -37,6 +38,7 @@ pub mod syncfs;
 pub mod timer;
 mod worker;
 
+pub use datagram::{DatagramConfig, DatagramCounts, DatagramHandler, DatagramLoop};
 pub use layout::{Layout, Roles};
 pub use resource::{Reservation, ReserveError, Resource, ResourceLimits, ResourceManager};
 pub use runtime::{

@@ -5,8 +5,8 @@
 //! (`/api/nodes`) and as one Prometheus endpoint (`/metrics`).
 //!
 //! The datagram codec (`status`) is sans-IO and reads no clock: times are passed in. The
-//! sockets live in `sender`, `receiver` and `http`. Nothing here touches io_uring: the monitor
-//! receives on a thread of its own with a blocking UDP socket (see ARCHITECTURE.md).
+//! sockets live in `sender`, `receiver` and `http`. The monitor receives on the engine's io_uring
+//! datagram loop (`oasis_engine::datagram`); nothing here submits io_uring operations itself.
 
 #![forbid(unsafe_code)]
 

@@ -119,6 +119,7 @@ pub fn nodes_json(s: &State, filter: &str, limit: usize) -> Value {
         "authenticated": s.authenticated,
         "datagrams": s.table.counts(),
         "recv_errors": s.recv_errors,
+        "lost_in_kernel": s.lost_in_kernel,
         "peer_list_send_errors": s.send_errors,
         "dashboard": {"renders": s.renders, "rendered_nodes": s.rendered},
         "events": events_json(s, EVENTS_SHOWN)["events"],
@@ -206,6 +207,17 @@ pub fn prometheus(s: &State) -> String {
             "oasis_monitor_datagrams_total{{outcome=\"{outcome}\"}} {v}"
         );
     }
+    family(
+        &mut out,
+        "oasis_monitor_datagrams_lost",
+        "counter",
+        "Status datagrams the kernel dropped before the monitor read them (full socket buffer)",
+    );
+    let _ = writeln!(
+        out,
+        "oasis_monitor_datagrams_lost_total {}",
+        s.lost_in_kernel
+    );
     type Get = fn(&Node, u64) -> f64;
     let gauges: [(&str, &str, Get); 10] = [
         (
@@ -302,6 +314,7 @@ mod tests {
             authenticated: true,
             recv_errors: 0,
             send_errors: 0,
+            lost_in_kernel: 3,
         };
         let mut st = Status::new("a\"b", Role::Logd);
         st.seq = 1;
@@ -350,5 +363,7 @@ mod tests {
             m.contains("oasis_monitor_datagrams_total{outcome=\"malformed\"} 1"),
             "{m}"
         );
+        assert!(m.contains("oasis_monitor_datagrams_lost_total 3\n"), "{m}");
+        assert_eq!(nodes_json(&s, "", 10)["lost_in_kernel"], 3);
     }
 }
