@@ -8,7 +8,7 @@
 //!   one turns stale;
 //! - a real `oasis agent` supervising a `sleep` shows as role `agent` with the process running
 //!   and its pid; after the process is killed with SIGKILL the agent's datagrams show the
-//!   restart and a new pid.
+//!   restart and a new pid, and a process that never stays up shows as flapping.
 //!
 //! All signed with one key. Waits poll with generous bounds; nothing asserts a duration.
 
@@ -163,7 +163,9 @@ fn an_agent_shows_its_processes_running_and_restarted() {
         &config,
         format!(
             "[[process]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"600\"]\n\
-             min_uptime_ms = 100\n{}",
+             min_uptime_ms = 100\n\
+             [[process]]\nname = \"broken\"\ncommand = \"false\"\n\
+             restart_backoff_ms = 20\nrestart_backoff_max_ms = 160\nflapping_restarts = 3\n{}",
             monitored(&m, "roles/agent")
         ),
     )
@@ -198,6 +200,23 @@ fn an_agent_shows_its_processes_running_and_restarted() {
     });
     let shown = node(&nodes, "roles/agent").unwrap();
     assert!(shown["errors_total"].as_u64() >= Some(1), "{shown:#}");
+    // A process that never stays up is shown flapping, and the agent keeps restarting it.
+    let broken = |n: &Value| -> Option<Value> {
+        node(n, "roles/agent")?["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == "broken")
+            .cloned()
+    };
+    let nodes = m.wait("the failing process shown flapping", |n| {
+        broken(n).is_some_and(|p| p["state"] == "flapping" && p["restarts"].as_u64() >= Some(3))
+    });
+    // The agent itself stays up while one of its processes flaps.
+    assert_eq!(
+        node(&nodes, "roles/agent").unwrap()["state"],
+        "up",
+        "{nodes:#}"
+    );
     assert!(
         !agent.stderr_so_far().contains("panicked"),
         "{}",
