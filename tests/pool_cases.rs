@@ -231,8 +231,25 @@ fn a_replacement_during_replication_never_serves_a_mix_of_versions() {
             })
         })
         .collect();
+    // A watcher of the catalog's rows of the name: `(version id, crc32c)` of each row seen.
+    let watcher = {
+        let (cluster, url, stop) = (Arc::clone(&cluster), url.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut rows = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Acquire) {
+                let sql = "SELECT version_id, crc32c FROM pool_replicas WHERE name = 'swap.mp4'";
+                for line in cluster.psql(&url, sql).lines() {
+                    if let Some((v, crc)) = line.split_once('|') {
+                        rows.insert((v.parse::<u64>().unwrap(), crc.parse::<u32>().unwrap()));
+                    }
+                }
+            }
+            rows
+        })
+    };
     // The replacement, while v1's copies are on their way.
-    assert_eq!(upload(&nodes[0], "swap.mp4", &f2), 201);
+    // A replacement answers 200 (201 is for a new name).
+    assert_eq!(upload(&nodes[0], "swap.mp4", &f2), 200);
     poll_or("every node holds v2", &nodes, &mut || {
         nodes.iter().all(|n| {
             let (code, _, got) = curl(&[
@@ -263,6 +280,15 @@ fn a_replacement_during_replication_never_serves_a_mix_of_versions() {
         assert_eq!(code, 200);
         assert!(sha(&got) == h2, "{} serves something else than v2", n.id);
     }
+    // Only the origin's two version ids were ever listed, each naming one content: no row
+    // showed a copy under an id of its own, nor a version id with other bytes.
+    let rows = watcher.join().expect("the watcher panicked");
+    let crcs: Vec<u32> = rows.iter().map(|r| r.1).collect();
+    let ids: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.0).collect();
+    assert!(ids.len() <= 2 && ids.len() == rows.len(), "{rows:?}");
+    let (c1, c2) = (crc32c::crc32c(&v1), crc32c::crc32c(&v2));
+    assert!(crcs.iter().all(|c| *c == c1 || *c == c2), "{rows:?}");
+    assert_eq!(rows.last().map(|r| r.1), Some(c2), "{rows:?}");
     let bad: Vec<_> = seen
         .iter()
         .filter(|(_, code, h)| *code != 200 || (*h != h1 && *h != h2))

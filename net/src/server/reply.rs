@@ -99,6 +99,8 @@ pub(super) fn store_error_status(e: &StoreError) -> u16 {
         StoreError::TooLarge { .. } => 413,
         // A pool node cut off from its catalog: nothing was changed, try again later.
         StoreError::Catalog(CatalogError::Unreachable { .. }) => 503,
+        // A pool copy older than the version the pool holds: refused, nothing kept.
+        StoreError::Catalog(CatalogError::Superseded { .. }) => 409,
         _ => 500,
     }
 }
