@@ -37,6 +37,12 @@ fn names(c: &mut PgCatalog) -> Vec<(u64, String)> {
     all
 }
 
+/// The node ids of the holders of `name`'s current version.
+fn holder_ids(c: &mut PgCatalog, name: &str) -> Vec<String> {
+    let holders = c.holders(name).unwrap();
+    holders.into_iter().map(|h| h.replica.node_id).collect()
+}
+
 /// A fresh database with a handle for node-a and one for node-b.
 fn two_nodes() -> (std::sync::Arc<pg::Cluster>, String, PgCatalog, PgCatalog) {
     let cluster = pg::shared();
@@ -160,13 +166,7 @@ fn heartbeats_nodes_and_holders() {
     assert!(!b.drop_replica("movie.mp4", "node-c").unwrap());
     // Removing it on node a leaves node b's older copy as the newest one left.
     a.remove("movie.mp4").unwrap();
-    let left: Vec<_> = a
-        .holders("movie.mp4")
-        .unwrap()
-        .into_iter()
-        .map(|h| h.replica.node_id)
-        .collect();
-    assert_eq!(left, vec!["node-b".to_string()]);
+    assert_eq!(holder_ids(&mut a, "movie.mp4"), vec!["node-b".to_string()]);
     assert_eq!(a.holders("never.mp4").unwrap(), vec![]);
     // Every copy whatever its version, and the names short of copies on live nodes.
     a.insert_or_replace(&meta(ids.start + 2, "other.mp4"))
@@ -245,13 +245,7 @@ fn a_copy_is_listed_under_the_origin_s_version_and_a_late_older_one_is_refused()
         "{late:?}"
     );
     assert_eq!(names(&mut b), vec![(ids_b.start, "swap.mp4".to_string())]);
-    let holders: Vec<String> = b
-        .holders("swap.mp4")
-        .unwrap()
-        .into_iter()
-        .map(|h| h.replica.node_id)
-        .collect();
-    assert_eq!(holders, vec!["node-a".to_string()]);
+    assert_eq!(holder_ids(&mut b, "swap.mp4"), vec!["node-a".to_string()]);
 }
 
 #[test]
