@@ -31,9 +31,9 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::players::{
-    assert_near, beacon_number, browse_until_beacon, encode_synthetic, ffmpeg_decoded_frames,
-    ffprobe_json, need, parse_access_log, probed_duration_secs, run_ok, segments_of, upload,
-    wait_for_log, Finished, Logged, BROWSER_WAIT_SECS_MAX,
+    assert_near, beacon_number, browse_until_beacon, encode_hls_package, encode_synthetic,
+    ffmpeg_decoded_frames, ffprobe_json, need, parse_access_log, probed_duration_secs, run_ok,
+    segments_of, upload, wait_for_log, Finished, Logged, BROWSER_WAIT_SECS_MAX,
 };
 use support::Server;
 
@@ -276,24 +276,7 @@ fn hls_package_plays_and_segments_get_extinf_bitrates(order: UploadOrder) {
     let pkg = work.path().join("show");
     std::fs::create_dir(&pkg).unwrap();
     // Keyframes every 2 s (50 frames) so the muxer can cut 2 s segments.
-    let segment_files = pkg.join("seg%03d.ts");
-    let playlist = pkg.join("index.m3u8");
-    encode_synthetic(
-        CLIP_VIDEO_SOURCE,
-        CLIP_AUDIO_SOURCE,
-        50,
-        &[
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_playlist_type",
-            "vod",
-            "-hls_segment_filename",
-            s(&segment_files),
-            s(&playlist),
-        ],
-    );
+    encode_hls_package(CLIP_VIDEO_SOURCE, CLIP_AUDIO_SOURCE, &pkg);
     let playlist_text = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
     let entries = segments_of(&playlist_text);
     assert!(

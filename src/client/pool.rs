@@ -30,6 +30,13 @@ pub fn pool_status(server: &ServerArgs, json: bool) -> Result<()> {
         v["mode"].as_str().unwrap_or("?"),
         v["down_after_ms"]
     );
+    let c = &v["catalog"];
+    println!(
+        "catalog: {} (last contact {} ms ago), writes {}",
+        c["state"].as_str().unwrap_or("?"),
+        c["last_contact_ms_ago"],
+        c["writes"].as_str().unwrap_or("?")
+    );
     println!(
         "{:<20} {:<5} {:>9} {:>11} {:>16} {:>16}  advertise",
         "NODE", "STATE", "AGE_MS", "CONNECTIONS", "RESERVED_BPS", "LIMIT_BPS"

@@ -14,6 +14,10 @@
 //! or whose version is older than the pool's current one is deleted here; what this node lacks
 //! comes back through the other nodes' repair rounds.
 //!
+//! Cut off from the catalog (the last heartbeat failed, or none succeeded for `down_after_ms`)
+//! the node serves what it holds and refuses writes ([`PoolHook::write_refusal`]); the
+//! heartbeat keeps trying every second, and the first one that succeeds takes writes again.
+//!
 //! Not here: proxy mode (see the README's "Running a pool" for what is left).
 
 pub mod replicate;
@@ -214,11 +218,13 @@ fn refresh(
             nodes: nodes.clone(),
             read_at: Instant::now(),
             catalog_reachable: true,
+            catalog_error: None,
         },
-        Err(_) => {
+        Err(e) => {
             let old = Arc::clone(&view.read().unwrap_or_else(|e| e.into_inner()));
             PoolView {
                 catalog_reachable: false,
+                catalog_error: Some(e.to_string()),
                 ..(*old).clone()
             }
         }
@@ -409,16 +415,29 @@ impl PoolHook for Pool {
                 })
             })
             .collect();
-        let under = self
-            .with_catalog(|c| Ok(c.under_replicated(self.settings.replicas, down_after)?))
-            .map_err(|e| e.to_string());
+        let refusal = view.write_refusal(down_after, now);
+        // Cut off from the catalog: answered from the view alone, without waiting for it.
+        let under = match &refusal {
+            Some(why) => Err(why.clone()),
+            None => self
+                .with_catalog(|c| Ok(c.under_replicated(self.settings.replicas, down_after)?))
+                .map_err(|e| e.to_string()),
+        };
+        let last_ms = u64::try_from(now.saturating_duration_since(view.read_at).as_millis())
+            .unwrap_or(u64::MAX);
         let counts = &self.queue.counts;
         let body = serde_json::json!({
             "node_id": self.settings.node_id,
             "replicas": self.settings.replicas,
             "mode": "redirect",
             "down_after_ms": down_after,
-            "catalog_reachable": view.catalog_reachable,
+            "catalog_reachable": refusal.is_none(),
+            "catalog": {
+                "state": if refusal.is_none() { "reachable" } else { "unreachable" },
+                "last_contact_ms_ago": last_ms,
+                "error": view.catalog_error,
+                "writes": if refusal.is_none() { "taken" } else { "refused (503)" },
+            },
             "nodes": nodes,
             "under_replicated": under.as_ref().ok(),
             "under_replicated_error": under.as_ref().err(),
@@ -431,5 +450,10 @@ impl PoolHook for Pool {
             },
         });
         format!("{body}\n")
+    }
+
+    fn write_refusal(&self) -> Option<String> {
+        self.view()
+            .write_refusal(self.settings.down_after_ms, Instant::now())
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! A copy is a `PUT /media/<name>` to a target node with the pool credential (`[http]
 //! api_token`, the same on every node), `X-Oasis-Pool` (so the target does not hand it on) and
-//! `X-Oasis-Crc32c` (the target's store refuses the upload, 422, when its content differs).
-//! Once the target answered 2xx its copy is durable there and its own commit wrote its replica
-//! row; this node then records that row with the origin's version id, so the catalog sees one
-//! version held by both. A delete is a `DELETE /media/<name>` with the same fields. Failed
+//! `X-Oasis-Crc32c` (the target's store refuses the upload, 422, when its content differs) and
+//! `X-Oasis-Pool-Version` (the pool's id of the version). Once the target answered 2xx its
+//! copy is durable there and its own commit wrote its replica row under that id, in the same
+//! transaction as its object row: the catalog sees one version held by both, and a row never
+//! names other bytes than its node's file holds (two copies of different versions racing to a
+//! node leave the row of whichever committed last). A copy older than the pool's current
+//! version is refused by the target (409) and the task finds itself superseded on its retry. A delete is a `DELETE /media/<name>` with the same fields. Failed
 //! tasks are tried again with a growing delay, up to [`ATTEMPTS_MAX`] times; a full queue drops
 //! the newest task, logged and counted. This module does not choose what to replicate
 //! (commits, deletes and the pool thread's repair rounds push tasks).
@@ -14,9 +17,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use oasis_storage::{PgCatalog, PoolCatalog, ReplicaRecord, Store};
+use oasis_storage::{PgCatalog, PoolCatalog, Store};
 
 use super::view::SharedView;
 use super::Settings;
@@ -254,19 +257,10 @@ impl Worker {
         let targets: Vec<_> = candidates.into_iter().take(needed).collect();
         let mut failure = None;
         for target in &targets {
-            match self.send_copy(&meta, &target.advertise) {
-                Ok(()) => {
-                    let durable = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    let copy = ReplicaRecord {
-                        node_id: target.node_id.clone(),
-                        durable_unix_ms: durable,
-                        ..mine.clone()
-                    };
-                    cat.record_replica(&copy)?;
-                    tracing::info!("pool: {name} copied to {}", target.node_id);
-                }
+            // The target's commit records its replica row under `version_id`, in the same
+            // transaction as its object row: the row always names what its file holds.
+            match self.send_copy(&meta, version_id, &target.advertise) {
+                Ok(()) => tracing::info!("pool: {name} copied to {}", target.node_id),
                 Err(e) => failure = Some(e.context(format!("copy to {}", target.node_id))),
             }
         }
@@ -293,7 +287,12 @@ impl Worker {
         Ok(())
     }
 
-    fn send_copy(&self, meta: &oasis_storage::ObjectMeta, base: &str) -> anyhow::Result<()> {
+    fn send_copy(
+        &self,
+        meta: &oasis_storage::ObjectMeta,
+        version_id: u64,
+        base: &str,
+    ) -> anyhow::Result<()> {
         let file = self.store.open_file(meta)?;
         // Read at its own offsets: the descriptor is shared with the fd cache.
         let mut reader = ReadAt {
@@ -307,9 +306,11 @@ impl Worker {
         }
         let auth = format!("Bearer {}", self.settings.token);
         let crc = format!("{:08x}", meta.crc32c);
+        let version = version_id.to_string();
         let headers = [
             ("Authorization", auth.as_str()),
             ("X-Oasis-Pool", "replica"),
+            ("X-Oasis-Pool-Version", version.as_str()),
             ("X-Oasis-Crc32c", crc.as_str()),
             ("Content-Type", meta.content_type.as_str()),
         ];

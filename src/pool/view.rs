@@ -17,6 +17,8 @@ pub struct PoolView {
     pub read_at: Instant,
     /// Whether the last refresh reached the catalog.
     pub catalog_reachable: bool,
+    /// Why the last refresh failed (`None` when it reached the catalog).
+    pub catalog_error: Option<String>,
 }
 
 impl PoolView {
@@ -26,7 +28,28 @@ impl PoolView {
             nodes: Vec::new(),
             read_at: Instant::now(),
             catalog_reachable: false,
+            catalog_error: None,
         }
+    }
+
+    /// Why this node takes no write now: the last refresh failed, or none succeeded for
+    /// `down_after_ms` (a heartbeat stuck on a silent network), so the other nodes count it as
+    /// down. `None` while the catalog answers.
+    pub fn write_refusal(&self, down_after_ms: u64, now: Instant) -> Option<String> {
+        let since_ms = now.saturating_duration_since(self.read_at).as_millis();
+        let stale = since_ms >= u128::from(down_after_ms);
+        if self.catalog_reachable && !stale {
+            return None;
+        }
+        let why = match &self.catalog_error {
+            Some(e) => e.clone(),
+            None => format!("no answer from it for {since_ms} ms"),
+        };
+        Some(format!(
+            "catalog unreachable: this pool node cannot reach its catalog ({why}); it serves \
+             what it holds but takes no upload or delete until the catalog answers again: \
+             retry later or use another node"
+        ))
     }
 
     /// The node's age now: its age when read plus the time since.
@@ -176,6 +199,7 @@ mod tests {
             ],
             read_at: Instant::now(),
             catalog_reachable: true,
+            catalog_error: None,
         };
         let ids: Vec<&str> = view
             .live_others("c", 5_000, Instant::now())
@@ -183,5 +207,25 @@ mod tests {
             .map(|n| n.node_id.as_str())
             .collect();
         assert_eq!(ids, ["b", "a"]);
+    }
+
+    #[test]
+    fn writes_are_refused_while_the_catalog_fails_or_is_silent() {
+        let now = Instant::now();
+        let mut view = PoolView {
+            nodes: Vec::new(),
+            read_at: now,
+            catalog_reachable: true,
+            catalog_error: None,
+        };
+        assert_eq!(view.write_refusal(5_000, now), None);
+        // Silent for as long as the other nodes take to count this one down.
+        let later = now + std::time::Duration::from_millis(5_000);
+        let why = view.write_refusal(5_000, later).unwrap();
+        assert!(why.starts_with("catalog unreachable"), "{why}");
+        view.catalog_reachable = false;
+        view.catalog_error = Some("connection refused".into());
+        let why = view.write_refusal(5_000, now).unwrap();
+        assert!(why.contains("connection refused"), "{why}");
     }
 }

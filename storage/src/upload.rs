@@ -51,6 +51,9 @@ pub struct UploadOptions {
     /// The CRC-32C the content must have (a pool replica's, from its origin): checked at
     /// `finish`, before anything is published; a mismatch discards the upload.
     pub expected_crc32c: Option<u32>,
+    /// A pool copy's version id at its origin: this node's replica row carries it (see
+    /// [`crate::Catalog::insert_copy`]).
+    pub pool_version: Option<u64>,
 }
 
 /// An upload that has its name checked, its reservations and its version id, but no temp file
@@ -520,7 +523,11 @@ impl Upload {
         inner.fault_point(FaultPoint::UploadRenamed);
 
         // 3. The commit point.
-        let replaced = match committer.catalog.insert_or_replace(&meta) {
+        let committed = match self.options.pool_version {
+            Some(v) => committer.catalog.insert_copy(&meta, v),
+            None => committer.catalog.insert_or_replace(&meta),
+        };
+        let replaced = match committed {
             Ok(replaced) => replaced,
             Err(e) => {
                 discard(&final_path);

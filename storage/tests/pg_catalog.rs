@@ -37,6 +37,12 @@ fn names(c: &mut PgCatalog) -> Vec<(u64, String)> {
     all
 }
 
+/// The node ids of the holders of `name`'s current version.
+fn holder_ids(c: &mut PgCatalog, name: &str) -> Vec<String> {
+    let holders = c.holders(name).unwrap();
+    holders.into_iter().map(|h| h.replica.node_id).collect()
+}
+
 /// A fresh database with a handle for node-a and one for node-b.
 fn two_nodes() -> (std::sync::Arc<pg::Cluster>, String, PgCatalog, PgCatalog) {
     let cluster = pg::shared();
@@ -160,13 +166,7 @@ fn heartbeats_nodes_and_holders() {
     assert!(!b.drop_replica("movie.mp4", "node-c").unwrap());
     // Removing it on node a leaves node b's older copy as the newest one left.
     a.remove("movie.mp4").unwrap();
-    let left: Vec<_> = a
-        .holders("movie.mp4")
-        .unwrap()
-        .into_iter()
-        .map(|h| h.replica.node_id)
-        .collect();
-    assert_eq!(left, vec!["node-b".to_string()]);
+    assert_eq!(holder_ids(&mut a, "movie.mp4"), vec!["node-b".to_string()]);
     assert_eq!(a.holders("never.mp4").unwrap(), vec![]);
     // Every copy whatever its version, and the names short of copies on live nodes.
     a.insert_or_replace(&meta(ids.start + 2, "other.mp4"))
@@ -212,6 +212,42 @@ fn heartbeats_nodes_and_holders() {
 
 /// Every committed row (objects, ids, users, audit, nodes) is there after the server is killed
 /// without a shutdown checkpoint and started again, and the open handle reconnects by itself.
+#[test]
+fn a_copy_is_listed_under_the_origin_s_version_and_a_late_older_one_is_refused() {
+    let (_cluster, _url, mut a, mut b) = two_nodes();
+    let ids_a = a.reserve_ids(2).unwrap();
+    let ids_b = b.reserve_ids(2).unwrap();
+    let v1 = meta(ids_a.start, "swap.mp4");
+    let v2 = ObjectMeta {
+        crc32c: 9,
+        ..meta(ids_a.start + 1, "swap.mp4")
+    };
+    a.insert_or_replace(&v1).unwrap();
+    // Node b's copy of v1 keeps its own object id but is listed under v1's: one version.
+    b.insert_copy(&meta(ids_b.start, "swap.mp4"), v1.id)
+        .unwrap();
+    let listed: Vec<(String, u64)> = b
+        .replicas("swap.mp4")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.node_id, r.version_id))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("node-a".into(), v1.id), ("node-b".into(), v1.id)]
+    );
+    assert_eq!(names(&mut b), vec![(ids_b.start, "swap.mp4".to_string())]);
+    // Replaced on node a; a copy of v1 arriving late at node b is refused, nothing changes.
+    a.insert_or_replace(&v2).unwrap();
+    let late = b.insert_copy(&meta(ids_b.start + 1, "swap.mp4"), v1.id);
+    assert!(
+        matches!(late, Err(CatalogError::Superseded { current, .. }) if current == v2.id),
+        "{late:?}"
+    );
+    assert_eq!(names(&mut b), vec![(ids_b.start, "swap.mp4".to_string())]);
+    assert_eq!(holder_ids(&mut b, "swap.mp4"), vec!["node-a".to_string()]);
+}
+
 #[test]
 fn committed_rows_survive_an_immediate_stop_and_handles_reconnect() {
     let cluster = pg::own();

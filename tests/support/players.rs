@@ -203,6 +203,31 @@ pub fn encode_synthetic(video: &str, audio: &str, keyframe_frames: u32, output: 
     run_ok("ffmpeg", &args);
 }
 
+/// Encodes `video` and `audio` (as [`encode_synthetic`], keyframes every 50 frames) into an HLS
+/// package in the existing directory `pkg`: `index.m3u8` (VOD) and 2 s segments `seg000.ts`...
+pub fn encode_hls_package(video: &str, audio: &str, pkg: &Path) {
+    let segments = pkg.join("seg%03d.ts");
+    let playlist = pkg.join("index.m3u8");
+    let path = |p: &'_ Path| p.to_str().expect("a UTF-8 path").to_string();
+    let (segments, playlist) = (path(&segments), path(&playlist));
+    encode_synthetic(
+        video,
+        audio,
+        50,
+        &[
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+            &segments,
+            &playlist,
+        ],
+    );
+}
+
 /// `ffprobe -show_entries ENTRIES -of json INPUT` (a URL or a path), parsed.
 pub fn ffprobe_json(input: &str, entries: &str) -> serde_json::Value {
     need("ffprobe", "ffmpeg");

@@ -101,6 +101,9 @@ pub struct RequestHead {
     /// `X-Oasis-Pool` was sent: the request comes from another node of the pool (a replica
     /// copy or a propagated delete), so it is not handed on again.
     pub pool_peer: bool,
+    /// `X-Oasis-Pool-Version`: a pool copy's version id at its origin (decimal); a value that
+    /// is not one is ignored (the copy is then recorded under this node's own id).
+    pub pool_version: Option<u64>,
 }
 
 impl RequestHead {
@@ -500,6 +503,8 @@ fn apply_headers(
             head.crc32c.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("x-oasis-pool") {
             head.pool_peer = true;
+        } else if name.eq_ignore_ascii_case("x-oasis-pool-version") {
+            head.pool_version = head.pool_version.or(value.trim().parse().ok());
         }
     }
 

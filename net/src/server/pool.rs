@@ -2,10 +2,11 @@
 //!
 //! The HTTP side does not know the pool (its catalog, its view of the nodes, replication): the
 //! binary attaches a [`PoolHook`] ([`super::HttpService::attach_pool`]) and sessions call it at
-//! four points: a GET for a name not held here (or refused here for load) asks where it is held
+//! five points: a GET for a name not held here (or refused here for load) asks where it is held
 //! ([`PoolHook::locate`]); an upload committed here is handed on ([`PoolHook::committed`]); a
 //! delete is propagated ([`PoolHook::deleted`]); `GET /api/pool` reads the pool's state
-//! ([`PoolHook::status_json`]). This module holds that contract and the `Location` a redirect
+//! ([`PoolHook::status_json`]); a write is refused while the pool says so
+//! ([`PoolHook::write_refusal`], e.g. the catalog is unreachable). This module holds that contract and the `Location` a redirect
 //! carries; it decides nothing about placement and answers no request itself.
 
 use std::net::IpAddr;
@@ -44,6 +45,12 @@ pub trait PoolHook: Send + Sync {
     fn deleted(&self, name: &str, from_peer: bool);
     /// The pool's state for `GET /api/pool`, one JSON object ending in a newline. Blocking.
     fn status_json(&self) -> String;
+    /// Why this node takes no write now (`PUT`, `DELETE`), e.g. its catalog cannot be reached:
+    /// the session answers `503` with `Retry-After` and this message in a JSON body. `None`:
+    /// writes are taken. Never blocks (reads what the pool thread last saw).
+    fn write_refusal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The slot every configuration generation shares: the hook, once the binary attached it.

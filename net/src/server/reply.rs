@@ -3,7 +3,7 @@
 //! body length to log go out. Nothing here decides a status from a request.
 
 use oasis_engine::resource::Resource;
-use oasis_storage::StoreError;
+use oasis_storage::{CatalogError, StoreError};
 
 use crate::http::{error_body_bytes, push_error_body, ResponseHead};
 
@@ -97,6 +97,10 @@ pub(super) fn store_error_status(e: &StoreError) -> u16 {
         StoreError::LengthMismatch { .. } => 400,
         StoreError::ChecksumMismatch { .. } => 422,
         StoreError::TooLarge { .. } => 413,
+        // A pool node cut off from its catalog: nothing was changed, try again later.
+        StoreError::Catalog(CatalogError::Unreachable { .. }) => 503,
+        // A pool copy older than the version the pool holds: refused, nothing kept.
+        StoreError::Catalog(CatalogError::Superseded { .. }) => 409,
         _ => 500,
     }
 }
@@ -111,6 +115,19 @@ pub(super) fn store_error(
 ) -> (u16, Vec<u8>, u64) {
     let status = store_error_status(e);
     let msg = format!("{{\"error\":{}}}\n", json_escape(&e.to_string()));
+    let (out, n) = json_error(status, &msg, retry_after_secs, date, keep_alive);
+    (status, out, n)
+}
+
+/// A JSON error body `msg` (one object, ending in a newline) with `status`, and `Retry-After`
+/// when the status is 503. Returns the response and its body's length.
+pub(super) fn json_error(
+    status: u16,
+    msg: &str,
+    retry_after_secs: u64,
+    date: &str,
+    keep_alive: bool,
+) -> (Vec<u8>, u64) {
     let mut out = Vec::with_capacity(256 + msg.len());
     let mut head = ResponseHead::new(&mut out, status, date);
     head.content_type("application/json")
@@ -122,7 +139,7 @@ pub(super) fn store_error(
     }
     head.finish();
     out.extend_from_slice(msg.as_bytes());
-    (status, out, msg.len() as u64)
+    (out, msg.len() as u64)
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub(super) fn upload_options(head: &RequestHead) -> UploadOptions {
             .clone()
             .filter(|ct| !ct.eq_ignore_ascii_case("application/octet-stream")),
         expected_crc32c: announced_crc32c(head).ok().flatten(),
+        // Only a copy from another node of the pool carries its origin's version.
+        pool_version: head.pool_version.filter(|_| head.pool_peer),
     }
 }
 

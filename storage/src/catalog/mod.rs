@@ -145,6 +145,17 @@ pub enum CatalogError {
         "catalog {location} holds an invalid row: {what}; restore a backup or delete that row"
     )]
     InvalidRow { location: String, what: String },
+    /// A pool copy of an older version than the pool's current one of its name: refused, so a
+    /// copy that arrives late never replaces a newer version (nothing was changed).
+    #[error(
+        "{name:?}: this copy is pool version {version}, but the pool already holds version \
+         {current}; a late copy of a replaced object is not kept"
+    )]
+    Superseded {
+        name: String,
+        version: u64,
+        current: u64,
+    },
 }
 
 /// The standard interface of the Database Manager: media objects, user accounts, audit trail.
@@ -176,6 +187,19 @@ pub trait Catalog: Send {
         &mut self,
         record: &ObjectMeta,
     ) -> Result<Option<ObjectMeta>, CatalogError>;
+    /// [`Catalog::insert_or_replace`] for a copy another node of the pool sent: this node's
+    /// replica row carries `pool_version` (the origin's version id), not `record.id`, so the
+    /// pool sees one version held by both at once. A backend with no pool (SQLite) inserts it as
+    /// any upload. Fails with [`CatalogError::Superseded`] when the pool already lists a newer
+    /// version of the name.
+    fn insert_copy(
+        &mut self,
+        record: &ObjectMeta,
+        pool_version: u64,
+    ) -> Result<Option<ObjectMeta>, CatalogError> {
+        let _ = pool_version;
+        self.insert_or_replace(record)
+    }
     /// Removes the record named `name`; returns it, or `None` if there was none.
     fn remove(&mut self, name: &str) -> Result<Option<ObjectMeta>, CatalogError>;
     /// Removes the record with version `id` (recovery); returns whether there was one.

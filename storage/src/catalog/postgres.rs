@@ -243,6 +243,56 @@ impl PgCatalog {
         &self.node_id
     }
 
+    /// Commits an object row and this node's replica row in one transaction: the replica row
+    /// carries `pool_version` for a copy from another node (refused when the pool lists a newer
+    /// version of the name), the object's own id otherwise.
+    fn commit_row(
+        &mut self,
+        record: &ObjectMeta,
+        pool_version: Option<u64>,
+    ) -> Result<Option<ObjectMeta>, CatalogError> {
+        let (location, node) = (self.location.clone(), self.node_id.clone());
+        self.conn.transaction("commit an object row", |tx| {
+            if let Some(version) = pool_version {
+                let row = tx.query_one(
+                    "SELECT max(version_id) FROM pool_replicas WHERE name = $1",
+                    &[&record.name],
+                )?;
+                let current: Option<i64> = row.try_get(0)?;
+                let current = current.and_then(|c| u64::try_from(c).ok()).unwrap_or(0);
+                if current > version {
+                    return Err(CatalogError::Superseded {
+                        name: record.name.clone(),
+                        version,
+                        current,
+                    }
+                    .into());
+                }
+            }
+            let replaced = tx
+                .query_opt(
+                    &format!(
+                        "DELETE FROM objects WHERE node_id = $1 AND name = $2 RETURNING {OBJECT_COLUMNS}"
+                    ),
+                    &[&node, &record.name],
+                )?
+                .map(|row| read_meta(&location, &row))
+                .transpose()?;
+            if let Some(old) = &replaced {
+                assert_ne!(old.id, record.id, "a version replacing itself");
+            }
+            insert_row(tx, &node, record)?;
+            // This node holds the new version from now on (its file is durable: the store syncs
+            // it before this call).
+            let mut replica = ReplicaRecord::of(record, &node, record.created_unix_ms);
+            if let Some(version) = pool_version {
+                replica.version_id = version;
+            }
+            pool::put_replica(tx, &replica)?;
+            Ok(replaced)
+        })
+    }
+
     fn migrate(&mut self) -> Result<(), CatalogError> {
         // Two nodes starting at once may both create the table: the loser's statement fails
         // with a duplicate, and the second try sees the table.
@@ -387,26 +437,15 @@ impl Catalog for PgCatalog {
         &mut self,
         record: &ObjectMeta,
     ) -> Result<Option<ObjectMeta>, CatalogError> {
-        let (location, node) = (self.location.clone(), self.node_id.clone());
-        self.conn.transaction("commit an object row", |tx| {
-            let replaced = tx
-                .query_opt(
-                    &format!(
-                        "DELETE FROM objects WHERE node_id = $1 AND name = $2 RETURNING {OBJECT_COLUMNS}"
-                    ),
-                    &[&node, &record.name],
-                )?
-                .map(|row| read_meta(&location, &row))
-                .transpose()?;
-            if let Some(old) = &replaced {
-                assert_ne!(old.id, record.id, "a version replacing itself");
-            }
-            insert_row(tx, &node, record)?;
-            // This node holds the new version from now on (its file is durable: the store syncs
-            // it before this call).
-            pool::put_replica(tx, &ReplicaRecord::of(record, &node, record.created_unix_ms))?;
-            Ok(replaced)
-        })
+        self.commit_row(record, None)
+    }
+
+    fn insert_copy(
+        &mut self,
+        record: &ObjectMeta,
+        pool_version: u64,
+    ) -> Result<Option<ObjectMeta>, CatalogError> {
+        self.commit_row(record, Some(pool_version))
     }
 
     fn remove(&mut self, name: &str) -> Result<Option<ObjectMeta>, CatalogError> {

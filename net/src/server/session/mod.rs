@@ -243,7 +243,9 @@ impl HttpSession {
             }
             Route::MediaPut(name) => self.start_upload(&head, name, now),
             Route::MediaDelete(name) => {
-                if self.guard(&head, Action::Write(name), now).is_some() {
+                if self.guard(&head, Action::Write(name), now).is_some()
+                    && !self.pool_refuses_write(now)
+                {
                     let job = self.delete_job(name.to_owned(), head.pool_peer);
                     self.state = State::Job(Some(job), JobKind::Delete(name.to_owned()));
                 }
@@ -300,6 +302,7 @@ impl HttpSession {
                 if self
                     .guard(&head, Action::DeletePrefix(&prefix), now)
                     .is_some()
+                    && !self.pool_refuses_write(now)
                 {
                     self.delete_prefix(prefix, now)
                 }

@@ -2,7 +2,8 @@
 //! load) asks the pool where it is held, on the catalog thread, and answers `307` to that node
 //! (a signed link when the object is not public), `503` with `Retry-After` when its holders are
 //! all down, `404` when none holds it; a committed upload and a delete are handed to the pool;
-//! `GET /api/pool` reads the pool's state. Without a pool attached nothing here acts.
+//! `GET /api/pool` reads the pool's state; a write (`PUT`, `DELETE`) the pool refuses (its
+//! catalog unreachable) is answered `503` with `Retry-After` and the cause in JSON. Without a pool attached nothing here acts.
 //!
 //! Part of [`super::HttpSession`]; the contract and the `Location` are in `server/pool.rs`.
 
@@ -102,6 +103,26 @@ impl HttpSession {
                 None => self.error(404, &[], l.head_only, now),
             },
         }
+    }
+
+    /// Answers `503` with `Retry-After` and the pool's reason in a JSON body when the pool
+    /// takes no write now (its catalog unreachable); returns whether it did. The request's body
+    /// is not read, so the connection closes after the answer.
+    pub(super) fn pool_refuses_write(&mut self, now: Instant) -> bool {
+        let Some(why) = self.pool().and_then(|p| p.write_refusal()) else {
+            return false;
+        };
+        self.keep_alive = false;
+        self.svc.metrics.refused("pool_catalog");
+        let msg = format!(
+            "{{\"error\":{},\"cause\":\"catalog_unreachable\"}}\n",
+            reply::json_escape(&why)
+        );
+        let date = self.date(now);
+        let retry = self.svc.cfg.retry_after_secs;
+        let (out, n) = reply::json_error(503, &msg, retry, date.as_str(), false);
+        self.respond_bytes(503, out, n, now);
+        true
     }
 
     /// The job of `DELETE /media/<name>`: the delete, then (with a pool) the other nodes'

@@ -12,6 +12,9 @@ impl HttpSession {
         if self.guard(head, Action::Write(name), now).is_none() {
             return;
         }
+        if self.pool_refuses_write(now) {
+            return;
+        }
         self.keep_alive = keep_alive;
         let kind = match upload::body_kind(head, &self.svc.cfg) {
             Ok(kind) => kind,

@@ -2,7 +2,8 @@
 //! redirected (query kept), a private one to a signed link only for a client allowed to read it,
 //! all holders down is 503 with `Retry-After`, held nowhere is 404; a request from a peer
 //! (`X-Oasis-Pool`) is never handed on; a stream refused here for bandwidth goes to a holder;
-//! a commit is handed to the pool, marked when it came from a peer.
+//! a commit is handed to the pool, marked when it came from a peer; while the pool refuses
+//! writes, PUT and DELETE are 503 with `Retry-After` and the cause in JSON, and reads go on.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +22,7 @@ struct Fake {
     asked: Mutex<Vec<(String, bool)>>,
     committed: Mutex<Vec<(String, bool)>>,
     deleted: Mutex<Vec<(String, bool)>>,
+    refusal: Mutex<Option<String>>,
 }
 
 impl PoolHook for Fake {
@@ -43,6 +45,9 @@ impl PoolHook for Fake {
     }
     fn status_json(&self) -> String {
         "{\"nodes\":[]}\n".into()
+    }
+    fn write_refusal(&self) -> Option<String> {
+        self.refusal.lock().unwrap().clone()
     }
 }
 
@@ -193,4 +198,34 @@ fn deletes_one_by_one_and_by_prefix_are_handed_on_unless_from_a_peer() {
             ("s/b.ts".to_string(), false),
         ]
     );
+}
+
+#[test]
+fn writes_are_refused_while_the_pool_says_so_and_reads_go_on() {
+    let env = Env::new();
+    let fake = attach(&env, Located::Nowhere);
+    env.put("kept.ts", "", b"kept");
+    *fake.refusal.lock().unwrap() = Some("catalog unreachable: test".into());
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    for head in [
+        format!("PUT /media/new.ts HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 3\r\n\r\nabc"),
+        format!("DELETE /media/kept.ts HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+        format!("DELETE /api/objects?prefix=k HTTP/1.1\r\nHost: t\r\n{auth}\r\n"),
+    ] {
+        let mut c = env.connect();
+        c.send(&head);
+        let r = c.response();
+        assert_eq!(r.status, 503, "{head}: {r:?}");
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+        let body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(body["cause"], "catalog_unreachable", "{body}");
+        assert_eq!(body["error"], "catalog unreachable: test", "{body}");
+    }
+    assert_eq!(get(&env, "/media/kept.ts", "").status, 200);
+    assert_eq!(get(&env, "/media/new.ts", "").status, 404);
+    assert!(fake.deleted.lock().unwrap().is_empty());
+    // Writes are taken again once the pool says so.
+    *fake.refusal.lock().unwrap() = None;
+    env.put("new.ts", "", b"abc");
+    assert_eq!(get(&env, "/media/new.ts", "").status, 200);
 }

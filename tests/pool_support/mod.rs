@@ -1,0 +1,200 @@
+//! What the pool tests share: nodes of `oasis serve` on a PostgreSQL catalog (a throw-away
+//! cluster), curl without redirects, polling with a generous deadline, the catalog's holders of
+//! a name, and a TCP proxy in front of the catalog that a test can cut and restore.
+
+#![allow(dead_code)]
+
+#[path = "../../storage/tests/support/pg.rs"]
+pub mod pg;
+mod proxy;
+
+#[allow(unused_imports)]
+pub use proxy::CatalogProxy;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, path_str, pattern, run, Server, TOKEN};
+
+pub const KEY: &str = "pool-test-link-key-0123456789abcdefghij";
+
+pub struct Node {
+    pub server: Server,
+    pub id: String,
+    /// Its configuration and data directory, kept across restarts.
+    pub home: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts the node again on its configuration, port and data (after a kill).
+    pub fn restart(&mut self) {
+        let config = self.home.path().join("oasis.toml");
+        self.server = Server::start_args(
+            tempfile::tempdir().unwrap(),
+            &["--config", path_str(&config)],
+        );
+    }
+}
+
+pub fn start_node(url: &str, n: u32) -> Node {
+    start_node_with(url, n, BANDWIDTH_BPS)
+}
+
+/// The bandwidth of a node's listener unless a test asks for less.
+pub const BANDWIDTH_BPS: u64 = 10_000_000_000;
+
+/// `count` nodes on catalog `url` keeping `replicas` copies, each seeing all of them live.
+pub fn pool_of(url: &str, count: u32, replicas: u32) -> Vec<Node> {
+    let nodes: Vec<Node> = (1..=count)
+        .map(|n| start_node_full(url, n, BANDWIDTH_BPS, replicas))
+        .collect();
+    wait_all_live(&nodes);
+    nodes
+}
+
+/// A node whose listener has `bandwidth_bps` to reserve.
+pub fn start_node_with(url: &str, n: u32, bandwidth_bps: u64) -> Node {
+    start_node_full(url, n, bandwidth_bps, 2)
+}
+
+/// A node on catalog `url` whose listener has `bandwidth_bps` to reserve, in a pool that keeps
+/// `replicas` copies of each object.
+pub fn start_node_full(url: &str, n: u32, bandwidth_bps: u64, replicas: u32) -> Node {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let id = format!("node-{n}");
+    let config = format!(
+        "[server]\ndata_dir = {:?}\naccess_log = \"off\"\ndrain_timeout_secs = 2\n\n\
+         [[listen]]\naddr = \"127.0.0.1:{port}\"\nbandwidth_bps = {bandwidth_bps}\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
+         [[access]]\nprefix = \"private/\"\nread = \"signed\"\n\n\
+         [pool]\ncatalog = \"{url}\"\nnode_id = \"{id}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
+         replicas = {replicas}\ndown_after_ms = 3000\n",
+        path_str(&home.path().join("data")),
+    );
+    let path = home.path().join("oasis.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_args(tempfile::tempdir().unwrap(), &["--config", path_str(&path)]);
+    Node { server, id, home }
+}
+
+/// `(status, head, body)` of one curl request that follows no redirect.
+pub fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    let work = tempfile::tempdir().unwrap();
+    let head = work.path().join("head");
+    let body = work.path().join("body");
+    let out = run(
+        "curl",
+        &[
+            &[
+                "-sS",
+                "--max-time",
+                "60",
+                "-w",
+                "%{http_code}",
+                "-D",
+                path_str(&head),
+                "-o",
+                path_str(&body),
+            ],
+            args,
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(&head).unwrap();
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (status, head, std::fs::read(&body).unwrap_or_default())
+}
+
+pub fn upload(node: &Node, name: &str, file: &Path) -> u16 {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let url = node.server.url(&format!("/media/{name}"));
+    curl(&["-H", &auth, "-T", path_str(file), &url]).0
+}
+
+pub fn holders(cluster: &pg::Cluster, url: &str, name: &str) -> Vec<String> {
+    let rows = cluster.psql(
+        url,
+        &format!("SELECT node_id FROM pool_replicas WHERE name = '{name}' ORDER BY node_id"),
+    );
+    rows.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+pub fn poll(what: &str, mut done: impl FnMut() -> bool) {
+    poll_or(what, &[], &mut done)
+}
+
+/// [`poll`], showing the nodes' logs when it gives up.
+pub fn poll_or(what: &str, nodes: &[Node], done: &mut dyn FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if Instant::now() >= until {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {} ---\n{}", n.id, n.server.server_log()))
+                .collect();
+            panic!("gave up waiting: {what}\n{}", logs.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn held_locally(node: &Node, name: &str) -> u16 {
+    // A request marked as from the pool is never redirected: it says what this node holds.
+    curl(&[
+        "-I",
+        "-H",
+        "X-Oasis-Pool: probe",
+        &node.server.url(&format!("/media/{name}")),
+    ])
+    .0
+}
+
+/// Deletes `name` on `on` and waits for its copy on `copy` to go.
+pub fn delete_and_wait(on: &Node, copy: &Node, name: &str) {
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let target = on.server.url(&format!("/media/{name}"));
+    assert_eq!(curl(&["-X", "DELETE", "-H", &auth, &target]).0, 204);
+    poll("the other copy deleted", || held_locally(copy, name) == 404);
+}
+
+/// Three nodes on a new database, each seeing all three live.
+pub fn pool_of_three() -> (std::sync::Arc<pg::Cluster>, String, Vec<Node>) {
+    let cluster = pg::shared();
+    let url = cluster.create_database();
+    let nodes = pool_of(&url, 3, 2);
+    (cluster, url, nodes)
+}
+
+/// Waits until every node's `/api/pool` shows all of them live.
+pub fn wait_all_live(nodes: &[Node]) {
+    let want = nodes.len();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    for n in nodes {
+        poll("three live nodes in every /api/pool", || {
+            let (_, _, b) = curl(&["-H", &auth, &n.server.url("/api/pool")]);
+            String::from_utf8_lossy(&b)
+                .matches("\"state\":\"live\"")
+                .count()
+                == want
+        });
+    }
+}
+
+/// A test file of `len` bytes named `name` in `dir`, and its bytes.
+pub fn content(dir: &Path, name: &str, len: usize, seed: u8) -> (Vec<u8>, std::path::PathBuf) {
+    let body = pattern(len, seed);
+    let file = dir.join(name);
+    std::fs::write(&file, &body).unwrap();
+    (body, file)
+}
