@@ -3,7 +3,7 @@
 //! The HTTP side does not know the pool (its catalog, its view of the nodes, replication): the
 //! binary attaches a [`PoolHook`] ([`super::HttpService::attach_pool`]) and sessions call it at
 //! four points: a GET for a name not held here (or refused here for load) asks where it is held
-//! ([`PoolHook::locate`]); an upload committed here is handed on ([`PoolHook::committed`]); a
+//! ([`PoolHook::locate`]) and, in proxy mode ([`PoolHook::proxy`]), streams it from there; an upload committed here is handed on ([`PoolHook::committed`]); a
 //! delete is propagated ([`PoolHook::deleted`]); `GET /api/pool` reads the pool's state
 //! ([`PoolHook::status_json`]). This module holds that contract and the `Location` a redirect
 //! carries; it decides nothing about placement and answers no request itself.
@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use oasis_storage::ObjectMeta;
 
+use super::proxy::Proxy;
 use crate::auth::link::{self, LinkKeys, Scope};
 
 /// How long a signed link made for a redirect is valid, seconds.
@@ -44,6 +45,11 @@ pub trait PoolHook: Send + Sync {
     fn deleted(&self, name: &str, from_peer: bool);
     /// The pool's state for `GET /api/pool`, one JSON object ending in a newline. Blocking.
     fn status_json(&self) -> String;
+    /// Proxy mode's threads when this node streams objects held elsewhere itself
+    /// (`[pool] mode = "proxy"`); `None` (the default): it redirects. Never blocks.
+    fn proxy(&self) -> Option<Arc<Proxy>> {
+        None
+    }
 }
 
 /// The slot every configuration generation shares: the hook, once the binary attached it.
