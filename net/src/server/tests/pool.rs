@@ -14,10 +14,14 @@ use crate::auth::access::{AccessRule, AccessRules};
 use crate::auth::link::{LinkKeys, LINK_PREFIX};
 use crate::auth::policy::ReadPolicy;
 use crate::server::pool::{Located, PoolHook};
+use crate::server::proxy::Proxy;
 
+/// A pool hook that answers what the test set.
 #[derive(Default)]
-struct Fake {
-    answer: Mutex<Option<Located>>,
+pub(super) struct Fake {
+    pub(super) answer: Mutex<Option<Located>>,
+    /// Proxy mode's threads, when the test proxies.
+    pub(super) proxy: Mutex<Option<Arc<Proxy>>>,
     asked: Mutex<Vec<(String, bool)>>,
     committed: Mutex<Vec<(String, bool)>>,
     deleted: Mutex<Vec<(String, bool)>>,
@@ -44,9 +48,12 @@ impl PoolHook for Fake {
     fn status_json(&self) -> String {
         "{\"nodes\":[]}\n".into()
     }
+    fn proxy(&self) -> Option<Arc<Proxy>> {
+        self.proxy.lock().unwrap().clone()
+    }
 }
 
-fn attach(env: &Env, answer: Located) -> Arc<Fake> {
+pub(super) fn attach(env: &Env, answer: Located) -> Arc<Fake> {
     let fake = Arc::new(Fake::default());
     *fake.answer.lock().unwrap() = Some(answer);
     env.service
@@ -54,7 +61,7 @@ fn attach(env: &Env, answer: Located) -> Arc<Fake> {
     fake
 }
 
-fn get(env: &Env, target: &str, extra: &str) -> Response {
+pub(super) fn get(env: &Env, target: &str, extra: &str) -> Response {
     let mut c = env.connect();
     c.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"));
     c.response()
