@@ -178,6 +178,7 @@ impl HttpSession {
         head.cors().connection(self.keep_alive);
         head.finish();
         let body_bytes = upstream.left();
+        self.svc.metrics.pool_proxied.inc();
         if let Some(r) = &mut self.req {
             r.status = up.status;
             r.body_bytes = body_bytes;
@@ -211,6 +212,7 @@ impl HttpSession {
         };
         if let Err(why) = r.proxied(result, now) {
             tracing::warn!(peer = ?self.info.peer, "proxied stream cut: {why}");
+            self.svc.metrics.pool_proxy_cut.inc();
             self.keep_alive = false;
             self.finish_response(now);
             self.state = State::Close;

@@ -115,6 +115,8 @@ fn a_holder_failing_before_its_head_is_502_and_after_it_cuts_the_connection() {
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.contains("Content-Length: 1000\r\n"), "{out}");
     assert!(out.ends_with("\r\n\r\n0123456789"), "{out}");
+    assert_eq!(env.metrics.pool_proxy_cut.get(), 1);
+    assert_eq!(env.metrics.pool_proxied.get(), 1);
     proxy.stop();
 }
 
