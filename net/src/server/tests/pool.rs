@@ -61,6 +61,21 @@ pub(super) fn attach(env: &Env, answer: Located) -> Arc<Fake> {
     fake
 }
 
+/// A service whose `p/` objects are read through signed links (key `k` x 32).
+pub(super) fn signed_prefix_env() -> Env {
+    Env::with(|s| {
+        s.http.link_keys = Some(Arc::new(LinkKeys::new(&["k".repeat(32)]).unwrap()));
+        s.http.access = AccessRules::new(
+            vec![AccessRule {
+                prefix: "p/".into(),
+                read: ReadPolicy::Signed,
+                cache_control: None,
+            }],
+            ReadPolicy::Public,
+        );
+    })
+}
+
 pub(super) fn get(env: &Env, target: &str, extra: &str) -> Response {
     let mut c = env.connect();
     c.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"));
@@ -119,17 +134,7 @@ fn down_holders_are_503_and_no_holder_is_404() {
 
 #[test]
 fn a_private_name_is_redirected_to_a_signed_link_only_for_a_reader() {
-    let env = Env::with(|s| {
-        s.http.link_keys = Some(Arc::new(LinkKeys::new(&["k".repeat(32)]).unwrap()));
-        s.http.access = AccessRules::new(
-            vec![AccessRule {
-                prefix: "p/".into(),
-                read: ReadPolicy::Signed,
-                cache_control: None,
-            }],
-            ReadPolicy::Public,
-        );
-    });
+    let env = signed_prefix_env();
     attach(&env, Located::At("http://b:1".into()));
     assert_eq!(get(&env, "/media/p/a.mp4", "").status, 401);
     let r = get(

@@ -3,7 +3,7 @@
 //! on; its ETag and Content-Range kept; this node's own head); a holder failing before its head
 //! is 502 with a JSON reason, after it the connection is cut; a HEAD carries the holder's
 //! length and no body; a stream this node cannot reserve goes to the holder (307); a full
-//! proxy queue is 503 with `Retry-After`.
+//! proxy queue is 503 with `Retry-After`; a signed link is proxied as the name it opens.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -14,7 +14,8 @@ use std::time::Duration;
 use oasis_engine::resource::AccountLimits;
 
 use super::driver::Env;
-use super::pool::{attach, get};
+use super::pool::{attach, get, signed_prefix_env};
+use crate::auth::link::{self, LinkKeys, Scope};
 use crate::server::pool::Located;
 use crate::server::proxy::{Proxy, ProxySettings};
 
@@ -151,5 +152,32 @@ fn a_stream_not_reservable_here_is_redirected_and_a_full_queue_is_503() {
     let r = get(&env, "/media/x.mp4", "");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.header("retry-after").is_some(), "{r:?}");
+    proxy.stop();
+}
+
+#[test]
+fn a_signed_link_is_proxied_by_the_name_it_opens() {
+    let env = signed_prefix_env();
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+    let (base, asked) = holder(vec![answer]);
+    let proxy = proxying(&env, &base, 8);
+    assert_eq!(get(&env, "/media/p/a%20b.mp4", "").status, 401);
+    let keys = LinkKeys::new(&["k".repeat(32)]).unwrap();
+    let expires = link::EXPIRES_UNIX_MAX - 1;
+    let path = link::sign(
+        &keys,
+        Scope::Object("p/a b.mp4"),
+        "p/a b.mp4",
+        expires,
+        None,
+    )
+    .unwrap();
+    let r = get(&env, &path, "");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]), "{r:?}");
+    let req = asked.recv().unwrap();
+    assert!(
+        req.starts_with("GET /media/p/a%20b.mp4 HTTP/1.1\r\n"),
+        "{req}"
+    );
     proxy.stop();
 }
