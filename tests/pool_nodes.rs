@@ -7,13 +7,17 @@
 //! bandwidth for a stream hands it to a holder with headroom (307) instead of refusing it; an
 //! upload whose content differs from its `X-Oasis-Crc32c` is refused (422). A copy's node
 //! killed: the survivors restore the replica count; deleted while it is away, its copy goes
-//! when it returns. No timing
+//! when it returns. In proxy mode the node holding nothing streams the object itself (200,
+//! Range, HEAD, 304 passed through), and a holder killed mid-stream cuts the client's
+//! connection. No timing
 //! assertions: every wait polls with a generous deadline.
 
 mod pool_support;
 mod support;
 
 use pool_support::*;
+use std::time::Duration;
+
 use support::{header, path_str, run, TOKEN};
 
 #[test]
@@ -233,4 +237,110 @@ fn a_dead_holder_s_copy_is_restored_on_a_survivor() {
         "{log}"
     );
     assert_eq!(holders(&cluster, &url, "r.mp4"), Vec::<String>::new());
+}
+
+/// The index of the node of three that holds no copy of `name` (two holders listed).
+fn bare_node(cluster: &pg::Cluster, url: &str, nodes: &[Node], name: &str) -> usize {
+    poll_or("two holders in the catalog", nodes, &mut || {
+        holders(cluster, url, name).len() == 2
+    });
+    let held = holders(cluster, url, name);
+    nodes.iter().position(|n| !held.contains(&n.id)).unwrap()
+}
+
+#[test]
+fn proxy_mode_streams_from_the_holder_and_cuts_when_it_dies() {
+    let (cluster, url, mut nodes) = pool_of_three_in("proxy");
+    let work = tempfile::tempdir().unwrap();
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (body, file) = content(work.path(), "clip.mp4", 3 << 20, 11);
+    assert_eq!(upload(&nodes[0], "show/clip.mp4", &file), 201);
+    let bare = bare_node(&cluster, &url, &nodes, "show/clip.mp4");
+    let at = nodes[bare].server.url("/media/show/clip.mp4");
+
+    // The node holding nothing answers itself: no redirect, the same bytes.
+    let (status, head, got) = curl(&[&at]);
+    assert_eq!(status, 200, "{head}");
+    assert!(header(&head, "location").is_none(), "{head}");
+    assert_eq!(header(&head, "content-length"), Some("3145728"), "{head}");
+    assert!(got == body, "the proxied body differs");
+    let etag = header(&head, "etag")
+        .expect("an ETag from the holder")
+        .to_string();
+
+    // A range passes through: 206, the holder's Content-Range, the exact slice.
+    let (status, head, got) = curl(&["-r", "1000-2999", &at]);
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(
+        header(&head, "content-range"),
+        Some("bytes 1000-2999/3145728"),
+        "{head}"
+    );
+    assert!(got == body[1000..3000], "the proxied range differs");
+
+    // HEAD: the length, no body; a precondition passes through: 304.
+    let (status, head, got) = curl(&["-I", &at]);
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(header(&head, "content-length"), Some("3145728"), "{head}");
+    // (curl -I writes the head where the body would go.)
+    assert!(got.starts_with(b"HTTP/1.1 200") && got.len() < 4096);
+    let inm = format!("If-None-Match: {etag}");
+    let (status, head, got) = curl(&["-H", &inm, &at]);
+    assert_eq!(status, 304, "{head}");
+    assert!(got.is_empty());
+    let (status, _, _) = curl(&[&nodes[bare].server.url("/media/never.mp4")]);
+    assert_eq!(status, 404);
+
+    // A private object: this node checks the client, the holder trusts the pool credential.
+    let (pbody, pfile) = content(work.path(), "p.mp4", 100_000, 12);
+    assert_eq!(upload(&nodes[0], "private/p.mp4", &pfile), 201);
+    let pbare = bare_node(&cluster, &url, &nodes, "private/p.mp4");
+    let purl = nodes[pbare].server.url("/media/private/p.mp4");
+    let (status, _, _) = curl(&[&purl]);
+    assert_eq!(status, 401);
+    let (status, _, got) = curl(&["-H", &auth, &purl]);
+    assert_eq!(status, 200);
+    assert!(got == pbody, "the proxied private body differs");
+
+    // A large object read slowly: the stream holds a reservation on the proxying node; its
+    // holders killed mid-stream, the client sees the connection cut, never a short body
+    // that looks complete.
+    let (_, big) = content(work.path(), "big.mp4", 96 << 20, 13);
+    assert_eq!(upload(&nodes[0], "show/big.mp4", &big), 201);
+    let bare = bare_node(&cluster, &url, &nodes, "show/big.mp4");
+    let out = work.path().join("big.out");
+    let mut client = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "120", "--limit-rate", "2M", "-o"])
+        .arg(&out)
+        .arg(nodes[bare].server.url("/media/show/big.mp4"))
+        .spawn()
+        .unwrap();
+    poll("the slow client got its first MiB", || {
+        std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 1 << 20
+    });
+    let (_, _, status) = curl(&["-H", &auth, &nodes[bare].server.url("/api/status")]);
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert!(status["active_streams"].as_u64() >= Some(1), "{status}");
+    let net = status["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "net_bps[0]")
+        .unwrap()
+        .clone();
+    assert!(net["used"].as_u64() >= Some(5_000_000), "{net}");
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != bare {
+            let pid = n.server.pid().to_string();
+            assert!(run("kill", &["-9", &pid]).status.success());
+        }
+    }
+    let exit = support::wait_exit(&mut client, Duration::from_secs(150), "the slow client");
+    let got = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        !exit.success(),
+        "curl took {got} of {} bytes as a complete body",
+        96u64 << 20
+    );
+    assert!(got < 96 << 20, "{got}");
 }

@@ -18,5 +18,5 @@ pub use access_log::{AccessLog, LogTarget};
 pub use metrics::Metrics;
 pub use server::{
     redirect_location, ConfigControl, ControlReply, HttpConfig, HttpService, Located, PacingConfig,
-    PoolHook, WallClock, API_BODY_BYTES_MAX, REDIRECT_LINK_SECS,
+    PoolHook, Proxy, ProxySettings, WallClock, API_BODY_BYTES_MAX, REDIRECT_LINK_SECS,
 };

@@ -115,6 +115,10 @@ pub struct Metrics {
     pub connections_opened: Counter,
     /// GETs answered with a redirect to another node of the pool.
     pub pool_redirects: Counter,
+    /// GETs streamed from another node of the pool (proxy mode), counted at their head.
+    pub pool_proxied: Counter,
+    /// Proxied streams cut after their head because the holder failed.
+    pub pool_proxy_cut: Counter,
     pub access_log_dropped: Counter,
     /// Configuration reloads (SIGHUP) by outcome: "ok" (in force) or "rejected" (invalid file).
     pub config_reloads: Family<OutcomeLabel, Counter>,
@@ -200,6 +204,18 @@ impl Metrics {
             "GETs redirected to another node of the pool",
             pool_redirects.clone(),
         );
+        let pool_proxied = Counter::default();
+        registry.register(
+            "pool_proxied",
+            "GETs streamed from another node of the pool through this one (proxy mode)",
+            pool_proxied.clone(),
+        );
+        let pool_proxy_cut = Counter::default();
+        registry.register(
+            "pool_proxy_cut",
+            "Proxied streams whose connection was closed mid-body because the holder failed",
+            pool_proxy_cut.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -260,6 +276,8 @@ impl Metrics {
             auth_refused,
             connections_opened,
             pool_redirects,
+            pool_proxied,
+            pool_proxy_cut,
             access_log_dropped,
             config_reloads,
             config_patches,

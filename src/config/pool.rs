@@ -23,7 +23,8 @@ pub struct PoolSection {
     pub advertise: String,
     /// How many nodes hold a copy of each object (1..=16).
     pub replicas: u32,
-    /// What a node does with a GET for an object held elsewhere: `redirect` (307).
+    /// What a node does with a GET for an object held elsewhere: `redirect` (307 to a holder)
+    /// or `proxy` (streamed from a holder through this node).
     pub mode: String,
     /// A node whose last heartbeat is older than this is down, milliseconds.
     pub down_after_ms: u64,
@@ -101,16 +102,10 @@ impl PoolSection {
             ));
         }
         match self.mode.as_str() {
-            "redirect" => {}
-            "proxy" => out.push((
-                "mode",
-                "proxy mode is not built yet: this version only redirects (307) to the holder"
-                    .into(),
-                Some("mode = \"redirect\""),
-            )),
+            "redirect" | "proxy" => {}
             other => out.push((
                 "mode",
-                format!("{other:?} is not a pool mode: use \"redirect\""),
+                format!("{other:?} is not a pool mode: use \"redirect\" or \"proxy\""),
                 Some("mode = \"redirect\""),
             )),
         }
@@ -195,7 +190,7 @@ mod tests {
         assert!(err.contains("[pool] advertise: is required"), "{err}");
         let err = Config::parse(
             "[pool]\ncatalog = \"postgres://u@h/db\"\nnode_id = \"n\"\nadvertise = \"ftp://x\"\n\
-             replicas = 0\nmode = \"proxy\"\ndown_after_ms = 10\n",
+             replicas = 0\nmode = \"relay\"\ndown_after_ms = 10\n",
             "t",
         )
         .unwrap_err()
@@ -203,7 +198,7 @@ mod tests {
         for want in [
             "[pool] advertise: `ftp://x` is not a base URL",
             "[pool] replicas: 0 copies",
-            "[pool] mode: proxy mode is not built yet",
+            "[pool] mode: \"relay\" is not a pool mode: use \"redirect\" or \"proxy\"",
             "[pool] down_after_ms: 10 ms",
         ] {
             assert!(err.contains(want), "{want}: {err}");
@@ -222,6 +217,12 @@ mod tests {
             "t",
         )
         .unwrap();
+        assert!(Config::parse(
+            "[pool]\ncatalog = \"postgres://oasis@127.0.0.1:5432/oasis\"\nnode_id = \"n\"\n\
+             advertise = \"http://127.0.0.1:8080\"\nmode = \"proxy\"\n",
+            "t",
+        )
+        .is_ok());
         let resolved = ok.resolve(&[0]).unwrap();
         assert_eq!(
             resolved.store.catalog,

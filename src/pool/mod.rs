@@ -18,7 +18,8 @@
 //! the node serves what it holds and refuses writes ([`PoolHook::write_refusal`]); the
 //! heartbeat keeps trying every second, and the first one that succeeds takes writes again.
 //!
-//! Not here: proxy mode (see the README's "Running a pool" for what is left).
+//! In proxy mode (`[pool] mode = "proxy"`) the node also runs the HTTP service's proxy threads
+//! ([`oasis_net::Proxy`], [`PROXY_THREADS`] of them), handed to sessions through the hook.
 
 pub mod replicate;
 pub mod view;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use oasis_engine::resource::Resource;
 use oasis_engine::ResourceManager;
-use oasis_net::{Located, PoolHook};
+use oasis_net::{Located, PoolHook, Proxy, ProxySettings};
 use oasis_storage::{NodeLoad, ObjectMeta, PgCatalog, PoolCatalog, Store};
 
 use crate::config::Config;
@@ -46,6 +47,13 @@ pub const REPAIR_EVERY: u32 = 5;
 /// Most names one repair round queues.
 pub const REPAIR_BATCH: u32 = 256;
 
+/// Proxy mode's threads (each waits on one holder's socket at a time).
+pub const PROXY_THREADS: usize = 16;
+/// Proxy steps queued at most before new proxied requests are refused (503).
+pub const PROXY_QUEUE_MAX: usize = 1024;
+/// Bound on a proxy's connect to a holder and on each of its writes and reads.
+pub const PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the pool runs on, from `[pool]` and `[http] api_token`.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -54,6 +62,11 @@ pub struct Settings {
     pub advertise: String,
     pub replicas: u32,
     pub down_after_ms: u64,
+    /// `[pool] mode = "proxy"`: objects held elsewhere are streamed through this node.
+    pub proxy: bool,
+    /// What a proxied stream reserves on this node's listener (`[storage]
+    /// default_bitrate_bps`: the object's own bitrate is on its holder).
+    pub proxy_reserve_bps: u64,
     /// The pool credential: `[http] api_token`, the same on every node.
     pub token: String,
 }
@@ -77,6 +90,8 @@ pub fn settings(cfg: &Config, token: Option<&str>) -> Result<Option<Settings>> {
         advertise: p.advertise.trim_end_matches('/').to_string(),
         replicas: p.replicas,
         down_after_ms: p.down_after_ms,
+        proxy: p.mode == "proxy",
+        proxy_reserve_bps: cfg.storage.default_bitrate_bps,
         token: token.to_string(),
     }))
 }
@@ -88,6 +103,8 @@ pub struct Pool {
     /// The catalog session of lookups made for requests (jobs on the catalog thread).
     lookups: Mutex<Option<PgCatalog>>,
     queue: Arc<Queue>,
+    /// Proxy mode's threads (`None` in redirect mode).
+    proxy: Option<Arc<Proxy>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -104,11 +121,25 @@ impl Pool {
         let mut beat = PgCatalog::open(&settings.catalog, &settings.node_id)?;
         let view: SharedView = Arc::new(RwLock::new(Arc::new(PoolView::empty())));
         refresh(&mut beat, &settings, &rm, &view).context("the pool's first heartbeat failed")?;
+        let proxy = if settings.proxy {
+            let proxy = Proxy::start(ProxySettings {
+                threads: PROXY_THREADS,
+                queue_max: PROXY_QUEUE_MAX,
+                timeout: PROXY_TIMEOUT,
+                token: settings.token.clone(),
+                reserve_bps: settings.proxy_reserve_bps,
+            })
+            .context("cannot start the proxy threads")?;
+            Some(proxy)
+        } else {
+            None
+        };
         let pool = Arc::new(Pool {
             settings: Arc::clone(&settings),
             view: Arc::clone(&view),
             lookups: Mutex::new(None),
             queue: Queue::new(),
+            proxy,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         });
@@ -151,7 +182,12 @@ impl Pool {
         let node_id = settings.node_id.clone();
         let pool = Pool::start(settings, Arc::clone(store), Arc::clone(rm))?;
         http.attach_pool(Arc::clone(&pool) as Arc<dyn PoolHook>);
-        tracing::info!("pool: node {node_id}, heartbeat every second");
+        let mode = if pool.proxy.is_some() {
+            "proxies objects held elsewhere"
+        } else {
+            "redirects to objects held elsewhere"
+        };
+        tracing::info!("pool: node {node_id}, heartbeat every second, {mode}");
         Ok(pool)
     }
 
@@ -159,6 +195,9 @@ impl Pool {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.queue.stop();
+        if let Some(p) = &self.proxy {
+            p.stop();
+        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
@@ -395,6 +434,10 @@ impl PoolHook for Pool {
         }
     }
 
+    fn proxy(&self) -> Option<Arc<Proxy>> {
+        self.proxy.clone()
+    }
+
     fn status_json(&self) -> String {
         let view = self.view();
         let now = Instant::now();
@@ -429,7 +472,8 @@ impl PoolHook for Pool {
         let body = serde_json::json!({
             "node_id": self.settings.node_id,
             "replicas": self.settings.replicas,
-            "mode": "redirect",
+            "mode": if self.proxy.is_some() { "proxy" } else { "redirect" },
+            "proxy_queued": self.proxy.as_ref().map(|p| p.queued()),
             "down_after_ms": down_after,
             "catalog_reachable": refusal.is_none(),
             "catalog": {

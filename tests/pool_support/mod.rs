@@ -60,6 +60,11 @@ pub fn start_node_with(url: &str, n: u32, bandwidth_bps: u64) -> Node {
 /// A node on catalog `url` whose listener has `bandwidth_bps` to reserve, in a pool that keeps
 /// `replicas` copies of each object.
 pub fn start_node_full(url: &str, n: u32, bandwidth_bps: u64, replicas: u32) -> Node {
+    start_node_in(url, n, bandwidth_bps, replicas, "redirect")
+}
+
+/// [`start_node_full`] in pool `mode` (`redirect` or `proxy`).
+pub fn start_node_in(url: &str, n: u32, bandwidth_bps: u64, replicas: u32, mode: &str) -> Node {
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let id = format!("node-{n}");
@@ -68,7 +73,7 @@ pub fn start_node_full(url: &str, n: u32, bandwidth_bps: u64, replicas: u32) -> 
          [[listen]]\naddr = \"127.0.0.1:{port}\"\nbandwidth_bps = {bandwidth_bps}\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
          [[access]]\nprefix = \"private/\"\nread = \"signed\"\n\n\
          [pool]\ncatalog = \"{url}\"\nnode_id = \"{id}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
-         replicas = {replicas}\ndown_after_ms = 3000\n",
+         replicas = {replicas}\ndown_after_ms = 3000\nmode = \"{mode}\"\n",
         path_str(&home.path().join("data")),
     );
     let path = home.path().join("oasis.toml");
@@ -170,9 +175,17 @@ pub fn delete_and_wait(on: &Node, copy: &Node, name: &str) {
 
 /// Three nodes on a new database, each seeing all three live.
 pub fn pool_of_three() -> (std::sync::Arc<pg::Cluster>, String, Vec<Node>) {
+    pool_of_three_in("redirect")
+}
+
+/// [`pool_of_three`] in pool `mode`.
+pub fn pool_of_three_in(mode: &str) -> (std::sync::Arc<pg::Cluster>, String, Vec<Node>) {
     let cluster = pg::shared();
     let url = cluster.create_database();
-    let nodes = pool_of(&url, 3, 2);
+    let nodes: Vec<Node> = (1..=3)
+        .map(|n| start_node_in(&url, n, BANDWIDTH_BPS, 2, mode))
+        .collect();
+    wait_all_live(&nodes);
     (cluster, url, nodes)
 }
 

@@ -495,7 +495,7 @@ fn check_name(name: &str) -> Result<(), &'static str> {
 
 /// Appends `name` to `out`, escaping (as `%XX`) every byte a path may not carry raw or that
 /// could read as something else: all but unreserved characters, sub-delims, `:`, `@`, `/`.
-fn encode_name(name: &str, out: &mut String) {
+pub(crate) fn encode_name(name: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &byte in name.as_bytes() {
         let raw = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);

@@ -13,6 +13,7 @@
 //!
 //! Layers, each file using only those above it in this list (no cycles):
 //! - `config`: `HttpConfig`, `PacingConfig`, `WallClock` (plain data);
+//! - `proxy`: proxy mode's threads and the blocking exchange with a holder;
 //! - `pool`: the pool's hook (`PoolHook`, `Located`) and a redirect's `Location`;
 //! - `service`: `HttpService`, the shared modules and the settings generation a reload swaps;
 //! - `reply`: small complete responses (error pages, JSON errors);
@@ -34,6 +35,7 @@ mod guard;
 mod media;
 mod pacing;
 mod pool;
+pub mod proxy;
 mod reply;
 mod respond;
 mod service;
@@ -47,6 +49,7 @@ mod tests;
 pub use config::{HttpConfig, PacingConfig, WallClock};
 pub use control::{ConfigControl, ControlReply};
 pub use pool::{redirect_location, Located, PoolHook, REDIRECT_LINK_SECS};
+pub use proxy::{Proxy, ProxySettings};
 pub use service::HttpService;
 pub use session::HttpSession;
 pub use small_body::API_BODY_BYTES_MAX;

@@ -2,18 +2,21 @@
 //!
 //! The HTTP side does not know the pool (its catalog, its view of the nodes, replication): the
 //! binary attaches a [`PoolHook`] ([`super::HttpService::attach_pool`]) and sessions call it at
-//! five points: a GET for a name not held here (or refused here for load) asks where it is held
-//! ([`PoolHook::locate`]); an upload committed here is handed on ([`PoolHook::committed`]); a
+//! six points: a GET for a name not held here (or refused here for load) asks where it is held
+//! ([`PoolHook::locate`]) and, in proxy mode ([`PoolHook::proxy`]), streams it from there; an
+//! upload committed here is handed on ([`PoolHook::committed`]); a
 //! delete is propagated ([`PoolHook::deleted`]); `GET /api/pool` reads the pool's state
 //! ([`PoolHook::status_json`]); a write is refused while the pool says so
-//! ([`PoolHook::write_refusal`], e.g. the catalog is unreachable). This module holds that contract and the `Location` a redirect
-//! carries; it decides nothing about placement and answers no request itself.
+//! ([`PoolHook::write_refusal`], e.g. the catalog is unreachable). This module holds that
+//! contract and the `Location` a redirect carries; it decides nothing about placement and
+//! answers no request itself.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use oasis_storage::ObjectMeta;
 
+use super::proxy::Proxy;
 use crate::auth::link::{self, LinkKeys, Scope};
 
 /// How long a signed link made for a redirect is valid, seconds.
@@ -49,6 +52,11 @@ pub trait PoolHook: Send + Sync {
     /// the session answers `503` with `Retry-After` and this message in a JSON body. `None`:
     /// writes are taken. Never blocks (reads what the pool thread last saw).
     fn write_refusal(&self) -> Option<String> {
+        None
+    }
+    /// Proxy mode's threads when this node streams objects held elsewhere itself
+    /// (`[pool] mode = "proxy"`); `None` (the default): it redirects. Never blocks.
+    fn proxy(&self) -> Option<Arc<Proxy>> {
         None
     }
 }

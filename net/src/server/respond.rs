@@ -1,5 +1,6 @@
-//! A response on its way out: its head, its body (one file range, or the parts of a
-//! `multipart/byteranges` body), the admission it holds, and its pace. It turns into the next
+//! A response on its way out: its head, its body (one file range, the parts of a
+//! `multipart/byteranges` body, or a holder's body proxied a chunk at a time), the admission
+//! it holds, and its pace. It turns into the next
 //! [`Transmit`] and counts what the engine reports sent. It decides nothing about the request
 //! and never sends: the engine carries out what it returns.
 
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use oasis_engine::resource::Reservation;
-use oasis_engine::Transmit;
+use oasis_engine::{JobRejected, JobResult, Transmit};
 
 use super::pacing::{pace_allows, Pace};
+use super::proxy::upstream::{Upstream, UpstreamError};
+use super::proxy::{Proxy, Step, CHUNK_BYTES};
 use crate::http::MultipartPart;
 
 /// Response heads up to this size share a send with the first body bytes (below half the
@@ -32,12 +35,58 @@ pub(super) enum BodyOut {
         current: Option<(u64, u64)>,
         closing: Option<Vec<u8>>,
     },
+    /// A holder's body (proxy mode): read a chunk at a time on the proxy threads, each sent
+    /// before the next is asked for.
+    Proxy(Box<ProxyBody>),
+}
+
+/// A proxied body under way: at most one chunk read and not sent.
+pub(super) struct ProxyBody {
+    pub(super) proxy: Arc<Proxy>,
+    /// The holder's connection; `None` while a proxy thread reads from it.
+    pub(super) upstream: Option<Upstream>,
+    /// A chunk read, to send next.
+    pub(super) chunk: Option<Vec<u8>>,
+}
+
+/// What a proxy thread hands back for one chunk: the connection, and the bytes or the error.
+struct ChunkRead {
+    upstream: Upstream,
+    result: Result<Vec<u8>, UpstreamError>,
+}
+
+impl ProxyBody {
+    /// The next transmit: the chunk read, a step reading the next one, or `None` when the
+    /// body is complete.
+    fn poll(&mut self) -> Option<Transmit> {
+        if let Some(chunk) = self.chunk.take() {
+            return Some(Transmit::Bytes(chunk));
+        }
+        let Some(mut upstream) = self.upstream.take() else {
+            // A read is in flight (the engine does not poll then).
+            return Some(Transmit::Idle);
+        };
+        if upstream.left() == 0 {
+            return None;
+        }
+        let proxy = Arc::clone(&self.proxy);
+        Some(Transmit::Defer(Box::new(move |completer| {
+            let step: Step = Box::new(move || {
+                let mut buf = Vec::with_capacity(CHUNK_BYTES);
+                let result = upstream.read_chunk(&mut buf, CHUNK_BYTES).map(|()| buf);
+                completer.complete(Box::new(ChunkRead { upstream, result }));
+            });
+            // Refused, the step is dropped with its completer: the session hears a rejection.
+            proxy.submit(step, false);
+        })))
+    }
 }
 
 /// A stream's admission: what it reserved, held until the response ends.
 pub(super) struct Admission {
     pub(super) _net: Reservation,
-    pub(super) _disk: Reservation,
+    /// `None` for a proxied stream, which reads no disk here.
+    pub(super) _disk: Option<Reservation>,
     pub(super) _memory: Reservation,
 }
 
@@ -105,6 +154,9 @@ impl Respond {
             }
             return Some(Transmit::Bytes(h));
         }
+        if let BodyOut::Proxy(p) = &mut self.body {
+            return p.poll();
+        }
         match &self.body {
             BodyOut::File {
                 file,
@@ -134,6 +186,27 @@ impl Respond {
             }
             _ => None,
         }
+    }
+
+    /// A proxy thread's answer for the body's next chunk: `Err` with the reason when the
+    /// body cannot go on (the holder failed, the proxy refused the step), and the connection
+    /// must be cut rather than the body end short.
+    pub(super) fn proxied(&mut self, result: JobResult, now: Instant) -> Result<(), String> {
+        let BodyOut::Proxy(p) = &mut self.body else {
+            return Err("a proxy chunk arrived for a response that is not proxied".into());
+        };
+        if result.is::<JobRejected>() {
+            return Err("the proxy threads refused the next chunk (queue full or stopping)".into());
+        }
+        let read = result
+            .downcast::<ChunkRead>()
+            .map_err(|_| "a proxy step answered something else".to_string())?;
+        let ChunkRead { upstream, result } = *read;
+        let chunk = result.map_err(|e| e.to_string())?;
+        self.last_progress = now;
+        p.upstream = Some(upstream);
+        p.chunk = Some(chunk);
+        Ok(())
     }
 
     /// The engine sent `n` bytes: of a buffer (`file_bytes` false) or of the body's file.

@@ -20,7 +20,7 @@ pub(super) fn admit(
     let memory = rm.reserve(Resource::MemoryBytes, buffer_bytes)?;
     Ok(Admission {
         _net: net,
-        _disk: disk,
+        _disk: Some(disk),
         _memory: memory,
     })
 }

@@ -35,6 +35,7 @@ mod control;
 mod get;
 mod guard;
 mod pool;
+mod proxy;
 mod put;
 
 impl Service for HttpService {
@@ -137,6 +138,8 @@ enum State {
     /// A job is queued (`Some`) or running (`None`).
     Job(Option<Job>, JobKind),
     Respond(Box<Respond>),
+    /// A proxied GET waiting for the holder's response head (`proxy.rs`).
+    Proxy(Box<proxy::Proxying>),
     /// Lingering close: the answer went out before the request's body was read; what the client
     /// still sends is read and dropped (bounded), so it reads the answer instead of a reset.
     Discard(Discard),
@@ -559,6 +562,7 @@ impl Session for HttpSession {
                 Some(path) => Transmit::Open(path),
                 None => Transmit::Idle,
             },
+            State::Proxy(p) => p.take_step(),
             State::Respond(r) => match r.poll(now) {
                 Some(t) => t,
                 None => {
@@ -599,8 +603,14 @@ impl Session for HttpSession {
     }
 
     fn on_job_done(&mut self, result: JobResult, now: Instant) {
-        let State::Job(_, kind) = std::mem::replace(&mut self.state, State::Close) else {
-            return;
+        let kind = match std::mem::replace(&mut self.state, State::Close) {
+            State::Job(_, kind) => kind,
+            State::Proxy(p) => return self.proxy_opened(*p, result, now),
+            State::Respond(r) => {
+                self.state = State::Respond(r);
+                return self.proxy_chunk(result, now);
+            }
+            _ => return,
         };
         if result.is::<JobRejected>() {
             self.keep_alive = false;
@@ -666,7 +676,11 @@ impl Session for HttpSession {
             State::ApiBody(b) => Some(b.last_progress() + cfg.body_timeout),
             State::Respond(r) => Some(r.last_progress + cfg.send_timeout),
             State::Discard(d) => Some(d.deadline()),
-            State::Job(..) | State::Opening(_) | State::Creating(_) | State::Close => None,
+            State::Job(..)
+            | State::Proxy(_)
+            | State::Opening(_)
+            | State::Creating(_)
+            | State::Close => None,
         }
     }
 
@@ -704,7 +718,11 @@ impl Session for HttpSession {
                 self.finish_response(now);
                 self.state = State::Close;
             }
-            State::Job(..) | State::Opening(_) | State::Creating(_) | State::Close => {}
+            State::Job(..)
+            | State::Proxy(_)
+            | State::Opening(_)
+            | State::Creating(_)
+            | State::Close => {}
         }
     }
 

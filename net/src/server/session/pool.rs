@@ -1,6 +1,7 @@
 //! The session's side of the pool: a GET for an object not held here (or refused here for
 //! load) asks the pool where it is held, on the catalog thread, and answers `307` to that node
-//! (a signed link when the object is not public), `503` with `Retry-After` when its holders are
+//! (a signed link when the object is not public) or, in proxy mode, streams it from there
+//! (`proxy.rs`), `503` with `Retry-After` when its holders are
 //! all down, `404` when none holds it; a committed upload and a delete are handed to the pool;
 //! `GET /api/pool` reads the pool's state; a write (`PUT`, `DELETE`) the pool refuses (its
 //! catalog unreachable) is answered `503` with `Retry-After` and the cause in JSON. Without a pool attached nothing here acts.
@@ -23,6 +24,9 @@ pub(super) struct Locating {
     sign: bool,
     /// This node refused the stream for this reason: with no holder with headroom, 503.
     refused: Option<String>,
+    /// In proxy mode: the path to ask the holder for and the fields passed through.
+    proxy_path: String,
+    pass: Vec<(&'static str, String)>,
 }
 
 impl HttpSession {
@@ -58,6 +62,8 @@ impl HttpSession {
             head_only: head.method == Method::Head,
             sign,
             refused: refused.map(str::to_string),
+            proxy_path: proxy::upstream_path(plain, name, head.query.as_deref()),
+            pass: proxy::passed_fields(head),
         };
         let overloaded = refused.is_some();
         let wanted = locating.name.clone();
@@ -73,6 +79,15 @@ impl HttpSession {
         };
         match *located {
             Located::At(base) => {
+                // Proxied unless this node refused the stream: then the holder takes the
+                // client (as it does when this node cannot reserve a proxied stream).
+                let proxy = self.pool().and_then(|p| p.proxy());
+                if let (Some(proxy), None) = (proxy, &l.refused) {
+                    let (path, pass) = (l.proxy_path.clone(), l.pass.clone());
+                    if self.start_proxy(proxy, &base, path, pass, l.head_only) {
+                        return;
+                    }
+                }
                 let unix_now = self.unix_secs(now);
                 let keys = if l.sign {
                     self.svc.cfg.link_keys.as_deref()

@@ -2,10 +2,12 @@
 //! `Transmit` carried out against a byte sink, and a fake clock, the way quinn-proto's tests drive
 //! connections. It plays the engine's part exactly as the session contract describes it (input
 //! only while the session wants it, one transmit in flight, `on_sent` with what was sent, jobs,
-//! opens, creates and writes completed inline, deadlines fired when the fake clock reaches them).
+//! opens, creates and writes completed inline, deadlines fired when the fake clock reaches them;
+//! a `Defer` waits for its result, which proxy mode's real threads deliver).
 //!
 //! The service under test is real: an `HttpService` over a `Store` in a temporary directory and
-//! a `ResourceManager`. The driver never reads the real clock after start-up and never sleeps.
+//! a `ResourceManager`. The driver never reads the real clock after start-up and never sleeps
+//! (it only waits for a deferred result).
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use oasis_engine::resource::{AccountLimits, ResourceLimits, ResourceManager};
-use oasis_engine::{ConnInfo, JobRejected, Service, Session, Transmit};
+use oasis_engine::{Completer, ConnInfo, JobRejected, Service, Session, Transmit};
 use oasis_storage::{Store, StoreConfig};
 
 use crate::access_log::{AccessLog, LogTarget};
@@ -352,7 +354,17 @@ impl Conn {
                 let result = file.write_all_at(&data, offset);
                 self.session.on_written(result, data, self.now);
             }
-            Transmit::Defer(_) => unreachable!("HTTP sessions never defer"),
+            Transmit::Defer(work) => {
+                // Proxy mode's steps run on real threads: wait for the one result.
+                let (tx, rx) = std::sync::mpsc::channel();
+                work(Completer::from_fn(move |r| {
+                    let _ = tx.send(r);
+                }));
+                let result = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a deferred transmit's result within a minute");
+                self.session.on_job_done(result, self.now);
+            }
             Transmit::WaitUntil(_) | Transmit::Idle | Transmit::Close => {
                 unreachable!("not a send")
             }

@@ -8,6 +8,7 @@ mod api_body;
 mod driver;
 mod pacing;
 mod pool;
+mod proxy;
 mod requests;
 mod timeouts;
 mod uploads;

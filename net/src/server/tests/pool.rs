@@ -15,10 +15,14 @@ use crate::auth::access::{AccessRule, AccessRules};
 use crate::auth::link::{LinkKeys, LINK_PREFIX};
 use crate::auth::policy::ReadPolicy;
 use crate::server::pool::{Located, PoolHook};
+use crate::server::proxy::Proxy;
 
+/// A pool hook that answers what the test set.
 #[derive(Default)]
-struct Fake {
-    answer: Mutex<Option<Located>>,
+pub(super) struct Fake {
+    pub(super) answer: Mutex<Option<Located>>,
+    /// Proxy mode's threads, when the test proxies.
+    pub(super) proxy: Mutex<Option<Arc<Proxy>>>,
     asked: Mutex<Vec<(String, bool)>>,
     committed: Mutex<Vec<(String, bool)>>,
     deleted: Mutex<Vec<(String, bool)>>,
@@ -49,9 +53,12 @@ impl PoolHook for Fake {
     fn write_refusal(&self) -> Option<String> {
         self.refusal.lock().unwrap().clone()
     }
+    fn proxy(&self) -> Option<Arc<Proxy>> {
+        self.proxy.lock().unwrap().clone()
+    }
 }
 
-fn attach(env: &Env, answer: Located) -> Arc<Fake> {
+pub(super) fn attach(env: &Env, answer: Located) -> Arc<Fake> {
     let fake = Arc::new(Fake::default());
     *fake.answer.lock().unwrap() = Some(answer);
     env.service
@@ -59,7 +66,22 @@ fn attach(env: &Env, answer: Located) -> Arc<Fake> {
     fake
 }
 
-fn get(env: &Env, target: &str, extra: &str) -> Response {
+/// A service whose `p/` objects are read through signed links (key `k` x 32).
+pub(super) fn signed_prefix_env() -> Env {
+    Env::with(|s| {
+        s.http.link_keys = Some(Arc::new(LinkKeys::new(&["k".repeat(32)]).unwrap()));
+        s.http.access = AccessRules::new(
+            vec![AccessRule {
+                prefix: "p/".into(),
+                read: ReadPolicy::Signed,
+                cache_control: None,
+            }],
+            ReadPolicy::Public,
+        );
+    })
+}
+
+pub(super) fn get(env: &Env, target: &str, extra: &str) -> Response {
     let mut c = env.connect();
     c.send(&format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"));
     c.response()
@@ -117,17 +139,7 @@ fn down_holders_are_503_and_no_holder_is_404() {
 
 #[test]
 fn a_private_name_is_redirected_to_a_signed_link_only_for_a_reader() {
-    let env = Env::with(|s| {
-        s.http.link_keys = Some(Arc::new(LinkKeys::new(&["k".repeat(32)]).unwrap()));
-        s.http.access = AccessRules::new(
-            vec![AccessRule {
-                prefix: "p/".into(),
-                read: ReadPolicy::Signed,
-                cache_control: None,
-            }],
-            ReadPolicy::Public,
-        );
-    });
+    let env = signed_prefix_env();
     attach(&env, Located::At("http://b:1".into()));
     assert_eq!(get(&env, "/media/p/a.mp4", "").status, 401);
     let r = get(
