@@ -27,9 +27,10 @@
 # segments in order, keep a buffer that drains in real time and stall when it runs dry; viewers
 # are added step by step until one stalls. The limit in the same run: loopback (iperf3, run here
 # unless scenario 7 ran) / bitrate, and the servers' descriptor limit.
-# Scenario 9 (overload): Oasis with bandwidth_bps fitted to C progressive viewers of a 4 Mbit/s
-# MP4 (C: Oasis's viewers sustained at 4 Mbit/s in scenario 5 of this run, else a default),
-# 2C viewers offered to each server; admitted, refused (with Retry-After?) and stalled counted.
+# Scenario 9 (overload): Oasis with bandwidth_bps = its measured capacity (viewers sustained at
+# 4 Mbit/s in scenario 5 of this run, or OVERLOAD_SUSTAINED, x 4 Mbit/s), which admits C
+# progressive viewers of a 4 Mbit/s MP4 (paced at 1.5x); 2C viewers offered to each server;
+# admitted, refused (with Retry-After?) and stalled counted.
 # --quick ignores --repeat (always 1 repetition) and runs scenario 8 at 1 s per run.
 #
 # Scenario 8 runs on Oasis alone: the same hot 2 MiB and 64 KiB objects through /media/ (public)
@@ -576,19 +577,23 @@ scenario_5() { # viewer capacity: HLS players at 1, 4 and 8 Mbit/s, ramped until
   lbps=$(loopback_bps); nofile=$(ulimit -n)
   echo "viewer_limits loopback_bps=$lbps nofile=$nofile" >>"$OUT/machine.txt"
   for rate in $VIEWER_RATES; do
-    kbps=$((rate / 1000))
-    limit=$((lbps / rate)); ((nofile < limit)) && limit=$nofile
-    echo "viewer_limit ${kbps}k $limit" >>"$OUT/machine.txt"
-    if [[ $QUICK == 1 ]]; then
-      args=(--start-streams 5 --step-streams 5 --step-s 6 --buffer-s 6 --max-streams 10 --duration-s 12)
-    else
-      # Steps of 1/25 of the limit (at least 10 viewers) up to 1.2x it, so the server stalls
-      # first; but the client holds one descriptor per viewer under the same limit.
-      step=$((limit / 25)); ((step < 10)) && step=10
-      cap=$((limit * 6 / 5)); ((cap > nofile - 256)) && cap=$((nofile - 256))
-      args=(--start-streams "$step" --step-streams "$step" --step-s 12 --buffer-s 8 --max-streams "$cap")
-    fi
-    for r in "${REPS[@]}"; do
+    echo "viewer_limit $((rate / 1000))k $(( lbps / rate < nofile ? lbps / rate : nofile ))" >>"$OUT/machine.txt"
+  done
+  # Repetitions outermost: a run cut short still has every bitrate of its first repetitions.
+  for r in "${REPS[@]}"; do
+    for rate in $VIEWER_RATES; do
+      kbps=$((rate / 1000))
+      limit=$((lbps / rate)); ((nofile < limit)) && limit=$nofile
+      if [[ $QUICK == 1 ]]; then
+        args=(--start-streams 5 --step-streams 5 --step-s 6 --buffer-s 6 --max-streams 10 --duration-s 12)
+      else
+        # Steps of 1/8 of the limit (at least 10 viewers) up to 2x it, so the server stalls
+        # first (loopback measured by iperf3 on a busy box can read low); but the client holds
+        # one descriptor per viewer under the same limit.
+        step=$((limit / 8)); ((step < 10)) && step=10
+        cap=$((limit * 2)); ((cap > nofile - 256)) && cap=$((nofile - 256))
+        args=(--start-streams "$step" --step-streams "$step" --step-s 10 --buffer-s 8 --max-streams "$cap")
+      fi
       for s in $(servers "$r"); do
         run_lg "$tag-s5-hls-${kbps}k$r" "$s" paced --url "$(media_url "$s" "viewers/hls-${kbps}k/index.m3u8")" \
           --paced-bps "$rate" --start-s 4 --discard-body --server-pids "$(server_pids "$(server_pid "$s")")" "${args[@]}"
@@ -596,22 +601,35 @@ scenario_5() { # viewer capacity: HLS players at 1, 4 and 8 Mbit/s, ramped until
     done
   done
 }
-scenario_9() { # 2x overload: Oasis's bandwidth budget fitted to C progressive viewers
-  local tag=$1 s r c=${OVERLOAD_VIEWERS:-} d=40 kbps=$((MOVIE_BPS / 1000)) f
+scenario_9() { # 2x overload: Oasis's bandwidth budget set to the measured capacity
+  local tag=$1 s r v=${OVERLOAD_SUSTAINED:-} d=40 kbps=$((MOVIE_BPS / 1000)) f
   [[ $QUICK == 1 ]] && d=12
-  if [[ -z $c ]]; then
-    f=$(ls "$RAW"/*-s5-hls-4000k*__oasis.json 2>/dev/null | head -n 1)
-    [[ -n $f ]] && c=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("streams_sustained") or "")' "$f")
-    [[ -z $c || $c == 0 ]] && { c=500; [[ $QUICK == 1 ]] && c=10; }
+  # The measured capacity: Oasis's viewers sustained at 4 Mbit/s (scenario 5 of this run, else
+  # OVERLOAD_SUSTAINED, else a default) x the bitrate.
+  if [[ -z $v ]]; then
+    f=$(ls "$RAW"/*-s5-hls-${kbps}k*__oasis.json 2>/dev/null | head -n 1)
+    [[ -n $f ]] && v=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("streams_sustained") or "")' "$f")
+    [[ -z $v || $v == 0 ]] && { v=500; [[ $QUICK == 1 ]] && v=10; }
   fi
-  # Oasis's own bitrate of the file (size * 8 / movie duration, as its catalog computes it) sets
-  # each stream's reservation; the budget holds C of them and half of one more.
-  local bw movie="$VIEWERS/movie-${kbps}k.mp4" dur
+  # Each progressive stream reserves Oasis's own bitrate of the file (size * 8 / movie duration,
+  # as its catalog computes it) x factor_progressive: the budget admits C of them; 2C are
+  # offered, at most what Oasis's connections_max holds on this host (it fits it to the
+  # descriptor limit less open_files_max 4096 and a 1024 reserve) and the client's limit.
+  local bw c movie="$VIEWERS/movie-${kbps}k.mp4" dur nofile offered_max
+  nofile=$(ulimit -n)
   dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$movie" 2>>"$LOG")
-  bw=$(awk -v c="$c" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
-    'BEGIN{per = size * 8 / d * f; printf "%d", c * per + per / 2}')
-  echo "overload capacity_viewers=$c bandwidth_bps=$bw offered=$((2 * c)) movie_bps=$MOVIE_BPS" >>"$OUT/machine.txt"
-  log "overload: Oasis bandwidth_bps=$bw (C=$c viewers of $kbps kbit/s x $FACTOR_PROGRESSIVE), $((2 * c)) offered"
+  bw=$(awk -v v="$v" -v r="$MOVIE_BPS" 'BEGIN{printf "%.0f", v * r}')
+  c=$(awk -v bw="$bw" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
+    'BEGIN{printf "%d", bw / (size * 8 / d * f)}')
+  offered_max=$((nofile - 4096 - 1024 - 256))
+  if ((2 * c > offered_max)); then
+    note "overload: 2C = $((2 * c)) viewers exceed the descriptor limit's room ($offered_max); budget and C scaled down"
+    c=$((offered_max / 2))
+    bw=$(awk -v c="$c" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
+      'BEGIN{per = size * 8 / d * f; printf "%.0f", c * per + per / 2}')
+  fi
+  echo "overload sustained_viewers=$v bandwidth_bps=$bw admits=$c offered=$((2 * c)) movie_bps=$MOVIE_BPS" >>"$OUT/machine.txt"
+  log "overload: Oasis bandwidth_bps=$bw ($v x $MOVIE_BPS; admits $c streams of $kbps kbit/s x $FACTOR_PROGRESSIVE), $((2 * c)) offered"
   stop_oasis; OASIS_BW=$bw start_oasis "$CURRENT_LAYOUT"
   for r in "${REPS[@]}"; do
     for s in $(servers "$r"); do

@@ -614,8 +614,15 @@ impl Worker<'_> {
         self.on_stall(stall, now);
         let c = &mut self.conns[slot];
         if head.close {
+            // A refused viewer reconnects when it means to retry, not at once: a server at its
+            // connection limit answers a new connection before any request is sent.
+            let reconnect_at = c
+                .stream
+                .as_ref()
+                .and_then(|v| v.player.retry_at())
+                .map_or(now, |t| t.max(now));
             c.fd = None;
-            c.phase = Phase::Closed { reconnect_at: now };
+            c.phase = Phase::Closed { reconnect_at };
             return false;
         }
         self.next_request(slot, now);

@@ -140,6 +140,11 @@ impl Player {
         !self.answered || self.level_s(now) < cfg.buffer_s
     }
 
+    /// When a refused viewer means to retry (`None`: it is not waiting out a refusal).
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
     /// The request to make next.
     pub fn next_request(&self) -> usize {
         self.next
