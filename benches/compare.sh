@@ -10,13 +10,27 @@
 #   bash benches/compare.sh --client-cores 0 --discard-body   # ... with a client that copies nothing
 #   bash benches/compare.sh --scenarios 8 --repeat 3   # signed links against public reads (Oasis only)
 #
-# --repeat N (default 1): scenarios 1-4 run N times, nginx first in odd repetitions and Oasis
+#   bash benches/compare.sh --scenarios 5,9 --repeat 3   # viewer capacity and 2x overload
+#
+# --repeat N (default 1): scenarios 1-5 and 9 run N times, nginx first in odd repetitions and Oasis
 # first in even ones, so drift on this shared box and the order hit both sides; raw files get a
 # .rK suffix on the label
 # (raw/LABEL.rK__SERVER.json) and summary.md gives per-server medians and the median and
 # min-max of the per-repetition Oasis/nginx ratios. Scenario 8 repeats the same way with public
-# and signed URLs in place of nginx and Oasis. Scenarios 5-7 run once. A repeat multiplies the
-# time of scenarios 1-4 and 8 by N (each extra cold repetition drops the page cache again).
+# and signed URLs in place of nginx and Oasis. Scenarios 6-7 run once. A repeat multiplies the
+# time of scenarios 1-5, 8 and 9 by N (each extra cold repetition drops the page cache again).
+#
+# Scenario 5 (viewer capacity): HLS packages made by ffmpeg at 1, 4 and 8 Mbit/s (4 s segments,
+# #EXTINF) that Oasis paces by itself (a burst of [pacing] initial_burst_secs, then bitrate x
+# factor_segment) and nginx serves from the same files with limit_rate at that rate and
+# limit_rate_after equal to Oasis's burst. oasis-loadgen's viewers fetch the playlist, then the
+# segments in order, keep a buffer that drains in real time and stall when it runs dry; viewers
+# are added step by step until one stalls. The limit in the same run: loopback (iperf3, run here
+# unless scenario 7 ran) / bitrate, and the servers' descriptor limit.
+# Scenario 9 (overload): Oasis with bandwidth_bps = its measured capacity (viewers sustained at
+# 4 Mbit/s in scenario 5 of this run, or OVERLOAD_SUSTAINED, x 4 Mbit/s), which admits C
+# progressive viewers of a 4 Mbit/s MP4 (paced at 1.5x); 2C viewers offered to each server;
+# admitted, refused (with Retry-After?) and stalled counted.
 # --quick ignores --repeat (always 1 repetition) and runs scenario 8 at 1 s per run.
 #
 # Scenario 8 runs on Oasis alone: the same hot 2 MiB and 64 KiB objects through /media/ (public)
@@ -42,14 +56,23 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=0
-SCENARIOS="1,2,3,4,5,6,7,8"
+SCENARIOS="1,2,3,4,5,6,7,8,9"
 LAYOUTS="combined"
 DURATION_S=""
 REPEAT=1
 NGINX_PORT=18080
 OASIS_PORT=18081
 IPERF_PORT=18082
-PACED_BPS=4000000
+# Viewer media (scenarios 5 and 9): bitrates, HLS segment length and count, Oasis's pacing.
+VIEWER_RATES="1000000 4000000 8000000"
+SEG_S=4
+SEG_N=4
+MOVIE_BPS=4000000
+MOVIE_S=60
+BURST_S=2
+FACTOR_SEGMENT=4
+FACTOR_PROGRESSIVE=1.5
+OASIS_BW=100000000000
 CLIENT_CORES=""
 LG_EXTRA=()
 
@@ -227,6 +250,37 @@ if has 3 || has 4; then
 fi
 echo "cold_files: $COLD_N drop_caches: $DROP_CACHES" >>"$OUT/machine.txt"
 
+# Viewer media: made once per parameter set (a stamp records them), small (16 s per HLS rate).
+VIEWERS="$DATA/viewers"
+make_media() {
+  local stamp="seg=$SEG_S x $SEG_N rates=$VIEWER_RATES movie=$MOVIE_BPS x $MOVIE_S" r kbps d
+  [[ -d $VIEWERS && -f $WORK/viewers.stamp && $(cat "$WORK/viewers.stamp") == "$stamp" ]] && return 0
+  command -v ffmpeg >/dev/null || {
+    log "installing ffmpeg from apt"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >>"$LOG" 2>&1
+  }
+  rm -rf "$VIEWERS"; mkdir -p "$VIEWERS"
+  # x264 with nal-hrd=cbr pads to the bitrate, so every segment carries it (size / #EXTINF).
+  enc() { # bps seconds -> x264 arguments
+    echo "-f lavfi -i testsrc2=size=640x360:rate=25 -t $2 -c:v libx264 -preset ultrafast -g $((25 * SEG_S)) -keyint_min $((25 * SEG_S)) -sc_threshold 0 -b:v $1 -minrate $1 -maxrate $1 -bufsize $(($1 / 2)) -x264-params nal-hrd=cbr"
+  }
+  for r in $VIEWER_RATES; do
+    kbps=$((r / 1000)); d="$VIEWERS/hls-${kbps}k"; mkdir -p "$d"
+    # shellcheck disable=SC2046
+    ffmpeg -hide_banner -loglevel error -y $(enc "$r" $((SEG_S * SEG_N))) -f hls -hls_time "$SEG_S" \
+      -hls_list_size 0 -hls_playlist_type vod -hls_segment_filename "$d/seg%02d.ts" "$d/index.m3u8" \
+      >>"$LOG" 2>&1 || { note "ffmpeg failed for the $kbps kbit/s HLS package"; return 1; }
+  done
+  # shellcheck disable=SC2046
+  ffmpeg -hide_banner -loglevel error -y $(enc "$MOVIE_BPS" "$MOVIE_S") -movflags +faststart \
+    "$VIEWERS/movie-$((MOVIE_BPS / 1000))k.mp4" >>"$LOG" 2>&1 || { note "ffmpeg failed for the MP4"; return 1; }
+  echo "$stamp" >"$WORK/viewers.stamp"
+}
+if has 5 || has 9; then
+  log "viewer media: HLS at $VIEWER_RATES bit/s ($SEG_N x $SEG_S s), MP4 at $MOVIE_BPS bit/s ($MOVIE_S s)"
+  make_media
+fi
+
 url_list() { # subdir count base > file
   local i
   for ((i = 0; i < $2; i++)); do printf '/media/%s/%s-%05d.bin\n' "$1" "$([[ $1 == small ]] && echo obj || echo seg)" "$i"; done
@@ -257,8 +311,14 @@ done
 source "$ROOT/benches/nginx_conf.sh"
 start_nginx() { # workers
   local dir="$OUT/nginx"
-  NGINX_CPU_AFFINITY=$NGINX_AFFINITY nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" \
-    "location /paced/ { alias $DATA/; limit_rate $((PACED_BPS / 8)); }"
+  local paced=() r
+  # One location per bitrate: limit_rate is Oasis's paced rate (bitrate x factor), and
+  # limit_rate_after its burst (initial_burst_secs of the bitrate), per response like Oasis's.
+  for r in $VIEWER_RATES; do
+    paced+=("location /paced/viewers/hls-$((r / 1000))k/ { alias $DATA/viewers/hls-$((r / 1000))k/; limit_rate $(awk -v r="$r" -v f="$FACTOR_SEGMENT" 'BEGIN{printf "%d", r * f / 8}'); limit_rate_after $((r / 8 * BURST_S)); }")
+  done
+  paced+=("location = /paced/viewers/movie-$((MOVIE_BPS / 1000))k.mp4 { alias $DATA/viewers/movie-$((MOVIE_BPS / 1000))k.mp4; limit_rate $(awk -v r="$MOVIE_BPS" -v f="$FACTOR_PROGRESSIVE" 'BEGIN{printf "%d", r * f / 8}'); limit_rate_after $((MOVIE_BPS / 8 * BURST_S)); }")
+  NGINX_CPU_AFFINITY=$NGINX_AFFINITY nginx_conf "$dir" "$1" "$NGINX_PORT" "$DATA" "${paced[@]}"
   nginx -t -c "$dir/nginx.conf" >>"$LOG" 2>&1 || { log "FATAL: nginx config invalid"; exit 1; }
   "${SERVER_RUN[@]}" nginx -c "$dir/nginx.conf" >>"$LOG" 2>&1 &
   NGINX_PID=$!
@@ -286,7 +346,7 @@ OASIS_DATA="$WORK/oasis-data"
 LINK_KEY=$(head -c 48 /dev/urandom | base64 -w0 | tr -d '+/=')
 oasis_import() {
   [[ $OASIS_BUILT == 1 ]] || { OASIS_WHY="oasis did not build"; return 1; }
-  local stamp="$HOT_N-$SMALL_N-$COLD_N-$(stat -c %Y "$OASIS")"
+  local stamp="$HOT_N-$SMALL_N-$COLD_N-$(stat -c %Y "$OASIS")-$(cat "$WORK/viewers.stamp" 2>/dev/null)"
   [[ -f $OASIS_DATA/.imported && $(cat "$OASIS_DATA/.imported") == "$stamp" ]] && return 0
   rm -rf "$OASIS_DATA"; mkdir -p "$OASIS_DATA"
   log "oasis import $DATA -> $OASIS_DATA"
@@ -307,6 +367,13 @@ start_oasis() { # layout
 [server]
 access_log = "off"
 log_level = "info"
+[[listen]]
+addr = "127.0.0.1:$OASIS_PORT"
+bandwidth_bps = $OASIS_BW
+[pacing]
+initial_burst_secs = $BURST_S
+factor_segment = $FACTOR_SEGMENT
+factor_progressive = $FACTOR_PROGRESSIVE
 [http]
 keepalive_timeout_secs = 600
 header_timeout_secs = 600
@@ -486,20 +553,93 @@ scenario_4() { # hot-small p99 while a cold sweep runs
     done
   done
 }
-scenario_5() { # paced capacity at 4 Mbit/s
-  local tag=$1 s file args
-  if [[ $QUICK == 1 ]]; then
-    args=(--start-streams 5 --step-streams 5 --step-s 1 --stall-window-s 1 --max-streams 20 --duration-s "$DURATION_S")
-  else
-    args=(--start-streams 250 --step-streams 250 --step-s 10 --stall-window-s 5 --max-streams 5000)
-  fi
-  for s in $(servers); do
-    file="$WORK/hot.urls"
-    # nginx: /paced/ has limit_rate. Oasis paces objects with a known bitrate; these raw files
-    # have none, so for both the client's player model (4 s buffer) bounds each stream.
-    [[ $s == nginx ]] && file="$WORK/hot-paced.urls"
-    run_lg "$tag-s5-paced" "$s" paced --url-file "$file" --paced-bps "$PACED_BPS" "${args[@]}"
+# server_pid SERVER: the server's main process id (empty when it is not running)
+server_pid() { if [[ $1 == oasis ]]; then echo "$OASIS_PID"; else echo "$NGINX_PID"; fi; }
+# media_url SERVER PATH: the path under /media/ for Oasis (it paces by itself), under /paced/
+# for nginx (limit_rate per bitrate)
+media_url() { if [[ $1 == oasis ]]; then echo "/media/$2"; else echo "/paced/$2"; fi; }
+# loopback_bps: the iperf3 ceiling of this run in bit/s (scenario 7 runs first when it has not)
+loopback_bps() {
+  compgen -G "$RAW/iperf3-*.json" >/dev/null || scenario_7
+  "$PY" - "$RAW" <<'PYEOF'
+import glob, json, sys
+total = 0.0
+for p in glob.glob(sys.argv[1] + "/iperf3-*.json"):
+    try:
+        total += json.load(open(p))["end"]["sum_received"]["bits_per_second"]
+    except (OSError, ValueError, KeyError):
+        pass
+print(int(total))
+PYEOF
+}
+scenario_5() { # viewer capacity: HLS players at 1, 4 and 8 Mbit/s, ramped until one stalls
+  local tag=$1 s r rate kbps lbps nofile limit step cap args
+  lbps=$(loopback_bps); nofile=$(ulimit -n)
+  echo "viewer_limits loopback_bps=$lbps nofile=$nofile" >>"$OUT/machine.txt"
+  for rate in $VIEWER_RATES; do
+    echo "viewer_limit $((rate / 1000))k $(( lbps / rate < nofile ? lbps / rate : nofile ))" >>"$OUT/machine.txt"
   done
+  # Repetitions outermost: a run cut short still has every bitrate of its first repetitions.
+  for r in "${REPS[@]}"; do
+    for rate in $VIEWER_RATES; do
+      kbps=$((rate / 1000))
+      limit=$((lbps / rate)); ((nofile < limit)) && limit=$nofile
+      if [[ $QUICK == 1 ]]; then
+        args=(--start-streams 5 --step-streams 5 --step-s 6 --buffer-s 6 --max-streams 10 --duration-s 12)
+      else
+        # Steps of 1/8 of the limit (at least 10 viewers) up to 2x it, so the server stalls
+        # first (loopback measured by iperf3 on a busy box can read low); but the client holds
+        # one descriptor per viewer under the same limit.
+        step=$((limit / 8)); ((step < 10)) && step=10
+        cap=$((limit * 2)); ((cap > nofile - 256)) && cap=$((nofile - 256))
+        args=(--start-streams "$step" --step-streams "$step" --step-s 10 --buffer-s 8 --max-streams "$cap")
+      fi
+      for s in $(servers "$r"); do
+        run_lg "$tag-s5-hls-${kbps}k$r" "$s" paced --url "$(media_url "$s" "viewers/hls-${kbps}k/index.m3u8")" \
+          --paced-bps "$rate" --start-s 4 --discard-body --server-pids "$(server_pids "$(server_pid "$s")")" "${args[@]}"
+      done
+    done
+  done
+}
+scenario_9() { # 2x overload: Oasis's bandwidth budget set to the measured capacity
+  local tag=$1 s r v=${OVERLOAD_SUSTAINED:-} d=40 kbps=$((MOVIE_BPS / 1000)) f
+  [[ $QUICK == 1 ]] && d=12
+  # The measured capacity: Oasis's viewers sustained at 4 Mbit/s (scenario 5 of this run, else
+  # OVERLOAD_SUSTAINED, else a default) x the bitrate.
+  if [[ -z $v ]]; then
+    f=$(ls "$RAW"/*-s5-hls-${kbps}k*__oasis.json 2>/dev/null | head -n 1)
+    [[ -n $f ]] && v=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("streams_sustained") or "")' "$f")
+    [[ -z $v || $v == 0 ]] && { v=500; [[ $QUICK == 1 ]] && v=10; }
+  fi
+  # Each progressive stream reserves Oasis's own bitrate of the file (size * 8 / movie duration,
+  # as its catalog computes it) x factor_progressive: the budget admits C of them; 2C are
+  # offered, at most what Oasis's connections_max holds on this host (it fits it to the
+  # descriptor limit less open_files_max 4096 and a 1024 reserve) and the client's limit.
+  local bw c movie="$VIEWERS/movie-${kbps}k.mp4" dur nofile offered_max
+  nofile=$(ulimit -n)
+  dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$movie" 2>>"$LOG")
+  bw=$(awk -v v="$v" -v r="$MOVIE_BPS" 'BEGIN{printf "%.0f", v * r}')
+  c=$(awk -v bw="$bw" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
+    'BEGIN{printf "%d", bw / (size * 8 / d * f)}')
+  offered_max=$((nofile - 4096 - 1024 - 256))
+  if ((2 * c > offered_max)); then
+    note "overload: 2C = $((2 * c)) viewers exceed the descriptor limit's room ($offered_max); budget and C scaled down"
+    c=$((offered_max / 2))
+    bw=$(awk -v c="$c" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
+      'BEGIN{per = size * 8 / d * f; printf "%.0f", c * per + per / 2}')
+  fi
+  echo "overload sustained_viewers=$v bandwidth_bps=$bw admits=$c offered=$((2 * c)) movie_bps=$MOVIE_BPS" >>"$OUT/machine.txt"
+  log "overload: Oasis bandwidth_bps=$bw ($v x $MOVIE_BPS; admits $c streams of $kbps kbit/s x $FACTOR_PROGRESSIVE), $((2 * c)) offered"
+  stop_oasis; OASIS_BW=$bw start_oasis "$CURRENT_LAYOUT"
+  for r in "${REPS[@]}"; do
+    for s in $(servers "$r"); do
+      run_lg "$tag-s9-overload-${kbps}k$r" "$s" paced --url "$(media_url "$s" "viewers/movie-${kbps}k.mp4")" \
+        --paced-bps "$MOVIE_BPS" --buffer-s 8 --start-s 4 --count-stalls --discard-body \
+        --start-streams $((2 * c)) --step-streams 1 --max-streams $((2 * c)) --step-s "$d" --duration-s "$d" \
+        --server-pids "$(server_pids "$(server_pid "$s")")"
+    done
+  done
+  stop_oasis; start_oasis "$CURRENT_LAYOUT"
 }
 scenario_6() { # idle connections: active p99 and server RSS per connection
   local tag=$1 s n=50000 pid
@@ -578,8 +718,9 @@ for layout in $LAYOUTS; do
   log "layout $layout: nginx worker_processes $w"
   echo "layout $tag $layout workers=$w" >>"$OUT/machine.txt"
   start_nginx "$w"
+  CURRENT_LAYOUT=$layout
   start_oasis "$layout"
-  for sc in 1 2 3 4 5 6 8; do
+  for sc in 1 2 3 4 5 6 8 9; do
     has "$sc" || continue
     if [[ $first != 1 && $sc != 1 && $sc != 3 && $sc != 4 ]]; then continue; fi
     [[ $sc == 1 || $sc == 2 || $sc == 8 ]] && settle_hot_pages
@@ -589,7 +730,7 @@ for layout in $LAYOUTS; do
   stop_nginx
   first=0
 done
-has 7 && scenario_7
+has 7 && ! compgen -G "$RAW/iperf3-*.json" >/dev/null && scenario_7
 
 log "writing summary"
 if [[ -n $PY ]]; then

@@ -11,6 +11,8 @@ Repetitions (compare.sh --repeat N) are labelled LABEL.rK; they are grouped by L
 row shows the median per server and the median of the per-repetition Oasis/nginx ratios with
 their min-max range, e.g. "1.07 (0.98-1.15, n=3)". Without repetitions the output is one run's.
 
+Scenarios 5 and 9 (viewer capacity, 2x overload) have their own tables: report_viewers.py.
+
 Scenario 8 (signed links) is Oasis alone: its labels end in -public or -signed (before .rK), and
 its table gives the median of the per-repetition signed/public ratios the same way.
 """
@@ -20,6 +22,9 @@ import os
 import re
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report_viewers import capacity_lines, overload_lines  # noqa: E402
 
 REP_RE = re.compile(r"^(.*)\.r(\d+)$")
 
@@ -217,7 +222,6 @@ ROWS = [
     ("s3-cold", "bytes_per_s", "B/s", "fio", "3 cold sweep: throughput"),
     ("s4-mixed-small", "total_us.p99", "us", None, "4 mixed: hot-small p99 during cold sweep"),
     ("s4-mixed-cold", "bytes_per_s", "B/s", "fio", "4 mixed: cold sweep throughput"),
-    ("s5-paced", "streams_sustained", "", None, "5 paced 4 Mbit/s: streams sustained"),
     ("s6-idle", "idle_accepted_by_server", "", None, "6 idle: connections accepted and held"),
     ("s6-idle", "total_us.p99", "us", None, "6 idle: active request p99 while held"),
     ("s6-idle", "rss_bytes_per_idle_conn", "B", None, "6 idle: server RSS per idle connection"),
@@ -270,8 +274,10 @@ def main():
     limits = {"fio": fio_limit(raw), "loopback": iperf_limit(raw)}
     layouts = sorted({label.split("-s", 1)[0] for label, _ in runs}) or ["combined"]
     lines = ["# Oasis vs nginx: load-run summary", ""]
+    machine = ""
     try:
-        lines += ["```", open(os.path.join(out_dir, "machine.txt")).read().strip(), "```", ""]
+        machine = open(os.path.join(out_dir, "machine.txt")).read().strip()
+        lines += ["```", machine, "```", ""]
     except OSError:
         pass
     notes = ""
@@ -344,6 +350,9 @@ def main():
             lines += ["", "wrk (independent client, one URL):", "",
                       "| run | nginx req/s | Oasis req/s | Oasis/nginx | nginx | Oasis | nginx p99 | Oasis p99 |",
                       "|---|---|---|---|---|---|---|---|"] + wrk_rows
+        viewer_lines = capacity_lines(layout, runs, machine, json_rows, metric) + overload_lines(layout, runs, json_rows, metric)
+        if viewer_lines:
+            lines += ([""] if lines[-1] else []) + viewer_lines
         signed_lines, non2xx = signed_table(layout, runs, json_rows)
         if signed_lines:
             lines += ([""] if lines[-1] else []) + signed_lines

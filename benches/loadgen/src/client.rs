@@ -2,11 +2,13 @@
 //!
 //! Each connection loops: connect, send a GET, read the response through the sans-IO parser,
 //! record time to first byte and full-response time, then send the next GET. In paced mode a
-//! connection is a stream that behaves like a player with a bounded buffer (it waits before the
-//! next request when it is far enough ahead of its bitrate) and is checked for stalls.
+//! connection is a viewer driven by the player model of `player.rs` (playlist, then segments in
+//! order, a bounded buffer drained in real time, stalls when it runs dry); viewers are added
+//! step by step, and the first stall stops the run unless the run counts stalls instead.
 //! A thread never blocks except in `epoll_wait`, and never runs past the run's deadline.
 
 use crate::http::ResponseParser;
+use crate::player::{MediaPlan, Player, PlayerCfg};
 use crate::stats::{record, Stats};
 use crate::sys;
 use std::io;
@@ -31,6 +33,8 @@ pub struct Target {
     pub dest: SocketAddrV4,
     pub sources: Vec<Ipv4Addr>,
     pub requests: Vec<Vec<u8>>,
+    /// Paced mode: what the requests are (an HLS playlist and its segments, or one file).
+    pub media: MediaPlan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +45,12 @@ pub enum Order {
 
 #[derive(Debug, Clone, Copy)]
 pub struct PacedCfg {
-    pub rate_bps: u64,
-    /// A window below this share of the target rate is a stall.
-    pub stall_ratio: f64,
-    pub window: Duration,
-    /// No byte for this long while a request is outstanding is a stall.
-    pub gap: Duration,
-    /// Player buffer: the stream stops requesting when this far ahead of its bitrate.
-    pub buffer: Duration,
+    pub player: PlayerCfg,
+    /// A viewer that has not started playing this long after it joined (and was not refused)
+    /// counts a stall.
+    pub start_timeout: Duration,
+    /// The first stall ends the run (a capacity ramp); otherwise stalls are only counted.
+    pub stop_on_stall: bool,
     pub start_streams: usize,
     pub step_streams: usize,
     pub step: Duration,
@@ -70,7 +72,6 @@ impl PacedCfg {
 /// The first stall seen by any thread.
 #[derive(Debug, Clone, Copy)]
 pub struct StallEvent {
-    pub kind: &'static str,
     pub at: Duration,
     /// Start of the evidence (the window or the gap) that showed the stall.
     pub evidence_from: Duration,
@@ -141,14 +142,15 @@ enum Phase {
     Finished,
 }
 
+/// A paced connection's viewer: the player model plus what the harness tracks around it.
 #[derive(Debug)]
-struct Stream {
-    first_byte: Option<Instant>,
-    bytes: u64,
-    last_byte: Instant,
-    win_start: Instant,
-    win_bytes_start: u64,
-    win_waited: bool,
+struct Viewer {
+    player: Player,
+    joined: Instant,
+    /// Body bytes of the current response already credited to the player (progressive).
+    credited: u64,
+    /// Counted as a stall for not starting in time (once).
+    late_start: bool,
 }
 
 #[derive(Debug)]
@@ -161,7 +163,7 @@ struct Conn {
     first_byte_seen: bool,
     last_progress: Instant,
     parser: ResponseParser,
-    stream: Option<Stream>,
+    stream: Option<Viewer>,
 }
 
 struct Worker<'a> {
@@ -272,11 +274,11 @@ impl Worker<'_> {
                 }
             }
         }
-        self.finish(Instant::now());
+        self.finish();
         Ok(())
     }
 
-    fn finish(&mut self, now: Instant) {
+    fn finish(&mut self) {
         for c in &mut self.conns {
             if matches!(
                 c.phase,
@@ -284,27 +286,19 @@ impl Worker<'_> {
             ) {
                 self.stats.abandoned_at_end += 1;
             }
-            if let Some(s) = &c.stream {
-                if let Some(first) = s.first_byte {
-                    let secs = now.duration_since(first).as_secs_f64();
-                    if secs >= 1.0 {
-                        let kbps = (s.bytes as f64 * 8.0 / secs / 1000.0) as u64;
-                        record(&mut self.stats.stream_rate_kbps, kbps.max(1));
-                    }
-                }
+            if let Some(v) = &c.stream {
+                self.stats.viewers.add(&v.player, v.joined);
             }
             c.fd = None;
         }
     }
 
     fn add_conn(&mut self, now: Instant) {
-        let stream = self.cfg.paced.map(|_| Stream {
-            first_byte: None,
-            bytes: 0,
-            last_byte: now,
-            win_start: now,
-            win_bytes_start: 0,
-            win_waited: false,
+        let stream = self.cfg.paced.map(|_| Viewer {
+            player: Player::new(now),
+            joined: now,
+            credited: 0,
+            late_start: false,
         });
         self.conns.push(Conn {
             fd: None,
@@ -408,10 +402,9 @@ impl Worker<'_> {
     fn next_request(&mut self, slot: usize, now: Instant) {
         if let Some(p) = self.cfg.paced {
             let c = &mut self.conns[slot];
-            if let Some(s) = &mut c.stream {
-                if is_ahead(s, &p, now) {
+            if let Some(v) = &c.stream {
+                if !v.player.wants_request(&p.player, now) {
                     c.phase = Phase::Waiting;
-                    s.win_waited = true;
                     return;
                 }
             }
@@ -423,17 +416,25 @@ impl Worker<'_> {
             return;
         }
         let n = self.target.requests.len();
-        let idx = match self.cfg.order {
-            Order::RoundRobin => {
+        let viewer_idx = self.conns[slot]
+            .stream
+            .as_ref()
+            .map(|v| v.player.next_request() % n);
+        let idx = match (viewer_idx, self.cfg.order) {
+            (Some(i), _) => i,
+            (None, Order::RoundRobin) => {
                 let i = self.rr_next % n;
                 self.rr_next = self.rr_next.wrapping_add(1);
                 i
             }
-            Order::Random => (self.next_rand() % n as u64) as usize,
+            (None, Order::Random) => (self.next_rand() % n as u64) as usize,
         };
         let now = Instant::now();
         let c = &mut self.conns[slot];
         c.req_idx = idx;
+        if let Some(v) = &mut c.stream {
+            v.credited = 0;
+        }
         c.parser.reset();
         c.first_byte_seen = false;
         c.sent_at = now;
@@ -551,15 +552,6 @@ impl Worker<'_> {
         self.stats.bytes_received += len as u64;
         let c = &mut self.conns[slot];
         c.last_progress = now;
-        if let Some(s) = &mut c.stream {
-            if s.first_byte.is_none() {
-                s.first_byte = Some(now);
-                s.win_start = now;
-                s.win_bytes_start = 0;
-            }
-            s.bytes += len as u64;
-            s.last_byte = now;
-        }
         match c.phase {
             Phase::Sending { .. } | Phase::Awaiting | Phase::Receiving => {}
             _ => {
@@ -584,6 +576,12 @@ impl Worker<'_> {
                 return false;
             }
         };
+        if let (Some(head), Some(v)) = (fed.head, c.stream.as_mut()) {
+            v.player.on_head(&self.target.media, c.req_idx, head.status);
+        }
+        let stall = self.credit_progressive(slot, now);
+        self.on_stall(stall, now);
+        let c = &mut self.conns[slot];
         if !fed.done {
             return true;
         }
@@ -601,9 +599,30 @@ impl Worker<'_> {
             self.stats.responses_non2xx += 1;
             *self.stats.statuses_non2xx.entry(head.status).or_default() += 1;
         }
+        let req_idx = c.req_idx;
+        let stall = match (&mut c.stream, self.cfg.paced) {
+            (Some(v), Some(p)) => v.player.on_response(
+                &self.target.media,
+                &p.player,
+                req_idx,
+                head.status,
+                head.retry_after_s,
+                now,
+            ),
+            _ => None,
+        };
+        self.on_stall(stall, now);
+        let c = &mut self.conns[slot];
         if head.close {
+            // A refused viewer reconnects when it means to retry, not at once: a server at its
+            // connection limit answers a new connection before any request is sent.
+            let reconnect_at = c
+                .stream
+                .as_ref()
+                .and_then(|v| v.player.retry_at())
+                .map_or(now, |t| t.max(now));
             c.fd = None;
-            c.phase = Phase::Closed { reconnect_at: now };
+            c.phase = Phase::Closed { reconnect_at };
             return false;
         }
         self.next_request(slot, now);
@@ -636,62 +655,64 @@ impl Worker<'_> {
                 _ => {}
             }
             if let Some(p) = self.cfg.paced {
-                self.check_stream(slot, &p, now);
+                self.check_viewer(slot, &p, now);
             }
         }
     }
 
-    fn check_stream(&mut self, slot: usize, p: &PacedCfg, now: Instant) {
+    /// Credits the body bytes of a progressive response that arrived since the last call.
+    fn credit_progressive(&mut self, slot: usize, now: Instant) -> Option<Instant> {
+        let p = self.cfg.paced?;
+        if self.target.media != MediaPlan::Progressive {
+            return None;
+        }
         let c = &mut self.conns[slot];
-        let phase = c.phase;
-        let sent_at = c.sent_at;
-        let Some(s) = &mut c.stream else { return };
-        if s.first_byte.is_none() {
+        let head = c.parser.head().filter(|h| (200..300).contains(&h.status))?;
+        let v = c.stream.as_mut()?;
+        let body = head.content_length - c.parser.remaining();
+        let new = body.saturating_sub(v.credited);
+        v.credited = body;
+        (new > 0)
+            .then(|| v.player.credit_bytes(&p.player, new, now))
+            .flatten()
+    }
+
+    /// Plays each viewer up to `now`; a dry buffer, or a viewer that never started, is a stall.
+    fn check_viewer(&mut self, slot: usize, p: &PacedCfg, now: Instant) {
+        let Some(v) = self.conns[slot].stream.as_mut() else {
             return;
+        };
+        let mut stall = v.player.advance(now);
+        if v.player.started_at.is_none()
+            && v.player.refusals == 0
+            && !v.late_start
+            && now.duration_since(v.joined) > p.start_timeout
+        {
+            v.late_start = true;
+            v.player.stalls += 1;
+            stall = stall.or(Some(v.joined + p.start_timeout));
         }
-        let mut stall: Option<(&'static str, Instant)> = None;
-        let outstanding = matches!(
-            phase,
-            Phase::Sending { .. } | Phase::Awaiting | Phase::Receiving
-        );
-        let gap_from = s.last_byte.max(sent_at);
-        // A gap only counts once the stream has fallen behind the same share of its bitrate as
-        // the window test (nginx's limit_rate, for one, sends a second's worth up front and
-        // then pauses for up to about a second, exactly on schedule).
-        let behind = s.first_byte.is_some_and(|first| {
-            let due_bits = p.rate_bps as f64 * now.duration_since(first).as_secs_f64();
-            (s.bytes as f64 * 8.0) < p.stall_ratio * due_bits
-        });
-        if outstanding && behind && now.duration_since(gap_from) > p.gap {
-            stall = Some(("gap", gap_from));
-            s.last_byte = now;
-        }
-        let win = now.duration_since(s.win_start);
-        if win >= p.window {
-            let bits = (s.bytes - s.win_bytes_start) as f64 * 8.0;
-            let rate_bps = bits / win.as_secs_f64();
-            record(
-                &mut self.stats.window_rate_kbps,
-                ((rate_bps / 1000.0) as u64).max(1),
-            );
-            if !s.win_waited && rate_bps < p.stall_ratio * p.rate_bps as f64 && stall.is_none() {
-                stall = Some(("below_rate", s.win_start));
-            }
-            s.win_start = now;
-            s.win_bytes_start = s.bytes;
-            s.win_waited = phase == Phase::Waiting;
-        }
-        if let Some((kind, from)) = stall {
-            *self.stats.stalls.entry(kind).or_default() += 1;
-            let mut first = self.shared.stall.lock().expect("stall lock poisoned");
-            if first.is_none() {
-                let elapsed = now.duration_since(self.shared.start);
-                *first = Some(StallEvent {
-                    kind,
-                    at: elapsed,
-                    evidence_from: from.saturating_duration_since(self.shared.start),
-                    streams_running: p.streams_at(elapsed),
-                });
+        self.on_stall(stall, now);
+    }
+
+    /// Records a stall that began at `dry_at`: counted, and the run's first one noted (and the
+    /// run stopped, in a capacity ramp).
+    fn on_stall(&mut self, dry_at: Option<Instant>, now: Instant) {
+        let (Some(dry_at), Some(p)) = (dry_at, self.cfg.paced) else {
+            return;
+        };
+        self.stats.stall_events += 1;
+        let mut first = self.shared.stall.lock().expect("stall lock poisoned");
+        if first.is_none() {
+            let elapsed = now.duration_since(self.shared.start);
+            let from = dry_at.saturating_duration_since(self.shared.start);
+            *first = Some(StallEvent {
+                at: from,
+                // The media that ran dry was due up to a full buffer earlier.
+                evidence_from: from.saturating_sub(Duration::from_secs_f64(p.player.buffer_s)),
+                streams_running: p.streams_at(elapsed),
+            });
+            if p.stop_on_stall {
                 self.shared.stop.store(true, Ordering::Relaxed);
             }
         }
@@ -706,13 +727,4 @@ impl Worker<'_> {
         self.rng = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-}
-
-/// A stream is ahead when it holds more than `buffer` of media beyond its bitrate schedule.
-fn is_ahead(s: &Stream, p: &PacedCfg, now: Instant) -> bool {
-    let Some(first) = s.first_byte else {
-        return false;
-    };
-    let secs = now.duration_since(first).as_secs_f64() + p.buffer.as_secs_f64();
-    (s.bytes as f64 * 8.0) > p.rate_bps as f64 * secs
 }

@@ -38,6 +38,8 @@ pub struct Head {
     pub content_length: u64,
     /// The server will close the connection after this response.
     pub close: bool,
+    /// `Retry-After` in seconds, when the response carried one as a number.
+    pub retry_after_s: Option<u32>,
 }
 
 /// What one call to [`ResponseParser::feed`] found.
@@ -193,6 +195,7 @@ fn parse_head(buf: &[u8]) -> Result<Head, ParseError> {
         .ok_or(ParseError::BadStatusLine)?;
     let mut content_length: Option<u64> = None;
     let mut close = version == "HTTP/1.0";
+    let mut retry_after_s = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(ParseError::BadHeader)?;
         let value = value.trim();
@@ -206,6 +209,9 @@ fn parse_head(buf: &[u8]) -> Result<Head, ParseError> {
             if !value.eq_ignore_ascii_case("identity") {
                 return Err(ParseError::Chunked);
             }
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            // A date form is possible in HTTP; a number is what servers send on 503.
+            retry_after_s = value.parse().ok();
         } else if name.eq_ignore_ascii_case("connection") {
             let v = value.to_ascii_lowercase();
             if v.contains("close") {
@@ -225,6 +231,7 @@ fn parse_head(buf: &[u8]) -> Result<Head, ParseError> {
         status,
         content_length,
         close,
+        retry_after_s,
     })
 }
 

@@ -1,19 +1,23 @@
 //! `oasis-loadgen`: a bounded HTTP/1.1 load generator for side-by-side runs (Oasis vs nginx).
 //!
 //! Modes: `get` (keep-alive GETs over N connections), `idle` (hold N idle connections, then
-//! measure an active request's latency while they are held) and `paced` (add streams of a given
-//! bitrate step by step until one stalls). Every run is bounded in time (and optionally in
+//! measure an active request's latency while they are held) and `paced` (add viewers that play
+//! an HLS package or a progressive file at its bitrate, step by step until one stalls, or a fixed
+//! number of them while stalls and refusals are counted). Every run is bounded in time (and optionally in
 //! requests) and only ever targets loopback addresses. One JSON object per run goes to stdout or
 //! `--out FILE`.
 
 mod client;
 mod http;
+mod player;
+mod playlist;
 mod stats;
 mod sys;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use client::{Order, PacedCfg, Shared, Target, WorkerCfg};
+use player::{MediaPlan, PlayerCfg};
 use serde_json::{json, Value};
 use stats::Stats;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -51,7 +55,7 @@ enum Mode {
     Get(GetArgs),
     /// Hold N idle connections, then measure an active request's latency while they are held.
     Idle(IdleArgs),
-    /// Add streams of a given bitrate step by step until any stream stalls.
+    /// Add viewers of a given bitrate step by step until any viewer stalls.
     Paced(PacedArgs),
     /// Internal: hold idle connections for an `idle` run (one child per descriptor limit).
     #[command(hide = true)]
@@ -72,7 +76,8 @@ struct HoldArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Target URL(s), http://127.0.0.x:PORT/path (repeatable; all on one host:port).
+    /// Target URL(s), http://127.0.0.x:PORT/path or /path joined to --base (repeatable; all on
+    /// one host:port).
     #[arg(long = "url")]
     urls: Vec<String>,
     /// File with one URL (or one /path, joined to --base) per line.
@@ -144,22 +149,22 @@ struct IdleArgs {
 struct PacedArgs {
     #[command(flatten)]
     common: Common,
-    /// Target bitrate of each stream, bits per second.
+    /// Media bitrate each viewer plays at, bits per second.
     #[arg(long)]
     paced_bps: u64,
-    /// A stream delivering less than this percentage of its bitrate over a window stalls.
-    #[arg(long, default_value_t = 80.0)]
-    stall_pct: f64,
-    /// Window over which each stream's delivered rate is checked.
-    #[arg(long, default_value_t = 5.0)]
-    stall_window_s: f64,
-    /// No byte for this long while a request is outstanding and the stream has fallen below
-    /// --stall-pct of its bitrate since its first byte is a stall.
-    #[arg(long, default_value_t = 1.0)]
-    gap_s: f64,
-    /// Player buffer: a stream this far ahead of its bitrate waits before its next request.
-    #[arg(long, default_value_t = 4.0)]
+    /// Player buffer: a viewer asks for more media while it holds less than this many seconds.
+    #[arg(long, default_value_t = 8.0)]
     buffer_s: f64,
+    /// Playback starts, and resumes after a stall, with this many seconds buffered.
+    #[arg(long, default_value_t = 4.0)]
+    start_s: f64,
+    /// A viewer that was not refused and has not started playing this long after joining
+    /// counts a stall.
+    #[arg(long, default_value_t = 10.0)]
+    start_timeout_s: f64,
+    /// Count stalls over the whole run instead of stopping at the first (an overload run).
+    #[arg(long)]
+    count_stalls: bool,
     #[arg(long, default_value_t = 50)]
     start_streams: usize,
     #[arg(long, default_value_t = 50)]
@@ -168,6 +173,9 @@ struct PacedArgs {
     step_s: f64,
     #[arg(long, default_value_t = 5000)]
     max_streams: usize,
+    /// Server PIDs whose CPU time and VmRSS are sampled twice per step (/proc/PID/stat, status).
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -221,23 +229,26 @@ fn parse_url(url: &str) -> Result<Url> {
 }
 
 fn load_urls(c: &Common) -> Result<Vec<Url>> {
-    let mut raw: Vec<String> = c.urls.clone();
+    let mut given: Vec<String> = c.urls.clone();
     if let Some(file) = &c.url_file {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            if line.starts_with('/') {
-                let base = c
-                    .base
-                    .as_deref()
-                    .context("--url-file has bare paths: pass --base http://127.0.0.1:PORT")?;
-                raw.push(format!("{}{}", base.trim_end_matches('/'), line));
-            } else {
-                raw.push(line.to_string());
-            }
+        given.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    let mut raw = Vec::with_capacity(given.len());
+    for u in given {
+        if u.starts_with('/') {
+            let base = c
+                .base
+                .as_deref()
+                .context("bare paths in --url or --url-file: pass --base http://127.0.0.1:PORT")?;
+            raw.push(format!("{}{}", base.trim_end_matches('/'), u));
+        } else {
+            raw.push(u);
         }
     }
     ensure!(!raw.is_empty(), "no URLs: pass --url or --url-file");
@@ -332,6 +343,7 @@ fn plan(c: &Common, sockets: usize, sockets_here: usize) -> Result<RunPlan> {
             dest,
             sources,
             requests,
+            media: MediaPlan::Progressive,
         },
         duration: Duration::from_secs_f64(duration_s),
         requests: c.requests,
@@ -669,6 +681,7 @@ fn run_hold(h: &HoldArgs) -> Result<()> {
         dest,
         sources,
         requests: Vec::new(),
+        media: MediaPlan::Progressive,
     };
     let deadline = Instant::now() + IDLE_OPEN_S_MAX;
     let (fds, st) = open_idle(
@@ -772,19 +785,87 @@ fn run_idle(a: &IdleArgs) -> Result<Value> {
     Ok(out)
 }
 
+/// One sample of the server's processes while a paced run goes on.
+#[derive(Debug, Clone, Copy)]
+struct ServerSample {
+    t_s: f64,
+    cpu_s: f64,
+    rss_kib: u64,
+}
+
+fn sample_server(pids: &[u32], start: Instant) -> ServerSample {
+    ServerSample {
+        t_s: start.elapsed().as_secs_f64(),
+        cpu_s: pids.iter().filter_map(|&p| sys::cpu_s(p)).sum(),
+        rss_kib: pids.iter().filter_map(|&p| sys::rss_kib(p)).sum(),
+    }
+}
+
+/// Samples the server at the start, every half step until `done`, and at the end; bounded by
+/// the run's longest duration.
+fn sampler(
+    pids: &[u32],
+    start: Instant,
+    half_step: Duration,
+    done: &std::sync::atomic::AtomicBool,
+) -> Vec<ServerSample> {
+    let mut out = vec![sample_server(pids, start)];
+    let mut k = 1u32;
+    while !done.load(std::sync::atomic::Ordering::Relaxed)
+        && start.elapsed().as_secs_f64() < DURATION_S_MAX
+    {
+        let due = start + half_step * k;
+        let now = Instant::now();
+        if now >= due {
+            out.push(sample_server(pids, start));
+            k += 1;
+        } else {
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+        }
+    }
+    // The end of the run closes its last step.
+    out.push(sample_server(pids, start));
+    out
+}
+
+/// The server's CPU per viewer and RSS per viewer over the second half of step `k` (its
+/// first half holds the new viewers' start-up bursts).
+fn per_viewer_at_step(samples: &[ServerSample], k: usize, viewers: usize) -> Value {
+    let (Some(base), Some(mid), Some(end)) = (
+        samples.first(),
+        samples.get(2 * k + 1),
+        samples.get(2 * k + 2),
+    ) else {
+        return json!(null);
+    };
+    let secs = (end.t_s - mid.t_s).max(1e-3);
+    let v = viewers.max(1) as f64;
+    json!({
+        "step": k,
+        "viewers": viewers,
+        "from_s": mid.t_s,
+        "to_s": end.t_s,
+        "server_cpu_cores": (end.cpu_s - mid.cpu_s) / secs,
+        "server_cpu_ms_per_viewer_s": (end.cpu_s - mid.cpu_s) / secs / v * 1000.0,
+        "server_rss_kib_before_run": base.rss_kib,
+        "server_rss_kib": end.rss_kib,
+        "server_rss_bytes_per_viewer": end.rss_kib.saturating_sub(base.rss_kib) as f64 * 1024.0 / v,
+    })
+}
+
 fn run_paced(a: &PacedArgs) -> Result<Value> {
     ensure!(a.paced_bps >= 1000, "--paced-bps must be at least 1000");
     ensure!(
-        a.stall_pct > 0.0 && a.stall_pct <= 100.0,
-        "--stall-pct must be in (0, 100]"
+        a.buffer_s > 0.0 && a.buffer_s <= 600.0 && a.start_s > 0.0 && a.start_s <= a.buffer_s,
+        "need 0 < --start-s <= --buffer-s <= 600"
     );
     ensure!(
-        a.stall_window_s >= 0.2 && a.gap_s >= 0.1 && a.buffer_s >= 0.0,
-        "bad window/gap/buffer"
+        a.start_timeout_s > 0.0 && a.start_timeout_s <= 600.0,
+        "--start-timeout-s must be in (0, 600]"
     );
     ensure!(
-        a.step_s >= a.stall_window_s,
-        "--step-s must be at least --stall-window-s"
+        a.step_s >= a.buffer_s,
+        "--step-s must be at least --buffer-s (a step must outlast a full buffer)"
     );
     ensure!(
         a.start_streams >= 1
@@ -792,70 +873,84 @@ fn run_paced(a: &PacedArgs) -> Result<Value> {
             && a.start_streams <= a.max_streams,
         "need 1 <= --start-streams <= --max-streams <= {CONNECTIONS_MAX}"
     );
-    let mut common_duration = a.common.duration_s;
-    if common_duration.is_none() {
-        let steps = (a.max_streams - a.start_streams).div_ceil(a.step_streams.max(1)) + 1;
-        common_duration = Some((steps as f64 * a.step_s).min(DURATION_S_MAX));
-    }
     let mut common = a.common.clone();
-    common.duration_s = common_duration;
-    let p = plan(&common, a.max_streams, a.max_streams)?;
+    if common.duration_s.is_none() {
+        let steps = (a.max_streams - a.start_streams).div_ceil(a.step_streams.max(1)) + 1;
+        common.duration_s = Some((steps as f64 * a.step_s).min(DURATION_S_MAX));
+    }
+    let media = playlist::resolve(&mut common)?;
+    let mut p = plan(&common, a.max_streams, a.max_streams)?;
+    p.target.media = media.clone();
     let cfg = PacedCfg {
-        rate_bps: a.paced_bps,
-        stall_ratio: a.stall_pct / 100.0,
-        window: Duration::from_secs_f64(a.stall_window_s),
-        gap: Duration::from_secs_f64(a.gap_s),
-        buffer: Duration::from_secs_f64(a.buffer_s),
+        player: PlayerCfg {
+            bitrate_bps: a.paced_bps,
+            buffer_s: a.buffer_s,
+            start_s: a.start_s,
+        },
+        start_timeout: Duration::from_secs_f64(a.start_timeout_s),
+        stop_on_stall: !a.count_stalls,
         start_streams: a.start_streams,
         step_streams: a.step_streams,
         step: Duration::from_secs_f64(a.step_s),
         max_streams: a.max_streams,
     };
-    let (stats, elapsed, shared) = run_clients(&p, 0, a.common.seed, Some(cfg))?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let (clients, samples) = std::thread::scope(|s| {
+        let sampling = s.spawn(|| {
+            sampler(
+                &a.server_pids,
+                start,
+                Duration::from_secs_f64(a.step_s / 2.0),
+                &done,
+            )
+        });
+        let clients = run_clients(&p, 0, a.common.seed, Some(cfg));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (clients, sampling.join().expect("sampler thread panicked"))
+    });
+    let (stats, elapsed, shared) = clients?;
     let stall = *shared.stall.lock().expect("stall lock poisoned");
-    // Sustained = streams of the last step that ran in full before the evidence of a stall began.
-    let (sustained, stalled_at) = match stall {
-        Some(ev) => {
-            let k = (ev.evidence_from.as_secs_f64() / a.step_s).floor() as usize;
-            let sustained = if k == 0 {
-                0
-            } else {
-                cfg.streams_at_step(k - 1)
-            };
-            (sustained, Some(ev.streams_running))
-        }
-        None => {
-            // No stall: the last step that ran in full.
-            let steps_done = (elapsed / a.step_s + 1e-6).floor() as usize;
-            let sustained = match steps_done {
-                0 => 0,
-                k => cfg.streams_at_step(k - 1),
-            };
-            (sustained, None)
-        }
+    // Sustained = viewers of the last step that ran in full before the evidence of a stall.
+    let steps_done = match stall {
+        Some(ev) if !a.count_stalls => (ev.evidence_from.as_secs_f64() / a.step_s).floor() as usize,
+        _ => (elapsed / a.step_s + 1e-6).floor() as usize,
+    };
+    let sustained = match steps_done {
+        0 => 0,
+        k => cfg.streams_at_step(k - 1),
+    };
+    let at_sustained = match steps_done {
+        0 => json!(null),
+        k => per_viewer_at_step(&samples, k - 1, sustained),
     };
     let mut out = base_json("paced", &common, &p);
     merge(
         &mut out,
         json!({
             "paced_bps": a.paced_bps,
-            "stall_pct": a.stall_pct,
-            "stall_window_s": a.stall_window_s,
-            "gap_s": a.gap_s,
+            "media": match &media {
+                MediaPlan::Hls { segment_s } => json!({ "kind": "hls", "segment_s": segment_s }),
+                MediaPlan::Progressive => json!({ "kind": "progressive" }),
+            },
             "buffer_s": a.buffer_s,
+            "start_s": a.start_s,
+            "start_timeout_s": a.start_timeout_s,
+            "count_stalls": a.count_stalls,
             "start_streams": a.start_streams,
             "step_streams": a.step_streams,
             "step_s": a.step_s,
             "max_streams": a.max_streams,
             "streams_sustained": sustained,
             "stalled": stall.is_some(),
-            "stall_kind": stall.map(|s| s.kind),
             "stall_at_s": stall.map(|s| s.at.as_secs_f64()),
-            "streams_at_stall": stalled_at,
-            "capped_without_stall": stall.is_none(),
-            "stalls": stats.stalls,
-            "stream_rate_kbps": stats::summary(&stats.stream_rate_kbps),
-            "window_rate_kbps": stats::summary(&stats.window_rate_kbps),
+            "streams_at_stall": stall.map(|s| s.streams_running),
+            "capped_without_stall": stall.is_none() && !a.count_stalls,
+            "stall_events": stats.stall_events,
+            "viewers": stats.viewers.to_json(),
+            "at_sustained": at_sustained,
+            "server_samples": samples.iter().map(|x| json!([x.t_s, x.cpu_s, x.rss_kib])).collect::<Vec<_>>(),
+            "server_rss_kib_max": samples.iter().map(|x| x.rss_kib).max(),
         }),
     );
     merge(&mut out, stats.to_json(elapsed));

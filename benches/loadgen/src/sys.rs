@@ -295,6 +295,21 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Clock ticks per second of `/proc/PID/stat` times: the kernel's USER_HZ, 100 on every Linux
+/// architecture this tool runs on.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user + system, every thread) a process has used so far, from /proc/PID/stat.
+pub fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
 /// Number of socket descriptors a process holds (its accepted connections plus listeners).
 pub fn socket_fds(pid: u32) -> Option<u64> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
