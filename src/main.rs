@@ -644,6 +644,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut reporter =
         monitor::Reporter::start(&cfg.monitor, oasis_monitor::Role::Serve, &node, started);
     let status_http = http.clone();
+    let status_pool = pool.clone();
     let mut report = || {
         if let Some(r) = reporter.as_mut() {
             r.tick(|s| {
@@ -655,6 +656,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 s.received_bytes_total = status_metrics.received_bytes.get();
                 s.active_streams = u32::try_from(status_metrics.active_streams.get()).unwrap_or(0);
                 s.config_generation = status_http.generation() + 1;
+                s.pool = status_pool.as_ref().map(|p| p.summary());
             });
         }
     };

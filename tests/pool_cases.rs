@@ -1,6 +1,6 @@
 //! Pool cases on three `oasis serve` nodes and one throw-away PostgreSQL: a node cut off from
 //! the catalog (a TCP proxy in front of PostgreSQL, cut and restored) serves what it holds,
-//! refuses writes with 503 and rejoins; ffmpeg plays an HLS package through a node that holds
+//! refuses writes with 503 and rejoins, and `oasis monitor` shows its pool state throughout; ffmpeg plays an HLS package through a node that holds
 //! none of it; a replacement uploaded while the first version is being copied never serves a
 //! mix of versions, and the pool settles on the new one. No timing assertions: every wait polls
 //! with a generous deadline.
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use pool_support::*;
 use sha2::{Digest, Sha256};
+use support::monitor::Monitor;
 use support::players::{ffmpeg_decoded_frames, need};
 use support::{header, path_str, run, TOKEN};
 
@@ -21,6 +22,17 @@ fn api_pool(node: &Node) -> serde_json::Value {
     let (status, _, body) = curl(&["-H", &auth, &node.server.url("/api/pool")]);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).expect("/api/pool is JSON")
+}
+
+/// The pool block the monitor shows for `pool-node-<n>` (`None`: not reported yet).
+fn pool_of_node(nodes: &serde_json::Value, n: u32) -> Option<&serde_json::Value> {
+    let id = format!("pool-node-{n}");
+    nodes["nodes"]
+        .as_array()?
+        .iter()
+        .find(|x| x["node"] == id.as_str())
+        .map(|x| &x["pool"])
+        .filter(|p| !p.is_null())
 }
 
 /// `(status, head, body)` of a PUT of `file` to `node` (not polled).
@@ -37,11 +49,26 @@ fn a_node_cut_off_from_the_catalog_serves_what_it_holds_refuses_writes_and_rejoi
     let proxy = CatalogProxy::start(cluster.port);
     let through_proxy = proxy.url_for(&url, cluster.port);
     assert_ne!(through_proxy, url);
-    // Three copies of everything: node 3 (behind the proxy) holds each object.
+    // Three copies of everything: node 3 (behind the proxy) holds each object. Every node
+    // reports to one monitor.
+    let monitor = Monitor::start(None);
+    let reporting = |n: u32| {
+        format!(
+            "[monitor]\ntargets = [\"{}\"]\ninterval_ms = 200\nnode = \"pool-node-{n}\"\n",
+            monitor.udp
+        )
+    };
     let nodes = vec![
-        start_node_full(&url, 1, BANDWIDTH_BPS, 3),
-        start_node_full(&url, 2, BANDWIDTH_BPS, 3),
-        start_node_full(&through_proxy, 3, BANDWIDTH_BPS, 3),
+        start_node_extra(&url, 1, BANDWIDTH_BPS, 3, "redirect", &reporting(1)),
+        start_node_extra(&url, 2, BANDWIDTH_BPS, 3, "redirect", &reporting(2)),
+        start_node_extra(
+            &through_proxy,
+            3,
+            BANDWIDTH_BPS,
+            3,
+            "redirect",
+            &reporting(3),
+        ),
     ];
     wait_all_live(&nodes);
     let work = tempfile::tempdir().unwrap();
@@ -52,11 +79,39 @@ fn a_node_cut_off_from_the_catalog_serves_what_it_holds_refuses_writes_and_rejoi
         holders(&cluster, &url, "held.mp4").len() == 3
     });
     assert_eq!(api_pool(&nodes[2])["catalog"]["state"], "reachable");
+    // The monitor shows every node's pool: all three live, the catalog reachable, nothing
+    // under-replicated once the copies are made.
+    monitor.wait(
+        "three pool nodes, all live, nothing under-replicated",
+        |m| {
+            (1..=3).all(|n| {
+                pool_of_node(m, n).is_some_and(|p| {
+                    p["nodes_live"] == 3
+                        && p["nodes_total"] == 3
+                        && p["catalog_reachable"] == true
+                        && p["under_replicated"] == 0
+                })
+            })
+        },
+    );
 
     proxy.cut();
     poll_or("node 3 sees its catalog unreachable", &nodes, &mut || {
         api_pool(&nodes[2])["catalog"]["state"] == "unreachable"
     });
+    monitor.wait("node 3 reported cut off from its catalog", |m| {
+        pool_of_node(m, 3).is_some_and(|p| p["catalog_reachable"] == false)
+            && pool_of_node(m, 1).is_some_and(|p| p["catalog_reachable"] == true)
+    });
+    let metrics = monitor.get("/metrics");
+    assert!(
+        metrics.contains("oasis_node_pool_catalog_reachable{node=\"pool-node-3\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("oasis_node_pool_catalog_reachable{node=\"pool-node-1\"} 1"),
+        "{metrics}"
+    );
     let status = api_pool(&nodes[2]);
     assert_eq!(status["catalog_reachable"], false, "{status}");
     assert_eq!(status["catalog"]["writes"], "refused (503)", "{status}");
@@ -103,6 +158,9 @@ fn a_node_cut_off_from_the_catalog_serves_what_it_holds_refuses_writes_and_rejoi
         put(&nodes[2], "after.mp4", &small).0 == 201
     });
     assert_eq!(api_pool(&nodes[2])["catalog"]["state"], "reachable");
+    monitor.wait("node 3 reported back on its catalog", |m| {
+        pool_of_node(m, 3).is_some_and(|p| p["catalog_reachable"] == true)
+    });
     // Replication resumes both ways: node 3's upload reaches the others, and the object
     // uploaded while it was away is restored on it.
     poll_or("three holders of after.mp4", &nodes, &mut || {

@@ -22,4 +22,4 @@ pub mod table;
 pub use events::LevelChange;
 pub use receiver::{Monitor, MonitorConfig};
 pub use sender::{SendCounts, Sender};
-pub use status::{Account, Level, Process, Role, Status, Stream};
+pub use status::{Account, Level, PoolSummary, Process, Role, Status, Stream};

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::events::LevelChange;
 use crate::receiver::State;
-use crate::status::process_state_name;
+use crate::status::{process_state_name, PoolSummary};
 use crate::table::Node;
 
 /// Level changes each `/api/nodes` answer (and `/events` message) carries, newest first.
@@ -163,6 +163,7 @@ fn node_json(n: &Node, now: u64) -> Value {
         "accounts": l.accounts,
         "streams": l.streams,
         "processes": processes,
+        "pool": l.pool,
         "history": n.history,
         "events": n.events.latest(usize::MAX).map(|c| change_json(c, now)).collect::<Vec<_>>(),
     })
@@ -283,7 +284,50 @@ pub fn prometheus(s: &State) -> String {
             );
         }
     }
+    pool_gauges(&mut out, &nodes);
     out
+}
+
+/// The pool gauges, for the nodes that report a pool (none when no node is in one).
+fn pool_gauges(out: &mut String, nodes: &[&Node]) {
+    type GetPool = fn(&PoolSummary) -> Option<f64>;
+    let gauges: [(&str, &str, GetPool); 4] = [
+        (
+            "oasis_node_pool_catalog_reachable",
+            "1 while the pool node's heartbeats reach the shared catalog (it takes writes)",
+            |p| Some(f64::from(u8::from(p.catalog_reachable))),
+        ),
+        (
+            "oasis_node_pool_nodes_live",
+            "Pool nodes this node counts live, itself included",
+            |p| Some(f64::from(p.nodes_live)),
+        ),
+        (
+            "oasis_node_pool_under_replicated",
+            "Objects with fewer than the pool's replica count on live nodes, as last counted",
+            |p| p.under_replicated.map(f64::from),
+        ),
+        (
+            "oasis_node_pool_replication_queued",
+            "Copies and deletes queued on this node for other nodes",
+            |p| Some(f64::from(p.replication_queued)),
+        ),
+    ];
+    let pooled: Vec<(&Node, &PoolSummary)> = nodes
+        .iter()
+        .filter_map(|n| n.latest.pool.as_ref().map(|p| (*n, p)))
+        .collect();
+    if pooled.is_empty() {
+        return;
+    }
+    for (name, help, get) in gauges {
+        family(out, name, "gauge", help);
+        for (n, p) in &pooled {
+            if let Some(v) = get(p) {
+                let _ = writeln!(out, "{name}{{node=\"{}\"}} {v}", escape(&n.latest.node));
+            }
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -5,7 +5,8 @@
 //! ([`replicate`]). No engine worker ever waits here: lookups run on the catalog thread (jobs)
 //! with their own catalog session, commits and deletes only queue tasks.
 //!
-//! Every [`REPAIR_EVERY`] heartbeats the pool thread also asks the catalog which names this node
+//! Every [`REPAIR_EVERY`] heartbeats the pool thread also counts the objects with too few live
+//! copies (for the status datagrams, [`Pool::summary`]) and asks the catalog which names this node
 //! must restore copies of (it is the smallest live holder of a name with too few live copies)
 //! and queues them, at most [`REPAIR_BATCH`] a round.
 //!
@@ -24,7 +25,7 @@
 pub mod replicate;
 pub mod view;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,7 +43,10 @@ use view::{pick_holder, Pick, PoolView, SharedView};
 /// How often the pool thread heartbeats and reads the nodes.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Heartbeats between two repair rounds.
+/// The under-replicated count before the first count, or after a failed one.
+const NOT_COUNTED: u64 = u64::MAX;
+
+/// Heartbeats between two repair rounds (and two counts of the under-replicated objects).
 pub const REPAIR_EVERY: u32 = 5;
 /// Most names one repair round queues.
 pub const REPAIR_BATCH: u32 = 256;
@@ -105,6 +109,9 @@ pub struct Pool {
     queue: Arc<Queue>,
     /// Proxy mode's threads (`None` in redirect mode).
     proxy: Option<Arc<Proxy>>,
+    /// Objects under-replicated as the pool thread last counted them ([`NOT_COUNTED`]: not
+    /// yet, or the count failed), for the status datagrams.
+    under_replicated: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -140,20 +147,22 @@ impl Pool {
             lookups: Mutex::new(None),
             queue: Queue::new(),
             proxy,
+            under_replicated: Arc::new(AtomicU64::new(NOT_COUNTED)),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::new();
         let stop = Arc::clone(&pool.stop);
-        let (s, v, q) = (
+        let (s, v, q, u) = (
             Arc::clone(&settings),
             Arc::clone(&view),
             Arc::clone(&pool.queue),
+            Arc::clone(&pool.under_replicated),
         );
         threads.push(
             std::thread::Builder::new()
                 .name("oasis-pool".into())
-                .spawn(move || heartbeat_loop(beat, &s, &rm, &v, &q, &stop))?,
+                .spawn(move || heartbeat_loop(beat, &s, &rm, &v, &q, &u, &stop))?,
         );
         for i in 0..replicate::THREADS {
             let worker = Worker {
@@ -212,6 +221,28 @@ impl Pool {
 
     fn view(&self) -> Arc<PoolView> {
         Arc::clone(&self.view.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The pool as this node sees it, for its status datagrams. Never blocks: the view and the
+    /// count the pool thread last made.
+    pub fn summary(&self) -> oasis_monitor::PoolSummary {
+        let view = self.view();
+        let now = Instant::now();
+        let down_after = self.settings.down_after_ms;
+        let live = view
+            .nodes
+            .iter()
+            .filter(|n| view.age_ms(n, now) < down_after)
+            .count();
+        let under = self.under_replicated.load(Ordering::Relaxed);
+        oasis_monitor::PoolSummary {
+            catalog_reachable: view.write_refusal(down_after, now).is_none(),
+            nodes_live: u16::try_from(live).unwrap_or(u16::MAX),
+            nodes_total: u16::try_from(view.nodes.len()).unwrap_or(u16::MAX),
+            under_replicated: (under != NOT_COUNTED)
+                .then(|| u32::try_from(under).unwrap_or(u32::MAX - 1)),
+            replication_queued: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -278,6 +309,7 @@ fn heartbeat_loop(
     rm: &ResourceManager,
     view: &SharedView,
     queue: &Queue,
+    under_replicated: &AtomicU64,
     stop: &AtomicBool,
 ) {
     let mut failing = false;
@@ -296,6 +328,15 @@ fn heartbeat_loop(
         let due = beats.is_multiple_of(REPAIR_EVERY) && queue.len() == 0;
         if result.is_ok() && others_live && due && settings.replicas > 1 {
             repair_round(&mut cat, settings, queue);
+        }
+        if beats == 1 || beats.is_multiple_of(REPAIR_EVERY) {
+            let counted = match &result {
+                Ok(()) => cat
+                    .under_replicated(settings.replicas, settings.down_after_ms)
+                    .unwrap_or(NOT_COUNTED),
+                Err(_) => NOT_COUNTED,
+            };
+            under_replicated.store(counted, Ordering::Relaxed);
         }
         match result {
             Ok(()) if failing => {

@@ -65,6 +65,18 @@ pub fn start_node_full(url: &str, n: u32, bandwidth_bps: u64, replicas: u32) -> 
 
 /// [`start_node_full`] in pool `mode` (`redirect` or `proxy`).
 pub fn start_node_in(url: &str, n: u32, bandwidth_bps: u64, replicas: u32, mode: &str) -> Node {
+    start_node_extra(url, n, bandwidth_bps, replicas, mode, "")
+}
+
+/// [`start_node_in`] with `extra` appended to its configuration file (whole sections).
+pub fn start_node_extra(
+    url: &str,
+    n: u32,
+    bandwidth_bps: u64,
+    replicas: u32,
+    mode: &str,
+    extra: &str,
+) -> Node {
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let id = format!("node-{n}");
@@ -73,7 +85,7 @@ pub fn start_node_in(url: &str, n: u32, bandwidth_bps: u64, replicas: u32, mode:
          [[listen]]\naddr = \"127.0.0.1:{port}\"\nbandwidth_bps = {bandwidth_bps}\n\n[links]\nkeys = [\"{KEY}\"]\n\n\
          [[access]]\nprefix = \"private/\"\nread = \"signed\"\n\n\
          [pool]\ncatalog = \"{url}\"\nnode_id = \"{id}\"\nadvertise = \"http://127.0.0.1:{port}\"\n\
-         replicas = {replicas}\ndown_after_ms = 3000\nmode = \"{mode}\"\n",
+         replicas = {replicas}\ndown_after_ms = 3000\nmode = \"{mode}\"\n\n{extra}",
         path_str(&home.path().join("data")),
     );
     let path = home.path().join("oasis.toml");

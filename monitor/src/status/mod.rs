@@ -163,6 +163,22 @@ pub struct Rtt {
     pub rtt_us: u32,
 }
 
+/// A pool node's view of its pool (a `serve` in a pool; version 3 datagrams).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolSummary {
+    /// Whether the node's last heartbeat reached the shared catalog (it takes writes).
+    pub catalog_reachable: bool,
+    /// Nodes of the pool it counts live, itself included.
+    pub nodes_live: u16,
+    /// Nodes of the pool it knows of.
+    pub nodes_total: u16,
+    /// Objects with fewer than the pool's replica count on live nodes, as last counted
+    /// (`None`: not counted yet, or the count failed).
+    pub under_replicated: Option<u32>,
+    /// Copies and deletes queued on this node for other nodes.
+    pub replication_queued: u32,
+}
+
 /// Names of [`Process::state`] codes.
 pub fn process_state_name(code: u8) -> &'static str {
     match code {
@@ -219,6 +235,8 @@ pub struct Status {
     pub processes: Vec<Process>,
     /// Round-trip times to peers (at most [`PEERS_MAX`]; version 2 datagrams).
     pub rtts: Vec<Rtt>,
+    /// A pool node's view of its pool (version 3 datagrams; `None` outside a pool).
+    pub pool: Option<PoolSummary>,
 }
 
 impl Status {
@@ -245,6 +263,7 @@ impl Status {
             streams: Vec::new(),
             processes: Vec::new(),
             rtts: Vec::new(),
+            pool: None,
         }
     }
 

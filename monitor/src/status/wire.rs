@@ -1,11 +1,11 @@
-//! The status datagram's bytes (version 2; version 1, the same without the round-trip list, is
-//! still read). Integers are little-endian; a string is one length
+//! The status datagram's bytes (version 3; versions 2, without the pool block, and 1, without
+//! the round-trip list either, are still read). Integers are little-endian; a string is one length
 //! byte then that many UTF-8 bytes; a list is one count byte then its items.
 //!
 //! ```text
 //! offset size
 //!  0     2    magic "OM"
-//!  2     1    version (2; 1 is read too)
+//!  2     1    version (3; 2 and 1 are read too)
 //!  3     1    flags: bit 0 = a 32-byte HMAC-SHA256 of every byte before it ends the datagram;
 //!             the other bits are 0
 //!  4     1+n  node id                     (n <= 48)
@@ -22,7 +22,12 @@
 //!        8*6  sent_bytes, received_bytes, requests, errors, warning events, critical events
 //!        1    streams (<= 8), each: 1+n name (n <= 24), 8 durable_offset
 //!        1    processes (<= 8), each: 1+n name (n <= 16), 1 state, 4 restarts, 4 pid
-//!        1    round trips (<= 20; version 2 only), each: 4 peer tag, 4 rtt_us
+//!        1    round trips (<= 20; version 2 on), each: 4 peer tag, 4 rtt_us
+//!        1    pool block (version 3 on): 0 none, 1 one follows:
+//!        1      flags: bit 0 = the catalog was reachable at the last heartbeat
+//!        2      nodes live   2 nodes known
+//!        4      under-replicated objects (0xffff_ffff: not counted)
+//!        4      replication queue
 //!       [32   HMAC-SHA256, when flags bit 0]
 //! ```
 //!
@@ -33,10 +38,14 @@ use super::*;
 
 /// The first two bytes of every status datagram.
 pub const MAGIC: [u8; 2] = *b"OM";
-/// The encoding's version; a datagram of another version (but 1) is refused.
-pub const VERSION: u8 = 2;
-/// The previous version, still read: version 2 without the round-trip list.
+/// The encoding's version; a datagram of another version (but 1 and 2) is refused.
+pub const VERSION: u8 = 3;
+/// Still read: version 3 without the pool block.
+const VERSION_2: u8 = 2;
+/// Still read: version 2 without the round-trip list.
 const VERSION_1: u8 = 1;
+/// The pool block's "not counted" under-replicated count.
+const NOT_COUNTED: u32 = u32::MAX;
 const FLAG_MAC: u8 = 1;
 
 /// The largest datagram the bounds allow, MAC included.
@@ -60,6 +69,8 @@ const WORST_BYTES: usize = 4
     + PROCESSES_MAX * (1 + PROCESS_NAME_BYTES_MAX + 9)
     + 1
     + PEERS_MAX * 8
+    + 1
+    + 13
     + MAC_BYTES;
 const _: () = assert!(WORST_BYTES <= MAX_DATAGRAM_BYTES);
 
@@ -136,6 +147,20 @@ pub fn encode(status: &Status, key: Option<&[u8]>) -> Option<Vec<u8>> {
         out.extend_from_slice(&r.peer.to_le_bytes());
         out.extend_from_slice(&r.rtt_us.to_le_bytes());
     }
+    match &status.pool {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            out.push(u8::from(p.catalog_reachable));
+            out.extend_from_slice(&p.nodes_live.to_le_bytes());
+            out.extend_from_slice(&p.nodes_total.to_le_bytes());
+            let under = p
+                .under_replicated
+                .map_or(NOT_COUNTED, |n| n.min(NOT_COUNTED - 1));
+            out.extend_from_slice(&under.to_le_bytes());
+            out.extend_from_slice(&p.replication_queued.to_le_bytes());
+        }
+    }
     if let Some(key) = key {
         let mac = auth::mac(key, &out);
         out.extend_from_slice(&mac);
@@ -168,7 +193,7 @@ pub fn decode(datagram: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         return Err(DecodeError::Malformed("not a status datagram (magic)"));
     }
     let version = r.u8()?;
-    if version != VERSION && version != VERSION_1 {
+    if !(VERSION_1..=VERSION).contains(&version) {
         return Err(DecodeError::Malformed("unknown version"));
     }
     let flags = r.u8()?;
@@ -228,13 +253,38 @@ pub fn decode(datagram: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             pid: r.u32()?,
         });
     }
-    if version >= VERSION {
+    if version >= VERSION_2 {
         for _ in 0..r.count(PEERS_MAX)? {
             status.rtts.push(Rtt {
                 peer: r.u32()?,
                 rtt_us: r.u32()?,
             });
         }
+    }
+    if version >= VERSION {
+        status.pool = match r.u8()? {
+            0 => None,
+            1 => {
+                let flags = r.u8()?;
+                if flags & !1 != 0 {
+                    return Err(DecodeError::Malformed("unknown pool flags"));
+                }
+                let nodes_live = r.u16()?;
+                let nodes_total = r.u16()?;
+                if nodes_live > nodes_total {
+                    return Err(DecodeError::Malformed("more pool nodes live than known"));
+                }
+                let under = r.u32()?;
+                Some(PoolSummary {
+                    catalog_reachable: flags & 1 != 0,
+                    nodes_live,
+                    nodes_total,
+                    under_replicated: (under != NOT_COUNTED).then_some(under),
+                    replication_queued: r.u32()?,
+                })
+            }
+            _ => return Err(DecodeError::Malformed("unknown pool block")),
+        };
     }
     if !r.0.is_empty() {
         return Err(DecodeError::Malformed("bytes after the last field"));
@@ -262,6 +312,10 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
@@ -338,6 +392,13 @@ mod tests {
             .collect();
         s.node = "n".repeat(NODE_ID_BYTES_MAX);
         s.version = "v".repeat(VERSION_BYTES_MAX);
+        s.pool = Some(PoolSummary {
+            catalog_reachable: true,
+            nodes_live: 2,
+            nodes_total: 3,
+            under_replicated: Some(17),
+            replication_queued: 5,
+        });
         s
     }
 
@@ -345,14 +406,56 @@ mod tests {
     fn a_version_1_datagram_is_read_without_round_trips() {
         let mut s = full();
         s.rtts.clear();
+        s.pool = None;
         let mut bytes = encode(&s, None).unwrap();
-        // Version 1 is version 2 without the round-trip count (the last byte here, 0).
+        // Version 1 is version 3 without the round-trip count and the pool block (the last two
+        // bytes here, both 0).
         bytes[2] = 1;
+        assert_eq!(bytes.pop(), Some(0));
         assert_eq!(bytes.pop(), Some(0));
         assert_eq!(decode(&bytes).unwrap().status, s);
         let mut over = full();
         over.rtts.push(Rtt::default());
         assert!(encode(&over, None).is_none());
+    }
+
+    #[test]
+    fn a_version_2_datagram_is_read_without_the_pool_block() {
+        let mut s = full();
+        s.pool = None;
+        let mut bytes = encode(&s, None).unwrap();
+        bytes[2] = 2;
+        assert_eq!(bytes.pop(), Some(0));
+        assert_eq!(decode(&bytes).unwrap().status, s);
+    }
+
+    #[test]
+    fn a_pool_block_out_of_its_codes_is_refused() {
+        let good = encode(&full(), None).unwrap();
+        // The block is the last 14 bytes: 1 presence, 1 flags, 2 live, 2 known, 4 + 4.
+        let at = good.len() - 14;
+        let mut b = good.clone();
+        b[at] = 2;
+        assert_eq!(
+            decode(&b).err(),
+            Some(DecodeError::Malformed("unknown pool block"))
+        );
+        let mut b = good.clone();
+        b[at + 1] = 2;
+        assert_eq!(
+            decode(&b).err(),
+            Some(DecodeError::Malformed("unknown pool flags"))
+        );
+        let mut b = good.clone();
+        b[at + 2] = 9;
+        assert_eq!(
+            decode(&b).err(),
+            Some(DecodeError::Malformed("more pool nodes live than known"))
+        );
+        let mut uncounted = full();
+        uncounted.pool.as_mut().unwrap().under_replicated = None;
+        let bytes = encode(&uncounted, None).unwrap();
+        assert_eq!(decode(&bytes).unwrap().status, uncounted);
     }
 
     #[test]
@@ -383,7 +486,7 @@ mod tests {
         b[0] = b'X';
         assert!(matches!(decode(&b), Err(DecodeError::Malformed(_))));
         let mut b = good.clone();
-        b[2] = 3;
+        b[2] = 4;
         assert_eq!(
             decode(&b).err(),
             Some(DecodeError::Malformed("unknown version"))
@@ -446,9 +549,16 @@ mod tests {
                 0..=PROCESSES_MAX,
             ),
             proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=PEERS_MAX),
+            proptest::option::of((
+                any::<bool>(),
+                any::<u16>(),
+                any::<u16>(),
+                proptest::option::of(0..NOT_COUNTED),
+                any::<u32>(),
+            )),
         )
             .prop_map(
-                |((node, role, version), (up, pid, seq, iv, lvl), acc, c, st, pr, rt)| {
+                |((node, role, version), (up, pid, seq, iv, lvl), acc, c, st, pr, rt, pool)| {
                     let node = if node.is_empty() { "n".into() } else { node };
                     let mut s = Status::new(&node, Role::from_code(role).unwrap());
                     s.version = version;
@@ -492,6 +602,15 @@ mod tests {
                         .into_iter()
                         .map(|(peer, rtt_us)| Rtt { peer, rtt_us })
                         .collect();
+                    s.pool = pool.map(|(catalog_reachable, a, b, under_replicated, queued)| {
+                        PoolSummary {
+                            catalog_reachable,
+                            nodes_live: a.min(b),
+                            nodes_total: a.max(b),
+                            under_replicated,
+                            replication_queued: queued,
+                        }
+                    });
                     s
                 },
             )
