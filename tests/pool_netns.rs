@@ -5,13 +5,14 @@
 //! `redirect` and in `proxy` mode, and the bytes crossed the rate-limited links; node 1 killed
 //! (-9), the survivors restore the replica count and serve the object; a node whose link to
 //! PostgreSQL is cut serves what it holds, refuses writes with 503 and `Retry-After`, and takes
-//! writes again once the link is back. Needs root and iproute2: without them the tests fail
+//! writes again once the link is back; a test that panics leaves no namespace behind, and a
+//! crashed run's are removed by the next. Needs root and iproute2: without them the tests fail
 //! saying so. No timing assertions: every wait polls with a generous deadline.
 
 mod pool_support;
 mod support;
 
-use pool_support::netns::NetPool;
+use pool_support::netns::{self, NetPool};
 use pool_support::*;
 use support::{header, run, TOKEN};
 
@@ -204,4 +205,39 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
     let (code, _, got) = pool.get(2, "/media/held.mp4", &[]);
     assert_eq!(code, 200);
     assert!(got == body, "node 3's copy differs after rejoining");
+    let log = pool.nodes[2].server.server_log();
+    assert!(log.contains("heartbeat failed"), "{log}");
+    assert!(
+        log.contains("the catalog answers heartbeats again"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_namespaces_go_when_a_test_panics_and_a_crashed_run_s_are_removed() {
+    // A crashed run's namespace of this tag: its process id is above any the kernel gives.
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stale = format!("oasis-clean-{}-sw", pid_max + 1);
+    let out = run("ip", &["netns", "add", &stale]);
+    assert!(
+        out.status.success(),
+        "making a namespace needs root and iproute2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = format!("oasis-clean-{}-", std::process::id());
+    let caught = std::panic::catch_unwind(|| {
+        let net = netns::Net::new("clean", 2);
+        let listed = String::from_utf8_lossy(&run("ip", &["netns", "list"]).stdout).into_owned();
+        assert!(!listed.contains(&stale), "{listed}");
+        assert_eq!(listed.matches(&ours).count(), 5, "{listed}");
+        assert!(net.node_sent_bytes(2) < 1 << 20);
+        panic!("a test failing with its network up");
+    });
+    assert!(caught.is_err());
+    let listed = String::from_utf8_lossy(&run("ip", &["netns", "list"]).stdout).into_owned();
+    assert!(!listed.contains("oasis-clean-"), "{listed}");
 }
