@@ -113,13 +113,7 @@ fn a_killed_holder_s_copies_are_restored_and_served_everywhere() {
     let pid = pool.nodes[0].server.pid().to_string();
     assert!(run("kill", &["-9", &pid]).status.success());
     pool.poll("node 1 down in the survivors' /api/pool", || {
-        [1, 2].iter().all(|i| {
-            let nodes = pool.api_pool(*i)["nodes"].clone();
-            nodes.as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|n| n["node_id"] == "node-1" && n["state"] == "down")
-            })
-        })
+        pool.sees_down(1, "node-1") && pool.sees_down(2, "node-1")
     });
     pool.poll("both survivors hold r.mp4", || {
         pool.held(1, "r.mp4") == 200 && pool.held(2, "r.mp4") == 200
@@ -160,6 +154,12 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
 
     // Node 3's cable to the database network pulled: its packets to PostgreSQL are dropped.
     pool.net.cut_catalog(3);
+    // Node 3 answers what needs the catalog only when the silent connection gives up (its 30 s
+    // TCP user timeout), unless `down_after_ms` passed without a heartbeat: then it refuses at
+    // once without asking. The others count it down about then; it is asked after that.
+    pool.poll("node 3 down in node 1's /api/pool", || {
+        pool.sees_down(0, "node-3")
+    });
     pool.poll("node 3 sees its catalog unreachable", || {
         pool.api_pool(2)["catalog"]["state"] == "unreachable"
     });
@@ -205,12 +205,6 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
     let (code, _, got) = pool.get(2, "/media/held.mp4", &[]);
     assert_eq!(code, 200);
     assert!(got == body, "node 3's copy differs after rejoining");
-    let log = pool.nodes[2].server.server_log();
-    assert!(log.contains("heartbeat failed"), "{log}");
-    assert!(
-        log.contains("the catalog answers heartbeats again"),
-        "{log}"
-    );
 }
 
 #[test]

@@ -306,6 +306,14 @@ impl NetPool {
         self.get(i, &path, &["-I", "-H", "X-Oasis-Pool: probe"]).0
     }
 
+    /// Whether node index `i`'s `/api/pool` lists node `id` as down.
+    pub fn sees_down(&self, i: usize, id: &str) -> bool {
+        let nodes = self.api_pool(i)["nodes"].clone();
+        nodes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["node_id"] == id && n["state"] == "down"))
+    }
+
     /// Node index `i`'s `/api/pool`.
     pub fn api_pool(&self, i: usize) -> serde_json::Value {
         let auth = format!("Authorization: Bearer {TOKEN}");
