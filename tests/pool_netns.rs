@@ -5,16 +5,18 @@
 //! `redirect` and in `proxy` mode, and the bytes crossed the rate-limited links; node 1 killed
 //! (-9), the survivors restore the replica count and serve the object; a node whose link to
 //! PostgreSQL is cut serves what it holds, refuses writes with 503 and `Retry-After`, and takes
-//! writes again once the link is back; a test that panics leaves no namespace behind, and a
-//! crashed run's are removed by the next. Needs root and iproute2: without them the tests fail
-//! saying so. No timing assertions: every wait polls with a generous deadline.
+//! writes again once the link is back; ffmpeg in the client's namespace plays an HLS package
+//! through a proxying node that holds none of it; a test that panics leaves no namespace
+//! behind, and a crashed run's are removed by the next. Needs root and iproute2: without them
+//! the tests fail saying so. No timing assertions: every wait polls with a generous deadline.
 
 mod pool_support;
 mod support;
 
 use pool_support::netns::{self, NetPool};
 use pool_support::*;
-use support::{header, run, TOKEN};
+use support::players::need;
+use support::{header, path_str, run, TOKEN};
 
 /// Objects of a few MB: a second or less on each 50 Mbit/s link.
 const SIZE: usize = 4 << 20;
@@ -205,6 +207,78 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
     let (code, _, got) = pool.get(2, "/media/held.mp4", &[]);
     assert_eq!(code, 200);
     assert!(got == body, "node 3's copy differs after rejoining");
+}
+
+#[test]
+fn ffmpeg_plays_an_hls_package_proxied_by_a_node_that_holds_none_of_it() {
+    need("ffmpeg", "ffmpeg");
+    // One copy of each object: node 3 never holds any of the package.
+    let pool = NetPool::start("hls", 3, 1, "proxy");
+    let work = tempfile::tempdir().unwrap();
+    let pkg = work.path().join("show");
+    std::fs::create_dir(&pkg).unwrap();
+    support::players::encode_hls_package(
+        "testsrc=size=320x240:rate=25:duration=6",
+        "sine=frequency=440:duration=6",
+        &pkg,
+    );
+    // Uploaded with the CLI from the client's namespace, as README's "Using it" does.
+    let [ip, netns, exec, ns] = pool.net.client();
+    let server = pool.nodes[0].server.url("");
+    let put = [
+        netns.as_str(),
+        &exec,
+        &ns,
+        support::oasis_bin(),
+        "put",
+        path_str(&pkg),
+        "--name",
+        "show",
+        "--server",
+        &server,
+        "--token",
+        TOKEN,
+    ];
+    let out = run(&ip, &put);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let playlist = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
+    let segments: Vec<&str> = playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(segments.len() >= 3, "{playlist}");
+    for name in std::iter::once("index.m3u8").chain(segments.iter().copied()) {
+        let name = format!("show/{name}");
+        assert_eq!(pool.holders(&name), vec!["node-1".to_string()]);
+        assert_eq!(pool.held(2, &name), 404, "{name}");
+    }
+    // Node 3 answers the playlist and every segment itself, byte-exact.
+    for name in std::iter::once("index.m3u8").chain(segments.iter().copied()) {
+        let (code, head, got) = pool.get(2, &format!("/media/show/{name}"), &[]);
+        assert_eq!(code, 200, "{name}: {head}");
+        assert!(header(&head, "location").is_none(), "{head}");
+        assert!(
+            got == std::fs::read(pkg.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let sent = pool.net.node_sent_bytes(3);
+    let direct = pool.played_frames(&pool.nodes[0].server.url("/media/show/index.m3u8"));
+    let through = pool.played_frames(&pool.nodes[2].server.url("/media/show/index.m3u8"));
+    assert!(direct > 0);
+    assert_eq!(through, direct, "frames played through node 3 and directly");
+    // What ffmpeg played through node 3 left node 3 on its own rate-limited link.
+    let package: u64 = segments
+        .iter()
+        .map(|s| std::fs::metadata(pkg.join(s)).unwrap().len())
+        .sum();
+    let through_3 = pool.net.node_sent_bytes(3) - sent;
+    assert!(through_3 >= package, "{through_3} < {package}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::{curl_via, pg, poll_or, wait_all_live_by, Node, BANDWIDTH_BPS, KEY};
+use crate::support::players::{last_frame_count, need, run_ok};
 use crate::support::{path_str, Server, TOKEN};
 
 /// Each link's rate, both ways (`tc qdisc ... tbf rate`).
@@ -304,6 +305,31 @@ impl NetPool {
     pub fn held(&self, i: usize, name: &str) -> u16 {
         let path = format!("/media/{name}");
         self.get(i, &path, &["-I", "-H", "X-Oasis-Pool: probe"]).0
+    }
+
+    /// The frames ffmpeg decodes from `url`, played in the client's namespace.
+    pub fn played_frames(&self, url: &str) -> u64 {
+        need("ffmpeg", "ffmpeg");
+        let [ip, netns, exec, ns] = self.net.client();
+        let args = [
+            netns.as_str(),
+            &exec,
+            &ns,
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "info",
+            "-stats",
+            "-i",
+            url,
+            "-f",
+            "null",
+            "-",
+        ];
+        let played = run_ok(&ip, &args);
+        last_frame_count(&played.stderr)
+            .unwrap_or_else(|| panic!("no frame= count\n{}", played.describe()))
     }
 
     /// Whether node index `i`'s `/api/pool` lists node `id` as down.
