@@ -16,7 +16,7 @@ mod support;
 use pool_support::netns::{self, NetPool};
 use pool_support::*;
 use support::players::need;
-use support::{header, path_str, run, TOKEN};
+use support::{header, run, TOKEN};
 
 /// Objects of a few MB: a second or less on each 50 Mbit/s link.
 const SIZE: usize = 4 << 20;
@@ -215,50 +215,16 @@ fn ffmpeg_plays_an_hls_package_proxied_by_a_node_that_holds_none_of_it() {
     // One copy of each object: node 3 never holds any of the package.
     let pool = NetPool::start("hls", 3, 1, "proxy");
     let work = tempfile::tempdir().unwrap();
-    let pkg = work.path().join("show");
-    std::fs::create_dir(&pkg).unwrap();
-    support::players::encode_hls_package(
-        "testsrc=size=320x240:rate=25:duration=6",
-        "sine=frequency=440:duration=6",
-        &pkg,
-    );
-    // Uploaded with the CLI from the client's namespace, as README's "Using it" does.
-    let [ip, netns, exec, ns] = pool.net.client();
+    // Uploaded with the CLI from the client's namespace.
     let server = pool.nodes[0].server.url("");
-    let put = [
-        netns.as_str(),
-        &exec,
-        &ns,
-        support::oasis_bin(),
-        "put",
-        path_str(&pkg),
-        "--name",
-        "show",
-        "--server",
-        &server,
-        "--token",
-        TOKEN,
-    ];
-    let out = run(&ip, &put);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let playlist = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
-    let segments: Vec<&str> = playlist
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    assert!(segments.len() >= 3, "{playlist}");
-    for name in std::iter::once("index.m3u8").chain(segments.iter().copied()) {
+    let (pkg, segments) = put_hls_package(work.path(), &pool.net.client(), &server);
+    for name in std::iter::once("index.m3u8").chain(segments.iter().map(String::as_str)) {
         let name = format!("show/{name}");
         assert_eq!(pool.holders(&name), vec!["node-1".to_string()]);
         assert_eq!(pool.held(2, &name), 404, "{name}");
     }
     // Node 3 answers the playlist and every segment itself, byte-exact.
-    for name in std::iter::once("index.m3u8").chain(segments.iter().copied()) {
+    for name in std::iter::once("index.m3u8").chain(segments.iter().map(String::as_str)) {
         let (code, head, got) = pool.get(2, &format!("/media/show/{name}"), &[]);
         assert_eq!(code, 200, "{name}: {head}");
         assert!(header(&head, "location").is_none(), "{head}");

@@ -13,7 +13,7 @@ mod proxy;
 #[allow(unused_imports)]
 pub use proxy::CatalogProxy;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::{free_port, path_str, pattern, run, Server, TOKEN};
@@ -225,4 +225,47 @@ pub fn content(dir: &Path, name: &str, len: usize, seed: u8) -> (Vec<u8>, std::p
     let file = dir.join(name);
     std::fs::write(&file, &body).unwrap();
     (body, file)
+}
+
+/// Encodes a 6-second HLS package in `dir/show` and uploads it as `show` to `server` with the
+/// CLI (as README's "Using it" uploads one), run through the command `prefix` (empty: the CLI
+/// itself). Returns the package's directory and its segments' names, in playlist order.
+pub fn put_hls_package(dir: &Path, prefix: &[&str], server: &str) -> (PathBuf, Vec<String>) {
+    let pkg = dir.join("show");
+    std::fs::create_dir(&pkg).unwrap();
+    crate::support::players::encode_hls_package(
+        "testsrc=size=320x240:rate=25:duration=6",
+        "sine=frequency=440:duration=6",
+        &pkg,
+    );
+    let put = [
+        prefix,
+        &[
+            crate::support::oasis_bin(),
+            "put",
+            path_str(&pkg),
+            "--name",
+            "show",
+            "--server",
+            server,
+            "--token",
+            TOKEN,
+        ],
+    ]
+    .concat();
+    let out = run(put[0], &put[1..]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let playlist = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
+    let segments: Vec<String> = playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    assert!(segments.len() >= 3, "{playlist}");
+    (pkg, segments)
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::{curl_via, pg, poll_or, wait_all_live_by, Node, BANDWIDTH_BPS, KEY};
-use crate::support::players::{last_frame_count, need, run_ok};
+use crate::support::players::ffmpeg_decoded_frames_via;
 use crate::support::{path_str, Server, TOKEN};
 
 /// Each link's rate, both ways (`tc qdisc ... tbf rate`).
@@ -40,6 +40,8 @@ const CLIENT_ADDR: &str = "10.231.0.3";
 /// The namespaces of one test; dropped, everything in them is ended and they are deleted.
 pub struct Net {
     base: String,
+    /// The client's namespace.
+    client: String,
     made: Vec<String>,
     nodes: u32,
 }
@@ -109,6 +111,7 @@ impl Net {
             }
         }
         let mut net = Net {
+            client: format!("{base}-cl"),
             base,
             made: Vec::new(),
             nodes,
@@ -188,15 +191,13 @@ impl Net {
     }
 
     /// The command prefix that runs a program in the client's namespace.
-    pub fn client(&self) -> [String; 4] {
-        ["ip".into(), "netns".into(), "exec".into(), self.ns("cl")]
+    pub fn client(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.client]
     }
 
     /// [`curl_via`] from the client's namespace.
     pub fn curl(&self, args: &[&str]) -> (u16, String, Vec<u8>) {
-        let prefix = self.client();
-        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-        curl_via(&prefix, args)
+        curl_via(&self.client(), args)
     }
 
     /// Node `n`'s link to PostgreSQL down at the switch: its packets to the catalog are dropped.
@@ -309,27 +310,7 @@ impl NetPool {
 
     /// The frames ffmpeg decodes from `url`, played in the client's namespace.
     pub fn played_frames(&self, url: &str) -> u64 {
-        need("ffmpeg", "ffmpeg");
-        let [ip, netns, exec, ns] = self.net.client();
-        let args = [
-            netns.as_str(),
-            &exec,
-            &ns,
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "info",
-            "-stats",
-            "-i",
-            url,
-            "-f",
-            "null",
-            "-",
-        ];
-        let played = run_ok(&ip, &args);
-        last_frame_count(&played.stderr)
-            .unwrap_or_else(|| panic!("no frame= count\n{}", played.describe()))
+        ffmpeg_decoded_frames_via(&self.net.client(), url)
     }
 
     /// Whether node index `i`'s `/api/pool` lists node `id` as down.
