@@ -15,7 +15,7 @@ use pool_support::*;
 use sha2::{Digest, Sha256};
 use support::monitor::Monitor;
 use support::players::{ffmpeg_decoded_frames, need};
-use support::{header, path_str, run, TOKEN};
+use support::{header, path_str, TOKEN};
 
 fn api_pool(node: &Node) -> serde_json::Value {
     let auth = format!("Authorization: Bearer {TOKEN}");
@@ -192,40 +192,8 @@ fn ffmpeg_plays_an_hls_package_through_a_node_that_holds_none_of_it() {
     // One copy of each object: node 3 never holds any of the package.
     let nodes = pool_of(&url, 3, 1);
     let work = tempfile::tempdir().unwrap();
-    let pkg = work.path().join("show");
-    std::fs::create_dir(&pkg).unwrap();
-    support::players::encode_hls_package(
-        "testsrc=size=320x240:rate=25:duration=6",
-        "sine=frequency=440:duration=6",
-        &pkg,
-    );
-    // As README's "Using it" uploads a package.
-    let out = run(
-        support::oasis_bin(),
-        &[
-            "put",
-            path_str(&pkg),
-            "--name",
-            "show",
-            "--server",
-            &nodes[0].server.url(""),
-            "--token",
-            TOKEN,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let playlist = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
-    let segments: Vec<&str> = playlist
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    assert!(segments.len() >= 3, "{playlist}");
-    for name in std::iter::once("index.m3u8").chain(segments.iter().copied()) {
+    let (pkg, segments) = put_hls_package(work.path(), &[], &nodes[0].server.url(""));
+    for name in std::iter::once("index.m3u8").chain(segments.iter().map(String::as_str)) {
         let name = format!("show/{name}");
         assert_eq!(holders(&cluster, &url, &name), vec!["node-1".to_string()]);
         assert_eq!(held_locally(&nodes[2], &name), 404, "{name}");

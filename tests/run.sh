@@ -2,7 +2,8 @@
 # The Oasis test gate, the same locally and in CI (.ci/run calls it): installs the system packages
 # the tests use (real clients: curl, ffmpeg/ffprobe, Chromium, npm for hls.js; nginx and wrk for
 # the load-harness smoke, which installs fio, iperf3 and python3-matplotlib itself; postgresql
-# for the PostgreSQL catalog's throw-away clusters) and hls.js,
+# for the PostgreSQL catalog's throw-away clusters; iproute2's ip and tc for the pool tests in a
+# simulated network, which need root) and hls.js,
 # then formatting, lints, every test (unit, integration, loom), docs, the benchmarks' build, and a
 # seconds-long smoke run of the load harness (no timing assertions anywhere).
 #
@@ -20,7 +21,7 @@ if [[ ${1:-} == --fast ]]; then
 fi
 
 need=()
-for tool in curl:curl ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium npm:npm nginx:nginx wrk:wrk; do
+for tool in curl:curl ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium npm:npm nginx:nginx wrk:wrk ip:iproute2 tc:iproute2; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 # The PostgreSQL catalog tests start throw-away clusters with Debian's server binaries, which

@@ -1,9 +1,11 @@
 //! What the pool tests share: nodes of `oasis serve` on a PostgreSQL catalog (a throw-away
 //! cluster), curl without redirects, polling with a generous deadline, the catalog's holders of
-//! a name, and a TCP proxy in front of the catalog that a test can cut and restore.
+//! a name, a TCP proxy in front of the catalog that a test can cut and restore, and (in
+//! [`netns`]) a simulated network of namespaces for the nodes.
 
 #![allow(dead_code)]
 
+pub mod netns;
 #[path = "../../storage/tests/support/pg.rs"]
 pub mod pg;
 mod proxy;
@@ -11,7 +13,7 @@ mod proxy;
 #[allow(unused_imports)]
 pub use proxy::CatalogProxy;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::{free_port, path_str, pattern, run, Server, TOKEN};
@@ -94,29 +96,37 @@ pub fn start_node_extra(
     Node { server, id, home }
 }
 
+/// `(status, head, body)` of one HTTP request.
+pub type Answer = (u16, String, Vec<u8>);
+
 /// `(status, head, body)` of one curl request that follows no redirect.
 pub fn curl(args: &[&str]) -> (u16, String, Vec<u8>) {
+    curl_via(&[], args)
+}
+
+/// [`curl`] run through the command `prefix` (say `ip netns exec NS`; empty: curl itself).
+pub fn curl_via(prefix: &[&str], args: &[&str]) -> (u16, String, Vec<u8>) {
     let work = tempfile::tempdir().unwrap();
     let head = work.path().join("head");
     let body = work.path().join("body");
-    let out = run(
-        "curl",
+    let argv = [
+        prefix,
         &[
-            &[
-                "-sS",
-                "--max-time",
-                "60",
-                "-w",
-                "%{http_code}",
-                "-D",
-                path_str(&head),
-                "-o",
-                path_str(&body),
-            ],
-            args,
-        ]
-        .concat(),
-    );
+            "curl",
+            "-sS",
+            "--max-time",
+            "60",
+            "-w",
+            "%{http_code}",
+            "-D",
+            path_str(&head),
+            "-o",
+            path_str(&body),
+        ],
+        args,
+    ]
+    .concat();
+    let out = run(argv[0], &argv[1..]);
     assert!(
         out.status.success(),
         "curl {args:?}: {}",
@@ -203,10 +213,15 @@ pub fn pool_of_three_in(mode: &str) -> (std::sync::Arc<pg::Cluster>, String, Vec
 
 /// Waits until every node's `/api/pool` shows all of them live.
 pub fn wait_all_live(nodes: &[Node]) {
+    wait_all_live_by(nodes, &curl)
+}
+
+/// [`wait_all_live`], asking with `curl` (say one run in another network namespace).
+pub fn wait_all_live_by(nodes: &[Node], curl: &dyn Fn(&[&str]) -> Answer) {
     let want = nodes.len();
     let auth = format!("Authorization: Bearer {TOKEN}");
     for n in nodes {
-        poll("three live nodes in every /api/pool", || {
+        poll_or("every node live in every /api/pool", nodes, &mut || {
             let (_, _, b) = curl(&["-H", &auth, &n.server.url("/api/pool")]);
             String::from_utf8_lossy(&b)
                 .matches("\"state\":\"live\"")
@@ -222,4 +237,47 @@ pub fn content(dir: &Path, name: &str, len: usize, seed: u8) -> (Vec<u8>, std::p
     let file = dir.join(name);
     std::fs::write(&file, &body).unwrap();
     (body, file)
+}
+
+/// Encodes a 6-second HLS package in `dir/show` and uploads it as `show` to `server` with the
+/// CLI (as README's "Using it" uploads one), run through the command `prefix` (empty: the CLI
+/// itself). Returns the package's directory and its segments' names, in playlist order.
+pub fn put_hls_package(dir: &Path, prefix: &[&str], server: &str) -> (PathBuf, Vec<String>) {
+    let pkg = dir.join("show");
+    std::fs::create_dir(&pkg).unwrap();
+    crate::support::players::encode_hls_package(
+        "testsrc=size=320x240:rate=25:duration=6",
+        "sine=frequency=440:duration=6",
+        &pkg,
+    );
+    let put = [
+        prefix,
+        &[
+            crate::support::oasis_bin(),
+            "put",
+            path_str(&pkg),
+            "--name",
+            "show",
+            "--server",
+            server,
+            "--token",
+            TOKEN,
+        ],
+    ]
+    .concat();
+    let out = run(put[0], &put[1..]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let playlist = std::fs::read_to_string(pkg.join("index.m3u8")).unwrap();
+    let segments: Vec<String> = playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    assert!(segments.len() >= 3, "{playlist}");
+    (pkg, segments)
 }

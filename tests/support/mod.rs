@@ -141,14 +141,40 @@ impl Server {
         Self::spawn(dir, args, Some(TOKEN), data)
     }
 
+    /// [`Server::start_args`] inside network namespace `netns` (`ip netns exec NETNS oasis serve
+    /// ARGS`; `ip` execs oasis, so [`Server::pid`] is the server's). Ready once it logs the
+    /// address it listens on: that address is reached only from the test's namespaces, never
+    /// probed from the test's own.
+    pub fn start_args_in_netns(dir: tempfile::TempDir, netns: &str, args: &[&str]) -> Server {
+        let data = dir.path().join("data");
+        Self::spawn_in(Some(netns), dir, args, Some(TOKEN), data)
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         args: &[&str],
         env_token: Option<&str>,
         data: PathBuf,
     ) -> Server {
+        Self::spawn_in(None, dir, args, env_token, data)
+    }
+
+    fn spawn_in(
+        netns: Option<&str>,
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env_token: Option<&str>,
+        data: PathBuf,
+    ) -> Server {
         let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut cmd = Command::new(oasis_bin());
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, oasis_bin()]);
+                c
+            }
+            None => Command::new(oasis_bin()),
+        };
         cmd.arg("serve").args(args).env_remove("OASIS_API_TOKEN");
         if let Some(token) = env_token {
             cmd.env("OASIS_API_TOKEN", token);
@@ -160,17 +186,18 @@ impl Server {
             child: Some(child),
             data,
         };
-        server.wait_ready();
+        server.wait_ready(netns.is_none());
         server
     }
 
-    /// Waits for the server's "listening on ADDR" line and takes the address from it.
-    fn wait_ready(&mut self) {
+    /// Waits for the server's "listening on ADDR" line and takes the address from it; with
+    /// `probe`, until a connection to it succeeds too.
+    fn wait_ready(&mut self, probe: bool) {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(addr) = listening_addr(&self.server_log()) {
                 self.addr = addr;
-                if TcpStream::connect(self.addr).is_ok() {
+                if !probe || TcpStream::connect(self.addr).is_ok() {
                     return;
                 }
             }

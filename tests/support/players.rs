@@ -258,10 +258,17 @@ pub fn probed_duration_secs(probed: &serde_json::Value) -> f64 {
 /// ffmpeg decodes all of `input` (a URL or a path) to nothing; asserts it exited 0 and returns
 /// how many video frames it decoded.
 pub fn ffmpeg_decoded_frames(input: &str) -> u64 {
+    ffmpeg_decoded_frames_via(&[], input)
+}
+
+/// [`ffmpeg_decoded_frames`] with ffmpeg run through the command `prefix` (say `ip netns exec
+/// NS`; empty: ffmpeg itself).
+pub fn ffmpeg_decoded_frames_via(prefix: &[&str], input: &str) -> u64 {
     need("ffmpeg", "ffmpeg");
-    let played = run_ok(
-        "ffmpeg",
+    let argv = [
+        prefix,
         &[
+            "ffmpeg",
             "-nostdin",
             "-hide_banner",
             "-loglevel",
@@ -273,7 +280,9 @@ pub fn ffmpeg_decoded_frames(input: &str) -> u64 {
             "null",
             "-",
         ],
-    );
+    ]
+    .concat();
+    let played = run_ok(argv[0], &argv[1..]);
     last_frame_count(&played.stderr)
         .unwrap_or_else(|| panic!("no frame= count\n{}", played.describe()))
 }

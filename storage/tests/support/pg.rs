@@ -4,6 +4,9 @@
 //! stopped and removed when the last handle is dropped. Clusters are shared by the tests of one
 //! binary that run at the same time; each test takes a database of its own.
 //!
+//! [`in_netns`] starts a cluster of the caller's own inside a network namespace the test made,
+//! listening on an address of that namespace only (for the tests in a simulated network).
+//!
 //! No PostgreSQL installed is a test failure that says what to install, never a skip.
 
 #![allow(dead_code)]
@@ -41,14 +44,22 @@ fn is_root() -> bool {
 
 /// Runs a PostgreSQL tool as the `postgres` user.
 fn pg_tool(tool: &str, args: &[&str]) -> Output {
+    pg_tool_in(None, tool, args)
+}
+
+/// [`pg_tool`], inside network namespace `netns` when one is given (`ip netns exec`).
+fn pg_tool_in(netns: Option<&str>, tool: &str, args: &[&str]) -> Output {
     let path = bin_dir().join(tool);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&path);
-        c
-    } else {
-        Command::new(&path)
-    };
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", ns].map(Into::into));
+    }
+    if is_root() {
+        argv.extend(["runuser", "-u", "postgres", "--"].map(Into::into));
+    }
+    argv.push(path.clone().into());
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     let out = cmd
         .args(args)
         .current_dir("/")
@@ -71,12 +82,21 @@ fn check(what: &str, out: Output) {
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The one address it listens on.
+    pub host: String,
+    /// The network namespace it runs in (None: the test's own).
+    netns: Option<String>,
     databases: AtomicU64,
 }
 
 impl Cluster {
     /// A new cluster on a free loopback port.
     fn start() -> Cluster {
+        Cluster::start_on(None, "127.0.0.1", free_port())
+    }
+
+    /// A new cluster listening on `host:port`, in network namespace `netns` if given.
+    fn start_on(netns: Option<&str>, host: &str, port: u16) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("oasis-pg-")
             .tempdir()
@@ -109,10 +129,18 @@ impl Cluster {
                 ],
             ),
         );
-        let port = free_port();
+        if netns.is_some() {
+            // Inside its own namespace it trusts the subnets it is on (the test's network).
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            text.push_str("host all all samenet trust\n");
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         let cluster = Cluster {
             dir,
             port,
+            host: host.to_string(),
+            netns: netns.map(str::to_string),
             databases: AtomicU64::new(0),
         };
         cluster.pg_ctl_start();
@@ -126,14 +154,16 @@ impl Cluster {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn pg_ctl_start(&self) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on",
+            "-c listen_addresses={} -p {} -k {} -c fsync=on",
+            self.host,
             self.port,
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log");
         check(
             "pg_ctl start",
-            pg_tool(
+            pg_tool_in(
+                self.netns.as_deref(),
                 "pg_ctl",
                 &[
                     "-D",
@@ -176,18 +206,23 @@ impl Cluster {
         let port = self.port.to_string();
         check(
             "createdb",
-            pg_tool(
+            pg_tool_in(
+                self.netns.as_deref(),
                 "createdb",
-                &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &name],
+                &["-h", &self.host, "-p", &port, "-U", "postgres", &name],
             ),
         );
-        format!("postgres://postgres@127.0.0.1:{port}/{name}")
+        format!("postgres://postgres@{}:{port}/{name}", self.host)
     }
 
     /// The rows `sql` returns in database `url` (as `psql -At` prints them: one a line, columns
     /// separated by `|`).
     pub fn psql(&self, url: &str, sql: &str) -> String {
-        let out = pg_tool("psql", &["-At", "-X", "-d", url, "-c", sql]);
+        let out = pg_tool_in(
+            self.netns.as_deref(),
+            "psql",
+            &["-At", "-X", "-d", url, "-c", sql],
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         check("psql", out);
         text
@@ -239,4 +274,11 @@ pub fn shared() -> Arc<Cluster> {
 /// A cluster of the caller's own (for tests that stop and start the server).
 pub fn own() -> Cluster {
     Cluster::start()
+}
+
+/// A cluster of the caller's own running in network namespace `netns` (which the caller made and
+/// keeps until the cluster is dropped), listening on `host:port` only, an address of that
+/// namespace. Its tools run in the namespace too; stopping it needs no network.
+pub fn in_netns(netns: &str, host: &str, port: u16) -> Cluster {
+    Cluster::start_on(Some(netns), host, port)
 }
