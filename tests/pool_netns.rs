@@ -156,9 +156,9 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
 
     // Node 3's cable to the database network pulled: its packets to PostgreSQL are dropped.
     pool.net.cut_catalog(3);
-    // Node 3 answers what needs the catalog only when the silent connection gives up (its 30 s
-    // TCP user timeout), unless `down_after_ms` passed without a heartbeat: then it refuses at
-    // once without asking. The others count it down about then; it is asked after that.
+    // Node 3 answers what needs the catalog only when the silent connection gives up (its 5 s
+    // TCP user timeout), unless it already knows the catalog is gone: then it refuses at once
+    // without asking. The others count it down after `down_after_ms`; it is asked after that.
     pool.poll("node 3 down in node 1's /api/pool", || {
         pool.sees_down(0, "node-3")
     });
@@ -189,8 +189,12 @@ fn a_node_cut_off_from_the_catalog_serves_reads_refuses_writes_and_rejoins() {
     assert!(header(&head, "retry-after").is_some(), "{head}");
     assert_eq!(pool.held(2, "held.mp4"), 200);
     assert_eq!(pool.held(2, "during.mp4"), 404);
-    // The others, on the catalog, take writes meanwhile.
+    // The others, on the catalog, take writes meanwhile. Node 3 cannot ask where that object
+    // is: 503 with Retry-After, answered without waiting on the dead connection.
     assert_eq!(pool.put(0, "meanwhile.mp4", &small).0, 201);
+    let (code, head, _) = pool.get(2, "/media/meanwhile.mp4", &[]);
+    assert_eq!(code, 503, "{head}");
+    assert!(header(&head, "retry-after").is_some(), "{head}");
 
     pool.net.join_catalog(3);
     pool.poll("node 3 takes uploads again", || {

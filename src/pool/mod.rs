@@ -412,6 +412,15 @@ fn repair_round(cat: &mut PgCatalog, settings: &Settings, queue: &Queue) {
 
 impl PoolHook for Pool {
     fn locate(&self, name: &str, overloaded: bool) -> Located {
+        // Cut off from the catalog: answered from the view at once (503), not after a wait on
+        // a connection that is gone.
+        if self
+            .view()
+            .write_refusal(self.settings.down_after_ms, Instant::now())
+            .is_some()
+        {
+            return Located::AllDown;
+        }
         let holders = self.with_catalog(|c| Ok(c.holders(name)?));
         let holders = match holders {
             Ok(h) => h,

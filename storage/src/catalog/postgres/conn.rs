@@ -18,11 +18,14 @@ use crate::catalog::CatalogError;
 /// The backend's name in messages.
 pub(super) const BACKEND: &str = "postgres";
 /// How long opening a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one statement may run on the server (`statement_timeout`), milliseconds.
 const STATEMENT_TIMEOUT_MS: u64 = 30_000;
-/// Unacknowledged data on a dead connection gives up after this (`TCP_USER_TIMEOUT`).
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Unacknowledged data on a dead connection gives up after this (`TCP_USER_TIMEOUT`). The
+/// kernel acknowledges within milliseconds whatever the query costs, so only a network that
+/// drops packets silently (a pulled link) meets it; a pool node's request path and heartbeat
+/// wait at most this long to learn that the catalog is gone.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a transaction is run when the server keeps asking for a retry.
 const TRANSACTION_ATTEMPTS: u32 = 8;
 
