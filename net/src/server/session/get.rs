@@ -186,8 +186,9 @@ impl HttpSession {
         if !head_only && size > 0 {
             // Only what a stream needs: a full disk does not stop the viewers, and a descriptor
             // shortage (refused at accept) does not stop a connection that holds its socket.
-            // A viewer whose hold covers this segment takes no more bandwidth: a bandwidth
-            // event refuses new viewers, not the next segment of one admitted.
+            // A viewer whose hold covers this segment takes no more bandwidth, nor does a
+            // playlist: a bandwidth event refuses new viewers, not an admitted one's next
+            // request.
             let rate = stream_rate(&meta, name, &self.svc.cfg.pacing);
             let segment = rate.paced && is_segment(name);
             let held = segment
@@ -196,7 +197,11 @@ impl HttpSession {
                     .as_ref()
                     .is_some_and(|v| v.covers(meta.bitrate_bps));
             let bandwidth = [Resource::DiskReadBps, Resource::NetBps(self.info.listener)];
-            let needs: &[Resource] = if held { &[] } else { &bandwidth };
+            let needs: &[Resource] = if held || rate.rate_bps == 0 {
+                &[]
+            } else {
+                &bandwidth
+            };
             let rm = &self.svc.rm;
             if rm.is_critical_for(&[Resource::MemoryBytes], &[External::SystemMemory])
                 || rm.is_critical_for(needs, &[])
