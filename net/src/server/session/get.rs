@@ -314,9 +314,11 @@ impl HttpSession {
                 return Err(e);
             }
         };
-        let media =
-            std::time::Duration::from_secs_f64(meta.size_bytes as f64 * 8.0 / bitrate as f64);
-        viewer.grace = (media * 2).min(self.svc.cfg.keepalive_timeout);
+        // Twice the segment's media duration (a bitrate of 0 or a huge segment: the keep-alive).
+        let keepalive = self.svc.cfg.keepalive_timeout;
+        let media_secs = meta.size_bytes as f64 * 8.0 / bitrate as f64;
+        viewer.grace = std::time::Duration::try_from_secs_f64(media_secs * 2.0)
+            .map_or(keepalive, |d| d.min(keepalive));
         self.viewer = Some(viewer);
         let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
         let extra = rate.rate_bps.saturating_sub(bitrate);
