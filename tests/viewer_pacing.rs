@@ -1,11 +1,12 @@
 //! What the viewer-capacity benchmark (`benches/compare.sh` scenarios 5 and 9) relies on, shown
 //! on a real `oasis serve` over real sockets:
 //!
-//! - An HLS segment whose bitrate comes from its playlist's `#EXTINF` is a paced stream that
-//!   reserves bitrate x `factor_segment` with the Resource Manager (`oasis_reservation_used`
-//!   shows it while the stream is open), the playlist itself reserves nothing, and a second
-//!   segment stream past `bandwidth_bps` gets `503` with `Retry-After` while the admitted one
-//!   completes byte for byte.
+//! - An HLS segment whose bitrate comes from its playlist's `#EXTINF` is a paced stream admitted
+//!   at bitrate x 1 (its connection's hold as a viewer), with the pace above that up to
+//!   `factor_segment` reserved only out of spare budget (below the warning level), as
+//!   `oasis_reservation_used` shows while the streams are open; the playlist reserves nothing;
+//!   viewers are admitted at 1x until the budget is spent, and the next one gets `503` with
+//!   `Retry-After` while the admitted ones complete byte for byte.
 //! - An MP4 made by ffmpeg, whose bitrate comes from its movie header, reserves bitrate x
 //!   `factor_progressive`; past the budget the same refusal, and the admitted stream completes.
 //! - Every reservation is returned when its stream ends: the gauge goes back to 0 and a new
@@ -98,9 +99,9 @@ fn assert_released(server: &Server, path: &str, body: &[u8]) {
 }
 
 #[test]
-fn hls_segments_reserve_extinf_bitrate_times_factor_and_are_refused_past_the_budget() {
-    // A 2,000,000-byte segment of 16 s: 1 Mbit/s; at factor_segment 4 it reserves 4 Mbit/s.
-    // 6 Mbit/s on the listener: one segment stream fits, two do not.
+fn hls_segments_hold_extinf_bitrate_pace_from_spare_budget_and_are_refused_past_it() {
+    // A 2,000,000-byte segment of 16 s: 1 Mbit/s. 6 Mbit/s on the listener (warning at 80 %:
+    // 4.8 Mbit/s): the first viewer gets 1x plus 3x spare, the next two 1x, the fourth none.
     let server = Server::start_full(
         "[pacing]\ninitial_burst_secs = 0.5\nfactor_segment = 4.0\n",
         "combined",
@@ -112,24 +113,30 @@ fn hls_segments_reserve_extinf_bitrate_times_factor_and_are_refused_past_the_bud
     assert_eq!(server.put("show/seg0.ts", &segment), 201);
     assert_eq!(server.put("show/index.m3u8", playlist.as_bytes()), 201);
 
-    let (a, first) = open_stream(&server, "/media/show/seg0.ts");
+    let a = open_stream(&server, "/media/show/seg0.ts");
     assert_eq!(
         net_reserved(&server),
         4_000_000,
-        "1 Mbit/s x factor_segment 4"
+        "1 Mbit/s held, and x factor_segment 4 out of spare budget"
     );
+    let b = open_stream(&server, "/media/show/seg0.ts");
+    assert_eq!(net_reserved(&server), 5_000_000, "no spare left: 1x");
+    let c = open_stream(&server, "/media/show/seg0.ts");
+    assert_eq!(net_reserved(&server), 6_000_000);
     assert_refused(&server, "/media/show/seg0.ts");
     // The playlist reserves no bandwidth: it is served while the budget is spent.
     let (status, _, body) = get(&server, "/media/show/index.m3u8");
     assert_eq!(status, 200);
     assert_eq!(body, playlist.as_bytes());
 
-    let body = finish_stream(a, first);
-    assert!(
-        body == segment,
-        "the admitted segment got {} bytes",
-        body.len()
-    );
+    for (s, first) in [a, b, c] {
+        let body = finish_stream(s, first);
+        assert!(
+            body == segment,
+            "an admitted segment got {} bytes",
+            body.len()
+        );
+    }
     assert_released(&server, "/media/show/seg0.ts", &segment);
 }
 

@@ -14,13 +14,15 @@
 //! - with per-thread leases (the last two models, on an account of 8 units): what the threads
 //!   hold at once never exceeds the limit, no unit is lost or made up when a lease refill races a
 //!   release, a trim and a threshold crossing that calls the leases back, and the masks settle on
-//!   the level of reserved + leased units (what a level means with leases).
+//!   the level of reserved + leased units (what a level means with leases);
+//! - a spare reservation (`reserve_spare`) racing an admission that crosses the thresholds never
+//!   over-commits and leaves the masks settled.
 //!
 //! How: `engine/src/resource/` swaps its atomics, thread-locals and statics for loom's under
 //! `cfg(loom)` (`Arc` stays std's: sharing is not part of the protocol). Run with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p oasis-engine --release
 //! --test loom_resource`. Each model is kept small (a few operations per thread; at most 4
-//! preemptions with two threads, 3 with three or with leases) so all six finish in about 50 s in
+//! preemptions with two threads, 3 with three or with leases) so all seven finish in about 50 s in
 //! release mode; without a bound the two-thread models ran past a minute each.
 //!
 //! The models have teeth: with the re-check removed from `settle_account` (write the level once
@@ -115,6 +117,44 @@ fn reserve_grow_release_never_over_commits() {
             let t2 = thread::spawn(worker(Arc::clone(&rm)));
             t1.join().unwrap();
             t2.join().unwrap();
+            assert_eq!(rm.used(ACCOUNT), 0);
+            assert_settled(&rm);
+        },
+        Some(4),
+    );
+}
+
+/// A spare reservation (`reserve_spare`, a segment's pace above 1x) races reservations that
+/// cross the thresholds: it is granted only below the warning level, never over-commits, and
+/// the masks still settle on the final counter.
+#[test]
+fn spare_reservations_race_admissions() {
+    run(
+        || {
+            let rm = manager();
+            let spare = {
+                let rm = Arc::clone(&rm);
+                thread::spawn(move || {
+                    let s = rm.reserve_spare(ACCOUNT, 1);
+                    assert_within_limit(&rm);
+                    s
+                })
+            };
+            let admit = {
+                let rm = Arc::clone(&rm);
+                thread::spawn(move || {
+                    let r = rm.reserve(ACCOUNT, 3);
+                    assert_within_limit(&rm);
+                    r.ok()
+                })
+            };
+            let s = spare.join().unwrap();
+            let r = admit.join().unwrap();
+            // Below warning (2 units) a spare unit fits with the admission's 3 in the limit 4.
+            assert!(r.is_some(), "the admission was refused");
+            assert_eq!(rm.used(ACCOUNT), 3 + s.as_ref().map_or(0, |s| s.amount()));
+            assert_settled(&rm);
+            drop((s, r));
             assert_eq!(rm.used(ACCOUNT), 0);
             assert_settled(&rm);
         },

@@ -108,6 +108,8 @@ pub struct Metrics {
     pub received_bytes: Counter,
     pub active_streams: Gauge,
     pub admissions_refused: Family<ReasonLabel, Counter>,
+    /// Segments sent at bitrate x 1 because the bandwidth for `factor_segment` was not free.
+    pub segments_paced_at_bitrate: Counter,
     pub limits_hit: Family<ReasonLabel, Counter>,
     /// Requests the User Manager refused, by reason (`unknown_token`, `forbidden`, `throttled`,
     /// `bad_signature`, `expired`, ...).
@@ -185,6 +187,12 @@ impl Metrics {
             "admissions_refused",
             "Streams refused with 503 by admission control, by resource",
             admissions_refused.clone(),
+        );
+        let segments_paced_at_bitrate = Counter::default();
+        registry.register(
+            "segments_paced_at_bitrate",
+            "Segments sent at their bitrate x 1, the bandwidth for factor_segment not being free",
+            segments_paced_at_bitrate.clone(),
         );
         let limits_hit = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -272,6 +280,7 @@ impl Metrics {
             received_bytes,
             active_streams,
             admissions_refused,
+            segments_paced_at_bitrate,
             limits_hit,
             auth_refused,
             connections_opened,
@@ -335,6 +344,11 @@ impl Metrics {
             Some(slot) => slot.get_or_init(family).inc(),
             None => family().inc(),
         };
+    }
+
+    /// A segment paced at its bitrate x 1 (no spare bandwidth for its factor).
+    pub fn segment_paced_at_bitrate(&self) {
+        self.segments_paced_at_bitrate.inc();
     }
 
     pub fn refused(&self, reason: &str) {

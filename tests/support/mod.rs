@@ -131,14 +131,31 @@ impl Server {
         let config_path = dir.path().join("oasis.toml");
         std::fs::write(&config_path, config).unwrap();
         let args = ["--config", path_str(&config_path), "--layout", layout];
-        Self::spawn(dir, &args, None, data)
+        Self::spawn(dir, &args, None, data, None)
+    }
+
+    /// [`Server::start`] in a process whose open-files limit (soft and hard) is `nofile`, so the
+    /// observer's descriptor levels are reached with a few connections.
+    pub fn start_with_nofile(extra_toml: &str, nofile: u64) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let requested: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let data = dir.path().join("data");
+        let config = format!(
+            "[server]\ndata_dir = {:?}\naccess_log = {:?}\ndrain_timeout_secs = 5\n\n[[listen]]\naddr = \"{requested}\"\n\n[http]\napi_token = \"{TOKEN}\"\n{extra_toml}\n",
+            data.to_str().unwrap(),
+            dir.path().join("access.log").to_str().unwrap(),
+        );
+        let config_path = dir.path().join("oasis.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let args = ["--config", path_str(&config_path)];
+        Self::spawn(dir, &args, None, data, Some(nofile))
     }
 
     /// `oasis serve ARGS` as given (say `--listen 127.0.0.1:0`; no config file unless the
     /// arguments name one), with `OASIS_API_TOKEN` set to [`TOKEN`] and the logs in `dir`.
     pub fn start_args(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let data = dir.path().join("data");
-        Self::spawn(dir, args, Some(TOKEN), data)
+        Self::spawn(dir, args, Some(TOKEN), data, None)
     }
 
     /// [`Server::start_args`] inside network namespace `netns` (`ip netns exec NETNS oasis serve
@@ -155,6 +172,7 @@ impl Server {
         args: &[&str],
         env_token: Option<&str>,
         data: PathBuf,
+        nofile: Option<u64>,
     ) -> Server {
         Self::spawn_in(None, dir, args, env_token, data)
     }
@@ -178,6 +196,23 @@ impl Server {
         cmd.arg("serve").args(args).env_remove("OASIS_API_TOKEN");
         if let Some(token) = env_token {
             cmd.env("OASIS_API_TOKEN", token);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and `limit` is a valid, owned value.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
         let mut server = Server {

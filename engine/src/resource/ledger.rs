@@ -303,6 +303,30 @@ impl Ledger {
         Ok(())
     }
 
+    /// Takes `amount` from the account itself only if the account stays below its warning
+    /// threshold after it (spare capacity): never changes a level, so it raises no event and
+    /// never takes what a reservation at or above the warning level would need.
+    pub(super) fn take_below_warning(&self, index: usize, amount: u64) -> bool {
+        let account = &self.accounts[index];
+        let mut committed = account.committed.load(Ordering::Relaxed);
+        loop {
+            match committed.checked_add(amount) {
+                Some(new) if new < account.warn_at && new <= account.limit => {
+                    match account.committed.compare_exchange_weak(
+                        committed,
+                        new,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return true,
+                        Err(now) => committed = now,
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// Adds `amount` to the account's counter if it stays within the limit: `(old, new)`, or
     /// the counter that refused it.
     fn cas_add(&self, account: &Account, amount: u64) -> Result<(u64, u64), u64> {

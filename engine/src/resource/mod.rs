@@ -265,6 +265,20 @@ impl ResourceManager {
         })
     }
 
+    /// Reserves `amount` of `resource` only out of spare capacity: when the account stays below
+    /// its warning threshold after it. `None` otherwise; it never raises an event. For what is
+    /// nice to have but must not take budget from admissions (a segment's pace above 1x).
+    pub fn reserve_spare(&self, resource: Resource, amount: u64) -> Option<Reservation> {
+        let index = self.index(resource);
+        self.ledger
+            .take_below_warning(index, amount)
+            .then(|| Reservation {
+                ledger: self.ledger,
+                index: index as u32,
+                amount,
+            })
+    }
+
     /// Sets the level of an external source (called by the system observer).
     pub fn set_external(&self, source: External, level: Level) {
         self.ledger

@@ -31,6 +31,23 @@ fn reserve_and_drop_returns_exactly() {
 }
 
 #[test]
+fn spare_reservations_stay_below_the_warning_level() {
+    // Warning at 80 of 100: spare capacity is what keeps the account below it.
+    let rm = ResourceManager::new(&limits(100));
+    let held = rm.reserve(Resource::NetBps(0), 50).unwrap();
+    assert!(rm.reserve_spare(Resource::NetBps(0), 30).is_none());
+    let spare = rm.reserve_spare(Resource::NetBps(0), 29).expect("below 80");
+    assert_eq!(rm.used(Resource::NetBps(0)), 79);
+    assert_eq!(rm.level(), Level::Normal);
+    assert_eq!(rm.event_counts(), EventCounts::default(), "no event raised");
+    // Admissions still get what is left up to the limit.
+    let admitted = rm.reserve(Resource::NetBps(0), 21).unwrap();
+    assert!(rm.reserve_spare(Resource::NetBps(0), 1).is_none());
+    drop((held, spare, admitted));
+    assert_eq!(rm.used(Resource::NetBps(0)), 0);
+}
+
+#[test]
 fn accounts_are_independent_per_listener() {
     let rm = ResourceManager::new(&limits(10));
     let _a = rm.reserve(Resource::NetBps(0), 10).unwrap();

@@ -84,7 +84,8 @@ impl ProxyBody {
 
 /// A stream's admission: what it reserved, held until the response ends.
 pub(super) struct Admission {
-    pub(super) _net: Reservation,
+    /// `None` for a segment paced at 1x: its bandwidth is the connection's hold as a viewer.
+    pub(super) _net: Option<Reservation>,
     /// `None` for a proxied stream, which reads no disk here.
     pub(super) _disk: Option<Reservation>,
     pub(super) _memory: Reservation,

@@ -19,10 +19,76 @@ pub(super) fn admit(
     let disk = rm.reserve(Resource::DiskReadBps, rate_bps)?;
     let memory = rm.reserve(Resource::MemoryBytes, buffer_bytes)?;
     Ok(Admission {
-        _net: net,
+        _net: Some(net),
         _disk: Some(disk),
         _memory: memory,
     })
+}
+
+/// A viewer admitted for an HLS/DASH package: its connection holds bandwidth at the media's
+/// bitrate x 1 (what a player needs to keep up) between segments, so its next segment is never
+/// refused for bandwidth that newer viewers took meanwhile. Released when the connection closes,
+/// when it streams something that is not a segment, or after `grace` with no request.
+pub(super) struct Viewer {
+    net: Reservation,
+    disk: Reservation,
+    /// How long the hold outlives a segment with no new request: twice that segment's media
+    /// duration, at most the keep-alive timeout.
+    pub(super) grace: std::time::Duration,
+}
+
+impl Viewer {
+    /// Whether the hold already covers a segment of `bitrate_bps`.
+    pub(super) fn covers(&self, bitrate_bps: u64) -> bool {
+        self.net.amount() >= bitrate_bps
+    }
+
+    /// Holds `bitrate_bps` for a viewer on `listener`; `held` is the connection's hold so far,
+    /// grown (a switch to a higher variant) or kept as it is.
+    pub(super) fn admit(
+        rm: &ResourceManager,
+        listener: u16,
+        bitrate_bps: u64,
+        held: Option<Viewer>,
+    ) -> Result<Viewer, (ReserveError, Option<Viewer>)> {
+        let Some(mut v) = held else {
+            let net = rm
+                .reserve(Resource::NetBps(listener), bitrate_bps)
+                .map_err(|e| (e, None))?;
+            let disk = rm
+                .reserve(Resource::DiskReadBps, bitrate_bps)
+                .map_err(|e| (e, None))?;
+            return Ok(Viewer {
+                net,
+                disk,
+                grace: std::time::Duration::ZERO,
+            });
+        };
+        let more = bitrate_bps.saturating_sub(v.net.amount());
+        if more > 0 {
+            if let Err(e) = v.net.grow(more) {
+                return Err((e, Some(v)));
+            }
+            if let Err(e) = v.disk.grow(more) {
+                v.net.shrink(more);
+                return Err((e, Some(v)));
+            }
+        }
+        Ok(v)
+    }
+}
+
+/// The part of a segment's pace above bitrate x 1 (net, disk), reserved only out of spare
+/// budget (below the accounts' warning level): `None` when it is not there, and the segment is
+/// paced at its bitrate. The speed-up never takes what admissions need.
+fn reserve_spare(
+    rm: &ResourceManager,
+    listener: u16,
+    extra_bps: u64,
+) -> Option<(Reservation, Reservation)> {
+    let net = rm.reserve_spare(Resource::NetBps(listener), extra_bps)?;
+    let disk = rm.reserve_spare(Resource::DiskReadBps, extra_bps)?;
+    Some((net, disk))
 }
 
 impl HttpSession {
@@ -89,6 +155,12 @@ impl HttpSession {
                 Opened::File(id, f) if id == meta.id => Some(f),
                 _ => self.svc.store.cached_file(&meta),
             };
+            // Opening a file takes an `OpenFiles` reservation: refused while that account is
+            // critical. (A descriptor shortage of the process is answered at accept: this
+            // connection already holds its socket, and open files have their own budget.)
+            if file.is_none() && self.svc.rm.is_critical_for(&[Resource::OpenFiles], &[]) {
+                return self.refuse("critical_event", now);
+            }
             if file.is_none() && first_try {
                 let path = self.svc.store.content_path(&meta).and_then(|p| {
                     std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(
@@ -112,27 +184,48 @@ impl HttpSession {
         let mut admission = None;
         let mut pace = None;
         if !head_only && size > 0 {
-            // Only what a stream needs: a full disk does not stop the viewers.
-            let needs = [
-                Resource::MemoryBytes,
-                Resource::DiskReadBps,
-                Resource::OpenFiles,
-                Resource::NetBps(self.info.listener),
-            ];
-            let external = [External::SystemMemory, External::FileDescriptors];
-            if self.svc.rm.is_critical_for(&needs, &external) {
+            // Only what a stream needs: a full disk does not stop the viewers, and a descriptor
+            // shortage (refused at accept) does not stop a connection that holds its socket.
+            // A viewer whose hold covers this segment takes no more bandwidth, nor does a
+            // playlist: a bandwidth event refuses new viewers, not an admitted one's next
+            // request.
+            let rate = stream_rate(&meta, name, &self.svc.cfg.pacing);
+            let segment = rate.paced && is_segment(name);
+            let held = segment
+                && self
+                    .viewer
+                    .as_ref()
+                    .is_some_and(|v| v.covers(meta.bitrate_bps));
+            let bandwidth = [Resource::DiskReadBps, Resource::NetBps(self.info.listener)];
+            let needs: &[Resource] = if held || rate.rate_bps == 0 {
+                &[]
+            } else {
+                &bandwidth
+            };
+            let rm = &self.svc.rm;
+            if rm.is_critical_for(&[Resource::MemoryBytes], &[External::SystemMemory])
+                || rm.is_critical_for(needs, &[])
+            {
                 return self.refuse("critical_event", now);
             }
-            let pacing = &self.svc.cfg.pacing;
-            let rate = stream_rate(&meta, name, pacing);
-            let buffer_bytes = self.svc.cfg.stream_buffer_bytes;
-            match admit(
-                &self.svc.rm,
-                self.info.listener,
-                rate.rate_bps,
-                buffer_bytes,
-            ) {
-                Ok(a) => admission = Some(a),
+            let admitted = if segment {
+                self.admit_segment(&meta, rate)
+            } else {
+                // Anything else streamed on this connection ends its hold as a viewer.
+                self.viewer = None;
+                admit(
+                    &self.svc.rm,
+                    self.info.listener,
+                    rate.rate_bps,
+                    self.svc.cfg.stream_buffer_bytes,
+                )
+                .map(|a| (a, rate))
+            };
+            match admitted {
+                Ok((a, rate)) => {
+                    admission = Some(a);
+                    pace = Pace::start(meta.bitrate_bps, rate, &self.svc.cfg.pacing, now);
+                }
                 Err(e) => {
                     tracing::debug!("stream of {name} refused: {e}");
                     // A pool hands the viewer to a holder with headroom instead.
@@ -143,7 +236,6 @@ impl HttpSession {
                     return;
                 }
             }
-            pace = Pace::start(meta.bitrate_bps, rate, pacing, now);
         }
         let file = if head_only || size == 0 {
             None
@@ -201,5 +293,56 @@ impl HttpSession {
             self.svc.metrics.active_streams.inc();
         }
         self.state = State::Respond(Box::new(respond));
+    }
+
+    /// Admits a paced segment: the connection's hold as a viewer at the media's bitrate x 1
+    /// (taken at its first segment, kept for the next), its buffer, and the pace above 1x up
+    /// to `factor_segment` only out of bandwidth that is free (else it is sent at 1x, which
+    /// still keeps the player up). So a viewer once admitted is not refused its next segment.
+    fn admit_segment(
+        &mut self,
+        meta: &ObjectMeta,
+        rate: StreamRate,
+    ) -> Result<(Admission, StreamRate), ReserveError> {
+        let rm = Arc::clone(&self.svc.rm);
+        let listener = self.info.listener;
+        let bitrate = meta.bitrate_bps;
+        let mut viewer = match Viewer::admit(&rm, listener, bitrate, self.viewer.take()) {
+            Ok(v) => v,
+            Err((e, held)) => {
+                self.viewer = held;
+                return Err(e);
+            }
+        };
+        // Twice the segment's media duration (a bitrate of 0 or a huge segment: the keep-alive).
+        let keepalive = self.svc.cfg.keepalive_timeout;
+        let media_secs = meta.size_bytes as f64 * 8.0 / bitrate as f64;
+        viewer.grace = std::time::Duration::try_from_secs_f64(media_secs * 2.0)
+            .map_or(keepalive, |d| d.min(keepalive));
+        self.viewer = Some(viewer);
+        let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
+        let extra = rate.rate_bps.saturating_sub(bitrate);
+        let spare = (extra > 0)
+            .then(|| reserve_spare(&rm, listener, extra))
+            .flatten();
+        let (net, disk, rate) = match spare {
+            Some((net, disk)) => (Some(net), Some(disk), rate),
+            None => {
+                self.svc.metrics.segment_paced_at_bitrate();
+                let one = StreamRate {
+                    rate_bps: bitrate,
+                    paced: true,
+                };
+                (None, None, one)
+            }
+        };
+        Ok((
+            Admission {
+                _net: net,
+                _disk: disk,
+                _memory: memory,
+            },
+            rate,
+        ))
     }
 }

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
-use oasis_engine::resource::{External, Resource, ResourceManager};
+use oasis_engine::resource::{External, Reservation, Resource, ResourceManager};
 use oasis_engine::{
     ConnInfo, Job, JobRejected, JobResult, Phase, ReserveError, Service, Session, Transmit,
 };
@@ -20,7 +20,7 @@ use oasis_storage::{ObjectMeta, StoreError, Upload, UploadTicket};
 use super::access_line::{access_line, ReqLog};
 use super::api::{self, route, PrefixDeleted, Route};
 use super::media::{media_response, not_modified, plan_media, Framing, MediaPlan};
-use super::pacing::{stream_rate, Pace};
+use super::pacing::{is_segment, stream_rate, Pace, StreamRate};
 use super::reply::{self, limit_reason};
 use super::respond::{Admission, Respond};
 use super::service::{HttpService, Inner, Live};
@@ -55,6 +55,7 @@ impl Service for HttpService {
             req: None,
             unread_body: None,
             from_pool_peer: false,
+            viewer: None,
         })
     }
 
@@ -163,6 +164,8 @@ pub struct HttpSession {
     unread_body: Option<BodyLeft>,
     /// The current request came from another node of the pool (`X-Oasis-Pool`).
     from_pool_peer: bool,
+    /// This connection's hold as a viewer of an HLS/DASH package (`get.rs`).
+    viewer: Option<get::Viewer>,
 }
 
 impl HttpSession {
@@ -669,7 +672,14 @@ impl Session for HttpSession {
         let cfg = &self.svc.cfg;
         match &self.state {
             State::Head { since: Some(t) } => Some(*t + cfg.header_timeout),
-            State::Head { since: None } => Some(self.last_activity + cfg.keepalive_timeout),
+            State::Head { since: None } => {
+                let idle = self.last_activity + cfg.keepalive_timeout;
+                // A viewer's hold ends before the connection does when no segment follows.
+                Some(match &self.viewer {
+                    Some(v) => idle.min(self.last_activity + v.grace),
+                    None => idle,
+                })
+            }
             // A piece being written is the server's wait, not the client's.
             State::Body(r) if r.writing => None,
             State::Body(r) => Some(r.last_progress + cfg.body_timeout),
@@ -708,6 +718,14 @@ impl Session for HttpSession {
                     self.req = Some(ReqLog::unparsed(408, now));
                 }
                 self.error(408, &[], false, now);
+            }
+            State::Head { since: None }
+                if self.viewer.is_some()
+                    && now < self.last_activity + self.svc.cfg.keepalive_timeout =>
+            {
+                // No segment within the grace: the viewer's bandwidth goes back, the connection
+                // stays open (its next segment is admitted afresh).
+                self.viewer = None;
             }
             State::Head { since: None } | State::Discard(_) => self.state = State::Close,
             State::Respond(_) => {

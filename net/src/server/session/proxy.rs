@@ -106,7 +106,7 @@ impl HttpSession {
                         .rm
                         .reserve(Resource::MemoryBytes, CHUNK_BYTES as u64)?;
                     Ok(Admission {
-                        _net: net,
+                        _net: Some(net),
                         _disk: None,
                         _memory: memory,
                     })

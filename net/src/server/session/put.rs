@@ -32,7 +32,9 @@ impl HttpSession {
             let msg = upload::disk_full_refusal(rm.is_critical_for(&[], &[External::DiskFree]));
             return self.respond_small(507, "application/json", msg.as_bytes(), false, now);
         }
-        if rm.is_critical_for(&[Resource::MemoryBytes], &[External::SystemMemory]) {
+        // Memory, and a new descriptor (the temp file) outside the open-files budget.
+        let externals = [External::SystemMemory, External::FileDescriptors];
+        if rm.is_critical_for(&[Resource::MemoryBytes], &externals) {
             self.keep_alive = false;
             return self.refuse("critical_event", now);
         }

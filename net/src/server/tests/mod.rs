@@ -4,6 +4,7 @@
 //! tested without waiting for it. The integration tests in `tests/` cover the same ground with
 //! real peers over real sockets.
 
+mod admission;
 mod api_body;
 mod driver;
 mod pacing;
