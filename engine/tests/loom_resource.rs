@@ -16,18 +16,20 @@
 //!   release, a trim and a threshold crossing that calls the leases back, and the masks settle on
 //!   the level of reserved + leased units (what a level means with leases);
 //! - a spare reservation (`reserve_spare`) racing an admission that crosses the thresholds never
-//!   over-commits and leaves the masks settled.
+//!   over-commits and leaves the masks settled, and one that would reach the warning level is
+//!   refused in every interleaving, so it never takes units an admission needs.
 //!
 //! How: `engine/src/resource/` swaps its atomics, thread-locals and statics for loom's under
 //! `cfg(loom)` (`Arc` stays std's: sharing is not part of the protocol). Run with
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p oasis-engine --release
 //! --test loom_resource`. Each model is kept small (a few operations per thread; at most 4
-//! preemptions with two threads, 3 with three or with leases) so all seven finish in about 50 s in
+//! preemptions with two threads, 3 with three or with leases) so all eight finish in about 50 s in
 //! release mode; without a bound the two-thread models ran past a minute each.
 //!
 //! The models have teeth: with the re-check removed from `settle_account` (write the level once
 //! and return), the first four fail on the settle assertion within a second; with the lease
-//! call-back made a load and a store instead of one swap, both lease models fail within 8 s.
+//! call-back made a load and a store instead of one swap, both lease models fail within 8 s;
+//! with the warning bound taken out of `take_below_warning`, the last spare model fails at once.
 
 #![cfg(loom)]
 
@@ -155,6 +157,37 @@ fn spare_reservations_race_admissions() {
             assert_eq!(rm.used(ACCOUNT), 3 + s.as_ref().map_or(0, |s| s.amount()));
             assert_settled(&rm);
             drop((s, r));
+            assert_eq!(rm.used(ACCOUNT), 0);
+            assert_settled(&rm);
+        },
+        Some(4),
+    );
+}
+
+/// With one unit already held, a spare unit would reach the warning level: it is refused in
+/// every interleaving, so the admission racing it always gets the 3 units left. This is the
+/// model that fails when `take_below_warning` loses its bound (a spare unit taken, then the
+/// admission refused for want of it).
+#[test]
+fn a_spare_reservation_never_takes_what_an_admission_needs() {
+    run(
+        || {
+            let rm = manager();
+            let held = rm.reserve(ACCOUNT, 1).expect("one unit of four");
+            let spare = {
+                let rm = Arc::clone(&rm);
+                thread::spawn(move || rm.reserve_spare(ACCOUNT, 1))
+            };
+            let admit = {
+                let rm = Arc::clone(&rm);
+                thread::spawn(move || rm.reserve(ACCOUNT, 3).ok())
+            };
+            let s = spare.join().unwrap();
+            let r = admit.join().unwrap();
+            assert!(s.is_none(), "a spare unit taken at the warning level");
+            assert!(r.is_some(), "the admission was refused");
+            assert_within_limit(&rm);
+            drop((held, s, r));
             assert_eq!(rm.used(ACCOUNT), 0);
             assert_settled(&rm);
         },
