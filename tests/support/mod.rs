@@ -164,7 +164,7 @@ impl Server {
     /// probed from the test's own.
     pub fn start_args_in_netns(dir: tempfile::TempDir, netns: &str, args: &[&str]) -> Server {
         let data = dir.path().join("data");
-        Self::spawn_in(Some(netns), dir, args, Some(TOKEN), data)
+        Self::spawn_in(Some(netns), dir, args, Some(TOKEN), data, None)
     }
 
     fn spawn(
@@ -174,15 +174,18 @@ impl Server {
         data: PathBuf,
         nofile: Option<u64>,
     ) -> Server {
-        Self::spawn_in(None, dir, args, env_token, data)
+        Self::spawn_in(None, dir, args, env_token, data, nofile)
     }
 
+    /// Starts `oasis serve ARGS`, inside `netns` when given, with its open-files limit set to
+    /// `nofile` when given.
     fn spawn_in(
         netns: Option<&str>,
         dir: tempfile::TempDir,
         args: &[&str],
         env_token: Option<&str>,
         data: PathBuf,
+        nofile: Option<u64>,
     ) -> Server {
         let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut cmd = match netns {
