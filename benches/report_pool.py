@@ -12,15 +12,12 @@ import math
 import statistics
 import sys
 
+from report_viewers import _spread
+
 
 def spread(values, fmt="{:.2f}"):
-    nums = [v for v in values if v is not None and not math.isnan(v)]
-    if not nums:
-        return "n/a"
-    med = fmt.format(statistics.median(nums))
-    if len(nums) == 1:
-        return med
-    return f"{med} ({fmt.format(min(nums))}-{fmt.format(max(nums))})"
+    """'median (min-max)' of the values that are numbers (report_viewers' format)."""
+    return _spread([v for v in values if v is not None and not math.isnan(v)], fmt)
 
 
 def verdict(ratios, goal):
