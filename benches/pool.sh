@@ -24,6 +24,9 @@
 #     Direct: client -> node 1 (the holder). Proxy: client -> node 3 -> node 1. Alternating
 #     order per repetition. Reported: both rates, proxy/direct, and the CPU time of all three
 #     node processes (utime + stime from /proc/PID/stat) per GB delivered, and the difference.
+#     Then a 64-byte object held by node 1 only, fetched from node 1 (200) and from node 2 (307 to
+#     node 1, not followed), one wrk of --connections each: requests/s and wrk's mean latency,
+#     the per-request cost of a redirect (catalog query, decision, 307) against a small hit.
 # (3) Replication repair: a new pool of 3 nodes (replicas = 2, down_after_ms = --down-after-ms)
 #     on a new database; --repl-objects objects of --repl-mb MiB uploaded to node 1 and copied;
 #     then kill -9 node 1 and poll node 2's GET /api/pool every 0.2 s: the time until
@@ -49,7 +52,7 @@ REPL_OBJECTS=""
 REPL_MB=""
 DOWN_AFTER_MS=3000
 
-usage() { sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --repeat) REPEAT="$2"; shift ;;
@@ -241,13 +244,15 @@ record() { printf '%s\n' "$(IFS=$'\t'; echo "$*")" >>"$RESULTS"; }
 cat >"$WORK/report.lua" <<'EOF'
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT bytes=%d duration_us=%d requests=%d errors=%d\n",
+  io.write(string.format("RESULT bytes=%d duration_us=%d requests=%d errors=%d mean_us=%.1f\n",
     summary.bytes, summary.duration, summary.requests,
-    e.connect + e.read + e.write + e.status + e.timeout))
+    e.connect + e.read + e.write + e.status + e.timeout, latency.mean))
 end
 EOF
 
-# load LABEL URL... : one wrk per URL at once from the client namespace; prints "gbps errors".
+# load LABEL URL... : one wrk per URL at once from the client namespace; prints
+# "GBPS ERRORS REQUESTS_PER_S MEAN_LATENCY_US" (bytes and requests summed over the wrk processes,
+# the mean latency weighted by requests).
 load() {
   local label=$1; shift
   local k=0 url pids=()
@@ -261,14 +266,15 @@ load() {
   python3 - "$OUT/raw/$label" "$k" <<'EOF'
 import re, sys
 base, n = sys.argv[1], int(sys.argv[2])
-total, dur, errors = 0, 0, 0
+total, dur, errors, reqs, lat = 0, 0, 0, 0, 0.0
 for k in range(1, n + 1):
     text = open(f"{base}.{k}.txt").read()
-    m = re.search(r"RESULT bytes=(\d+) duration_us=(\d+) requests=(\d+) errors=(\d+)", text)
+    m = re.search(r"RESULT bytes=(\d+) duration_us=(\d+) requests=(\d+) errors=(\d+) mean_us=([\d.]+)", text)
     if not m:
-        print("0 1"); sys.exit()
+        print("0 1 0 0"); sys.exit()
     total += int(m[1]); dur = max(dur, int(m[2])); errors += int(m[4])
-print(f"{total * 8 / dur / 1000:.4f} {errors}")
+    reqs += int(m[3]); lat += float(m[5]) * int(m[3])
+print(f"{total * 8 / dur / 1000:.4f} {errors} {reqs * 1e6 / dur:.1f} {lat / max(reqs, 1):.1f}")
 EOF
 }
 
@@ -286,15 +292,23 @@ throughput_phase() {
   local proxied
   proxied=$(client curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://$(node_ip 3):8080/media/obj-1.bin")
   [[ $proxied == "200 $((OBJECT_MB * 1048576))" ]] || { note "node 3 did not proxy obj-1 whole: $proxied"; return 1; }
-  local rep n order urls r before after gb
+  # Redirect: a 64-byte object on node 1 only (small enough that its 200s do not fill the link);
+  # node 2 (redirect mode) answers 307 for it.
+  head -c 64 /dev/urandom >"$WORK/tiny.bin"
+  upload 1 tiny.bin "$WORK/tiny.bin" || return 1
+  local redirected
+  redirected=$(client curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://$(node_ip 2):8080/media/tiny.bin")
+  [[ $redirected == "307 http://$(node_ip 1):8080/media/tiny.bin" ]] || { note "node 2 did not redirect tiny.bin to node 1: $redirected"; return 1; }
+  local rep n order urls r before after gb gbps errs reqps lat
   for ((rep = 1; rep <= REPEAT; rep++)); do
     order="1 2 3"; ((rep % 2 == 0)) && order="3 2 1"
     for n in $order; do
       urls=()
       for ((i = 1; i <= n; i++)); do urls+=("http://$(node_ip "$i"):8080/media/obj-$i.bin"); done
       r=$(load "agg.r$rep.n$n" "${urls[@]}")
-      note "rep $rep: $n node(s) loaded: ${r% *} Gbit/s (errors ${r#* })"
-      record agg "$rep" "$n" "${r% *}" "${r#* }"
+      read -r gbps errs _ _ <<<"$r"
+      note "rep $rep: $n node(s) loaded: $gbps Gbit/s (errors $errs)"
+      record agg "$rep" "$n" "$gbps" "$errs"
     done
     order="direct proxy"; ((rep % 2 == 0)) && order="proxy direct"
     for mode in $order; do
@@ -303,9 +317,19 @@ throughput_phase() {
       before=$(cpu_ticks)
       r=$(load "$mode.r$rep" "http://$(node_ip "$target"):8080/media/obj-1.bin")
       after=$(cpu_ticks)
-      gb=$(python3 -c "print(${r% *} * $DURATION_S / 8)")
-      note "rep $rep: $mode: ${r% *} Gbit/s (errors ${r#* }), node CPU $(((after - before)))/$CLK_TCK s for about $gb GB"
-      record proxy "$rep" "$mode" "${r% *}" "${r#* }" "$(python3 -c "print(($after - $before) / $CLK_TCK)")" "$gb"
+      read -r gbps errs _ _ <<<"$r"
+      gb=$(python3 -c "print($gbps * $DURATION_S / 8)")
+      note "rep $rep: $mode: $gbps Gbit/s (errors $errs), node CPU $(((after - before)))/$CLK_TCK s for about $gb GB"
+      record proxy "$rep" "$mode" "$gbps" "$errs" "$(python3 -c "print(($after - $before) / $CLK_TCK)")" "$gb"
+    done
+    order="holder redirect"; ((rep % 2 == 0)) && order="redirect holder"
+    for mode in $order; do
+      local target=1
+      [[ $mode == redirect ]] && target=2
+      r=$(load "$mode.r$rep" "http://$(node_ip "$target"):8080/media/tiny.bin")
+      read -r gbps errs reqps lat <<<"$r"
+      note "rep $rep: tiny.bin, $mode: $reqps requests/s, mean latency $lat us (errors $errs)"
+      record redirect "$rep" "$mode" "$reqps" "$lat" "$errs"
     done
   done
   stop_nodes

@@ -3,6 +3,7 @@
 Rows (tab-separated, after '#' header lines that carry the command and settings):
   agg   REP N GBPS ERRORS                      N nodes loaded at once, aggregate Gbit/s
   proxy REP direct|proxy GBPS ERRORS CPU_S GB  one node's object, direct or through node 3
+  redirect REP holder|redirect REQ_PER_S MEAN_US ERRORS   64 B: 200 from node 1, 307 from node 2
   repl  REP GB T_DOWN_S T_DONE_S ROWS          kill -9 of node 1: loss seen, count restored
 Every ratio is taken within one repetition, then summarised as median (min-max).
 
@@ -33,7 +34,7 @@ def verdict(ratios, goal):
 
 
 def main(path):
-    header, agg, proxy, repl = [], {}, {}, []
+    header, agg, proxy, repl, redirect = [], {}, {}, [], {}
     for line in open(path):
         line = line.rstrip("\n")
         if not line:
@@ -46,6 +47,8 @@ def main(path):
             agg.setdefault(int(f[1]), {})[int(f[2])] = (float(f[3]), int(f[4]))
         elif f[0] == "proxy":
             proxy.setdefault(int(f[1]), {})[f[2]] = (float(f[3]), int(f[4]), float(f[5]), float(f[6]))
+        elif f[0] == "redirect":
+            redirect.setdefault(int(f[1]), {})[f[2]] = (float(f[3]), float(f[4]), int(f[5]))
         elif f[0] == "repl":
             repl.append(tuple(float(x) for x in f[2:5]) + (int(f[5]),))
     reps = sorted(agg)
@@ -93,6 +96,24 @@ def main(path):
     out.append(f"proxy / direct: {spread(ratio)} ({verdict(ratio, 0.8)}); extra node CPU per GB "
                f"in proxy mode: {spread(extra, '{:.3f}')} s.")
     out.append("")
+
+    if redirect:
+        out += ["## Redirect against a hit: 64-byte object, 200 from its holder, 307 from node 2", ""]
+        out += ["| answer | requests/s | mean latency us | errors |", "| --- | --- | --- | --- |"]
+        rreps = sorted(redirect)
+        for mode in ("holder", "redirect"):
+            rows = [redirect[r].get(mode) for r in rreps]
+            out.append(
+                f"| {mode} | {spread([x[0] if x else None for x in rows], '{:,.0f}')} | "
+                f"{spread([x[1] if x else None for x in rows], '{:,.0f}')} | {sum(x[2] for x in rows if x)} |"
+            )
+        both = [redirect[r] for r in rreps if "holder" in redirect[r] and "redirect" in redirect[r]]
+        rate = [b["redirect"][0] / b["holder"][0] if b["holder"][0] else None for b in both]
+        extra = [b["redirect"][1] - b["holder"][1] for b in both]
+        out.append("")
+        out.append(f"redirect / holder requests per second: {spread(rate)}; mean latency added per "
+                   f"request: {spread(extra, '{:,.0f}')} us.")
+        out.append("")
 
     out += ["## Replica count restored after kill -9 of a holder", ""]
     out += ["| GB lost | loss seen after s | restored after s | repair s (restored - seen) | repair s per GB | survivors' rows |",
