@@ -346,8 +346,10 @@ replication_phase() {
     wait_live 1 3 || return 1
     for ((k = 1; k <= REPL_OBJECTS; k++)); do upload 1 "r-$k.bin" "$WORK/repl.bin" || return 1; done
     t=0
-    until [[ $(psql_db -d "pool_repl_r$rep" -c "SELECT count(*) FROM pool_replicas") == $((2 * REPL_OBJECTS)) \
-      && $(under_replicated 1) == 0 ]]; do
+    # At least 2 rows a name: a repair round that runs while the first copies are still queued
+    # can make a third copy of a name (seen 2026-12-06), which the pool keeps.
+    until (($(psql_db -d "pool_repl_r$rep" -c "SELECT count(*) FROM pool_replicas" || echo 0) >= 2 * REPL_OBJECTS)) \
+      && [[ $(under_replicated 1) == 0 ]]; do
       sleep 0.2; t=$((t + 1))
       ((t > 3000)) && { note "the copies never all arrived"; return 1; }
     done
@@ -371,7 +373,7 @@ replication_phase() {
       note "rep $rep: the replica count was not restored within 600 s (detected: ${t_down:-never})"
       record repl "$rep" "$gb" "${t_down:-nan}" nan "$rows"
     else
-      note "rep $rep: loss seen after ${t_down} s, restored after ${t_done} s; survivors' replica rows $rows of $((2 * REPL_OBJECTS))"
+      note "rep $rep: loss seen after ${t_down} s, restored after ${t_done} s; survivors' replica rows $rows (at least $((2 * REPL_OBJECTS)) wanted)"
       record repl "$rep" "$gb" "$t_down" "$t_done" "$rows"
     fi
     stop_nodes
