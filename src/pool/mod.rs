@@ -324,8 +324,9 @@ fn heartbeat_loop(
             !v.live_others(&settings.node_id, settings.down_after_ms, Instant::now())
                 .is_empty()
         };
-        // A round waits for the queue to drain, so a failing copy is not queued twice.
-        let due = beats.is_multiple_of(REPAIR_EVERY) && queue.len() == 0;
+        // A round waits for the queue to drain and the copies in flight to end, so neither a
+        // failing copy nor one still being made is queued twice (a third copy nothing removes).
+        let due = beats.is_multiple_of(REPAIR_EVERY) && queue.idle();
         if result.is_ok() && others_live && due && settings.replicas > 1 {
             repair_round(&mut cat, settings, queue);
         }

@@ -109,6 +109,13 @@ impl Queue {
         self.tasks.lock().map_or(0, |t| t.len())
     }
 
+    /// True when no task waits and none is being carried out: a repair round started now
+    /// cannot queue a second copy of one an upload's own copy is still making.
+    pub fn idle(&self) -> bool {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.is_empty() && self.counts.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     /// Wakes every thread to stop.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
@@ -124,6 +131,8 @@ impl Queue {
             }
             let now = Instant::now();
             if let Some(i) = tasks.iter().position(|q| q.not_before <= now) {
+                // Counted under the lock, so `idle` never sees the task in neither place.
+                self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
                 return tasks.remove(i);
             }
             let wait = tasks
@@ -166,10 +175,10 @@ impl Worker {
     /// The thread's loop: tasks until the queue stops.
     pub fn run(self) {
         let mut catalog: Option<PgCatalog> = None;
+        // `take` counted the task in flight; it stops counting once the task is done, given
+        // up, or queued again, so the queue is never seen idle in between.
         while let Some(q) = self.queue.take() {
-            self.queue.counts.in_flight.fetch_add(1, Ordering::Relaxed);
             let result = self.carry_out(&q.task, &mut catalog);
-            self.queue.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
                 Ok(()) => {
                     self.queue.counts.done.fetch_add(1, Ordering::Relaxed);
@@ -192,6 +201,7 @@ impl Worker {
                     );
                 }
             }
+            self.queue.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -341,5 +351,37 @@ impl Worker {
             200..=299 | 404 => Ok(()),
             other => anyhow::bail!("{url} answered {other}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_idle_only_with_nothing_waiting_and_nothing_in_flight() {
+        let queue = Queue::new();
+        assert!(queue.idle());
+        let task = Task::Replicate {
+            name: "a.mp4".into(),
+            version_id: 1,
+        };
+        queue.push(task.clone());
+        queue.push(task.clone());
+        assert_eq!(queue.len(), 1, "the same task is queued once");
+        assert!(!queue.idle());
+        let taken = queue.take().expect("a task due now");
+        assert!(taken.task == task);
+        assert_eq!(queue.len(), 0);
+        assert!(
+            !queue.idle(),
+            "a task being carried out keeps the queue busy"
+        );
+        // Queued again after a failure, then finished: busy until the count drops.
+        queue.push_at(taken.task, 1, Instant::now() + Duration::from_secs(60));
+        queue.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+        assert!(!queue.idle());
+        queue.tasks.lock().unwrap().clear();
+        assert!(queue.idle());
     }
 }
