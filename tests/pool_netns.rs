@@ -6,7 +6,9 @@
 //! (-9), the survivors restore the replica count and serve the object; a node whose link to
 //! PostgreSQL is cut serves what it holds, refuses writes with 503 and `Retry-After`, and takes
 //! writes again once the link is back; ffmpeg in the client's namespace plays an HLS package
-//! through a proxying node that holds none of it; a test that panics leaves no namespace
+//! through a proxying node that holds none of it; a replacement uploaded while the first
+//! version's copies cross the rate-limited links never serves a mix of versions, and the pool
+//! settles on the new one; a test that panics leaves no namespace
 //! behind, and a crashed run's are removed by the next. Needs root and iproute2: without them
 //! the tests fail saying so. No timing assertions: every wait polls with a generous deadline.
 
@@ -278,4 +280,97 @@ fn the_namespaces_go_when_a_test_panics_and_a_crashed_run_s_are_removed() {
     assert!(caught.is_err());
     let listed = String::from_utf8_lossy(&run("ip", &["netns", "list"]).stdout).into_owned();
     assert!(!listed.contains("oasis-clean-"), "{listed}");
+}
+
+#[test]
+fn a_replacement_during_replication_never_serves_a_mix_of_versions() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    // Three copies of each version: v1's two copies leave node 1 over its 50 Mbit/s link (about
+    // 2.7 s), and v2 is uploaded while they are on their way.
+    let pool = NetPool::start("swap", 3, 3, "redirect");
+    let work = tempfile::tempdir().unwrap();
+    let (v1, f1) = content(work.path(), "v1.mp4", 8 << 20, 41);
+    let (v2, f2) = content(work.path(), "v2.mp4", 8 << 20, 42);
+    let (h1, h2) = (sha(&v1), sha(&v2));
+    assert_ne!(h1, h2);
+    assert_eq!(pool.put(0, "swap.mp4", &f1).0, 201);
+
+    let stop = AtomicBool::new(false);
+    let (seen, rows) = std::thread::scope(|s| {
+        // Readers on every node from the client's namespace, following redirects, until the
+        // pool has settled: `(node, status, sha)` of each read.
+        let readers: Vec<_> = (0..3)
+            .map(|i| {
+                let (pool, stop) = (&pool, &stop);
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Acquire) {
+                        let (code, _, got) = pool.get(i, "/media/swap.mp4", &["-L"]);
+                        seen.push((i, code, sha(&got)));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        // The catalog's rows of the name: `(version id, crc32c)` of each row ever seen.
+        let watcher = {
+            let (pool, stop) = (&pool, &stop);
+            s.spawn(move || {
+                let mut rows = std::collections::BTreeSet::new();
+                let sql = "SELECT version_id, crc32c FROM pool_replicas WHERE name = 'swap.mp4'";
+                while !stop.load(Ordering::Acquire) {
+                    for line in pool.cluster.psql(&pool.url, sql).lines() {
+                        if let Some((v, crc)) = line.split_once('|') {
+                            rows.insert((v.parse::<u64>().unwrap(), crc.parse::<u32>().unwrap()));
+                        }
+                    }
+                }
+                rows
+            })
+        };
+        // The replacement (200: the name exists), while v1's copies cross the network.
+        let (code, head, _) = pool.put(0, "swap.mp4", &f2);
+        assert_eq!(code, 200, "{head}");
+        pool.poll(
+            "every node holds v2, the catalog one version on three",
+            || {
+                let versions = pool.cluster.psql(
+                    &pool.url,
+                    "SELECT count(DISTINCT version_id) FROM pool_replicas WHERE name = 'swap.mp4'",
+                );
+                pool.holders("swap.mp4").len() == 3
+                    && versions.trim() == "1"
+                    && (0..3).all(|i| {
+                        let (code, _, got) =
+                            pool.get(i, "/media/swap.mp4", &["-H", "X-Oasis-Pool: probe"]);
+                        code == 200 && sha(&got) == h2
+                    })
+            },
+        );
+        stop.store(true, Ordering::Release);
+        let seen: Seen = readers
+            .into_iter()
+            .flat_map(|r| r.join().expect("a reader panicked"))
+            .collect();
+        (seen, watcher.join().expect("the watcher panicked"))
+    });
+    for i in 0..3 {
+        assert!(seen.iter().any(|s| s.0 == i), "no read on node {}", i + 1);
+        let (code, _, got) = pool.get(i, "/media/swap.mp4", &["-L"]);
+        assert_eq!(code, 200);
+        assert!(
+            sha(&got) == h2,
+            "node {} serves something else than v2",
+            i + 1
+        );
+    }
+    // Only the origin's two version ids were ever listed, each naming one content.
+    let ids: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.0).collect();
+    assert!(ids.len() <= 2 && ids.len() == rows.len(), "{rows:?}");
+    let (c1, c2) = (crc32c::crc32c(&v1), crc32c::crc32c(&v2));
+    assert!(rows.iter().all(|r| r.1 == c1 || r.1 == c2), "{rows:?}");
+    assert_eq!(rows.last().map(|r| r.1), Some(c2), "{rows:?}");
+    // Every read was v1 or v2 whole, never a mix, never an error.
+    assert_whole_versions(&seen, h1, h2, |i| format!("node-{}", i + 1));
 }

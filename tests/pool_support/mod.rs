@@ -281,3 +281,32 @@ pub fn put_hls_package(dir: &Path, prefix: &[&str], server: &str) -> (PathBuf, V
     assert!(segments.len() >= 3, "{playlist}");
     (pkg, segments)
 }
+
+/// What readers of a replaced object saw: `(node index, status, sha256 of the body)` per GET.
+pub type Seen = Vec<(usize, u16, [u8; 32])>;
+
+pub fn sha(body: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(body).into()
+}
+
+/// Fails unless every read in `seen` was a 200 of version `h1` or `h2` whole; `node` names a
+/// node index in the message.
+pub fn assert_whole_versions(
+    seen: &Seen,
+    h1: [u8; 32],
+    h2: [u8; 32],
+    node: impl Fn(usize) -> String,
+) {
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|(_, code, h)| *code != 200 || (*h != h1 && *h != h2))
+        .map(|(i, code, h)| (node(*i), *code, *h == h1, *h == h2))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} reads were neither v1 nor v2 (node, status, is v1, is v2): {bad:?}",
+        bad.len(),
+        seen.len()
+    );
+}
