@@ -98,8 +98,8 @@ fn fds_open(server: &Server) -> u64 {
         .count() as u64
 }
 
-/// A descriptor shortage refuses new connections at accept (503, `Retry-After`), while a
-/// keep-alive connection opened before keeps being answered; new connections are served again
+/// A descriptor shortage refuses a new connection's first stream (503, `Retry-After`), while a
+/// keep-alive connection served before keeps being answered; new connections are served again
 /// once the shortage is over. The shortage is real: the server runs under an open-files limit
 /// of 2048, idle connections take descriptors, and the observer's threshold is set (by a
 /// reload) just below what is open.
@@ -168,11 +168,14 @@ fn a_descriptor_shortage_refuses_new_connections_not_held_ones() {
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(body, data);
     }
-    // A new connection is refused at accept.
+    // A new connection's first stream is refused; its health probe is answered.
     let get_close = "GET /media/fd/a.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let (status_code, head, _) = server.request(get_close, b"");
     assert_eq!(status_code, 503, "{head}");
     assert_eq!(support::header(&head, "Retry-After"), Some("2"));
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (status_code, head, _) = server.request(healthz, b"");
+    assert_eq!(status_code, 200, "{head}");
 
     // The shortage ends with the idle connections: new connections are served again.
     drop(idle);

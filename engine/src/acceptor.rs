@@ -15,7 +15,7 @@ use io_uring::{opcode, types};
 use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::layout::Roles;
-use crate::resource::{External, Resource};
+use crate::resource::Resource;
 use crate::shared::{Msg, Shared};
 
 /// Makes a listening socket on `addr`: close-on-exec, SO_REUSEADDR, blocking (accepts go through
@@ -154,10 +154,6 @@ fn dispatch(shared: &Shared, fd: OwnedFd, listener: u16, rotate: &mut usize) {
         // Best effort: the socket is closed right after, whatever this wrote.
         let _ = SockRef::from(&fd).send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
     };
-    // A descriptor shortage refuses new connections here; the ones already held go on.
-    if shared.rm.is_critical_for(&[], &[External::FileDescriptors]) {
-        return refuse(fd, &"file descriptors are critical");
-    }
     let reservation = match shared.rm.reserve(Resource::Connections, 1) {
         Ok(r) => r,
         Err(e) => return refuse(fd, &e),

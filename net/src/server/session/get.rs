@@ -28,14 +28,22 @@ pub(super) fn admit(
 /// A viewer admitted for an HLS/DASH package: its connection holds bandwidth at the media's
 /// bitrate x 1 (what a player needs to keep up) between segments, so its next segment is never
 /// refused for bandwidth that newer viewers took meanwhile. Released when the connection closes,
-/// when it streams something that is not a segment, or after `grace` with no request.
+/// when it streams something else that reserves bandwidth, or `grace` after its last segment;
+/// shrunk when the player switches to a lower variant.
 pub(super) struct Viewer {
     net: Reservation,
     disk: Reservation,
-    /// How long the hold outlives a segment with no new request: twice that segment's media
-    /// duration, at most the keep-alive timeout.
+    /// How long the hold outlives the start of its last segment: [`GRACE_SEGMENTS`] times that
+    /// segment's media duration, at most the keep-alive timeout. Other requests (a playlist,
+    /// a HEAD, a 304) do not extend it.
     pub(super) grace: std::time::Duration,
+    /// When its last segment was admitted.
+    pub(super) last_segment: Instant,
 }
+
+/// A viewer's hold lasts this many media durations of its last segment from that segment's
+/// start: a player fetches about one segment per segment duration, sent at 1x at the slowest.
+const GRACE_SEGMENTS: f64 = 3.0;
 
 impl Viewer {
     /// Whether the hold already covers a segment of `bitrate_bps`.
@@ -62,10 +70,12 @@ impl Viewer {
                 net,
                 disk,
                 grace: std::time::Duration::ZERO,
+                last_segment: Instant::now(),
             });
         };
-        let more = bitrate_bps.saturating_sub(v.net.amount());
-        if more > 0 {
+        let held_bps = v.net.amount();
+        if bitrate_bps > held_bps {
+            let more = bitrate_bps - held_bps;
             if let Err(e) = v.net.grow(more) {
                 return Err((e, Some(v)));
             }
@@ -73,6 +83,11 @@ impl Viewer {
                 v.net.shrink(more);
                 return Err((e, Some(v)));
             }
+        } else if bitrate_bps > 0 && bitrate_bps < held_bps {
+            // A switch to a lower variant: what the higher one held goes back.
+            let less = held_bps - bitrate_bps;
+            v.net.shrink(less);
+            v.disk.shrink(less);
         }
         Ok(v)
     }
@@ -156,8 +171,8 @@ impl HttpSession {
                 _ => self.svc.store.cached_file(&meta),
             };
             // Opening a file takes an `OpenFiles` reservation: refused while that account is
-            // critical. (A descriptor shortage of the process is answered at accept: this
-            // connection already holds its socket, and open files have their own budget.)
+            // critical. (A descriptor shortage of the process refuses only a new connection's
+            // first stream, below: this one holds its socket, open files have their own budget.)
             if file.is_none() && self.svc.rm.is_critical_for(&[Resource::OpenFiles], &[]) {
                 return self.refuse("critical_event", now);
             }
@@ -185,10 +200,15 @@ impl HttpSession {
         let mut pace = None;
         if !head_only && size > 0 {
             // Only what a stream needs: a full disk does not stop the viewers, and a descriptor
-            // shortage (refused at accept) does not stop a connection that holds its socket.
-            // A viewer whose hold covers this segment takes no more bandwidth, nor does a
-            // playlist: a bandwidth event refuses new viewers, not an admitted one's next
+            // shortage refuses the first stream of a new connection, not a connection that
+            // was served before (it holds its socket; `/healthz` and the API are answered on
+            // any). A viewer whose hold covers this segment takes no more bandwidth, nor does
+            // a playlist: a bandwidth event refuses new viewers, not an admitted one's next
             // request.
+            let rm = &self.svc.rm;
+            if self.requests <= 1 && rm.is_critical_for(&[], &[External::FileDescriptors]) {
+                return self.refuse("critical_event", now);
+            }
             let rate = stream_rate(&meta, name, &self.svc.cfg.pacing);
             let segment = rate.paced && is_segment(name);
             let held = segment
@@ -202,29 +222,35 @@ impl HttpSession {
             } else {
                 &bandwidth
             };
-            let rm = &self.svc.rm;
             if rm.is_critical_for(&[Resource::MemoryBytes], &[External::SystemMemory])
                 || rm.is_critical_for(needs, &[])
             {
                 return self.refuse("critical_event", now);
             }
             let admitted = if segment {
-                self.admit_segment(&meta, rate)
+                self.admit_segment(&meta, rate, now)
             } else {
-                // Anything else streamed on this connection ends its hold as a viewer.
-                self.viewer = None;
+                // Another stream that reserves bandwidth of its own ends the connection's hold
+                // as a viewer; a playlist (live players reload it between segments), an init
+                // segment or a key, which reserve none, keep it.
+                if rate.rate_bps > 0 {
+                    self.viewer = None;
+                }
                 admit(
                     &self.svc.rm,
                     self.info.listener,
                     rate.rate_bps,
                     self.svc.cfg.stream_buffer_bytes,
                 )
-                .map(|a| (a, rate))
+                .map(|a| (a, rate, true))
             };
             match admitted {
-                Ok((a, rate)) => {
+                Ok((a, rate, burst)) => {
                     admission = Some(a);
                     pace = Pace::start(meta.bitrate_bps, rate, &self.svc.cfg.pacing, now);
+                    if !burst {
+                        pace = pace.map(Pace::without_burst);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!("stream of {name} refused: {e}");
@@ -299,14 +325,20 @@ impl HttpSession {
     /// (taken at its first segment, kept for the next), its buffer, and the pace above 1x up
     /// to `factor_segment` only out of bandwidth that is free (else it is sent at 1x, which
     /// still keeps the player up). So a viewer once admitted is not refused its next segment.
+    /// The third value: whether the segment may start with the pacing burst (the viewer's first
+    /// segment, for a fast start, or one whose spare covers it); a later segment at 1x has none.
     fn admit_segment(
         &mut self,
         meta: &ObjectMeta,
         rate: StreamRate,
-    ) -> Result<(Admission, StreamRate), ReserveError> {
+        now: Instant,
+    ) -> Result<(Admission, StreamRate, bool), ReserveError> {
         let rm = Arc::clone(&self.svc.rm);
+        let first = self.viewer.is_none();
         let listener = self.info.listener;
         let bitrate = meta.bitrate_bps;
+        // The buffer first: a segment refused for memory leaves the hold as it was.
+        let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
         let mut viewer = match Viewer::admit(&rm, listener, bitrate, self.viewer.take()) {
             Ok(v) => v,
             Err((e, held)) => {
@@ -314,26 +346,29 @@ impl HttpSession {
                 return Err(e);
             }
         };
-        // Twice the segment's media duration (a bitrate of 0 or a huge segment: the keep-alive).
+        // A few of the segment's media durations from its start (a bitrate of 0 or a huge
+        // segment: the keep-alive).
         let keepalive = self.svc.cfg.keepalive_timeout;
         let media_secs = meta.size_bytes as f64 * 8.0 / bitrate as f64;
-        viewer.grace = std::time::Duration::try_from_secs_f64(media_secs * 2.0)
+        viewer.grace = std::time::Duration::try_from_secs_f64(media_secs * GRACE_SEGMENTS)
             .map_or(keepalive, |d| d.min(keepalive));
+        viewer.last_segment = now;
         self.viewer = Some(viewer);
-        let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
         let extra = rate.rate_bps.saturating_sub(bitrate);
         let spare = (extra > 0)
             .then(|| reserve_spare(&rm, listener, extra))
             .flatten();
-        let (net, disk, rate) = match spare {
-            Some((net, disk)) => (Some(net), Some(disk), rate),
+        let (net, disk, rate, burst) = match spare {
+            Some((net, disk)) => (Some(net), Some(disk), rate, true),
             None => {
-                self.svc.metrics.segment_paced_at_bitrate();
+                if extra > 0 {
+                    self.svc.metrics.segment_paced_at_bitrate();
+                }
                 let one = StreamRate {
                     rate_bps: bitrate,
                     paced: true,
                 };
-                (None, None, one)
+                (None, None, one, first)
             }
         };
         Ok((
@@ -343,6 +378,7 @@ impl HttpSession {
                 _memory: memory,
             },
             rate,
+            burst,
         ))
     }
 }

@@ -676,7 +676,7 @@ impl Session for HttpSession {
                 let idle = self.last_activity + cfg.keepalive_timeout;
                 // A viewer's hold ends before the connection does when no segment follows.
                 Some(match &self.viewer {
-                    Some(v) => idle.min(self.last_activity + v.grace),
+                    Some(v) => idle.min(v.last_segment + v.grace),
                     None => idle,
                 })
             }

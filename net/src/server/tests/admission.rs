@@ -1,7 +1,8 @@
 //! Admission of viewers, driven in memory: a keep-alive connection admitted for an HLS package
 //! keeps its bandwidth at bitrate x 1 between segments, so its next segment is never refused,
-//! while new viewers past the budget get 503 with `Retry-After`; and a descriptor shortage
-//! (refused at accept) does not refuse requests on connections already open.
+//! while new viewers past the budget get 503 with `Retry-After`, across playlist reloads and
+//! shrunk on a switch to a lower variant; and a descriptor shortage refuses a new connection's
+//! first stream, not requests on connections served before, nor `/healthz`.
 
 use std::time::Duration;
 
@@ -106,13 +107,63 @@ fn a_viewer_alone_is_paced_at_the_factor_and_its_hold_ends_after_the_grace() {
         .metrics
         .render(&[])
         .contains("oasis_segments_paced_at_bitrate_total 1"));
-    // No segment within twice its duration: the hold goes back, the connection stays open.
-    v.advance(Duration::from_secs(9));
+    // No segment within three times its duration from its start (12 s; other requests do not
+    // extend it): the hold goes back, the connection stays open.
+    v.advance(Duration::from_secs(5));
+    v.send("GET /media/hls/none.ts HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(v.response().status, 404);
+    v.advance(Duration::from_secs(6));
     assert_eq!(env.rm.used(Resource::NetBps(0)), 0);
     assert!(!v.closed);
     get_segment(&mut v, 1);
     v.advance(Duration::from_secs(2));
     assert_eq!(v.response().status, 200);
+}
+
+#[test]
+fn a_playlist_reload_between_segments_keeps_the_hold() {
+    // Budget for one viewer: its hold fills the account, which is critical from then on.
+    let env = package(1);
+    let playlist =
+        "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\nseg-0.ts\n#EXTINF:4.0,\nseg-1.ts\n";
+    env.put("hls/index.m3u8", "", playlist.as_bytes());
+    let mut v = env.connect();
+    get_segment(&mut v, 0);
+    v.advance(Duration::from_secs(6));
+    assert_eq!(v.response().status, 200);
+    assert!(env.rm.is_critical_for(&[Resource::NetBps(0)], &[]));
+    // A live player reloads the playlist on the same connection: it reserves nothing and
+    // leaves the hold in place, so the next segment is still the viewer's.
+    v.send("GET /media/hls/index.m3u8 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = v.response();
+    assert_eq!((r.status, r.body.as_slice()), (200, playlist.as_bytes()));
+    assert_eq!(env.rm.used(Resource::NetBps(0)), BITRATE);
+    get_segment(&mut v, 1);
+    v.advance(Duration::from_secs(6));
+    assert_eq!(
+        v.response().status,
+        200,
+        "the admitted viewer's next segment"
+    );
+    assert_refused(&env, 1);
+}
+
+#[test]
+fn a_switch_to_a_lower_variant_gives_back_what_the_higher_one_held() {
+    let env = package(4);
+    let low = pattern(250_000);
+    env.put("hls/low-0.ts", &format!("?bitrate={}", BITRATE / 2), &low);
+    let mut v = env.connect();
+    get_segment(&mut v, 0);
+    v.advance(Duration::from_secs(6));
+    assert_eq!(v.response().status, 200);
+    assert_eq!(env.rm.used(Resource::NetBps(0)), BITRATE);
+    v.send("GET /media/hls/low-0.ts HTTP/1.1\r\nHost: t\r\n\r\n");
+    v.advance(Duration::from_secs(6));
+    let r = v.response();
+    assert_eq!((r.status, r.body == low), (200, true));
+    assert_eq!(env.rm.used(Resource::NetBps(0)), BITRATE / 2);
+    assert_eq!(env.rm.used(Resource::DiskReadBps), BITRATE / 2);
 }
 
 #[test]
@@ -140,6 +191,15 @@ fn a_descriptor_shortage_does_not_refuse_held_connections() {
     c.send_bytes(&put_head("c.bin", "", 10, &[]));
     c.send_bytes(&[0; 10]);
     assert_eq!(c.response().status, 503);
+    // A new connection's first stream is refused; its health check is answered (an agent or a
+    // load balancer must not take the shortage for a dead server).
+    let mut fresh = env.connect();
+    fresh.send("GET /media/a.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = fresh.response();
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("2")));
+    let mut probe = env.connect();
+    probe.send("GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(probe.response().status, 200);
 
     env.rm
         .set_external(External::FileDescriptors, Level::Normal);
