@@ -74,15 +74,6 @@ impl Pace {
             rate_bytes_per_sec: rate.rate_bps as f64 / 8.0,
         })
     }
-
-    /// The same schedule without its initial burst: a segment sent at its bitrate on a viewer's
-    /// hold, whose burst no reservation would cover.
-    pub(super) fn without_burst(self) -> Pace {
-        Pace {
-            burst_bytes: 0,
-            ..self
-        }
-    }
 }
 
 /// How many of `want` body bytes a stream that has sent `sent_bytes` may send now, or when to
