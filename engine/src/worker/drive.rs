@@ -348,8 +348,11 @@ impl Worker {
     /// buffered input was consumed (drive again).
     fn drive_input(&mut self, key: usize, now: Instant) -> bool {
         let c = &mut self.conns[key];
-        if matches!(c.out, Out::Idle) {
-            // The response is done, or waits (pacing): what the cork holds leaves now.
+        if matches!(c.out, Out::Idle) && c.wait_until.is_none() {
+            // The response is done, or waits for input: what the cork holds leaves now. A paced
+            // response keeps its cork between pieces (as nginx keeps `tcp_nopush` through a
+            // `limit_rate` delay): its next piece, or the kernel's 200 ms cork timer, sends the
+            // tail, and each piece costs no `setsockopt` pair.
             c.uncork();
         }
         if c.recv != RecvState::Receiving
