@@ -614,14 +614,15 @@ scenario_9() { # 2x overload: Oasis's bandwidth budget set to the measured capac
   # Each progressive stream reserves Oasis's own bitrate of the file (size * 8 / movie duration,
   # as its catalog computes it) x factor_progressive: the budget admits C of them; 2C are
   # offered, at most what Oasis's connections_max holds on this host (it fits it to the
-  # descriptor limit less open_files_max 4096 and a 1024 reserve) and the client's limit.
+  # descriptor limit less a twentieth for cached files and a fortieth kept free when the limit
+  # is tight, src/main.rs fd_shares) and the client's limit.
   local bw c movie="$VIEWERS/movie-${kbps}k.mp4" dur nofile offered_max
   nofile=$(ulimit -n)
   dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$movie" 2>>"$LOG")
   bw=$(awk -v v="$v" -v r="$MOVIE_BPS" 'BEGIN{printf "%.0f", v * r}')
   c=$(awk -v bw="$bw" -v size="$(stat -c %s "$movie")" -v d="${dur:-$MOVIE_S}" -v f="$FACTOR_PROGRESSIVE" \
     'BEGIN{printf "%d", bw / (size * 8 / d * f)}')
-  offered_max=$((nofile - 4096 - 1024 - 256))
+  offered_max=$((nofile - nofile / 20 - nofile / 40 - 256))
   if ((2 * c > offered_max)); then
     note "overload: 2C = $((2 * c)) viewers exceed the descriptor limit's room ($offered_max); budget and C scaled down"
     c=$((offered_max / 2))

@@ -387,10 +387,20 @@ fn default_connections_fit_the_hosts_descriptor_limit() {
         .find(|l| l.contains("open files limited to 8000"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(info.contains("INFO"), "{info}");
-    // 8000 less open_files_max (4096) and the 1024 kept free.
+    // Connections come first: 8000 less a twentieth for cached files (400, not the default
+    // 4096) and a fortieth kept free (200, not 1024).
     assert!(
-        info.contains("connections_max is 2880 on this host"),
+        info.contains("connections_max is 7400 on this host")
+            && info.contains("open_files_max 400"),
         "{info}"
+    );
+
+    // An open_files_max the operator set is kept; only the slack and connections shrink.
+    let log = serve_with_nofile(8000, "[storage]\nopen_files_max = 3000\n");
+    assert!(!log.contains("WARN"), "{log}");
+    assert!(
+        log.contains("connections_max is 4800 on this host") && log.contains("open_files_max 3000"),
+        "{log}"
     );
 
     let log = serve_with_nofile(8000, "[resources]\nconnections_max = 50000\n");

@@ -264,6 +264,9 @@ pub struct Overrides {
     /// Not an option: the default `connections_max` fitted to the host's open-files limit at
     /// start-up (kept on reload, so the fitted value is not taken for a change).
     pub connections_max: Option<u64>,
+    /// Not an option either: the default `open_files_max` shrunk with `connections_max` on a
+    /// host whose open-files limit is tight.
+    pub open_files_max: Option<usize>,
 }
 
 impl Overrides {
@@ -294,6 +297,11 @@ impl Overrides {
         if let Some(n) = self.connections_max {
             if cfg.resources.connections_max == ResourcesSection::default().connections_max {
                 cfg.resources.connections_max = n;
+            }
+        }
+        if let Some(n) = self.open_files_max {
+            if cfg.storage.open_files_max == StorageSection::default().open_files_max {
+                cfg.storage.open_files_max = n;
             }
         }
     }

@@ -46,8 +46,10 @@ pub enum Order {
 #[derive(Debug, Clone, Copy)]
 pub struct PacedCfg {
     pub player: PlayerCfg,
-    /// A viewer that has not started playing this long after it joined (and was not refused)
-    /// counts a stall.
+    /// A viewer that has not started playing this long after it joined counts a stall: in a
+    /// capacity ramp (`stop_on_stall`) whether or not it was refused, since a viewer the server
+    /// turned away is not one it sustains; in an overload run only if it was never refused (the
+    /// run counts stalls among admitted viewers).
     pub start_timeout: Duration,
     /// The first stall ends the run (a capacity ramp); otherwise stalls are only counted.
     pub stop_on_stall: bool,
@@ -684,7 +686,7 @@ impl Worker<'_> {
         };
         let mut stall = v.player.advance(now);
         if v.player.started_at.is_none()
-            && v.player.refusals == 0
+            && (v.player.refusals == 0 || p.stop_on_stall)
             && !v.late_start
             && now.duration_since(v.joined) > p.start_timeout
         {
