@@ -59,10 +59,18 @@ pub fn disk_free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// This process's open descriptors and its RLIMIT_NOFILE (soft).
+///
+/// The count is the size `stat` reports for `/proc/self/fd` (Linux 6.2 and later); older
+/// kernels report 0 there, and the directory is read instead. Reading it lists and formats every
+/// entry: with 6,000 viewers connected that was about 1% of the server's CPU (2026-12-06).
 pub fn fds() -> (Option<u64>, Option<u64>) {
-    let open = std::fs::read_dir("/proc/self/fd")
-        .ok()
-        .map(|d| d.count() as u64);
+    let open = match std::fs::metadata("/proc/self/fd") {
+        Ok(m) if m.len() > 0 => Some(m.len()),
+        _ => std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64),
+    };
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -115,6 +123,25 @@ pub fn sample(rm: &ResourceManager, cfg: &ObserverConfig) -> Sample {
 mod tests {
     use super::*;
     use crate::resource::{AccountLimits, ResourceLimits};
+
+    #[test]
+    fn the_descriptor_count_follows_what_is_opened() {
+        let (Some(before), Some(limit)) = fds() else {
+            panic!("/proc/self/fd and RLIMIT_NOFILE must be readable on Linux");
+        };
+        assert!(before > 0 && limit >= before);
+        // Other tests open and close a few descriptors meanwhile: 256 more here show as at
+        // least 128.
+        let files: Vec<std::fs::File> = (0..256)
+            .map(|_| std::fs::File::open("/dev/null").unwrap())
+            .collect();
+        let during = fds().0.unwrap();
+        assert!(
+            during >= before + 128,
+            "{before} before, {during} with 256 more open"
+        );
+        drop(files);
+    }
 
     #[test]
     fn real_pressure_raises_events() {

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub admissions_refused: Family<ReasonLabel, Counter>,
     /// Segments sent at bitrate x 1 because the bandwidth for `factor_segment` was not free.
     pub segments_paced_at_bitrate: Counter,
+    /// Connections holding bandwidth as an HLS/DASH viewer (between segments too).
+    pub viewers_held: Gauge,
     pub limits_hit: Family<ReasonLabel, Counter>,
     /// Requests the User Manager refused, by reason (`unknown_token`, `forbidden`, `throttled`,
     /// `bad_signature`, `expired`, ...).
@@ -193,6 +195,12 @@ impl Metrics {
             "segments_paced_at_bitrate",
             "Segments sent at their bitrate x 1, the bandwidth for factor_segment not being free",
             segments_paced_at_bitrate.clone(),
+        );
+        let viewers_held = Gauge::default();
+        registry.register(
+            "viewers_held",
+            "Connections holding their media's bitrate as an HLS/DASH viewer, between segments too",
+            viewers_held.clone(),
         );
         let limits_hit = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -281,6 +289,7 @@ impl Metrics {
             active_streams,
             admissions_refused,
             segments_paced_at_bitrate,
+            viewers_held,
             limits_hit,
             auth_refused,
             connections_opened,

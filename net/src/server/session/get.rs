@@ -5,6 +5,8 @@
 //! Part of [`super::HttpSession`]; the pure planning is in `server/media.rs`, the check of who
 //! may read in `guard.rs` (before this runs).
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use super::*;
 
 /// Reserves what a stream needs before its first byte: bandwidth on its listen address and
@@ -39,6 +41,14 @@ pub(super) struct Viewer {
     pub(super) grace: std::time::Duration,
     /// When its last segment was admitted.
     pub(super) last_segment: Instant,
+    /// `oasis_viewers_held`, counted up while this hold lives.
+    held: Gauge,
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.held.dec();
+    }
 }
 
 /// A viewer's hold lasts this many media durations of its last segment from that segment's
@@ -53,11 +63,13 @@ impl Viewer {
 
     /// Holds `bitrate_bps` for a viewer on `listener`; `held` is the connection's hold so far,
     /// grown (a switch to a higher variant) or kept as it is.
+    /// A new hold counts in `viewers_held` until it is dropped.
     pub(super) fn admit(
         rm: &ResourceManager,
         listener: u16,
         bitrate_bps: u64,
         held: Option<Viewer>,
+        viewers_held: &Gauge,
     ) -> Result<Viewer, (ReserveError, Option<Viewer>)> {
         let Some(mut v) = held else {
             let net = rm
@@ -66,11 +78,13 @@ impl Viewer {
             let disk = rm
                 .reserve(Resource::DiskReadBps, bitrate_bps)
                 .map_err(|e| (e, None))?;
+            viewers_held.inc();
             return Ok(Viewer {
                 net,
                 disk,
                 grace: std::time::Duration::ZERO,
                 last_segment: Instant::now(),
+                held: viewers_held.clone(),
             });
         };
         let held_bps = v.net.amount();
@@ -337,7 +351,9 @@ impl HttpSession {
         let bitrate = meta.bitrate_bps;
         // The buffer first: a segment refused for memory leaves the hold as it was.
         let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
-        let mut viewer = match Viewer::admit(&rm, listener, bitrate, self.viewer.take()) {
+        let held = self.viewer.take();
+        let gauge = &self.svc.metrics.viewers_held;
+        let mut viewer = match Viewer::admit(&rm, listener, bitrate, held, gauge) {
             Ok(v) => v,
             Err((e, held)) => {
                 self.viewer = held;

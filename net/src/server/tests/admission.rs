@@ -81,12 +81,26 @@ fn admitted_viewers_keep_their_segments_and_new_ones_are_refused() {
         metrics.contains(&format!("oasis_segments_paced_at_bitrate_total {paced}")),
         "every segment went at 1x, the budget being full:\n{metrics}"
     );
+    assert!(
+        metrics.contains(&format!("oasis_viewers_held {n}")),
+        "each admitted viewer is one hold:\n{metrics}"
+    );
     // A viewer that leaves gives its place to the next.
     viewers.pop().expect("a viewer").peer_close();
+    assert_viewers_held(&env, n - 1);
     let mut next = env.connect();
     get_segment(&mut next, 0);
     next.advance(Duration::from_secs(6));
     assert_eq!(next.response().status, 200);
+    assert_viewers_held(&env, n);
+}
+
+fn assert_viewers_held(env: &Env, n: u64) {
+    let metrics = env.metrics.render(&[]);
+    assert!(
+        metrics.contains(&format!("oasis_viewers_held {n}\n")),
+        "want {n} viewers held:\n{metrics}"
+    );
 }
 
 #[test]
@@ -114,6 +128,7 @@ fn a_viewer_alone_is_paced_at_the_factor_and_its_hold_ends_after_the_grace() {
     assert_eq!(v.response().status, 404);
     v.advance(Duration::from_secs(6));
     assert_eq!(env.rm.used(Resource::NetBps(0)), 0);
+    assert_viewers_held(&env, 0);
     assert!(!v.closed);
     get_segment(&mut v, 1);
     v.advance(Duration::from_secs(2));
