@@ -315,7 +315,9 @@ pair() {
   for x in "$@"; do
     if [[ $x == -- ]]; then seen=1; elif ((seen)); then b+=("$x"); else a+=("$x"); fi
   done
-  if ((r % 2)); then "${a[@]}"; "${b[@]}"; else "${b[@]}"; "${a[@]}"; fi
+  # Each side starts with no dirty pages of its own: what the side before it (or the data
+  # generation) left in the page cache would otherwise be written back on its time.
+  if ((r % 2)); then sync; "${a[@]}"; sync; "${b[@]}"; else sync; "${b[@]}"; sync; "${a[@]}"; fi
 }
 
 for ((r = 1; r <= REPEAT; r++)); do
