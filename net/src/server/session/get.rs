@@ -61,15 +61,16 @@ impl Viewer {
         self.net.amount() >= bitrate_bps
     }
 
-    /// Holds `bitrate_bps` for a viewer on `listener`; `held` is the connection's hold so far,
-    /// grown (a switch to a higher variant) or kept as it is.
-    /// A new hold counts in `viewers_held` until it is dropped.
+    /// Holds `bitrate_bps` for a viewer on `listener` whose segment starts `now`; `held` is the
+    /// connection's hold so far, grown (a switch to a higher variant) or kept as it is. A new
+    /// hold counts in `viewers_held` until it is dropped.
     pub(super) fn admit(
         rm: &ResourceManager,
         listener: u16,
         bitrate_bps: u64,
         held: Option<Viewer>,
         viewers_held: &Gauge,
+        now: Instant,
     ) -> Result<Viewer, (ReserveError, Option<Viewer>)> {
         let Some(mut v) = held else {
             let net = rm
@@ -83,7 +84,7 @@ impl Viewer {
                 net,
                 disk,
                 grace: std::time::Duration::ZERO,
-                last_segment: Instant::now(),
+                last_segment: now,
                 held: viewers_held.clone(),
             });
         };
@@ -103,6 +104,7 @@ impl Viewer {
             v.net.shrink(less);
             v.disk.shrink(less);
         }
+        v.last_segment = now;
         Ok(v)
     }
 }
@@ -353,7 +355,7 @@ impl HttpSession {
         let memory = rm.reserve(Resource::MemoryBytes, self.svc.cfg.stream_buffer_bytes)?;
         let held = self.viewer.take();
         let gauge = &self.svc.metrics.viewers_held;
-        let mut viewer = match Viewer::admit(&rm, listener, bitrate, held, gauge) {
+        let mut viewer = match Viewer::admit(&rm, listener, bitrate, held, gauge, now) {
             Ok(v) => v,
             Err((e, held)) => {
                 self.viewer = held;
@@ -366,7 +368,6 @@ impl HttpSession {
         let media_secs = meta.size_bytes as f64 * 8.0 / bitrate as f64;
         viewer.grace = std::time::Duration::try_from_secs_f64(media_secs * GRACE_SEGMENTS)
             .map_or(keepalive, |d| d.min(keepalive));
-        viewer.last_segment = now;
         self.viewer = Some(viewer);
         let extra = rate.rate_bps.saturating_sub(bitrate);
         let spare = (extra > 0)
