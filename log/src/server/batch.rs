@@ -16,6 +16,9 @@ pub const MERGE_BYTES_MAX: usize = 64 * 1024;
 const PAYLOADS_MAX: usize = 40;
 const _: () = assert!(PAYLOADS_MAX >= 2 * (super::BATCH_BYTES_MAX / MERGE_BYTES_MAX) + 4);
 
+/// The list of a batch's payloads, allocated whole by its first payload.
+pub const LIST_BYTES: usize = PAYLOADS_MAX * std::mem::size_of::<Payload>();
+
 /// The capacity a merged payload of capacity `cap` grows to so it holds `needed` bytes:
 /// doubling, never past what it must hold or [`MERGE_BYTES_MAX`].
 fn grown(cap: usize, needed: usize) -> usize {
@@ -59,7 +62,7 @@ impl Batch {
     /// is held yet).
     pub fn bytes_to_take(&self, len: usize) -> usize {
         let list = if self.payloads.capacity() == 0 {
-            PAYLOADS_MAX * std::mem::size_of::<Payload>()
+            LIST_BYTES
         } else {
             0
         };

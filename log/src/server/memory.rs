@@ -77,6 +77,11 @@ impl ConnMemory {
     }
 
     /// Whether `held` bytes are within the reservation (always, without a Resource Manager).
+    /// What is reserved (0 without a Resource Manager).
+    pub fn reserved(&self) -> u64 {
+        self.reservation.as_ref().map_or(0, Reservation::amount)
+    }
+
     pub fn covers(&self, held: usize) -> bool {
         self.reservation
             .as_ref()

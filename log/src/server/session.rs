@@ -4,9 +4,9 @@
 //! nothing of it kept), gives each to its role (`write`, `read`), queues the frames they answer
 //! and hands the engine one transmit at a time: queued frames first, then the role's own (a
 //! writer's batch for the store, a reader's plan or record). Before a frame's body is allocated,
-//! a batch grows, a read starts or a list is answered, it covers the memory with its
-//! reservation (`memory`); without the budget it waits for its batch with the store, or, holding
-//! none, refuses (`REFUSE` 4). It keeps the timeouts (a silent
+//! a batch grows, a read starts, a list is answered or the queue of answers grows, it covers the
+//! memory with its reservation (`memory`); without the budget it waits for its batch with the
+//! store, or, holding none, refuses (`REFUSE` 4; a queue of answers that cannot grow closes). It keeps the timeouts (a silent
 //! writer, a send the peer does not take) and decides when to close: after a refusal that ends
 //! the connection is sent, when the peer has gone, or, on shutdown, once a writer's last batch
 //! is answered.
@@ -27,6 +27,8 @@ use crate::proto::{encode, kind, refuse, validate_stream, Decoder, Message};
 
 /// Frames queued for the peer past which input is not read.
 const OUT_BYTES_MAX: usize = 64 * 1024;
+/// The queue of frames for the peer starts with room for this many bytes.
+const CONTROL_BYTES_MIN: usize = 256;
 
 /// What the connection is, once its first frame said so.
 enum Role {
@@ -68,6 +70,9 @@ pub struct LogSession {
     memory: ConnMemory,
     /// Input waits for memory the batch with the store gives back.
     memory_wait: bool,
+    /// Reserved for the `DATA` frame whose body is arriving, beyond the body: what taking its
+    /// payload into the batch adds (see `Writer::bytes_to_take`).
+    promised: usize,
 }
 
 impl LogSession {
@@ -88,6 +93,7 @@ impl LogSession {
             send_started: None,
             memory: ConnMemory::open(None).expect("nothing to reserve"),
             memory_wait: false,
+            promised: 0,
         };
         match memory {
             Err(e) => s.refuse(Refusal {
@@ -109,7 +115,7 @@ impl LogSession {
             Role::New | Role::Lister => 0,
         };
         let out = self.out.capacity() + self.sending_out_bytes;
-        self.decoder.held_bytes() + role + out
+        self.decoder.held_bytes() + role + out + self.promised
     }
 
     /// Covers `extra` more bytes than the connection holds now with its reservation.
@@ -122,7 +128,16 @@ impl LogSession {
     fn settle(&mut self) {
         let held = self.held();
         self.memory.settle(held);
-        debug_assert!(self.memory.covers(held), "holding {held} bytes unreserved");
+        debug_assert!(
+            self.memory.covers(held),
+            "holding {held} bytes, {} reserved: decoder {} (+{} promised), role {}, out {} + {} in flight",
+            self.memory.reserved(),
+            self.decoder.held_bytes(),
+            self.promised,
+            held - self.decoder.held_bytes() - self.out.capacity() - self.sending_out_bytes - self.promised,
+            self.out.capacity(),
+            self.sending_out_bytes
+        );
     }
 
     /// The memory for the next frame was refused: wait for the batch with the store to give
@@ -147,7 +162,27 @@ impl LogSession {
         if r.closes() {
             self.closing = Closing::AfterOut;
         }
-        encode(&r.message(), &mut self.out);
+        self.queue(&r.message());
+    }
+
+    /// Queues a control frame (`WELCOME`, `ACK`, `REFUSE`) for the peer, covering what the queue
+    /// grows by first: a peer that does not read its answers makes it grow (up to
+    /// [`OUT_BYTES_MAX`], where input stops). Without the memory the connection closes at once.
+    fn queue(&mut self, msg: &Message) {
+        let mut frame = Vec::new();
+        encode(msg, &mut frame);
+        let need = self.out.len() + frame.len();
+        let cap = self.out.capacity();
+        if need > cap {
+            let grown = need.max(2 * cap).max(CONTROL_BYTES_MIN);
+            if !self.cover(grown - cap) {
+                tracing::debug!(peer = ?self.peer, "no memory for the frames queued; closing");
+                self.closing = Closing::Now;
+                return;
+            }
+            self.out.reserve_exact(grown - self.out.len());
+        }
+        self.out.extend_from_slice(&frame);
     }
 
     fn unexpected(&mut self, what: &str) {
@@ -172,7 +207,7 @@ impl LogSession {
             ) => match write::hello(&self.shared, version, &stream, oldest_unacked) {
                 Ok((w, welcome)) => {
                     tracing::debug!(peer = ?self.peer, "writing stream {stream}: {welcome:?}");
-                    encode(&welcome, &mut self.out);
+                    self.queue(&welcome);
                     self.role = Role::Writer(w);
                 }
                 Err(r) => self.refuse(r),
@@ -208,6 +243,7 @@ impl LogSession {
                 }
             }
             (Role::Writer(w), Message::Data { offset, bytes }) => {
+                self.promised = 0;
                 if let Err(r) = w.data(offset, bytes, self.decoder.payload_crc()) {
                     self.refuse(r);
                 }
@@ -253,6 +289,9 @@ impl Session for LogSession {
                     self.memory_short();
                     break;
                 }
+                // What taking the payload adds beyond its body stays reserved until it is
+                // taken: the body may arrive over several inputs, with settles in between.
+                self.promised = extra - body;
             }
             match self.decoder.decode(&input[used..]) {
                 Ok((n, msg)) => {
@@ -349,7 +388,7 @@ impl Session for LogSession {
         self.memory_wait = false;
         match &mut self.role {
             Role::Writer(w) => match w.batch_done(result) {
-                Ok(Some(ack)) => encode(&ack, &mut self.out),
+                Ok(Some(ack)) => self.queue(&ack),
                 Ok(None) => {}
                 Err(r) => {
                     if r.code == refuse::DISK_FULL {

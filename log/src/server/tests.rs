@@ -27,6 +27,9 @@ struct Driver {
     hold: bool,
     /// The next job is refused as a full job queue would (`JobRejected`, at once).
     reject_next_job: bool,
+    /// Byte sends are not taken (a peer that does not read): the one in flight waits here.
+    stall_sends: bool,
+    stalled: Option<Vec<u8>>,
 }
 
 impl Driver {
@@ -45,6 +48,8 @@ impl Driver {
             held: 0,
             hold: false,
             reject_next_job: false,
+            stall_sends: false,
+            stalled: None,
         }
     }
 
@@ -77,8 +82,13 @@ impl Driver {
 
     /// Carries out transmits until the session idles, waits or closes.
     fn run(&mut self) {
-        while !self.closed {
+        // As the engine: no transmit is asked for while one is in flight.
+        while !self.closed && self.stalled.is_none() {
             match self.session.poll_transmit(self.now) {
+                Transmit::Bytes(b) if self.stall_sends => {
+                    self.stalled = Some(b);
+                    return;
+                }
                 Transmit::Bytes(b) => {
                     self.wire.extend_from_slice(&b);
                     self.session.on_sent(Ok(b.len() as u64), Some(b), self.now);
@@ -131,6 +141,16 @@ impl Driver {
             self.session.on_job_done(r, self.now);
         }
         self.pump();
+    }
+
+    /// The peer reads again: the stalled send and what follows go out.
+    fn read_again(&mut self) {
+        self.stall_sends = false;
+        while let Some(b) = self.stalled.take() {
+            self.wire.extend_from_slice(&b);
+            self.session.on_sent(Ok(b.len() as u64), Some(b), self.now);
+            self.run();
+        }
     }
 
     fn advance(&mut self, d: Duration) {
@@ -615,4 +635,108 @@ fn a_streaming_shipper_hands_its_next_batch_before_the_commit_and_is_acked_after
             durable_end: 6 * piece as u64
         }]
     );
+}
+
+/// A writer connection whose peer sends 3,000 one-byte `DATA` frames at a wrong offset and
+/// reads none of the refusals; the frames are returned.
+fn writer_not_reading_its_refusals(svc: &LogdService) -> (Driver, Vec<u8>) {
+    let mut d = Driver::new(svc);
+    d.send(&hello("s", 0));
+    assert!(matches!(d.received()[0], Message::Welcome { .. }));
+    d.stall_sends = true;
+    let mut frames = Vec::new();
+    for i in 0..3000u64 {
+        encode_data(1_000_000 + i, b"x", &mut frames);
+    }
+    d.send_bytes(&frames);
+    (d, frames)
+}
+
+#[test]
+fn answers_a_peer_does_not_read_are_covered_by_its_reservation() {
+    // A shipper that sends DATA at a wrong offset and reads none of the refusals: the queue of
+    // REFUSE frames grows to its bound (then input stops), and every byte of it is reserved.
+    // (A debug build checks after each input that what a session holds is covered.)
+    let rm = super::memory::budget_for_test(16 << 20);
+    let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
+    let (mut d, frames) = writer_not_reading_its_refusals(&svc);
+    assert!(!d.session.wants_input(), "the queue of answers stops input");
+    assert!(!d.input.is_empty(), "not every frame was taken");
+    let taken = 3000 - d.input.len() / (frames.len() / 3000);
+    assert!(taken > 500, "only {taken} frames taken");
+    assert!(
+        rm.used(Resource::MemoryBytes) >= CONN_BASE_BYTES + 64 * 1024,
+        "{} bytes reserved for {taken} refusals queued",
+        rm.used(Resource::MemoryBytes)
+    );
+    // Once the peer reads, the queue drains and the reservation shrinks back to the base.
+    d.read_again();
+    let got = d.received();
+    assert!(
+        got.len() >= taken,
+        "{} answers for {taken} frames",
+        got.len()
+    );
+    assert!(got
+        .iter()
+        .all(|m| refusal(m) == (refuse::UNEXPECTED_OFFSET, 0)));
+    drop(d);
+    assert_eq!(rm.used(Resource::MemoryBytes), 0);
+}
+
+#[test]
+fn a_queue_of_answers_the_budget_cannot_hold_closes_the_connection() {
+    let rm = super::memory::budget_for_test(CONN_BASE_BYTES + 16 * 1024);
+    let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
+    let (mut d, frames) = writer_not_reading_its_refusals(&svc);
+    assert!(!d.session.wants_input());
+    assert!(rm.used(Resource::MemoryBytes) <= rm.limit(Resource::MemoryBytes));
+    d.read_again();
+    assert!(d.closed, "the connection ends at the budget");
+    assert!(
+        !d.input.is_empty(),
+        "the frames past the budget were not taken"
+    );
+    drop(d);
+    assert_eq!(rm.used(Resource::MemoryBytes), 0);
+}
+
+#[test]
+fn a_frame_whose_batch_leaves_while_its_body_arrives_stays_covered() {
+    // A DATA frame's head arrives while the pending batch would take it by merging; before its
+    // body is all in, the batch goes to the store, so the payload starts a new batch (a new
+    // list of payloads). Whatever the sizes, what the session holds stays reserved (a debug
+    // build checks after every input), across the 16 KiB steps reservations grow by.
+    let mib = 1 << 20;
+    for third in (10_000..10_000 + 16 * 1024).step_by(512) {
+        let rm = super::memory::budget_for_test(64 << 20);
+        let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
+        let mut d = Driver::new(&svc);
+        d.send(&hello("s", 0));
+        d.received();
+        d.hold = true;
+        let mut frames = Vec::new();
+        encode_data(0, &bytes(0, mib), &mut frames);
+        encode_data(mib as u64, &bytes(mib as u64, 40_000), &mut frames);
+        let at = mib as u64 + 40_000;
+        let before = frames.len();
+        encode_data(at, &bytes(at, third), &mut frames);
+        let split = before + (frames.len() - before) / 2;
+        d.send_bytes(&frames[..split]);
+        assert_eq!(d.held, 1, "the first batch is with the store");
+        d.deliver();
+        assert_eq!(d.held, 1, "the second batch went to the store mid-frame");
+        d.send_bytes(&frames[split..]);
+        assert!(d.input.is_empty());
+        while d.held > 0 {
+            d.deliver();
+        }
+        let end = at + third as u64;
+        assert_eq!(
+            d.received().last(),
+            Some(&Message::Ack { durable_end: end })
+        );
+        drop(d);
+        assert_eq!(rm.used(Resource::MemoryBytes), 0);
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use oasis_engine::{Completer, JobResult, Transmit};
 
-use super::batch::Batch;
+use super::batch::{Batch, LIST_BYTES};
 use super::{Shared, BATCH_BYTES_MAX};
 use crate::proto::{refuse, validate_stream, Message, VERSION};
 use crate::store::{Append, AppendError, AppendResult, StoreError, WriterClaim};
@@ -143,9 +143,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Memory a `DATA` of `len` bytes adds while it is taken (see [`Batch::bytes_to_take`]).
+    /// Memory a `DATA` of `len` bytes adds while it is taken, asked when its head arrives: what
+    /// the pending batch grows by (see [`Batch::bytes_to_take`]), or, if the batch goes to the
+    /// store before the body is all in, what a new batch's first payload costs.
     pub fn bytes_to_take(&self, len: usize) -> usize {
-        self.pending.bytes_to_take(len)
+        self.pending.bytes_to_take(len).max(len + LIST_BYTES)
     }
 
     /// Memory the writer holds: the pending batch and the one with the store.
