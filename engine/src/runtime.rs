@@ -222,6 +222,13 @@ impl Engine {
                         tracing::warn!("worker {i}: cannot pin to cores {:?}: {e}", spec.cores);
                     }
                 }
+                // However the worker ends (start-up error, return), the threads that wait for
+                // the network workers to be gone are told. A panic ends the process.
+                let _gone = WorkerGone {
+                    shared: Arc::clone(&shared_w),
+                    index: i,
+                    net: spec.roles != Roles::FILE,
+                };
                 let worker = match Worker::new(i, Arc::clone(&shared_w)) {
                     Ok(w) => {
                         let _ = ready.send(Ok(()));
@@ -229,19 +236,10 @@ impl Engine {
                     }
                     Err(e) => {
                         let _ = ready.send(Err((i, e)));
-                        if spec.roles != Roles::FILE {
-                            shared_w.net_workers_alive.fetch_sub(1, Ordering::AcqRel);
-                        }
                         return;
                     }
                 };
                 worker.run();
-                if spec.roles != Roles::FILE {
-                    shared_w.net_workers_alive.fetch_sub(1, Ordering::AcqRel);
-                    for w in &shared_w.workers {
-                        w.mailbox.wake();
-                    }
-                }
             })?;
             threads.push(t);
         }
@@ -311,6 +309,36 @@ impl Engine {
         drop(shared);
         for t in threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// Held by a worker's thread. When a network worker ends, the count of live network workers
+/// drops and every worker is woken (file workers and the catalog thread exit once it is zero).
+/// When a worker panics, the process aborts: the connections it held, the mailbox the acceptor
+/// hands it new ones through and the reads it serves for other workers are gone, and a server
+/// that limps on without them would hang its clients and its own shutdown. What was acknowledged
+/// is on disk; a supervisor (`oasis agent`, systemd) starts the server again.
+struct WorkerGone {
+    shared: Arc<Shared>,
+    index: usize,
+    net: bool,
+}
+
+impl Drop for WorkerGone {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                "worker {} panicked; the server aborts (a supervisor restarts it)",
+                self.index
+            );
+            std::process::abort();
+        }
+        if self.net {
+            self.shared.net_workers_alive.fetch_sub(1, Ordering::AcqRel);
+            for w in &self.shared.workers {
+                w.mailbox.wake();
+            }
         }
     }
 }

@@ -129,6 +129,27 @@ pub(super) enum Out {
     Blocked(Option<Pending>),
 }
 
+impl Out {
+    /// What the connection is doing, in a word (for logs).
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Out::Idle => "idle",
+            Out::Bytes { .. } => "bytes",
+            Out::WaitChunk { .. } => "chunk wait",
+            Out::Reading { .. } => "read",
+            Out::Sending { .. } => "send",
+            Out::Splicing { .. } => "splice",
+            Out::Job => "job",
+            Out::Opening(_) => "open",
+            Out::Writing { .. } => "write",
+            Out::Deferred { .. } => "deferred",
+            Out::Fetching { .. } => "fetch",
+            Out::Waiting { .. } => "fetch wait",
+            Out::Blocked(_) => "poll",
+        }
+    }
+}
+
 /// A file transmit that sent nothing and waits for the socket (`Out::Blocked`).
 pub(super) struct Pending {
     pub(super) file: Arc<File>,

@@ -113,6 +113,9 @@ pub(crate) struct Worker {
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
     shutdown_seen: bool,
+    /// When the drain deadline passed with connections still waiting for operations, and when
+    /// that was last logged.
+    overdue_logged: Option<Instant>,
 }
 
 impl Worker {
@@ -178,6 +181,7 @@ impl Worker {
             ready: VecDeque::new(),
             seen_epoch: 0,
             shutdown_seen: false,
+            overdue_logged: None,
             shared,
         })
     }
@@ -334,7 +338,37 @@ impl Worker {
             for key in keys {
                 self.begin_close(key, now);
             }
+            self.log_overdue(now);
         }
+    }
+
+    /// Past the drain deadline, connections left are closed and wait only for their operations
+    /// in flight to come back; says so (every few seconds) with what they wait in, so a stop
+    /// that hangs names its cause.
+    fn log_overdue(&mut self, now: Instant) {
+        if self.conns.is_empty()
+            || self
+                .overdue_logged
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
+        {
+            return;
+        }
+        self.overdue_logged = Some(now);
+        let mut waits: Vec<String> = self
+            .conns
+            .iter()
+            .take(8)
+            .map(|(_, c)| format!("{} ops in {}", c.ops, c.out.name()))
+            .collect();
+        if self.conns.len() > waits.len() {
+            waits.push("...".to_string());
+        }
+        tracing::warn!(
+            "worker {}: past the drain deadline, {} connections wait for operations in flight ({})",
+            self.index,
+            self.conns.len(),
+            waits.join(", ")
+        );
     }
 
     fn handle_msg(&mut self, msg: Msg, now: Instant) {
