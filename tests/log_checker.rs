@@ -112,6 +112,35 @@ fn count_in_logs(dir: &Path, prefix: &str, needle: &str) -> usize {
         .sum()
 }
 
+/// Of each log under `dir` whose name starts with `prefix`, the lines (at most 30, with the
+/// two after each) that tell of a panic, an error or a warning.
+fn alarming_lines(dir: &Path, prefix: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut picked = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("panicked") || l.contains("ERROR") || l.contains("WARN") {
+                picked.extend(lines.iter().skip(i).take(3).copied());
+            }
+            if picked.len() >= 30 {
+                break;
+            }
+        }
+        if !picked.is_empty() {
+            out.push((name, picked.join("\n")));
+        }
+    }
+    out
+}
+
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = (dir.join("src"), dir.join("state"), dir.join("logs"));
     for d in [&p.0, &p.1, &p.2] {
@@ -214,15 +243,24 @@ fn servers_and_shippers_under_faults_lose_and_repeat_nothing() {
     let mut problems = missing;
     for s in &mut world.shippers {
         match s.stop() {
-            Some(st) if st.success() => {}
+            Some(Ok(st)) if st.success() => {}
+            Some(Err(stuck)) => problems.push(format!("shipper {stuck}")),
             other => problems.push(format!("shipper {} ended with {other:?}", s.name)),
         }
     }
     for s in &mut world.servers {
         match s.stop() {
-            Some(st) if st.success() => {}
+            Some(Ok(st)) if st.success() => {}
+            Some(Err(stuck)) => problems.push(stuck),
             other => problems.push(format!("{} ended with {other:?}", s.name)),
         }
+    }
+    // A thread that panicked is a bug even when the process went on (or was killed anyway).
+    let panics = count_in_logs(&logs, "", "panicked at");
+    if panics > 0 {
+        problems.push(format!(
+            "{panics} panics in the servers' and shippers' logs"
+        ));
     }
     let verdicts: Vec<Verdict> = STREAMS
         .iter()
@@ -287,6 +325,9 @@ fn servers_and_shippers_under_faults_lose_and_repeat_nothing() {
         let kept = dir.keep();
         for s in &world.shippers {
             eprintln!("--- shipper {}\n{}", s.name, s.log());
+        }
+        for (name, lines) in alarming_lines(&logs, "logd-") {
+            eprintln!("--- {name}: panics, errors and warnings\n{lines}");
         }
         panic!(
             "the checker found faults (seed {seed}): {}; every log, source and data directory is kept in {}",

@@ -23,18 +23,61 @@ pub fn signal(child: &Child, signal: &str) {
     assert!(ok, "kill -{signal} {} failed", child.id());
 }
 
-/// Waits for a child to exit after a SIGTERM; fails the checker if it does not within
-/// [`START_STOP_MAX`].
-fn term(child: &mut Child, what: &str) -> ExitStatus {
+/// How a stop went: the exit status, or (the child did not exit within [`START_STOP_MAX`] of its
+/// SIGTERM, and was then killed) what it was doing.
+pub type Stopped = Result<ExitStatus, String>;
+
+/// Waits for a child to exit after a SIGTERM. One that does not within [`START_STOP_MAX`] is
+/// described (each thread's stack, from `gdb` where it is installed, else each thread's kernel
+/// wait channel) and killed, and the description is returned for the checker's report.
+fn term(child: &mut Child, what: &str) -> Stopped {
     signal(child, "TERM");
     let until = Instant::now() + START_STOP_MAX;
     loop {
         if let Some(st) = child.try_wait().expect("wait for a child") {
-            return st;
+            return Ok(st);
         }
-        assert!(Instant::now() < until, "{what} did not exit after SIGTERM");
+        if Instant::now() >= until {
+            let stacks = post_mortem(child.id());
+            kill9(child);
+            return Err(format!(
+                "{what} did not exit within {START_STOP_MAX:?} of SIGTERM; its threads:\n{stacks}"
+            ));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Each thread of process `pid`: its stack by `gdb` if that runs, otherwise its name, state and
+/// kernel wait channel from `/proc`.
+fn post_mortem(pid: u32) -> String {
+    let gdb = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt 30"])
+        .stdin(Stdio::null())
+        .output();
+    if let Ok(out) = gdb {
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("Thread ") {
+            return text.into_owned();
+        }
+    }
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    let mut out = String::new();
+    for t in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let stat = read(t.path().join("stat"));
+        let state = stat
+            .rsplit_once(") ")
+            .map_or("?", |(_, rest)| &rest[..1.min(rest.len())]);
+        out.push_str(&format!(
+            "  {} {} state {state} wchan {}\n",
+            t.file_name().to_string_lossy(),
+            read(t.path().join("comm")).trim(),
+            read(t.path().join("wchan")).trim(),
+        ));
+    }
+    out
 }
 
 fn kill9(child: &mut Child) {
@@ -122,14 +165,20 @@ impl Logd {
         }
     }
 
-    /// SIGTERM (after a SIGCONT if it was stopped) and its exit status.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
+    /// SIGTERM (after a SIGCONT if it was stopped) and how it went (`None`: it was not running).
+    /// A server that does not exit is killed, and the last lines of its log join the report.
+    pub fn stop(&mut self) -> Option<Stopped> {
         if self.stopped {
             self.pause(false);
         }
         self.addr = None;
         let mut c = self.child.take()?;
-        Some(term(&mut c, &self.name))
+        Some(term(&mut c, &self.name).map_err(|e| {
+            let log = std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            format!("{e}\nthe last lines of its log:\n{tail}")
+        }))
     }
 }
 
@@ -230,11 +279,11 @@ impl Shipper {
         self.child.as_mut()?.try_wait().expect("wait for a shipper")
     }
 
-    /// SIGTERM and its exit status (`None` if it was not running).
-    pub fn stop(&mut self) -> Option<ExitStatus> {
+    /// SIGTERM and how it went (`None` if it was not running).
+    pub fn stop(&mut self) -> Option<Stopped> {
         let mut c = self.child.take()?;
         if let Some(st) = c.try_wait().expect("wait for a shipper") {
-            return Some(st);
+            return Some(Ok(st));
         }
         Some(term(&mut c, &self.name))
     }
