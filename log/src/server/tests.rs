@@ -688,7 +688,7 @@ fn answers_a_peer_does_not_read_are_covered_by_its_reservation() {
 fn a_queue_of_answers_the_budget_cannot_hold_closes_the_connection() {
     let rm = super::memory::budget_for_test(CONN_BASE_BYTES + 16 * 1024);
     let (svc, _dir) = service_with(Some(Arc::clone(&rm)));
-    let (mut d, frames) = writer_not_reading_its_refusals(&svc);
+    let (mut d, _frames) = writer_not_reading_its_refusals(&svc);
     assert!(!d.session.wants_input());
     assert!(rm.used(Resource::MemoryBytes) <= rm.limit(Resource::MemoryBytes));
     d.read_again();
