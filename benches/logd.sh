@@ -104,8 +104,9 @@ RSYSLOGD=$(command -v rsyslogd || echo /usr/sbin/rsyslogd)
 log "building release binaries"
 (cd "$ROOT" && cargo build --release -p oasis --bin oasis && cargo build --release -p oasis-logload) >>"$LOG" 2>&1 \
   || { log "FATAL: the build failed (see $LOG)"; exit 1; }
-OASIS="$ROOT/target/release/oasis"
-LOAD="$ROOT/target/release/oasis-logload"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OASIS="$TARGET_DIR/release/oasis"
+LOAD="$TARGET_DIR/release/oasis-logload"
 {
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  kernel: $(uname -r)  cpus: $(nproc)"

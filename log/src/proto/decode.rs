@@ -220,7 +220,7 @@ impl Decoder {
     /// The CRC is in: checks it, parses the body and gets ready for the next frame.
     fn finish(&mut self) -> Result<Message, Corrupt> {
         let got = u32::from_be_bytes(self.crc);
-        let computed = crc32c::crc32c_combine(self.running, self.body_crc, self.body.len());
+        let computed = super::crc::combine(self.running, self.body_crc, self.body.len());
         if got != computed {
             return Err(Corrupt(format!(
                 "CRC-32C mismatch in a {} frame (sent {got:08x}, computed {:08x})",

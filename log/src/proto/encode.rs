@@ -111,7 +111,7 @@ fn payload_frame_parts(kind: u8, offset: u64, len: usize, payload_crc: u32) -> (
     head[0] = kind;
     head[1..5].copy_from_slice(&((8 + len) as u32).to_be_bytes());
     head[5..].copy_from_slice(&offset.to_be_bytes());
-    let crc = crc32c::crc32c_combine(crc32c::crc32c(&head), payload_crc, len);
+    let crc = super::crc::combine(crc32c::crc32c(&head), payload_crc, len);
     (head, crc.to_be_bytes())
 }
 

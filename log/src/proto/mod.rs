@@ -9,6 +9,7 @@
 //! (at most [`BODY_BYTES_MAX`]), so a peer cannot make it hold more. A `HELLO` whose version or
 //! stream name is wrong is *not* corrupt: it decodes, and the server answers `REFUSE` 3.
 
+pub mod crc;
 mod decode;
 mod encode;
 mod name;

@@ -87,7 +87,7 @@ impl Batch {
             let cap = grown(last.bytes.capacity(), last.bytes.len() + bytes.len());
             last.bytes.reserve_exact(cap - last.bytes.len());
             last.bytes.extend_from_slice(&bytes);
-            last.crc = crc32c::crc32c_combine(last.crc, crc, bytes.len());
+            last.crc = crate::proto::crc::combine(last.crc, crc, bytes.len());
         } else {
             self.payloads.push(Payload { bytes, crc });
         }
