@@ -126,12 +126,14 @@ fn alarming_lines(dir: &Path, prefix: &str) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let mut picked = Vec::new();
+        let mut next = 0;
         for (i, l) in lines.iter().enumerate() {
-            if l.contains("panicked") || l.contains("ERROR") || l.contains("WARN") {
-                picked.extend(lines.iter().skip(i).take(3).copied());
-            }
             if picked.len() >= 30 {
                 break;
+            }
+            if i >= next && (l.contains("panicked") || l.contains("ERROR") || l.contains("WARN")) {
+                picked.extend(lines.iter().skip(i).take(3).copied());
+                next = i + 3;
             }
         }
         if !picked.is_empty() {

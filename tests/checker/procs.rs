@@ -51,8 +51,18 @@ fn term(child: &mut Child, what: &str) -> Stopped {
 /// Each thread of process `pid`: its stack by `gdb` if that runs, otherwise its name, state and
 /// kernel wait channel from `/proc`.
 fn post_mortem(pid: u32) -> String {
-    let gdb = Command::new("gdb")
-        .args(["-batch", "-nx", "-p", &pid.to_string()])
+    // Bounded: attaching can itself hang on a thread in uninterruptible sleep.
+    let gdb = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "30",
+            "gdb",
+            "-batch",
+            "-nx",
+            "-p",
+            &pid.to_string(),
+        ])
         .args(["-ex", "thread apply all bt 30"])
         .stdin(Stdio::null())
         .output();

@@ -113,8 +113,8 @@ pub(crate) struct Worker {
     /// The Resource Manager's event epoch this worker last reacted to.
     seen_epoch: u64,
     shutdown_seen: bool,
-    /// When the drain deadline passed with connections still waiting for operations, and when
-    /// that was last logged.
+    /// When the drain deadline was first seen passed, then when connections still waiting for
+    /// operations were last logged.
     overdue_logged: Option<Instant>,
 }
 
@@ -343,14 +343,16 @@ impl Worker {
     }
 
     /// Past the drain deadline, connections left are closed and wait only for their operations
-    /// in flight to come back; says so (every few seconds) with what they wait in, so a stop
-    /// that hangs names its cause.
+    /// in flight to come back, which takes milliseconds; any still waiting a few seconds later
+    /// are named (every few seconds) with what they wait in, so a stop that hangs names its
+    /// cause.
     fn log_overdue(&mut self, now: Instant) {
-        if self.conns.is_empty()
-            || self
-                .overdue_logged
-                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
-        {
+        const EVERY: Duration = Duration::from_secs(5);
+        let Some(last) = self.overdue_logged else {
+            self.overdue_logged = Some(now);
+            return;
+        };
+        if self.conns.is_empty() || now.duration_since(last) < EVERY {
             return;
         }
         self.overdue_logged = Some(now);

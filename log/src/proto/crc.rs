@@ -28,12 +28,13 @@ const fn mul_mod(a: u32, mut b: u32) -> u32 {
     product
 }
 
-/// `X2N[k] = x^(2^k) mod POLY`.
-const X2N: [u32; 64] = {
-    let mut t = [0u32; 64];
+/// `X2N[k] = x^(2^k) mod POLY`, for every bit of `8 n` with `n` a `u64` (`x^(2^k)` does not
+/// repeat with period 32 for this polynomial, so no index wraps).
+const X2N: [u32; 67] = {
+    let mut t = [0u32; 67];
     t[0] = 1 << 30; // x^1
     let mut k = 1;
-    while k < 64 {
+    while k < 67 {
         t[k] = mul_mod(t[k - 1], t[k - 1]);
         k += 1;
     }
@@ -84,6 +85,8 @@ mod tests {
                 );
             }
         }
+        // Any length has its operator (no table index past the end); nothing shifted is nothing.
+        assert_eq!(combine(0, 0, usize::MAX), 0);
         for _ in 0..200 {
             let a = rng.usize(..3000);
             let b = rng.usize(..data.len() - a);

@@ -76,12 +76,12 @@ impl ConnMemory {
         }
     }
 
-    /// Whether `held` bytes are within the reservation (always, without a Resource Manager).
     /// What is reserved (0 without a Resource Manager).
     pub fn reserved(&self) -> u64 {
         self.reservation.as_ref().map_or(0, Reservation::amount)
     }
 
+    /// Whether `held` bytes are within the reservation (always, without a Resource Manager).
     pub fn covers(&self, held: usize) -> bool {
         self.reservation
             .as_ref()

@@ -303,6 +303,8 @@ impl Session for LogSession {
                 Err(e) => {
                     tracing::debug!(peer = ?self.peer, "{e}; closing the connection");
                     self.closing = Closing::Now;
+                    self.promised = 0;
+                    self.settle();
                     return input.len();
                 }
             }
