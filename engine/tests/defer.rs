@@ -14,11 +14,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oasis_engine::resource::{AccountLimits, ResourceLimits};
 use oasis_engine::{
-    Completer, ConnInfo, Engine, EngineConfig, JobRejected, JobResult, Layout, Listener,
-    ResourceManager, Service, Session, Transmit,
+    Completer, ConnInfo, Engine, JobRejected, JobResult, ResourceManager, Service, Session,
+    Transmit,
 };
+
+mod common;
 
 /// Where `PARK` sends its completer (the test holds the receiver).
 type Park = Arc<Mutex<SyncSender<Completer>>>;
@@ -120,31 +121,10 @@ impl Session for ToySession {
 }
 
 fn start() -> (Engine, Arc<ResourceManager>, Receiver<Completer>) {
-    let rm = ResourceManager::new(&ResourceLimits {
-        memory_bytes: AccountLimits::new(1 << 30),
-        net_bps: vec![AccountLimits::new(u64::MAX)],
-        disk_read_bps: AccountLimits::new(u64::MAX),
-        disk_space_bytes: AccountLimits::new(u64::MAX),
-        connections: AccountLimits::new(100),
-        open_files: AccountLimits::new(100),
-    });
     let (park, parked) = sync_channel(8);
-    let mut cfg = EngineConfig::with_layout(Layout::parse("combined", &[0, 1]).unwrap());
-    cfg.chunk_bytes = 64 * 1024;
-    cfg.chunks = 8;
-    cfg.connections_per_worker_max = 64;
-    let engine = Engine::start(
-        cfg,
-        vec![Listener {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            service: Arc::new(Toy {
-                park: Arc::new(Mutex::new(park)),
-            }),
-        }],
-        Arc::clone(&rm),
-        oasis_engine::probe::probe().unwrap(),
-    )
-    .unwrap();
+    let (engine, rm) = common::small_engine(Arc::new(Toy {
+        park: Arc::new(Mutex::new(park)),
+    }));
     (engine, rm, parked)
 }
 
