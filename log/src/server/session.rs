@@ -6,10 +6,10 @@
 //! writer's batch for the store, a reader's plan or record). Before a frame's body is allocated,
 //! a batch grows, a read starts, a list is answered or the queue of answers grows, it covers the
 //! memory with its reservation (`memory`); without the budget it waits for its batch with the
-//! store, or, holding none, refuses (`REFUSE` 4; a queue of answers that cannot grow closes). It keeps the timeouts (a silent
-//! writer, a send the peer does not take) and decides when to close: after a refusal that ends
-//! the connection is sent, when the peer has gone, or, on shutdown, once a writer's last batch
-//! is answered.
+//! store, or, holding none, refuses (`REFUSE` 4; a queue of answers that cannot grow closes).
+//! It keeps the timeouts (a silent writer, a send the peer does not take) and decides when to
+//! close: after a refusal that ends the connection is sent, when the peer has gone, or, on
+//! shutdown, once a writer's last batch is answered.
 //!
 //! Never blocks, never reads the clock or a file; `now` comes from the engine.
 
