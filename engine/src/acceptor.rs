@@ -18,9 +18,48 @@ use crate::layout::Roles;
 use crate::resource::Resource;
 use crate::shared::{Msg, Shared};
 
+/// How long [`bind`] keeps trying an address in use. A server killed a moment ago may hold its
+/// listener for a while: its rings release their sockets after the process is gone (35-120 ms
+/// measured on 2026-12-06), so a restart at once used to fail and wait for the agent's backoff.
+/// nginx tries five times, half a second apart; this retries sooner, for about as long.
+pub(crate) const BIND_IN_USE_RETRY_FOR: Duration = Duration::from_secs(2);
+
+/// The pause between two tries of an address in use.
+const BIND_IN_USE_PAUSE: Duration = Duration::from_millis(25);
+
 /// Makes a listening socket on `addr`: close-on-exec, SO_REUSEADDR, blocking (accepts go through
-/// the ring, never a read on the descriptor).
+/// the ring, never a read on the descriptor). An address in use is tried again for
+/// [`BIND_IN_USE_RETRY_FOR`] before the error is returned.
 pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<OwnedFd> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match try_bind(addr, backlog) {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse
+                    && waited < BIND_IN_USE_RETRY_FOR =>
+            {
+                if waited.is_zero() {
+                    tracing::warn!(
+                        "{addr}: address in use; trying again for up to {} s (a server that \
+                         just stopped may still hold it)",
+                        BIND_IN_USE_RETRY_FOR.as_secs()
+                    );
+                }
+                std::thread::sleep(BIND_IN_USE_PAUSE);
+                waited += BIND_IN_USE_PAUSE;
+            }
+            Err(err) => return Err(err),
+            Ok(fd) => {
+                if !waited.is_zero() {
+                    tracing::info!("{addr}: bound after {} ms", waited.as_millis());
+                }
+                return Ok(fd);
+            }
+        }
+    }
+}
+
+fn try_bind(addr: SocketAddr, backlog: u32) -> std::io::Result<OwnedFd> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // Without it a restart may wait out the last run's TIME_WAIT; the listener works either way.
     let _ = socket.set_reuse_address(true);
@@ -187,5 +226,40 @@ fn dispatch(shared: &Shared, fd: OwnedFd, listener: u16, rotate: &mut usize) {
     }
     if let Msg::NewConn { fd, .. } = msg {
         refuse(fd, &"every command worker is full");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_released_while_bind_retries_is_taken() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        // Whoever holds the address lets it go a little later, as a killed server's rings do.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let fd = bind(addr, 16).expect("the address is free once the holder lets it go");
+        release.join().unwrap();
+        let got = SockRef::from(&fd)
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .unwrap();
+        assert_eq!(got, addr);
+        // It is a listener: a client connects.
+        std::net::TcpStream::connect(addr).expect("connect to the new listener");
+    }
+
+    #[test]
+    fn an_address_held_for_good_fails_with_address_in_use() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = bind(addr, 16).expect_err("another listener holds the address");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(held);
     }
 }
