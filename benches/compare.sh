@@ -318,6 +318,7 @@ start_nginx() { # workers
   local paced=() r
   # One location per bitrate: limit_rate is Oasis's paced rate (bitrate x factor), and
   # limit_rate_after its burst (initial_burst_secs of the bitrate), per response like Oasis's.
+  # limit_rate runs one second of its rate ahead, as Oasis's lead_secs = 1 does.
   for r in $VIEWER_RATES; do
     paced+=("location /paced/viewers/hls-$((r / 1000))k/ { alias $DATA/viewers/hls-$((r / 1000))k/; limit_rate $(awk -v r="$r" -v f="$FACTOR_SEGMENT" 'BEGIN{printf "%d", r * f / 8}'); limit_rate_after $((r / 8 * BURST_S)); }")
   done
@@ -376,6 +377,7 @@ addr = "127.0.0.1:$OASIS_PORT"
 bandwidth_bps = $OASIS_BW
 [pacing]
 initial_burst_secs = $BURST_S
+lead_secs = 1
 factor_segment = $FACTOR_SEGMENT
 factor_progressive = $FACTOR_PROGRESSIVE
 [http]

@@ -50,6 +50,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "http.retry_after_secs",
     "pacing.enabled",
     "pacing.initial_burst_secs",
+    "pacing.lead_secs",
     "pacing.factor_progressive",
     "pacing.factor_segment",
     "storage.corrupt_policy",

@@ -282,7 +282,7 @@ fn connection_limit_answers_503_and_recovers() {
 fn admission_control_refuses_streams_beyond_the_bandwidth_budget() {
     // 10 Mbit/s on the listener; a 4 Mbit/s object paced at 1.5x needs 6 Mbit/s: one fits, two do not.
     let server = Server::start_full(
-        "[pacing]\ninitial_burst_secs = 1.0\nfactor_progressive = 1.5\n",
+        "[pacing]\ninitial_burst_secs = 1.0\nlead_secs = 0.0\nfactor_progressive = 1.5\n",
         "combined",
         Some(10_000_000),
     );

@@ -103,7 +103,7 @@ fn hls_segments_hold_extinf_bitrate_pace_from_spare_budget_and_are_refused_past_
     // A 2,000,000-byte segment of 16 s: 1 Mbit/s. 6 Mbit/s on the listener (warning at 80 %:
     // 4.8 Mbit/s): the first viewer gets 1x plus 3x spare, the next two 1x, the fourth none.
     let server = Server::start_full(
-        "[pacing]\ninitial_burst_secs = 0.5\nfactor_segment = 4.0\n",
+        "[pacing]\ninitial_burst_secs = 0.5\nlead_secs = 0.0\nfactor_segment = 4.0\n",
         "combined",
         Some(6_000_000),
     );
@@ -175,7 +175,7 @@ fn an_mp4_reserves_its_header_bitrate_times_factor_and_is_refused_past_the_budge
 
     // One stream at 1.5x fits in 1.6x the bitrate, a second does not.
     let server = Server::start_full(
-        "[pacing]\ninitial_burst_secs = 1.0\nfactor_progressive = 1.5\n",
+        "[pacing]\ninitial_burst_secs = 1.0\nlead_secs = 0.0\nfactor_progressive = 1.5\n",
         "combined",
         Some(bitrate * 16 / 10),
     );

@@ -354,6 +354,16 @@ impl Config {
                 format!("must be between 0 and 600 (got {})", p.initial_burst_secs),
             );
         }
+        if !(0.0..=60.0).contains(&p.lead_secs) {
+            out.add(
+                "pacing",
+                "lead_secs",
+                format!("must be between 0 and 60 (got {})", p.lead_secs),
+            )
+            .hint(
+                "1.0 is what nginx's limit_rate allows; 0 keeps a stream exactly on its schedule",
+            );
+        }
         for (k, v) in [
             ("factor_progressive", p.factor_progressive),
             ("factor_segment", p.factor_segment),
@@ -520,17 +530,20 @@ mod tests {
         cfg.engine.ring_entries = 100;
         cfg.http.send_timeout_secs = 0;
         cfg.pacing.factor_segment = 0.5;
+        cfg.pacing.lead_secs = -1.0;
         assert_eq!(
             keys(&cfg),
             [
                 "[engine] chunk_bytes",
                 "[engine] ring_entries",
                 "[http] send_timeout_secs",
+                "[pacing] lead_secs",
                 "[pacing] factor_segment"
             ]
         );
         let err = cfg.check().unwrap_err().to_string();
-        assert!(err.ends_with("4 errors in the configuration"), "{err}");
+        assert!(err.ends_with("5 errors in the configuration"), "{err}");
+        assert!(err.contains("what nginx's limit_rate allows"), "{err}");
         assert!(
             err.contains("hint: the nearest allowed is chunk_bytes = 4096"),
             "{err}"

@@ -215,6 +215,8 @@ pub struct HttpSection {
 pub struct PacingSection {
     pub enabled: bool,
     pub initial_burst_secs: f64,
+    /// How far ahead of its schedule a paced stream may run, in seconds of its paced rate.
+    pub lead_secs: f64,
     pub factor_progressive: f64,
     pub factor_segment: f64,
 }
@@ -395,6 +397,7 @@ impl Default for PacingSection {
         PacingSection {
             enabled: true,
             initial_burst_secs: 10.0,
+            lead_secs: 1.0,
             factor_progressive: 1.5,
             factor_segment: 4.0,
         }
@@ -593,6 +596,7 @@ impl Config {
             pacing: oasis_net::PacingConfig {
                 enabled: self.pacing.enabled,
                 initial_burst_secs: self.pacing.initial_burst_secs,
+                lead_secs: self.pacing.lead_secs,
                 factor_progressive: self.pacing.factor_progressive,
                 factor_segment: self.pacing.factor_segment,
             },

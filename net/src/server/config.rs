@@ -11,11 +11,16 @@ use crate::auth::link::LinkKeys;
 use crate::http::HttpLimits;
 
 /// Pacing of streams: after `initial_burst_secs` of media at full speed, a stream is sent at its
-/// object's bitrate times a factor.
+/// object's bitrate times a factor, and may run `lead_secs` of that rate ahead of its schedule.
 #[derive(Clone, Debug)]
 pub struct PacingConfig {
     pub enabled: bool,
     pub initial_burst_secs: f64,
+    /// How far ahead of its schedule a stream may run, in seconds of its paced rate: nginx's
+    /// `limit_rate` allows one (its write filter's limit is rate x (elapsed seconds + 1)). A
+    /// response that fits its burst and its lead goes in one send; 0 keeps every stream on its
+    /// schedule to the piece.
+    pub lead_secs: f64,
     /// Factor for progressive media (MP4, WebM, audio): players buffer ahead of the playhead.
     pub factor_progressive: f64,
     /// Factor for HLS/DASH segments: segment players estimate bandwidth from download speed, so a
@@ -28,6 +33,7 @@ impl Default for PacingConfig {
         PacingConfig {
             enabled: true,
             initial_burst_secs: 10.0,
+            lead_secs: 1.0,
             factor_progressive: 1.5,
             factor_segment: 4.0,
         }

@@ -1,7 +1,7 @@
 //! Pacing of a stream by its object's bitrate: what bandwidth a stream reserves, and how many
 //! body bytes its schedule lets it send at a given instant (a burst of `initial_burst_secs` of
-//! media at once, then bitrate x factor). Pure arithmetic on the `now` it is given: it never
-//! reads the clock and never sends.
+//! media at once, then bitrate x factor, with a lead of `lead_secs` of that rate). Pure
+//! arithmetic on the `now` it is given: it never reads the clock and never sends.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ pub(super) const PACE_CHUNK_MIN_BYTES: u64 = 64 * 1024;
 /// A paced stream sends at least this much of its schedule at once: each piece costs a send, a
 /// cork and uncork, a timer wake-up and a wake-up of the receiver whatever its size, so a 4x
 /// segment of 4 Mbit/s media went out in 16 pieces of 64 KiB after its burst (12.7 `sendfile`
-/// and 25 `setsockopt` calls per segment, measured 2026-12-06). A quarter of a second is four
-/// times finer than nginx's `limit_rate`, which lets a response run up to a second ahead.
+/// and 25 `setsockopt` calls per segment, measured 2026-12-06). The lead (`lead_secs`) is what
+/// a stream may run ahead of its schedule; the quantum is how finely it catches up.
 pub(super) const PACE_QUANTUM: Duration = Duration::from_millis(250);
 
 /// Whether a name is an HLS/DASH segment or playlist (paced by `factor_segment`).
@@ -62,10 +62,11 @@ pub(super) fn stream_rate(meta: &ObjectMeta, name: &str, cfg: &PacingConfig) -> 
 #[derive(Debug)]
 pub(super) struct Pace {
     start: Instant,
-    burst_bytes: u64,
+    /// The burst and the lead: what the schedule allows at its start.
+    start_bytes: u64,
     rate_bytes_per_sec: f64,
     /// The least a stream waits to send at once: [`PACE_QUANTUM`] of its rate, no more than its
-    /// burst (what the operator lets go at once), at least [`PACE_CHUNK_MIN_BYTES`].
+    /// start (what the operator lets go at once), at least [`PACE_CHUNK_MIN_BYTES`].
     piece_bytes: u64,
 }
 
@@ -81,12 +82,13 @@ impl Pace {
         (rate.paced && rate.rate_bps > 0).then(|| {
             let rate_bytes_per_sec = rate.rate_bps as f64 / 8.0;
             let burst_bytes = (bitrate_bps as f64 / 8.0 * cfg.initial_burst_secs) as u64;
+            let lead_bytes = (rate_bytes_per_sec * cfg.lead_secs) as u64;
             Pace {
                 start: now,
-                burst_bytes,
+                start_bytes: burst_bytes + lead_bytes,
                 rate_bytes_per_sec,
                 piece_bytes: ((rate_bytes_per_sec * PACE_QUANTUM.as_secs_f64()) as u64)
-                    .min(burst_bytes)
+                    .min(burst_bytes + lead_bytes)
                     .max(PACE_CHUNK_MIN_BYTES),
             }
         })
@@ -103,7 +105,7 @@ pub(super) fn pace_allows(
 ) -> Result<u64, Instant> {
     let Some(p) = pace else { return Ok(want) };
     let elapsed = now.saturating_duration_since(p.start).as_secs_f64();
-    let budget = p.burst_bytes as f64 + p.rate_bytes_per_sec * elapsed;
+    let budget = p.start_bytes as f64 + p.rate_bytes_per_sec * elapsed;
     let slack = budget - sent_bytes as f64;
     let need = want.min(p.piece_bytes) as f64;
     if slack >= need {
@@ -182,6 +184,7 @@ mod tests {
     fn a_burst_then_the_rate() {
         let cfg = PacingConfig {
             initial_burst_secs: 2.0,
+            lead_secs: 0.0,
             ..PacingConfig::default()
         };
         let t0 = Instant::now();
@@ -216,6 +219,7 @@ mod tests {
     fn a_slow_stream_still_sends_pieces_worth_a_system_call() {
         let cfg = PacingConfig {
             initial_burst_secs: 0.0,
+            lead_secs: 0.0,
             ..PacingConfig::default()
         };
         let t0 = Instant::now();
@@ -230,5 +234,40 @@ mod tests {
             pace_allows(Some(&pace), 0, 1 << 30, after),
             Ok(PACE_CHUNK_MIN_BYTES)
         );
+    }
+
+    #[test]
+    fn a_stream_may_run_its_lead_ahead_and_a_short_segment_goes_whole() {
+        let cfg = PacingConfig {
+            initial_burst_secs: 2.0,
+            lead_secs: 1.0,
+            ..PacingConfig::default()
+        };
+        let t0 = Instant::now();
+        // A 4 s segment of 1 Mbit/s media, paced at 4x (500,000 B/s): 250,000 bytes of burst
+        // and 500,000 of lead cover its 500,000 bytes, so it goes in one send, as nginx's
+        // limit_rate sends it.
+        let rate = stream_rate(&meta(1_000_000, BitrateSource::HlsExtinf), "a.ts", &cfg);
+        let pace = Pace::start(1_000_000, rate, &cfg, t0).expect("paced");
+        assert_eq!(pace_allows(Some(&pace), 0, 500_000, t0), Ok(500_000));
+        // A long stream gets its burst and its lead at once, then keeps its rate a lead ahead.
+        assert_eq!(pace_allows(Some(&pace), 0, 1 << 30, t0), Ok(750_000));
+        let at = pace_allows(Some(&pace), 750_000, 1 << 30, t0).expect_err("waits");
+        assert!(
+            ((at - t0).as_secs_f64() - 0.25).abs() < 1e-6,
+            "a quarter second"
+        );
+        let t3 = t0 + Duration::from_secs(3);
+        assert_eq!(
+            pace_allows(Some(&pace), 750_000, 1 << 30, t3),
+            Ok(1_500_000)
+        );
+        // A lead of 0 keeps the strict schedule: the burst only.
+        let strict = PacingConfig {
+            lead_secs: 0.0,
+            ..cfg
+        };
+        let pace = Pace::start(1_000_000, rate, &strict, t0).expect("paced");
+        assert_eq!(pace_allows(Some(&pace), 0, 500_000, t0), Ok(250_000));
     }
 }

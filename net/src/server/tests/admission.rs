@@ -21,6 +21,7 @@ const SEGMENTS: usize = 4;
 fn package(viewers: u64) -> Env {
     let env = Env::with(|s| {
         s.http.pacing.initial_burst_secs = 0.5;
+        s.http.pacing.lead_secs = 0.0;
         s.limits.net_bps = vec![AccountLimits::new(viewers * BITRATE)];
     });
     for i in 0..SEGMENTS {

@@ -39,14 +39,46 @@ fn check_rate(env: &Env, name: &str, bitrate_bps: u64, factor: f64, burst_secs: 
 
 #[test]
 fn a_progressive_stream_is_paced_at_bitrate_times_its_factor() {
-    let env = Env::with(|s| s.http.pacing.initial_burst_secs = 1.0);
+    let env = Env::with(|s| {
+        s.http.pacing.initial_burst_secs = 1.0;
+        s.http.pacing.lead_secs = 0.0;
+    });
     check_rate(&env, "movie.mp4", 8_000_000, 1.5, 1.0);
 }
 
 #[test]
 fn a_segment_is_paced_at_the_segment_factor() {
-    let env = Env::with(|s| s.http.pacing.initial_burst_secs = 0.5);
+    let env = Env::with(|s| {
+        s.http.pacing.initial_burst_secs = 0.5;
+        s.http.pacing.lead_secs = 0.0;
+    });
     check_rate(&env, "hls/seg-1.ts", 4_000_000, 4.0, 0.5);
+}
+
+#[test]
+fn a_stream_runs_its_lead_ahead_of_its_schedule() {
+    // 8 Mbit/s x 1.5 = 1.5 MB/s: a 1 s burst (1 MB) and a 1 s lead (1.5 MB) go at once.
+    let env = Env::with(|s| {
+        s.http.pacing.initial_burst_secs = 1.0;
+        s.http.pacing.lead_secs = 1.0;
+    });
+    let body = pattern(12 << 20);
+    env.put("lead.mp4", "?bitrate=8000000", &body);
+    let mut c = env.connect();
+    c.send("GET /media/lead.mp4 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let at_start = c.file_bytes_sent;
+    assert!(
+        at_start <= 2_500_000 && at_start > 2_500_000 - 65_536,
+        "burst and lead: {at_start} bytes"
+    );
+    c.advance(SEC * 2);
+    let sent = c.file_bytes_sent;
+    assert!(
+        sent <= 5_500_000 && sent > 5_500_000 - 400_000,
+        "two seconds later, a lead ahead: {sent} bytes"
+    );
+    c.advance(SEC * 60);
+    assert_eq!(c.response().body, body);
 }
 
 #[test]
