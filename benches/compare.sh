@@ -26,7 +26,8 @@
 # limit_rate_after equal to Oasis's burst. oasis-loadgen's viewers fetch the playlist, then the
 # segments in order, keep a buffer that drains in real time and stall when it runs dry; viewers
 # are added step by step until one stalls. The limit in the same run: loopback (iperf3, run here
-# unless scenario 7 ran) / bitrate, and the servers' descriptor limit.
+# unless scenario 7 ran) / bitrate, and the servers' descriptor limit. OASIS_LEAD_S=1 gives Oasis
+# nginx's one second of lead (`[pacing] lead_secs`; Oasis's default is 0).
 # Scenario 9 (overload): Oasis with bandwidth_bps = its measured capacity (viewers sustained at
 # 4 Mbit/s in scenario 5 of this run, or OVERLOAD_SUSTAINED, x 4 Mbit/s), which admits C
 # progressive viewers of a 4 Mbit/s MP4 (paced at 1.5x); 2C viewers offered to each server;
@@ -318,7 +319,8 @@ start_nginx() { # workers
   local paced=() r
   # One location per bitrate: limit_rate is Oasis's paced rate (bitrate x factor), and
   # limit_rate_after its burst (initial_burst_secs of the bitrate), per response like Oasis's.
-  # limit_rate runs one second of its rate ahead, as Oasis's lead_secs = 1 does.
+  # limit_rate runs one second of its rate ahead, as Oasis's lead_secs = 1 does
+  # (OASIS_LEAD_S=1; Oasis's default is 0).
   for r in $VIEWER_RATES; do
     paced+=("location /paced/viewers/hls-$((r / 1000))k/ { alias $DATA/viewers/hls-$((r / 1000))k/; limit_rate $(awk -v r="$r" -v f="$FACTOR_SEGMENT" 'BEGIN{printf "%d", r * f / 8}'); limit_rate_after $((r / 8 * BURST_S)); }")
   done
@@ -377,7 +379,7 @@ addr = "127.0.0.1:$OASIS_PORT"
 bandwidth_bps = $OASIS_BW
 [pacing]
 initial_burst_secs = $BURST_S
-lead_secs = 1
+lead_secs = ${OASIS_LEAD_S:-0}
 factor_segment = $FACTOR_SEGMENT
 factor_progressive = $FACTOR_PROGRESSIVE
 [http]

@@ -397,7 +397,7 @@ impl Default for PacingSection {
         PacingSection {
             enabled: true,
             initial_burst_secs: 10.0,
-            lead_secs: 1.0,
+            lead_secs: 0.0,
             factor_progressive: 1.5,
             factor_segment: 4.0,
         }

@@ -18,8 +18,8 @@ pub struct PacingConfig {
     pub initial_burst_secs: f64,
     /// How far ahead of its schedule a stream may run, in seconds of its paced rate: nginx's
     /// `limit_rate` allows one (its write filter's limit is rate x (elapsed seconds + 1)). A
-    /// response that fits its burst and its lead goes in one send; 0 keeps every stream on its
-    /// schedule to the piece.
+    /// response that fits its burst and its lead goes in one send; 0 (the default) keeps every
+    /// stream on its schedule to the piece.
     pub lead_secs: f64,
     /// Factor for progressive media (MP4, WebM, audio): players buffer ahead of the playhead.
     pub factor_progressive: f64,
@@ -33,7 +33,7 @@ impl Default for PacingConfig {
         PacingConfig {
             enabled: true,
             initial_burst_secs: 10.0,
-            lead_secs: 1.0,
+            lead_secs: 0.0,
             factor_progressive: 1.5,
             factor_segment: 4.0,
         }
