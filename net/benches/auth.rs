@@ -119,6 +119,14 @@ fn bench_link(c: &mut Criterion) {
     group.bench_function("tampered_two_keys", |b| {
         b.iter(|| link::verify(&keys, black_box(&tampered), NOW, CLIENT))
     });
+    // What a worker does: the link verified once, then opened from its memo.
+    let mut memo = link::LinkMemo::new();
+    group.bench_function("object_from_memo", |b| {
+        b.iter(|| memo.verify(&keys, black_box(&single), NOW, CLIENT).is_ok())
+    });
+    group.bench_function("prefix_from_memo", |b| {
+        b.iter(|| memo.verify(&keys, black_box(&segment), NOW, CLIENT).is_ok())
+    });
     group.finish();
 }
 

@@ -58,6 +58,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -66,6 +67,9 @@ use sha2::Sha256;
 
 use super::token::{ct_eq, decode_b64_32};
 use crate::http::percent_decode;
+
+mod memo;
+pub use memo::LinkMemo;
 
 /// The route every signed link path starts with.
 pub const LINK_PREFIX: &str = "/s/";
@@ -94,11 +98,17 @@ const _: () = assert!(SCOPE_COMPONENTS_MAX.ilog10() as usize + 1 == SCOPE_DIGITS
 
 /// The keys links are signed and checked with: the first signs, all verify; 1..=2 keys.
 ///
-/// Each key's HMAC state is prepared once here and cloned per signature.
+/// Each key's HMAC state is prepared once here and cloned per signature. Every set of keys
+/// made by [`LinkKeys::new`] has an id of its own (a clone shares it), which is what a
+/// [`LinkMemo`] keys its entries on: a reload's new keys never meet links verified under old ones.
 #[derive(Clone)]
 pub struct LinkKeys {
     macs: Vec<Hmac<Sha256>>,
+    id: u64,
 }
+
+/// The last [`LinkKeys`] id handed out (ids start at 1; 0 marks an empty memo slot).
+static LINK_KEYS_LAST_ID: AtomicU64 = AtomicU64::new(0);
 
 impl LinkKeys {
     /// Keys from configuration text; each at least 32 bytes (as given: text is used as
@@ -133,7 +143,8 @@ impl LinkKeys {
                 .map_err(|err| format!("link key {which} cannot key HMAC-SHA256: {err}"))?;
             macs.push(mac);
         }
-        Ok(LinkKeys { macs })
+        let id = LINK_KEYS_LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(LinkKeys { macs, id })
     }
 }
 
@@ -387,6 +398,16 @@ pub fn verify<'a>(
     client: IpAddr,
 ) -> Result<Cow<'a, str>, LinkError> {
     let link = parse(path)?;
+    check_signature(keys, &link, client)?;
+    opens_at(link, now_unix)
+}
+
+/// Whether one of `keys` signed `link` for `client`: the HMAC half of [`verify`].
+fn check_signature(
+    keys: &LinkKeys,
+    link: &SignedPath<'_>,
+    client: IpAddr,
+) -> Result<(), LinkError> {
     let address = link.address_bound.then(|| address_text(client));
     let address = address.as_deref().unwrap_or("");
     let signed = keys.macs.iter().any(|key| {
@@ -399,13 +420,17 @@ pub fn verify<'a>(
         );
         ct_eq(&mac, &link.sig)
     });
-    if !signed {
-        return Err(if link.address_bound {
-            LinkError::WrongAddress
-        } else {
-            LinkError::BadSignature
-        });
+    if signed {
+        Ok(())
+    } else if link.address_bound {
+        Err(LinkError::WrongAddress)
+    } else {
+        Err(LinkError::BadSignature)
     }
+}
+
+/// The name a correctly signed `link` opens at `now_unix`, or [`LinkError::Expired`].
+fn opens_at(link: SignedPath<'_>, now_unix: u64) -> Result<Cow<'_, str>, LinkError> {
     if now_unix > link.expires_unix {
         return Err(LinkError::Expired);
     }

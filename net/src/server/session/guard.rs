@@ -97,6 +97,7 @@ impl HttpSession {
     /// `GET|HEAD /s/<sig>/<expires>/<scope>/<name>`: a signed link opens the object it covers,
     /// whatever its prefix's read policy; a wrong one is 403, an expired one 410. `path` is the
     /// request's path as sent, still percent-encoded ([`link::verify`] decodes the name once).
+    /// A link this worker verified before opens from its [`link::LinkMemo`] without an HMAC.
     pub(super) fn serve_signed(&mut self, head: &RequestHead, path: &str, now: Instant) {
         let ip = self.info.peer.map(|p| p.ip());
         if let Some(ip) = ip {
@@ -113,7 +114,8 @@ impl HttpSession {
             self.svc.metrics.auth_refused("links_off");
             return self.deny(Denied::LinksOff, head.method == Method::Head, now);
         };
-        match link::verify(keys, path, unix_now, client) {
+        // The worker's memo: one HMAC per link it has not verified yet under these keys.
+        match link::LinkMemo::verify_on_this_thread(keys, path, unix_now, client) {
             Ok(name) => {
                 if self.svc.log.is_on() {
                     if let Some(r) = &mut self.req {
