@@ -221,6 +221,19 @@ else
 fi
 drop_caches() { [[ $DROP_CACHES == 1 ]] && sync && echo 3 >/proc/sys/vm/drop_caches; true; }
 
+# The kernel keeps TCP metrics per destination (ssthresh, RTT, reordering) from closed
+# connections and starts new ones to the same address from them. After a ramp that drove
+# loopback into memory pressure they start the next run's connections small: one Oasis run of
+# whole 4 MiB segments stalled at 5,035 viewers after the 4 Mbit/s ramp and sustained 10,070
+# with the metrics flushed (2026-12-06). Every load run starts from none, whoever ran before.
+FLUSH_METRICS=0
+if ip tcp_metrics flush all 2>/dev/null; then
+  FLUSH_METRICS=1
+else
+  note "could not flush the kernel's TCP metrics (ip tcp_metrics flush all): a run may start from what the run before it left"
+fi
+flush_tcp_metrics() { [[ $FLUSH_METRICS == 1 ]] && ip tcp_metrics flush all 2>/dev/null; true; }
+
 # ---------------------------------------------------------------- data set
 DATA="$WORK/data"
 mkdir -p "$DATA/hot" "$DATA/small" "$DATA/cold"
@@ -449,6 +462,7 @@ run_lg() {
     return 0
   fi
   log "$name [$server]: oasis-loadgen $mode $*"
+  flush_tcp_metrics
   t0=$(server_ticks "$server")
   if ! "${CLIENT_RUN[@]}" "$LG" "$mode" --base "http://127.0.0.1:$port" --label "$name" --out "$out" "${LG_EXTRA[@]}" "$@" 2>>"$LOG"; then
     [[ -s $out ]] || printf '{"label":"%s","server":"%s","na":"loadgen failed (see log.txt)"}\n' "$name" "$server" >"$out"
@@ -461,6 +475,7 @@ run_wrk() { # NAME SERVER CONNS PATH
   [[ $2 == oasis ]] && port=$OASIS_PORT
   [[ $2 == oasis && $OASIS_OK != 1 ]] && { echo "n/a: $OASIS_WHY" >"$RAW/${1}__${2}.wrk.txt"; return 0; }
   log "$1 [$2]: wrk -c$3 $4"
+  flush_tcp_metrics
   timeout $((DURATION_S + 30)) "${CLIENT_RUN[@]}" wrk -t"$WRK_THREADS" -c"$3" -d"${DURATION_S}s" --latency "http://127.0.0.1:$port$4" >"$RAW/${1}__${2}.wrk.txt" 2>&1
 }
 # alternate REP A B: "A B" without --repeat and in odd repetitions, "B A" in even ones, so
