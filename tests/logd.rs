@@ -507,12 +507,12 @@ fn tail_follows_a_stream_as_the_shipper_moves_between_servers() {
 #[test]
 fn a_small_memory_budget_holds_a_thousand_idle_shippers_and_streams_for_another() {
     let dir = tempfile::tempdir().unwrap();
-    // The engine takes 32 MiB of it (buffer pool, receive buffers); about 16 MiB is left for
-    // connections: at 4 KiB each while idle, a thousand fit.
+    // The engine takes 48 MiB of it on two workers (a 16 MiB buffer pool, 16 MiB of receive
+    // buffers each); about 16 MiB is left for connections: at 4 KiB each while idle, a thousand fit.
     let mut a = Logd::start_with(
         &dir.path().join("a"),
         &dir.path().join("a.log"),
-        "[resources]\nmemory_bytes = 50331648\n[logd]\nconnections_max = 2000\nstreams_max = 2000\n",
+        "[resources]\nmemory_bytes = 67108864\n[logd]\nconnections_max = 2000\nstreams_max = 2000\n",
     );
     let idle: Vec<Client> = (0..1000)
         .map(|i| Client::hello(a.addr, &format!("idle/{i}"), 0).0)

@@ -248,30 +248,7 @@ impl Config {
             )
             .hint(format!("e.g. ring_entries = {nearest}"));
         }
-        if e.recv_buffers != 0 && (e.recv_buffers > 32768 || !e.recv_buffers.is_power_of_two()) {
-            out.add(
-                "engine",
-                "recv_buffers",
-                format!(
-                    "must be 0 (off) or a power of two up to 32768 (got {})",
-                    e.recv_buffers
-                ),
-            )
-            .hint(format!(
-                "e.g. recv_buffers = {}",
-                e.recv_buffers.min(32768).next_power_of_two()
-            ));
-        }
-        if !(512..=65536).contains(&e.recv_buffer_bytes) {
-            out.add(
-                "engine",
-                "recv_buffer_bytes",
-                format!(
-                    "must be between 512 and 65536 (got {})",
-                    e.recv_buffer_bytes
-                ),
-            );
-        }
+        check_recv_buffers(out, "engine", e.recv_buffers, e.recv_buffer_bytes);
         if !matches!(e.send_path.as_str(), "splice" | "read-send") {
             out.add(
                 "engine",
@@ -471,6 +448,34 @@ const API_TOKEN_HINT: &str =
     "use a long random string, e.g. the output of `openssl rand -hex 16` (32 characters)";
 
 /// The one rule for an API token wherever it comes from; `Some(why)` when it breaks it.
+/// `recv_buffers` and `recv_buffer_bytes` of `section` (`[engine]` for the media server,
+/// `[logd]` for a log server): what the engine registers as provided receive buffers.
+pub(super) fn check_recv_buffers(
+    out: &mut Problems,
+    section: &'static str,
+    buffers: usize,
+    bytes: usize,
+) {
+    if buffers != 0 && (buffers > 32768 || !buffers.is_power_of_two()) {
+        out.add(
+            section,
+            "recv_buffers",
+            format!("must be 0 (off) or a power of two up to 32768 (got {buffers})"),
+        )
+        .hint(format!(
+            "e.g. recv_buffers = {}",
+            buffers.min(32768).next_power_of_two()
+        ));
+    }
+    if !(512..=65536).contains(&bytes) {
+        out.add(
+            section,
+            "recv_buffer_bytes",
+            format!("must be between 512 and 65536 (got {bytes})"),
+        );
+    }
+}
+
 fn api_token_too_short(token: &str) -> Option<String> {
     let n = token.chars().count();
     (n < API_TOKEN_CHARS_MIN).then(|| {
