@@ -91,6 +91,10 @@ fn a_wrong_token_upload_of_20_mb_reports_401_with_the_reason() {
         b"",
     );
     assert_eq!(status, 404);
+    // The access log is written by its own thread: wait for the lines, then count them.
+    support::wait_until(&s, "four 401 lines in the access log", || {
+        s.access_log().matches("\" 401 ").count() >= 4
+    });
     assert_eq!(
         s.access_log().matches("\" 401 ").count(),
         4,

@@ -285,7 +285,10 @@ fn every_route_answers_every_role_as_the_table_says() {
             .any(|r| r["object"] == "news/provider.txt" && r["client"] == "127.0.0.1"),
         "{uploads:?}"
     );
-    assert!(s.access_log().contains(" - news ["), "{}", s.access_log());
+    // The access log is written by its own thread.
+    support::wait_until(&s, "the provider's name in the access log", || {
+        s.access_log().contains(" - news [")
+    });
 }
 
 /// The audit records a query finds, once the writer has put at least one in the catalog.
