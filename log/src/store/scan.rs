@@ -121,13 +121,13 @@ fn scan_segment(
     let head = match parse_segment_head(&head_bytes) {
         Ok(h) => h,
         Err(why) if last => {
-            // Created when the server stopped: the writer syncs a new segment's header before
-            // its first record, so nothing was acknowledged from it.
+            // Created when the server stopped: a new segment's header is synced by the commit
+            // that syncs its first records, before any of them is acknowledged.
             tracing::warn!(
                 "stream {name}: segment {} has a torn header ({why}); {}",
                 path.display(),
                 if mode == Mode::Repair {
-                    "removed (it held no record)"
+                    "removed (nothing in it was acknowledged)"
                 } else {
                     "skipped"
                 }

@@ -268,6 +268,43 @@ fn a_commit_comes_when_enough_bytes_are_unsynced() {
 }
 
 #[test]
+fn new_streams_are_made_durable_together_by_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.commit.interval = Duration::from_secs(3600);
+    c.commit.bytes = 1 << 30;
+    c.writers = 1;
+    let (store, _) = Store::open(c.clone()).unwrap();
+    // Twenty streams' first records, answered once written: no commit yet, none per new
+    // segment (each used to sync its header, its directory and the data directory, and to
+    // commit every other stream first).
+    let streams: Vec<_> = (0..20)
+        .map(|i| store.stream(&format!("new/{i}")).unwrap())
+        .collect();
+    for (i, s) in streams.iter().enumerate() {
+        let rx = append_as(&store, s, 0, &pattern(i as u64, 100), false, true);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(0));
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 0);
+    // One wait makes the commit: one syncfs for the twenty files and their directories.
+    let wait = append_as(&store, &streams[19], 100, &[], true, false);
+    assert_eq!(wait.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(100));
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+    for s in &streams {
+        assert_eq!(s.durable_end(), 100, "{}", s.name());
+    }
+    store.close();
+    drop(store);
+    let (store, rec) = Store::open(c).unwrap();
+    assert!(rec.cuts.is_empty());
+    for i in 0..20 {
+        let s = store.find(&format!("new/{i}")).unwrap();
+        assert_eq!(read_all(&s, 0).0, pattern(i, 100));
+    }
+}
+
+#[test]
 fn an_append_that_waits_is_committed_at_once_with_what_came_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());

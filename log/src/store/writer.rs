@@ -220,8 +220,21 @@ struct Tail {
     durable_len: u64,
     durable_end: u64,
     dirty: bool,
+    /// A new segment file whose directory entry (and, when the stream's directory is new too,
+    /// that directory's entry) the next commit makes durable with its bytes.
+    new_entry: NewEntry,
     /// When it was last written (the writer's append count then).
     used: u64,
+}
+
+/// Directory entries a new segment needs synced before anything in it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NewEntry {
+    None,
+    /// The segment file's, in its stream's directory.
+    File,
+    /// The segment file's and its stream directory's, in the data directory's `streams/`.
+    FileAndDir,
 }
 
 /// The writer thread's state.
@@ -388,8 +401,11 @@ impl Writer {
             Some(end) if offset == end && len < SEGMENT_BYTES_MAX => {}
             _ => {
                 // The previous segment is durable before the next begins, so only a stream's
-                // last segment can ever have a torn tail.
-                self.commit();
+                // last segment can ever have a torn tail. A stream's first segment has none
+                // before it: 10,000 new streams at once paid a commit each (2026-12-07).
+                if end.is_some() {
+                    self.commit();
+                }
                 let tail = self
                     .start_segment(stream, offset)
                     .map_err(|e| AppendError::from_io(&e))?;
@@ -433,14 +449,19 @@ impl Writer {
         }
     }
 
-    /// Creates the segment file starting at `offset`: header written and synced, directory
-    /// entry synced, before any record goes in.
+    /// Creates the segment file starting at `offset` with its header. The header and the
+    /// directory entries are made durable by the next commit, with the first records and
+    /// before any of them is acknowledged: a crash before it leaves at most a last segment
+    /// whose header is torn, which start-up removes (nothing in it was acknowledged). Syncing
+    /// them here cost three syncs per new stream; 10,000 new streams took 3 s.
     fn start_segment(&self, stream: &Arc<Stream>, offset: u64) -> io::Result<Tail> {
         let dir = stream.dir();
-        if !dir.exists() {
+        let new_entry = if dir.exists() {
+            NewEntry::File
+        } else {
             std::fs::create_dir_all(dir)?;
-            File::open(self.data_dir.join(STREAMS_DIR))?.sync_all()?;
-        }
+            NewEntry::FileAndDir
+        };
         let path = dir.join(segment_file_name(offset));
         let file = OpenOptions::new()
             .read(true)
@@ -448,11 +469,7 @@ impl Writer {
             .create_new(true)
             .open(&path)?;
         let head = segment_head(stream.name(), offset);
-        let written = file
-            .write_all_at(&head, 0)
-            .and_then(|()| file.sync_data())
-            .and_then(|()| File::open(dir)?.sync_all());
-        if let Err(e) = written {
+        if let Err(e) = file.write_all_at(&head, 0) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -472,7 +489,9 @@ impl Writer {
             end: offset,
             durable_len: head_len,
             durable_end: offset,
-            dirty: false,
+            // The commit syncs the header and the entries even before a record goes in.
+            dirty: true,
+            new_entry,
             used: self.clock,
         })
     }
@@ -494,16 +513,20 @@ impl Writer {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
                 syncfs(&t.file).is_ok()
             });
+        let streams_dir = self.data_dir.join(STREAMS_DIR);
         for (name, tail) in self.tails.iter_mut().filter(|(_, t)| t.dirty) {
             tail.dirty = false;
             let synced = if sync && !all_synced {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
-                tail.file.sync_data()
+                tail.file
+                    .sync_data()
+                    .and_then(|()| sync_entries(tail, &streams_dir))
             } else {
                 Ok(())
             };
             match synced {
                 Ok(()) => {
+                    tail.new_entry = NewEntry::None;
                     tail.durable_len = tail.len;
                     tail.durable_end = tail.end;
                     tail.stream.publish(tail.end);
@@ -533,6 +556,18 @@ impl Writer {
     }
 }
 
+/// Syncs the directories holding a new segment's entries (a `syncfs` covers them already).
+fn sync_entries(tail: &Tail, streams_dir: &std::path::Path) -> io::Result<()> {
+    if tail.new_entry == NewEntry::None {
+        return Ok(());
+    }
+    File::open(tail.stream.dir())?.sync_all()?;
+    if tail.new_entry == NewEntry::FileAndDir {
+        File::open(streams_dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The tail of a stream's last segment, reopened for writing (`None`: the stream has none).
 fn tail_of(stream: &Arc<Stream>) -> io::Result<Option<Tail>> {
     let (path, end) = {
@@ -552,6 +587,7 @@ fn tail_of(stream: &Arc<Stream>) -> io::Result<Option<Tail>> {
         durable_len: len,
         durable_end: end,
         dirty: false,
+        new_entry: NewEntry::None,
         used: 0,
     }))
 }
