@@ -227,6 +227,14 @@ struct Tail {
     used: u64,
 }
 
+impl Tail {
+    /// Whether closing it loses nothing a commit still owes: its bytes and, for a new segment,
+    /// its directory entries are synced (a failed sync of them keeps it open, to be retried).
+    fn synced(&self) -> bool {
+        !self.dirty && self.new_entry == NewEntry::None
+    }
+}
+
 /// Directory entries a new segment needs synced before anything in it is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NewEntry {
@@ -430,13 +438,13 @@ impl Writer {
     /// when `tails_max` are open (committing first if none is clean).
     fn hold(&mut self, name: String, tail: Tail) {
         if !self.tails.contains_key(&name) && self.tails.len() >= self.tails_max {
-            if self.tails.values().all(|t| t.dirty) {
+            if self.tails.values().all(|t| !t.synced()) {
                 self.commit();
             }
             let oldest = self
                 .tails
                 .iter()
-                .filter(|(_, t)| !t.dirty)
+                .filter(|(_, t)| t.synced())
                 .min_by_key(|(_, t)| t.used)
                 .map(|(n, _)| n.clone());
             if let Some(n) = oldest {
