@@ -464,11 +464,17 @@ impl Writer {
     /// them here cost three syncs per new stream; 10,000 new streams took 3 s.
     fn start_segment(&self, stream: &Arc<Stream>, offset: u64) -> io::Result<Tail> {
         let dir = stream.dir();
-        let new_entry = if dir.exists() {
-            NewEntry::File
-        } else {
+        // A stream's first segment also syncs its directory's entry, even when the directory
+        // is there already (left by a server killed before its first commit, maybe only in
+        // the page cache).
+        let first = stream.read_segments().is_empty();
+        if !dir.exists() {
             std::fs::create_dir_all(dir)?;
+        }
+        let new_entry = if first {
             NewEntry::FileAndDir
+        } else {
+            NewEntry::File
         };
         let path = dir.join(segment_file_name(offset));
         let file = OpenOptions::new()
