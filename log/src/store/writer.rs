@@ -527,14 +527,14 @@ impl Writer {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
                 syncfs(&t.file).is_ok()
             });
-        let streams_dir = self.data_dir.join(STREAMS_DIR);
+        let data_dir = &self.data_dir;
         for (name, tail) in self.tails.iter_mut().filter(|(_, t)| t.dirty) {
             tail.dirty = false;
             let synced = if sync && !all_synced {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
                 tail.file
                     .sync_data()
-                    .and_then(|()| sync_entries(tail, &streams_dir))
+                    .and_then(|()| sync_entries(tail, data_dir))
             } else {
                 Ok(())
             };
@@ -571,13 +571,13 @@ impl Writer {
 }
 
 /// Syncs the directories holding a new segment's entries (a `syncfs` covers them already).
-fn sync_entries(tail: &Tail, streams_dir: &std::path::Path) -> io::Result<()> {
+fn sync_entries(tail: &Tail, data_dir: &std::path::Path) -> io::Result<()> {
     if tail.new_entry == NewEntry::None {
         return Ok(());
     }
     File::open(tail.stream.dir())?.sync_all()?;
     if tail.new_entry == NewEntry::FileAndDir {
-        File::open(streams_dir)?.sync_all()?;
+        File::open(data_dir.join(STREAMS_DIR))?.sync_all()?;
     }
     Ok(())
 }
