@@ -6,9 +6,11 @@
 
 mod accounts;
 mod agent;
+mod cli;
 mod client;
 mod config;
 mod config_api;
+mod fd_limit;
 mod library;
 mod logd;
 mod logs;
@@ -23,306 +25,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use cli::{Cli, Command, ConfigCommand, PoolCommand, ServeArgs};
 use config::Config;
 use oasis_engine::{Engine, Listener, ResourceManager, Service};
-
-#[derive(Parser)]
-#[command(
-    name = "oasis",
-    version,
-    about = "Oasis media storage-and-streaming server",
-    after_help = "Start with `oasis serve`, then `oasis put FILE` from another shell. \
-                  `oasis help COMMAND` shows each command's options and an example."
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server (zero configuration: 127.0.0.1:8080, data in ./oasis-data).
-    #[command(after_help = "Examples:\n  \
-        OASIS_API_TOKEN=$(head -c 24 /dev/urandom | base64) oasis serve\n  \
-        oasis serve --config /etc/oasis/oasis.toml --listen 0.0.0.0:8080 --data-dir /srv/oasis")]
-    Serve(ServeArgs),
-    /// Supervise processes (media servers, log servers): restart each at once when it dies, kill
-    /// and restart it when its health URL stops answering. For hosts without systemd.
-    #[command(after_help = "Example:\n  \
-        oasis agent --config /etc/oasis/agent.toml     # see dist/agent.toml")]
-    Agent {
-        /// The agent's configuration file (TOML: one `[[process]]` table per process).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Check, print or change configuration (a file, or a running server's).
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
-    /// Ingest a directory into a data directory while no server runs (offline import).
-    #[command(
-        after_help = "Example:\n  oasis import ./library --data-dir /srv/oasis --prefix shows/2026"
-    )]
-    Import {
-        /// Directory whose files become objects (object name = prefix + relative path).
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
-        /// Data directory to import into (default: the configuration's `[server] data_dir`).
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Prefix for the object names, e.g. "shows/2026".
-        #[arg(long, value_name = "PREFIX")]
-        prefix: Option<String>,
-        /// Configuration file whose `[storage]` settings the import uses.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
-    /// Check a data directory's catalog against its files; or rebuild a lost or damaged catalog
-    /// from the files' own records. Offline: stop the server first.
-    #[command(after_help = "Examples:\n  \
-        oasis fsck --data-dir ./oasis-data\n  \
-        oasis fsck --data-dir ./oasis-data --rebuild-catalog")]
-    Fsck {
-        /// The data directory to check.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// Write a new catalog from the object files' own records (the old one is kept aside).
-        #[arg(long)]
-        rebuild_catalog: bool,
-        /// Skip reading every file for its checksum (structure only).
-        #[arg(long, conflicts_with = "rebuild_catalog")]
-        no_checksums: bool,
-    },
-    /// Verify every object's checksum. Offline: stop the server first (the server scrubs in the
-    /// background when `[storage] scrub_bytes_per_sec` is set).
-    #[command(after_help = "Example:\n  oasis scrub --data-dir ./oasis-data")]
-    Scrub {
-        /// Data directory (default: the configuration's `[server] data_dir`).
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Configuration file.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
-    /// Copy a data directory, consistently, while its server runs (hard links on the same file
-    /// system, copies elsewhere; a second run is incremental). Serve the copy with --data-dir.
-    #[command(after_help = "Example:\n  oasis backup --data-dir ./oasis-data /backups/oasis")]
-    Backup {
-        /// The data directory to back up.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// Where the backup goes (a data directory of its own).
-        #[arg(value_name = "DEST")]
-        dest: PathBuf,
-    },
-    /// Upload a file, or a directory as a package (e.g. an HLS folder), to a running server.
-    #[command(after_help = "Examples:\n  \
-        oasis put movie.mp4\n  \
-        oasis put ./show --name show          # show/index.m3u8, show/seg0.ts, ...\n  \
-        oasis put talk.webm --bitrate 2500000")]
-    Put {
-        /// File to upload, or a directory whose files are uploaded under `--name`/.
-        #[arg(value_name = "PATH")]
-        path: PathBuf,
-        /// Object name (for a directory: the name prefix). Default: the file or directory name.
-        #[arg(long, value_name = "NAME")]
-        name: Option<String>,
-        /// Bandwidth requirement of the object, bits/s (default: derived from the container;
-        /// playlists have none).
-        #[arg(long, value_name = "BPS")]
-        bitrate: Option<u64>,
-        #[command(flatten)]
-        server: client::ServerArgs,
-    },
-    /// List the objects of a running server.
-    #[command(after_help = "Examples:\n  oasis ls\n  oasis ls show/")]
-    Ls {
-        /// Only names starting with this prefix (a package: `show/`).
-        #[arg(value_name = "PREFIX")]
-        prefix: Option<String>,
-        #[command(flatten)]
-        server: client::ServerArgs,
-    },
-    /// Delete an object, or with --prefix every object of a package, from a running server.
-    #[command(after_help = "Examples:\n  oasis rm movie.mp4\n  oasis rm --prefix show/")]
-    Rm {
-        /// Name of the object to delete.
-        #[arg(
-            value_name = "NAME",
-            required_unless_present = "prefix",
-            conflicts_with = "prefix"
-        )]
-        name: Option<String>,
-        /// Delete every object whose name starts with PREFIX (a package: `show/`).
-        #[arg(long, value_name = "PREFIX")]
-        prefix: Option<String>,
-        #[command(flatten)]
-        server: client::ServerArgs,
-    },
-    /// Manage accounts: add, ls, rm, rotate, revoke --old (offline on a data directory, or with
-    /// --server against a running server).
-    User {
-        #[command(subcommand)]
-        command: accounts::UserCommand,
-    },
-    /// Print a signed link to private media (from the configuration's `[links] keys`).
-    #[command(after_help = "Examples:\n  \
-        oasis sign premium/movie.mp4 --ttl 1h --config oasis.toml\n  \
-        oasis sign show/index.m3u8 --package --ttl 6h --ip 203.0.113.7 --config oasis.toml")]
-    Sign {
-        /// The object the link opens.
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// How long the link works: 90s, 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION", default_value = "1h")]
-        ttl: String,
-        /// Sign NAME's whole folder (an HLS package: its playlists and segments play through the
-        /// one link).
-        #[arg(long)]
-        package: bool,
-        /// Only this client address may use the link.
-        #[arg(long, value_name = "ADDR")]
-        ip: Option<std::net::IpAddr>,
-        /// Base URL the link starts with.
-        #[arg(
-            long,
-            value_name = "URL",
-            default_value = "http://127.0.0.1:8080",
-            env = "OASIS_SERVER"
-        )]
-        base: String,
-        /// Configuration file holding `[links] keys`.
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Show the audit trail: uploads, deletes, account and configuration changes, refusals.
-    #[command(after_help = "Examples:\n  \
-        oasis audit --since 1h --server http://127.0.0.1:8080\n  \
-        oasis audit --action user_add --data-dir ./oasis-data")]
-    Audit {
-        /// Only records from this long ago on: 90s, 30m, 12h, 7d.
-        #[arg(long, value_name = "DURATION")]
-        since: Option<String>,
-        /// Only this account's records.
-        #[arg(long, value_name = "NAME")]
-        user: Option<String>,
-        /// Only this action (upload, replace, delete, user_add, config_patch, auth_refused, ...).
-        #[arg(long, value_name = "ACTION")]
-        action: Option<String>,
-        /// At most this many records.
-        #[arg(long, value_name = "N", default_value_t = 1000)]
-        limit: usize,
-        #[command(flatten)]
-        target: accounts::Target,
-    },
-    /// Run a log server: shippers send it append-only streams, acknowledged once durable.
-    #[command(after_help = "Examples:\n  \
-        oasis logd --listen 127.0.0.1:7420 --data-dir ./logd-a\n  \
-        oasis logd --config /etc/oasis/logd.toml")]
-    Logd(logd::LogdArgs),
-    /// Run a monitor: every node's status datagrams on one live dashboard, as JSON, and as one
-    /// Prometheus endpoint for the fleet.
-    #[command(after_help = "Example:\n  \
-        oasis monitor --udp 0.0.0.0:7470 --http 127.0.0.1:7471   # then open http://127.0.0.1:7471/\n  \
-        (servers send to it with `[monitor] targets = [\"HOST:7470\"]` in oasis.toml)")]
-    Monitor(monitor::MonitorArgs),
-    /// Read what log servers hold: ls, cat STREAM, tail -f STREAM.
-    Logs {
-        #[command(subcommand)]
-        command: logs::LogsCommand,
-    },
-    /// Ship a log file (followed across rotations) or standard input to log servers, resuming
-    /// after dropped connections, dead servers and restarts without loss or repeat.
-    #[command(after_help = "Examples:\n  \
-        oasis log-ship --servers 10.0.0.5:7420,10.0.0.6:7420 --stream web-1/access /var/log/nginx/access.log\n  \
-        myapp 2>&1 | oasis log-ship --servers 10.0.0.5:7420 --stream web-1/myapp -")]
-    LogShip(ship::LogShipArgs),
-    /// The pool this server belongs to (`[pool]`).
-    Pool {
-        #[command(subcommand)]
-        command: PoolCommand,
-    },
-    /// Show an object's metadata (size, type, checksum, bitrate and where it came from).
-    #[command(after_help = "Example:\n  oasis stat movie.mp4")]
-    Stat {
-        /// Name of the object.
-        #[arg(value_name = "NAME")]
-        name: String,
-        #[command(flatten)]
-        server: client::ServerArgs,
-    },
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Configuration file (TOML; every key is documented in oasis.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on; repeat for several network interfaces. Replaces `[[listen]]`.
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<std::net::SocketAddr>,
-    /// Data directory. Replaces `[server] data_dir`.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Worker layout: combined, combined:N, or f=F,nc=C,nd=D. Replaces `[engine] layout`.
-    #[arg(long, value_name = "LAYOUT")]
-    layout: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Validate a configuration file: every error, with file:line:column and a hint.
-    #[command(after_help = "Example:\n  oasis config check oasis.toml")]
-    Check {
-        /// The configuration file to check.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Print the effective configuration, defaults filled in.
-    #[command(after_help = "Example:\n  oasis config show --config oasis.toml")]
-    Show {
-        /// Configuration file to read (default: none, so the defaults).
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
-    /// Print a key (or all) of a running server's configuration in force, or of a file
-    /// offline; secrets are redacted.
-    #[command(after_help = "Examples:\n  \
-        oasis config get pacing.factor_progressive --server http://127.0.0.1:8080\n  \
-        oasis config get pacing --config oasis.toml")]
-    Get(client::config::GetArgs),
-    /// Change a key of a running server: checked as `oasis config check` does, written to its
-    /// configuration file (comments kept) and put in force.
-    #[command(after_help = "Examples:\n  \
-        oasis config set pacing.factor_progressive 2.0\n  \
-        oasis config set server.log_level oasis=debug --server http://10.0.0.5:8080\n  \
-        oasis config set http.header_bytes_max 32768 --restart-pending")]
-    Set(client::config::SetArgs),
-}
 
 fn load(config: Option<&PathBuf>) -> Result<Config> {
     match config {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
     }
-}
-
-/// `oasis pool ...`.
-#[derive(Subcommand)]
-enum PoolCommand {
-    /// The pool's nodes (live or down, load) and how many objects lack copies, as one node sees
-    /// them (`GET /api/pool`; a monitor, auditor or admin token).
-    #[command(after_help = "Example:\n  oasis pool status --server http://10.0.0.1:8080")]
-    Status {
-        /// Print the server's JSON as it is.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: client::ServerArgs,
-    },
 }
 
 fn main() {
@@ -507,9 +220,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
     ])?;
-    fit_fd_limit(&cfg, &mut overrides);
+    fd_limit::fit_fd_limit(&cfg, &mut overrides);
     overrides.apply(&mut cfg);
-    let fds_wanted = cfg.resources.connections_max + cfg.storage.open_files_max as u64 + FD_SLACK;
+    let fds_wanted =
+        cfg.resources.connections_max + cfg.storage.open_files_max as u64 + fd_limit::FD_SLACK;
     // Splicing connections hold a pipe each (two descriptors) on top of their socket.
     if let Err(e) = oasis_engine::host::presize_fd_table(
         fds_wanted + 2 * cfg.resources.connections_max.min(8192),
@@ -700,73 +414,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     own_logs.stop();
     Ok(())
 }
-
-/// Makes the open-files limit hold `connections_max + open_files_max` (plus slack), raising it
-/// where the host allows. When it cannot and `connections_max` was left at its default, the
-/// default shrinks to what fits, said once at info level; only a value the operator asked for
-/// draws a warning. On such a host the descriptors go to connections first: the file cache (when
-/// `open_files_max` is at its default) and the slack shrink to a share of the limit
-/// ([`fd_shares`]), since a viewer refused costs more than a cached file reopened.
-fn fit_fd_limit(cfg: &Config, overrides: &mut config::Overrides) {
-    let asked =
-        cfg.resources.connections_max != config::ResourcesSection::default().connections_max;
-    let files_asked =
-        cfg.storage.open_files_max != config::StorageSection::default().open_files_max;
-    let files = cfg.storage.open_files_max as u64 + FD_SLACK;
-    let want = cfg.resources.connections_max + files;
-    let Some(limit) = oasis_engine::host::raise_nofile_limit(want) else {
-        return;
-    };
-    if limit >= want {
-        return;
-    }
-    if asked {
-        tracing::warn!(
-            "open files limited to {limit}, below the {want} that connections_max ({}) + open_files_max ({}) + {FD_SLACK} need; \
-             raise `ulimit -n` (LimitNOFILE= under systemd) or lower connections_max",
-            cfg.resources.connections_max,
-            cfg.storage.open_files_max
-        );
-        return;
-    }
-    let (open_files, slack) = fd_shares(limit, cfg.storage.open_files_max as u64, files_asked);
-    let fit = limit
-        .saturating_sub(open_files + slack)
-        .max(CONNECTIONS_FLOOR);
-    tracing::info!(
-        "open files limited to {limit}: connections_max is {fit} on this host (default {}), open_files_max {open_files}; \
-         raise `ulimit -n` (LimitNOFILE= under systemd) for more",
-        cfg.resources.connections_max
-    );
-    overrides.connections_max = Some(fit);
-    if !files_asked {
-        overrides.open_files_max = Some(open_files as usize);
-    }
-}
-
-/// The file cache's and the slack's descriptors on a host whose open-files `limit` cannot hold
-/// the defaults: a twentieth of the limit for cached files (unless the operator set
-/// `open_files_max`, `files_asked`) and a fortieth for the slack, each at least a floor and at
-/// most its default. At 20,000 descriptors: 1,000 files and 500 spare, 18,500 connections
-/// (with the defaults' 4,096 and 1,024 it was 14,880).
-fn fd_shares(limit: u64, open_files_max: u64, files_asked: bool) -> (u64, u64) {
-    let files = if files_asked {
-        open_files_max
-    } else {
-        (limit / 20).clamp(FILES_FLOOR, open_files_max.max(FILES_FLOOR))
-    };
-    let slack = (limit / 40).clamp(SLACK_FLOOR, FD_SLACK);
-    (files, slack)
-}
-
-/// Descriptors kept free beyond connections and cached files (listeners, rings, logs, catalog).
-const FD_SLACK: u64 = 1024;
-/// Fewest descriptors a fitted slack keeps.
-const SLACK_FLOOR: u64 = 128;
-/// Fewest cached files a fitted file cache keeps.
-const FILES_FLOOR: u64 = 64;
-/// Fewest connections a host-fitted default leaves.
-const CONNECTIONS_FLOOR: u64 = 64;
 
 fn lock(reloader: &Mutex<reload::Reloader>) -> std::sync::MutexGuard<'_, reload::Reloader> {
     reloader.lock().unwrap_or_else(|e| e.into_inner())
