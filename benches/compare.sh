@@ -37,6 +37,8 @@
 # Scenario 8 runs on Oasis alone: the same hot 2 MiB and 64 KiB objects through /media/ (public)
 # and through /s/ links made by `oasis sign` (one HMAC-SHA256 per request), 100 connections.
 # Each run's oasis.toml carries a fresh random [links] key; public reads never look at it.
+# S8_CONTROL=1 makes the 'signed' runs read the public URLs too: public against public, the
+# harness's own spread between the two sides of a pair (the notes in summary.md say so).
 #
 # --client-cores LIST (taskset syntax, default: none): the load generators (oasis-loadgen, wrk)
 # run on these cores and both servers on the others, one worker per server core (nginx's
@@ -60,6 +62,7 @@ QUICK=0
 SCENARIOS="1,2,3,4,5,6,7,8,9"
 LAYOUTS="combined"
 DURATION_S=""
+S8_CONTROL="${S8_CONTROL:-0}"
 REPEAT=1
 NGINX_PORT=18080
 OASIS_PORT=18081
@@ -694,6 +697,7 @@ warm_set() {
 scenario_8() { # signed links against public reads, Oasis only: hot 2 MiB and 64 KiB, 100 conns
   local tag=$1 set r kind file code d=$DURATION_S
   [[ $QUICK == 1 ]] && d=1
+  [[ $S8_CONTROL == 1 ]] && note "scenario 8 control (S8_CONTROL=1): the 'signed' runs read the public URLs, so signed/public is public against public"
   if [[ $OASIS_OK == 1 ]]; then
     for set in hot small; do
       sign_urls "$WORK/$set.urls" "$OUT/$set-signed.urls" || note "oasis sign failed for $set (see log.txt)"
@@ -708,7 +712,7 @@ scenario_8() { # signed links against public reads, Oasis only: hot 2 MiB and 64
     for r in "${REPS[@]}"; do
       for kind in $(alternate "$r" public signed); do
         file="$WORK/$set.urls"
-        [[ $kind == signed ]] && file="$OUT/$set-signed.urls"
+        [[ $kind == signed && $S8_CONTROL != 1 ]] && file="$OUT/$set-signed.urls"
         # Other work on the box takes CPU from both sides of a pair unevenly: log how much.
         log "load average before $set $kind$r: $(cut -d' ' -f1-3 /proc/loadavg)"
         run_lg "$tag-s8-$set-c100-$kind$r" oasis get --url-file "$file" --connections 100 --duration-s "$d"
