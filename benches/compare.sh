@@ -641,7 +641,7 @@ scenario_9() { # 2x overload: Oasis's bandwidth budget set to the measured capac
   # as its catalog computes it) x factor_progressive: the budget admits C of them; 2C are
   # offered, at most what Oasis's connections_max holds on this host (it fits it to the
   # descriptor limit less a twentieth for cached files and a fortieth kept free when the limit
-  # is tight, src/main.rs fd_shares) and the client's limit.
+  # is tight, src/fd_limit.rs fd_shares) and the client's limit.
   local bw c movie="$VIEWERS/movie-${kbps}k.mp4" dur nofile offered_max
   nofile=$(ulimit -n)
   dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$movie" 2>>"$LOG")
