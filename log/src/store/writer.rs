@@ -434,8 +434,8 @@ impl Writer {
         result.map_err(|e| AppendError::from_io(&e))
     }
 
-    /// Holds `tail` open as its stream's, first closing the least recently written clean tail
-    /// when `tails_max` are open (committing first if none is clean).
+    /// Holds `tail` open as its stream's, first closing the least recently written synced tail
+    /// when `tails_max` are open (committing first if none is synced, see `Tail::synced`).
     fn hold(&mut self, name: String, tail: Tail) {
         if !self.tails.contains_key(&name) && self.tails.len() >= self.tails_max {
             if self.tails.values().all(|t| !t.synced()) {
